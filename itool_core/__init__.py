@@ -1,0 +1,3 @@
+"""iTool core: data, prompts, models, search and training as plain functions (no orchestration imports)."""
+
+__version__ = "0.1.0"

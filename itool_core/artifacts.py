@@ -1,0 +1,149 @@
+"""Atomic, schema-checked Parquet artifacts and the references stages exchange.
+
+A stage returns an :class:`ArtifactRef` (path + sha256 + schema tag + row count) instead of an object, so the
+orchestration layer can key caches on content and a test can prove what a stage consumed.  Every write goes
+to a temporary file in the destination folder and is renamed into place only when complete (``os.replace``
+is atomic on POSIX), so a killed run never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .schemas import ALL, SCHEMA_KEY, TableSchema
+
+
+class SchemaMismatch(ValueError):
+    """A table does not have the columns/types/version its reader expects."""
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    path: str
+    sha256: str
+    schema: str = ""
+    rows: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ArtifactRef":
+        return cls(**d)
+
+    def verify(self) -> None:
+        actual = sha256_file(self.path)
+        if actual != self.sha256:
+            raise ValueError(f"{self.path}: content changed (sha256 {actual[:12]}… != {self.sha256[:12]}…)")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def sha256_tree(root: str | os.PathLike) -> str:
+    """Content hash of a folder (e.g. a LoRA adapter or merged model): relative paths + file hashes."""
+    h = hashlib.sha256()
+    root = Path(root)
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(root)).encode())
+        h.update(sha256_file(p).encode())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _as_table(data: pa.Table | Iterable[Mapping[str, Any]] | Any, schema: TableSchema) -> pa.Table:
+    if isinstance(data, pa.Table):
+        table = data
+    elif hasattr(data, "to_dict") and hasattr(data, "columns"):  # pandas DataFrame
+        table = pa.Table.from_pandas(data, preserve_index=False)
+    else:
+        table = pa.Table.from_pylist(list(data), schema=schema.schema)
+    missing = [f.name for f in schema.schema if f.name not in table.column_names]
+    if missing:
+        raise SchemaMismatch(f"{schema.tag}: missing columns {missing}")
+    table = table.select([f.name for f in schema.schema])
+    try:
+        table = table.cast(schema.schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as e:
+        raise SchemaMismatch(f"{schema.tag}: {e}") from None
+    return table.replace_schema_metadata({SCHEMA_KEY: schema.tag.encode()})
+
+
+def write_table(data: Any, path: str | os.PathLike, schema: TableSchema) -> ArtifactRef:
+    """Validate ``data`` against ``schema`` and write it atomically as Parquet; return its reference."""
+    table = _as_table(data, schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return ArtifactRef(str(Path(path)), sha256_file(path), schema.tag, table.num_rows)
+
+
+def read_table(src: str | os.PathLike | ArtifactRef, schema: TableSchema | None = None) -> pa.Table:
+    """Read a Parquet artifact and check its schema tag, columns and types (and content hash for a ref)."""
+    if isinstance(src, ArtifactRef):
+        src.verify()
+        path = src.path
+    else:
+        path = str(src)
+    table = pq.read_table(path)
+    tag = (table.schema.metadata or {}).get(SCHEMA_KEY, b"").decode()
+    if schema is None:
+        name = tag.split("/")[0]
+        if name not in ALL:
+            raise SchemaMismatch(f"{path}: no known itool schema tag (found {tag!r})")
+        schema = ALL[name]
+    if tag != schema.tag:
+        raise SchemaMismatch(f"{path}: schema tag {tag!r}, expected {schema.tag!r}")
+    for f in schema.schema:
+        if f.name not in table.column_names:
+            raise SchemaMismatch(f"{path}: missing column {f.name!r}")
+        actual = table.schema.field(f.name).type
+        if actual != f.type:
+            raise SchemaMismatch(f"{path}: column {f.name!r} has type {actual}, expected {f.type}")
+    return table.select([f.name for f in schema.schema])
+
+
+def ref_for(path: str | os.PathLike, schema: TableSchema | None = None) -> ArtifactRef:
+    table = read_table(path, schema)
+    tag = (table.schema.metadata or {}).get(SCHEMA_KEY, b"").decode()
+    return ArtifactRef(str(path), sha256_file(path), tag, table.num_rows)

@@ -1,0 +1,395 @@
+"""Tools → prompt text, model text → calls, and call comparison.
+
+This is the single place where the pipeline turns a tool list and a conversation into the model's prompt and
+where model text becomes structured calls.  Training (warm-up SFT, DPO pairs), tree search and evaluation all
+go through it, so the format the policy is taught is exactly the format the benchmarks decode (the method's
+reward O(s) and the BFCL score both rely on this one parser).
+
+Prompt: BFCL's prompt-mode default system prompt (``ret_fmt=python``, tools as JSON), reproduced verbatim so
+that evaluation matches the leaderboard (a test checks it against ``bfcl_eval``'s own ``formulate_system_prompt``).
+A ``compact`` tool rendering (no indentation, redundant keys dropped) exists to fit long tool sets into a small
+model's context; it is used by training and evaluation alike through :class:`PromptStyle`.
+
+Answer: a Python-style list of calls ``[f(a=1), pkg.g(b='x')]``.  It is parsed with :mod:`ast` only — never
+``eval``/``exec`` — and every argument must be a literal (numbers, strings, booleans, None, lists, tuples,
+dicts with string keys, nested; a unary minus/plus on a number).  Anything else is a :class:`ParseError` with a
+message.  bfcl-eval's own decoder ``eval``s binary operations and lambdas found in model text; ours refuses
+them, which is the only place where our decoding is stricter than the leaderboard's.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+__all__ = [
+    "ParseError",
+    "ToolCall",
+    "PromptStyle",
+    "NO_CALL_TEXT",
+    "parse_calls",
+    "try_parse_calls",
+    "decode_answer",
+    "format_call",
+    "serialise_calls",
+    "format_value",
+    "calls_match",
+    "calls_from_json",
+    "calls_to_json",
+    "render_tools",
+    "system_prompt",
+    "build_messages",
+    "render_prompt",
+    "render_target",
+]
+
+# Limits that keep a hostile or degenerate model output from costing more than a parse should.
+MAX_TEXT_CHARS = 200_000
+MAX_DEPTH = 64
+
+#: What the policy is trained to answer when no tool applies.  It must NOT decode as a call list, so that
+#: BFCL's relevance rule (no decodable call = no call) counts it as abstention.
+NO_CALL_TEXT = "None of the given functions can be used to answer this question."
+
+
+class ParseError(ValueError):
+    """Model text that is not a list of calls with literal keyword arguments."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call: a (possibly dotted) function name and keyword arguments holding JSON-like literals."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    __hash__ = None  # type: ignore[assignment]  # arguments is a dict: calls compare, they do not hash
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "arguments": self.arguments}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "ToolCall":
+        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+            raise ValueError(f"a call must be an object with a string 'name', got {obj!r}")
+        args = obj.get("arguments", {})
+        if not isinstance(args, dict):
+            raise ValueError(f"call {obj['name']!r}: 'arguments' must be an object, got {type(args).__name__}")
+        return cls(obj["name"], dict(args))
+
+    def to_bfcl(self) -> dict[str, dict[str, Any]]:
+        """The ``{name: {arg: value}}`` form that bfcl-eval's checkers take."""
+        return {self.name: dict(self.arguments)}
+
+    def __str__(self) -> str:
+        return format_call(self)
+
+
+# --------------------------------------------------------------------------------------------------- parsing
+
+
+def _literal(node: ast.AST, where: str, depth: int = 0) -> Any:
+    if depth > MAX_DEPTH:
+        raise ParseError(f"{where}: value nested deeper than {MAX_DEPTH}")
+    if isinstance(node, ast.Constant):
+        v = node.value
+        if isinstance(v, bool) or v is None or isinstance(v, (str, int)):
+            return v
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                raise ParseError(f"{where}: non-finite float {v!r} is not allowed")
+            return v
+        raise ParseError(f"{where}: constant of type {type(v).__name__} is not allowed")
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        operand = node.operand
+        if (
+            isinstance(operand, ast.Constant)
+            and isinstance(operand.value, (int, float))
+            and not isinstance(operand.value, bool)
+        ):
+            v = _literal(operand, where, depth + 1)
+            return -v if isinstance(node.op, ast.USub) else v
+        raise ParseError(f"{where}: unary {type(node.op).__name__} is only allowed on a number")
+    if isinstance(node, (ast.List, ast.Tuple)):
+        # Tuples become lists: arguments are JSON-like, and BFCL's checker treats tuples as lists.
+        return [_literal(e, f"{where}[{i}]", depth + 1) for i, e in enumerate(node.elts)]
+    if isinstance(node, ast.Dict):
+        out: dict[str, Any] = {}
+        for k, v in zip(node.keys, node.values):
+            if k is None:
+                raise ParseError(f"{where}: '**' unpacking is not allowed in a dict")
+            key = _literal(k, f"{where} key", depth + 1)
+            if not isinstance(key, str):
+                raise ParseError(f"{where}: dict keys must be strings, got {type(key).__name__}")
+            if key in out:
+                raise ParseError(f"{where}: duplicate dict key {key!r}")
+            out[key] = _literal(v, f"{where}[{key!r}]", depth + 1)
+        return out
+    kind = type(node).__name__
+    try:
+        shown = ast.unparse(node)
+    except Exception:  # pragma: no cover - unparse of a valid tree should not fail
+        shown = kind
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    raise ParseError(f"{where}: only literal values are allowed, got {kind} `{shown}`")
+
+
+def _dotted_name(func: ast.AST) -> str:
+    parts: list[str] = []
+    while isinstance(func, ast.Attribute):
+        parts.append(func.attr)
+        func = func.value
+    if not isinstance(func, ast.Name):
+        raise ParseError(f"a function name must be a (dotted) identifier, got {type(func).__name__}")
+    parts.append(func.id)
+    return ".".join(reversed(parts))
+
+
+def _call(node: ast.AST, index: int) -> ToolCall:
+    if not isinstance(node, ast.Call):
+        raise ParseError(f"item {index} of the call list is a {type(node).__name__}, not a function call")
+    name = _dotted_name(node.func)
+    if node.args:
+        raise ParseError(f"call {index} `{name}`: positional arguments are not allowed, use keyword form")
+    args: dict[str, Any] = {}
+    for kw in node.keywords:
+        if kw.arg is None:
+            raise ParseError(f"call {index} `{name}`: '**' unpacking is not allowed")
+        if kw.arg in args:
+            raise ParseError(f"call {index} `{name}`: argument {kw.arg!r} given twice")
+        args[kw.arg] = _literal(kw.value, f"call {index} `{name}` argument {kw.arg!r}")
+    return ToolCall(name, args)
+
+
+def _normalise_text(text: str) -> str:
+    # Same normalisation as bfcl-eval's default_decode_ast_prompting: strip backticks/newlines/spaces and
+    # bracket a bare call, so the same outputs decode the same way here and on the leaderboard.
+    s = text.strip("`\n ")
+    if not s.startswith("["):
+        s = "[" + s
+    if not s.endswith("]"):
+        s = s + "]"
+    return s
+
+
+def parse_calls(text: str) -> list[ToolCall]:
+    """Parse model text into calls; raise :class:`ParseError` if it is not a call list.
+
+    ``"[]"`` parses to an empty list.  Nothing in the text is ever executed.
+    """
+    if not isinstance(text, str):
+        raise ParseError(f"expected text, got {type(text).__name__}")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ParseError(f"text longer than {MAX_TEXT_CHARS} characters")
+    src = _normalise_text(text)
+    try:
+        with warnings.catch_warnings():
+            # model text like "1st" makes the tokenizer warn; the text is data, not our code
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(src, mode="eval")
+    except SyntaxError as e:
+        raise ParseError(f"not a Python call list: {e.msg} (column {e.offset})") from None
+    except (ValueError, RecursionError, MemoryError) as e:  # null bytes, absurd nesting
+        raise ParseError(f"not a Python call list: {type(e).__name__}") from None
+    body = tree.body
+    if not isinstance(body, ast.List):
+        raise ParseError(f"expected a list of calls, got {type(body).__name__}")
+    try:
+        return [_call(elt, i) for i, elt in enumerate(body.elts)]
+    except RecursionError:
+        raise ParseError("call list nested too deeply") from None
+
+
+def try_parse_calls(text: str) -> tuple[list[ToolCall] | None, str | None]:
+    """``(calls, None)`` or ``(None, error message)``."""
+    try:
+        return parse_calls(text), None
+    except ParseError as e:
+        return None, str(e)
+
+
+def decode_answer(text: str) -> list[ToolCall]:
+    """The calls an answer makes, BFCL-style: text that does not parse, or parses to ``[]``, is "no call"."""
+    calls, _ = try_parse_calls(text)
+    return calls or []
+
+
+# ------------------------------------------------------------------------------------------------- serialising
+
+
+def format_value(v: Any) -> str:
+    """Canonical literal text of an argument value (round-trips through :func:`parse_calls`)."""
+    if isinstance(v, bool) or v is None:
+        return repr(v)
+    if isinstance(v, int):
+        return repr(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"cannot serialise non-finite float {v!r}")
+        return repr(v)
+    if isinstance(v, str):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(format_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        for k in v:
+            if not isinstance(k, str):
+                raise ValueError(f"cannot serialise a dict key of type {type(k).__name__}")
+        return "{" + ", ".join(f"{k!r}: {format_value(x)}" for k, x in v.items()) + "}"
+    raise ValueError(f"cannot serialise a value of type {type(v).__name__}")
+
+
+def format_call(call: ToolCall) -> str:
+    args = ", ".join(f"{k}={format_value(v)}" for k, v in call.arguments.items())
+    return f"{call.name}({args})"
+
+
+def serialise_calls(calls: Sequence[ToolCall]) -> str:
+    """``[f(a=1), g(b='x')]`` — the canonical answer text."""
+    return "[" + ", ".join(format_call(c) for c in calls) + "]"
+
+
+def render_target(calls: Sequence[ToolCall]) -> str:
+    """What the assistant should say: the call list, or :data:`NO_CALL_TEXT` when no call is correct."""
+    return serialise_calls(calls) if calls else NO_CALL_TEXT
+
+
+def calls_to_json(calls: Sequence[ToolCall]) -> str:
+    return json.dumps([c.to_json() for c in calls], ensure_ascii=False)
+
+
+def calls_from_json(text: str | list) -> list[ToolCall]:
+    data = json.loads(text) if isinstance(text, str) else text
+    if not isinstance(data, list):
+        raise ValueError(f"a target must be a JSON list of calls, got {type(data).__name__}")
+    return [ToolCall.from_json(c) for c in data]
+
+
+# ------------------------------------------------------------------------------------------------- comparison
+
+
+def _norm(v: Any) -> Any:
+    # Exact match up to container type (tuple == list) and int/float equality (1 == 1.0), as BFCL does.
+    if isinstance(v, (list, tuple)):
+        return tuple(_norm(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _norm(x)) for k, x in v.items()))
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return (type(v).__name__, v)
+    if isinstance(v, (int, float)):
+        return ("num", float(v))
+    return ("other", repr(v))
+
+
+def _call_key(c: ToolCall) -> tuple:
+    return (c.name, _norm(c.arguments))
+
+
+def calls_match(pred: Sequence[ToolCall], gold: Sequence[ToolCall], ordered: bool = False) -> bool:
+    """Exact match of two call lists; order-insensitive unless ``ordered`` (BFCL parallel is unordered)."""
+    if len(pred) != len(gold):
+        return False
+    pk = [_call_key(c) for c in pred]
+    gk = [_call_key(c) for c in gold]
+    if ordered:
+        return pk == gk
+    return sorted(pk, key=repr) == sorted(gk, key=repr)
+
+
+# ------------------------------------------------------------------------------------------------ prompt text
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """How tools are shown to the model.
+
+    ``tools="json"`` is BFCL's default (``json.dumps(tools, indent=4)``), bit-identical to the leaderboard
+    prompt.  ``tools="compact"`` drops indentation and keys that carry no information for the model (empty
+    ``required``, empty ``properties``, the top-level ``"type": "dict"``), typically halving the tool tokens; it
+    keeps every name, type, description, enum and default.  Whatever the style, training and evaluation of
+    one experiment use the same one.
+    """
+
+    tools: str = "json"
+
+    def __post_init__(self) -> None:
+        if self.tools not in ("json", "compact"):
+            raise ValueError(f"unknown tool rendering {self.tools!r} (json|compact)")
+
+
+_SYSTEM_TEMPLATE = (
+    "You are an expert in composing functions."
+    "You are given a question and a set of possible functions. Based on the question, you will need to make "
+    "one or more function/tool calls to achieve the purpose. If none of the functions can be used, point it "
+    "out. If the given question lacks the parameters required by the function, also point it out."
+    "\n\n"
+    "You should only return the function calls in your response.\n\nIf you decide to invoke any of the "
+    "function(s), you MUST put it in the format of [func_name1(params_name1=params_value1, "
+    "params_name2=params_value2...), func_name2(params)].  You SHOULD NOT include any other text in the response."
+    "\n\n"
+    "At each turn, you should try your best to complete the tasks requested by the user within the current "
+    "turn. Continue to output functions to call until you have fulfilled the user's request to the best of "
+    "your ability. Once you have no more functions to call, the system will consider the current turn complete "
+    "and proceed to the next turn or task."
+    "\n\n"
+    "Here is a list of functions in json format that you can invoke.\n{functions}\n"
+)
+
+
+def _compact_schema(obj: Any, top: bool = False) -> Any:
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if k in ("required", "properties") and not v:
+                continue
+            if top and k == "type" and v in ("dict", "object"):
+                continue
+            out[k] = _compact_schema(v)
+        return out
+    if isinstance(obj, list):
+        return [_compact_schema(x) for x in obj]
+    return obj
+
+
+def render_tools(tools: list[dict], style: PromptStyle = PromptStyle()) -> str:
+    if style.tools == "json":
+        return json.dumps(tools, indent=4)
+    compact = []
+    for t in tools:
+        t2 = dict(t)
+        if isinstance(t2.get("parameters"), dict):
+            t2["parameters"] = _compact_schema(t2["parameters"], top=True)
+        compact.append(t2)
+    return json.dumps(compact, separators=(",", ":"), ensure_ascii=False)
+
+
+def system_prompt(tools: list[dict], style: PromptStyle = PromptStyle()) -> str:
+    return _SYSTEM_TEMPLATE.format(functions=render_tools(tools, style))
+
+
+def build_messages(
+    tools: list[dict], messages: Iterable[dict], style: PromptStyle = PromptStyle()
+) -> list[dict]:
+    """Chat messages with the tool system prompt first (merged into an existing system message, as BFCL does).
+
+    SmolLM2's chat template ignores ``tools=``, so the tool documentation always travels in the system text.
+    """
+    msgs = [dict(m) for m in messages]
+    sp = system_prompt(tools, style)
+    if msgs and msgs[0].get("role") == "system":
+        msgs[0]["content"] = sp + "\n\n" + (msgs[0].get("content") or "")
+    else:
+        msgs.insert(0, {"role": "system", "content": sp})
+    return msgs
+
+
+def render_prompt(tokenizer, tools: list[dict], messages: Iterable[dict], style: PromptStyle = PromptStyle()) -> str:
+    """The exact prompt string (chat template, generation prompt added) the policy sees."""
+    return tokenizer.apply_chat_template(
+        build_messages(tools, messages, style), tokenize=False, add_generation_prompt=True
+    )

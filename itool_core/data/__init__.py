@@ -1,0 +1,1 @@
+"""Data: loaders per source format into the one example schema, difficulty features, splits, buffers."""

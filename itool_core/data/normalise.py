@@ -1,0 +1,428 @@
+"""Normalisation of foreign tool schemas and call targets into the canonical (BFCL-style) form.
+
+Sources other than BFCL describe tools loosely: ToolACE names tools with spaces ("Market Trends API"), xLAM
+gives a flat ``{param: {type, description, default}}`` dict with Python type names (``str, optional``,
+``List[str]``), and some ground truths pass arguments positionally or as arithmetic (``p=1/6``).  The policy
+is taught and scored with one parser (:func:`itool_core.calls.parse_calls`: dotted identifiers, keyword
+literals only), so everything is brought to that form here, once, before an :class:`Example` is built:
+
+* tool names become dotted Python identifiers (spaces and other characters → ``_``) and the same renaming
+  is applied to the calls of the target, so a target always names a tool of its own tool list;
+* type names become BFCL's vocabulary: ``string integer float boolean array tuple dict any``;
+  ``optional`` / ``Optional[...]`` removes a parameter from ``required``;
+* a flat parameter dict becomes ``{"type": "dict", "properties": ..., "required": [...]}`` (required = the
+  parameters without a ``default`` that are not marked optional);
+* positional arguments are mapped to keywords by the tool's parameter order (an error when that is not
+  possible), and arithmetic on number literals is folded to its value.
+
+Nothing is ever executed: call text is read with :mod:`ast`.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import keyword
+import math
+import operator
+import re
+from typing import Any, Iterable, Sequence
+
+from ..calls import ParseError, ToolCall, _dotted_name, _literal, _normalise_text, parse_calls
+
+__all__ = [
+    "CANONICAL_TYPES",
+    "SchemaError",
+    "safe_tool_name",
+    "normalise_type",
+    "normalise_property",
+    "flat_params_to_schema",
+    "normalise_parameters",
+    "normalise_tool",
+    "normalise_tools",
+    "rename_calls",
+    "rename_in_call_text",
+    "parse_calls_lenient",
+    "keyword_arguments",
+]
+
+#: BFCL's type vocabulary (what ``bfcl_eval``'s AST checker knows for Python).
+CANONICAL_TYPES = ("string", "integer", "float", "boolean", "array", "tuple", "dict", "any")
+
+
+class SchemaError(ValueError):
+    """A tool schema that cannot be normalised (unknown type name, parameters not a dict, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------- tool names
+
+
+def safe_tool_name(name: str) -> str:
+    """A dotted Python identifier for ``name`` (what :func:`parse_calls` accepts as a function name).
+
+    Spaces and any other character outside ``[A-Za-z0-9_.]`` become ``_``; a part starting with a digit gets
+    a leading ``_`` and a part that is a Python keyword a trailing ``_`` (``a.class`` would not parse).
+    A name that is already valid is returned unchanged.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise SchemaError(f"a tool name must be a non-empty string, got {name!r}")
+    if _valid_dotted(name):
+        return name
+    s = re.sub(r"[^A-Za-z0-9_.]", "_", name.strip())
+    parts = []
+    for part in s.split("."):
+        if not part:
+            part = "_"
+        if part[0].isdigit():
+            part = "_" + part
+        if keyword.iskeyword(part):
+            part += "_"
+        parts.append(part)
+    return ".".join(parts)
+
+
+def _valid_dotted(name: str) -> bool:
+    return all(p.isidentifier() and not keyword.iskeyword(p) for p in name.split("."))
+
+
+# ----------------------------------------------------------------------------------------------- type names
+
+_SCALARS = {
+    "str": "string", "string": "string", "text": "string", "char": "string",
+    "int": "integer", "integer": "integer", "long": "integer", "short": "integer",
+    "float": "float", "double": "float", "number": "float", "decimal": "float",
+    "bool": "boolean", "boolean": "boolean",
+    "list": "array", "array": "array", "arraylist": "array", "set": "array", "sequence": "array",
+    "iterable": "array",
+    "tuple": "tuple",
+    "dict": "dict", "dictionary": "dict", "object": "dict", "mapping": "dict", "hashmap": "dict", "map": "dict",
+    "any": "any",
+}  # fmt: skip
+_NONE_NAMES = {"none", "nonetype", "null"}
+
+
+def _split_top(s: str, sep: str = ",") -> list[str]:
+    """Split at ``sep`` outside brackets (for ``Dict[str, List[int]]``)."""
+    out, depth, cur = [], 0, []
+    for ch in s:
+        if ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        if ch == sep and depth == 0:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return [x.strip() for x in out]
+
+
+def normalise_type(type_name: Any) -> tuple[dict[str, Any], bool]:
+    """``(schema fragment, optional)`` for a (possibly Python-style) type name.
+
+    ``"str, optional"`` → ``({"type": "string"}, True)``; ``"List[int]"`` → ``({"type": "array", "items":
+    {"type": "integer"}}, False)``; ``"Optional[float]"`` → ``({"type": "float"}, True)``.  Unknown names
+    raise :class:`SchemaError` (the row is reported, not guessed).
+    """
+    if not isinstance(type_name, str):
+        raise SchemaError(f"type must be a string, got {type(type_name).__name__} {type_name!r}")
+    t = type_name.strip()
+    optional = False
+    # "str, optional" / "int, default: 5" / "str optional" (xLAM and docstring styles)
+    m = re.fullmatch(r"(.+?)\s*,?\s*\b(optional|default\b.*)", t, flags=re.IGNORECASE)
+    if m and m.group(1).strip():
+        t, optional = m.group(1).strip().rstrip(","), True
+    m = re.fullmatch(r"([A-Za-z_][\w.]*)\s*[\[(](.*)[\])]", t)
+    if m:
+        base, inner = m.group(1).split(".")[-1].lower(), m.group(2)
+        args = [a for a in _split_top(inner) if a]
+        if base == "optional" and len(args) == 1:
+            frag, _ = normalise_type(args[0])
+            return frag, True
+        if base == "union":
+            non_none = [a for a in args if a.lower() not in _NONE_NAMES]
+            optional = optional or len(non_none) < len(args)
+            frags = [normalise_type(a)[0] for a in non_none]
+            types = {f["type"] for f in frags}
+            if len(frags) == 1:
+                return frags[0], optional
+            if types <= {"integer", "float"}:
+                return {"type": "float"}, optional
+            if types <= {"array", "tuple"}:
+                return {"type": "array"}, optional
+            return {"type": "any"}, optional
+        kind = _SCALARS.get(base)
+        if kind in ("array", "tuple"):
+            if args and not (len(args) == 2 and args[1] == "..."):
+                item_frags = [normalise_type(a)[0] for a in args]
+                if kind == "array" or all(f == item_frags[0] for f in item_frags):
+                    return {"type": kind, "items": item_frags[0]}, optional
+                return {"type": kind}, optional
+            if len(args) == 2 and args[1] == "...":
+                return {"type": kind, "items": normalise_type(args[0])[0]}, optional
+            return {"type": kind}, optional
+        if kind == "dict":
+            if args and len(args) != 2:
+                raise SchemaError(f"dict type {type_name!r} needs a key and a value type")
+            for a in args:  # validate the parts; JSON-schema dicts carry no key/value types
+                normalise_type(a)
+            return {"type": "dict"}, optional
+        raise SchemaError(f"unknown type name {type_name!r}")
+    base = t.lower()
+    if base in _SCALARS:
+        return {"type": _SCALARS[base]}, optional
+    raise SchemaError(f"unknown type name {type_name!r}")
+
+
+def normalise_property(prop: Any, where: str) -> tuple[dict[str, Any], bool]:
+    """Normalise one property schema (type names, nested ``items``/``properties``); ``(schema, optional)``."""
+    if not isinstance(prop, dict):
+        raise SchemaError(f"{where}: a parameter schema must be an object, got {type(prop).__name__}")
+    out = copy.deepcopy(prop)
+    optional = False
+    if "type" in out:
+        frag, optional = normalise_type(out["type"])
+        out["type"] = frag["type"]
+        if "items" in frag and "items" not in out:
+            out["items"] = frag["items"]
+    else:
+        out["type"] = "any"  # JSON schema: no type = anything
+    if isinstance(out.get("items"), dict):
+        out["items"], _ = normalise_property(out["items"], f"{where}.items")
+    if out["type"] == "dict" and isinstance(out.get("properties"), dict):
+        nested = normalise_parameters(out, where)
+        out["properties"], out["required"] = nested["properties"], nested["required"]
+        if not out["required"] and "required" not in prop:
+            del out["required"]
+    if isinstance(out.get("description"), str) and re.match(r"^\s*\[?optional\]?\b", out["description"], re.I):
+        optional = True
+    return out, optional
+
+
+def flat_params_to_schema(params: dict[str, Any], where: str = "parameters") -> dict[str, Any]:
+    """xLAM-style ``{name: {type, description, default?}}`` → ``{"type": "dict", "properties", "required"}``.
+
+    A parameter is required unless it has a ``default`` or its type is marked optional.
+    """
+    if not isinstance(params, dict):
+        raise SchemaError(f"{where}: expected an object of parameters, got {type(params).__name__}")
+    props: dict[str, Any] = {}
+    required: list[str] = []
+    for pname, prop in params.items():
+        schema, optional = normalise_property(prop, f"{where}.{pname}")
+        props[pname] = schema
+        if not optional and "default" not in prop:
+            required.append(pname)
+    return {"type": "dict", "properties": props, "required": required}
+
+
+def normalise_parameters(params: Any, where: str = "parameters") -> dict[str, Any]:
+    """Accept either a JSON-schema object (``type`` dict/object + ``properties``) or a flat parameter dict."""
+    if params is None:
+        return {"type": "dict", "properties": {}, "required": []}
+    if not isinstance(params, dict):
+        raise SchemaError(f"{where}: expected an object, got {type(params).__name__}")
+    is_schema = "properties" in params or (
+        isinstance(params.get("type"), str) and params["type"].lower() in ("dict", "object")
+    )
+    if not is_schema:
+        return flat_params_to_schema(params, where)
+    raw_props = params.get("properties") or {}
+    if not isinstance(raw_props, dict):
+        raise SchemaError(f"{where}.properties: expected an object, got {type(raw_props).__name__}")
+    req = params.get("required")
+    if req is None:
+        req = []
+    if not isinstance(req, list) or not all(isinstance(r, str) for r in req):
+        raise SchemaError(f"{where}.required: expected a list of names, got {req!r}")
+    props: dict[str, Any] = {}
+    optional_names: set[str] = set()
+    for pname, prop in raw_props.items():
+        props[pname], optional = normalise_property(prop, f"{where}.{pname}")
+        if optional:
+            optional_names.add(pname)
+    unknown = [r for r in req if r not in props]
+    if unknown:
+        raise SchemaError(f"{where}.required names unknown parameters {unknown}")
+    out = {k: copy.deepcopy(v) for k, v in params.items() if k not in ("type", "properties", "required")}
+    return {"type": "dict", "properties": props, "required": [r for r in req if r not in optional_names], **out}
+
+
+def normalise_tool(tool: Any, where: str = "tool") -> dict[str, Any]:
+    """One tool in canonical form ``{name, description, parameters: {type: dict, properties, required}}``.
+
+    Keys other than these (``response``, ...) are kept; a top-level ``"required": null`` (ToolACE) is dropped.
+    """
+    if not isinstance(tool, dict):
+        raise SchemaError(f"{where}: a tool must be an object, got {type(tool).__name__}")
+    if "name" not in tool:
+        raise SchemaError(f"{where}: tool has no 'name'")
+    name = safe_tool_name(tool["name"])
+    desc = tool.get("description", "")
+    if desc is None:
+        desc = ""
+    if not isinstance(desc, str):
+        raise SchemaError(f"{where} {tool['name']!r}: description must be a string, got {type(desc).__name__}")
+    raw_params = tool.get("parameters", tool.get("arguments"))
+    params = normalise_parameters(raw_params, f"{where} {tool['name']!r}.parameters")
+    # A top-level 'required' list (some ToolACE rows put it beside 'parameters') belongs inside.
+    top_req = tool.get("required")
+    if isinstance(top_req, list) and top_req and not params["required"]:
+        params["required"] = [r for r in top_req if r in params["properties"]]
+    out: dict[str, Any] = {"name": name, "description": desc, "parameters": params}
+    for k, v in tool.items():
+        if k not in ("name", "description", "parameters", "arguments", "required"):
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def normalise_tools(tools: Any, where: str = "tools") -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Normalise a tool list; return it and the renames ``{original name: new name}`` that were needed."""
+    if not isinstance(tools, list):
+        raise SchemaError(f"{where}: expected a list of tools, got {type(tools).__name__}")
+    out: list[dict[str, Any]] = []
+    renames: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for i, t in enumerate(tools):
+        nt = normalise_tool(t, f"{where}[{i}]")
+        orig = t["name"]
+        if nt["name"] in seen and seen[nt["name"]] != orig:
+            raise SchemaError(f"{where}[{i}]: tools {seen[nt['name']]!r} and {orig!r} both normalise to {nt['name']!r}")
+        if nt["name"] in seen:
+            continue  # the exact same tool listed twice: keep one
+        seen[nt["name"]] = orig
+        if nt["name"] != orig:
+            renames[orig] = nt["name"]
+        out.append(nt)
+    return out, renames
+
+
+def rename_calls(calls: Sequence[ToolCall], renames: dict[str, str]) -> list[ToolCall]:
+    return [ToolCall(renames.get(c.name, c.name), dict(c.arguments)) for c in calls]
+
+
+def rename_in_call_text(text: str, renames: dict[str, str]) -> str:
+    """Rewrite ``Market Trends API(`` → ``Market_Trends_API(`` in call text, longest names first.
+
+    Only occurrences directly followed by ``(`` and not preceded by a name character are touched, so
+    argument values that happen to contain a tool name are left alone (they are not followed by ``(``
+    unless quoted text contains a call-like pattern, which a target never needs renamed anyway).
+    """
+    for old in sorted(renames, key=len, reverse=True):
+        pattern = r"(?<![\w.])" + re.escape(old) + r"\s*\("
+        text = re.sub(pattern, lambda _m, new=renames[old]: new + "(", text)
+    return text
+
+
+# ------------------------------------------------------------------------------------------------- targets
+
+_BINOPS = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+}  # fmt: skip
+
+
+class _FoldNumbers(ast.NodeTransformer):
+    """Replace arithmetic on number literals (``1/6``, ``500*500``) by its value; record that it happened."""
+
+    def __init__(self) -> None:
+        self.folded: list[str] = []
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        self.generic_visit(node)
+        op = _BINOPS.get(type(node.op))
+        l, r = node.left, node.right
+        if op is None or not (_is_number(l) and _is_number(r)):
+            return node
+        a, b = _number(l), _number(r)
+        if isinstance(node.op, ast.Pow) and (abs(b) > 64 or abs(a) > 1e6):
+            raise ParseError(f"refusing to fold a large power {ast.unparse(node)}")
+        try:
+            v = op(a, b)
+        except (ZeroDivisionError, OverflowError, ValueError) as e:
+            raise ParseError(f"cannot fold {ast.unparse(node)}: {e}") from None
+        if isinstance(v, complex) or (isinstance(v, float) and not math.isfinite(v)):
+            raise ParseError(f"cannot fold {ast.unparse(node)}: not a finite real number")
+        self.folded.append(f"{ast.unparse(node)} = {v!r}")
+        if v < 0:
+            return ast.UnaryOp(op=ast.USub(), operand=ast.Constant(-v))
+        return ast.Constant(v)
+
+
+def _is_number(n: ast.AST) -> bool:
+    if isinstance(n, ast.UnaryOp) and isinstance(n.op, (ast.USub, ast.UAdd)):
+        n = n.operand
+    return isinstance(n, ast.Constant) and isinstance(n.value, (int, float)) and not isinstance(n.value, bool)
+
+
+def _number(n: ast.AST) -> int | float:
+    if isinstance(n, ast.UnaryOp):
+        v = n.operand.value  # type: ignore[attr-defined]
+        return -v if isinstance(n.op, ast.USub) else v
+    return n.value  # type: ignore[attr-defined]
+
+
+def keyword_arguments(
+    name: str, positional: Sequence[Any], keywords: dict[str, Any], tools: Sequence[dict] | None
+) -> dict[str, Any]:
+    """Map positional argument values to parameter names by the tool's parameter order."""
+    if not positional:
+        return dict(keywords)
+    tool = next((t for t in tools or () if t.get("name") == name), None)
+    if tool is None:
+        raise ParseError(f"call `{name}`: positional arguments but no tool {name!r} to name them by")
+    props = list(((tool.get("parameters") or {}).get("properties") or {}).keys())
+    if len(positional) > len(props):
+        raise ParseError(f"call `{name}`: {len(positional)} positional arguments but the tool has {len(props)} parameters")
+    out: dict[str, Any] = {}
+    for pname, v in zip(props, positional):
+        if pname in keywords:
+            raise ParseError(f"call `{name}`: parameter {pname!r} given positionally and by keyword")
+        out[pname] = v
+    out.update(keywords)
+    return out
+
+
+def parse_calls_lenient(text: str, tools: Sequence[dict] | None = None) -> tuple[list[ToolCall], list[str]]:
+    """Parse ground-truth call text that :func:`parse_calls` refuses only for fixable reasons.
+
+    Returns ``(calls, notes)``; ``notes`` lists what was repaired (empty when the strict parser accepted the
+    text).  Repairs: positional arguments → keywords (needs ``tools``), arithmetic on number literals folded.
+    Anything else (names, attribute access, comprehensions, ...) is still a :class:`ParseError`.
+    """
+    try:
+        return parse_calls(text), []
+    except ParseError as strict_error:
+        first_error = strict_error
+    src = _normalise_text(text)
+    try:
+        tree = ast.parse(src, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        raise first_error from None
+    if not isinstance(tree.body, ast.List):
+        raise first_error
+    folder = _FoldNumbers()
+    tree = folder.visit(tree)
+    notes: list[str] = [f"folded {f}" for f in folder.folded]
+    calls: list[ToolCall] = []
+    for i, node in enumerate(tree.body.elts):  # type: ignore[attr-defined]
+        if not isinstance(node, ast.Call):
+            raise ParseError(f"item {i} of the call list is a {type(node).__name__}, not a function call")
+        name = _dotted_name(node.func)
+        positional = [_literal(a, f"call {i} `{name}` positional argument {j}") for j, a in enumerate(node.args)]
+        kws: dict[str, Any] = {}
+        for kw in node.keywords:
+            if kw.arg is None:
+                raise ParseError(f"call {i} `{name}`: '**' unpacking is not allowed")
+            if kw.arg in kws:
+                raise ParseError(f"call {i} `{name}`: argument {kw.arg!r} given twice")
+            kws[kw.arg] = _literal(kw.value, f"call {i} `{name}` argument {kw.arg!r}")
+        if positional:
+            notes.append(f"call {i} `{name}`: {len(positional)} positional argument(s) named by parameter order")
+        calls.append(ToolCall(name, keyword_arguments(name, positional, kws, tools)))
+    return calls, notes
+
+
+def tool_names(tools: Iterable[dict]) -> set[str]:
+    return {t.get("name") for t in tools if isinstance(t, dict)}

@@ -1,0 +1,113 @@
+"""The canonical example record, its difficulty features, and bad-row reporting shared by every loader.
+
+Difficulty features are the three criteria of §4.2 of the paper: number of candidate tools, string length of
+the tool set, and number of calls in the target.  They are computed here, once, from the canonical form, so
+every source gets them the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+from ..calls import ToolCall, calls_from_json
+
+
+@dataclass
+class Example:
+    id: str
+    source: str
+    category: str
+    tools: list[dict]
+    messages: list[dict]
+    target: list[ToolCall]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_row(self) -> dict[str, Any]:
+        tools_json = json.dumps(self.tools, ensure_ascii=False)
+        return {
+            "id": self.id,
+            "source": self.source,
+            "category": self.category,
+            "tools": tools_json,
+            "messages": json.dumps(self.messages, ensure_ascii=False),
+            "target": json.dumps([c.to_json() for c in self.target], ensure_ascii=False),
+            "meta": json.dumps(self.meta, ensure_ascii=False, default=str),
+            "n_tools": len(self.tools),
+            "tools_chars": len(tools_json),
+            "n_calls": len(self.target),
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "Example":
+        return cls(
+            id=row["id"],
+            source=row["source"],
+            category=row["category"],
+            tools=json.loads(row["tools"]),
+            messages=json.loads(row["messages"]),
+            target=calls_from_json(row["target"]),
+            meta=json.loads(row["meta"]),
+        )
+
+
+class BadRow(ValueError):
+    """One input row that cannot be normalised; names the file, the row and the field."""
+
+    def __init__(self, file: str, row: int | str, field_name: str, reason: str):
+        self.file, self.row, self.field, self.reason = str(file), row, field_name, reason
+        super().__init__(f"{file}: row {row}: field {field_name!r}: {reason}")
+
+
+class FieldError(ValueError):
+    """Raised inside a row converter; the loader turns it into a :class:`BadRow` with file and row."""
+
+    def __init__(self, field_name: str, reason: str):
+        self.field, self.reason = field_name, reason
+        super().__init__(f"field {field_name!r}: {reason}")
+
+
+@dataclass
+class LoadReport:
+    file: str
+    loaded: int = 0
+    skipped: list[BadRow] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.skipped:
+            return f"{self.file}: {self.loaded} rows loaded, none skipped"
+        reasons = Counter(f"{b.field}: {b.reason.split(':')[0]}" for b in self.skipped)
+        lines = [f"{self.file}: {self.loaded} rows loaded, {len(self.skipped)} skipped"]
+        lines += [f"  {n} × {r}" for r, n in reasons.most_common()]
+        return "\n".join(lines)
+
+
+def convert_rows(
+    file: str,
+    rows: Iterable[tuple[int | str, Any]],
+    convert: Callable[[Any, int | str], Example | list[Example] | None],
+    report: LoadReport,
+    strict: bool = False,
+) -> Iterator[Example]:
+    """Run ``convert`` over numbered raw rows, collecting bad ones (or raising the first if ``strict``)."""
+    for rowno, raw in rows:
+        try:
+            out = convert(raw, rowno)
+        except FieldError as e:
+            bad = BadRow(file, rowno, e.field, e.reason)
+            if strict:
+                raise bad from None
+            report.skipped.append(bad)
+            continue
+        except BadRow as bad:
+            if strict:
+                raise
+            report.skipped.append(bad)
+            continue
+        if out is None:
+            continue
+        for ex in out if isinstance(out, list) else [out]:
+            report.loaded += 1
+            yield ex

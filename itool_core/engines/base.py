@@ -1,0 +1,133 @@
+"""The one generation protocol every backend implements (transformers on CPU, vLLM on GPU).
+
+Evaluation, the perplexity buffer, the tree search and self-evaluation all see the policy only through these
+three calls, so a backend can be swapped without touching them (DESIGN.md principle 5: every engine passes the
+same contract test, ``tests/test_engine_contract.py``):
+
+* :meth:`Engine.generate` — ``n`` completions per prompt, greedy (``temperature=0``) or sampled, with stop
+  strings; each completion carries its token ids and per-token log-probs.  The tree search uses the
+  cumulative log-prob (length-normalised) as the PUCT prior p(a|s) of a new step (METHOD_NOTES, "Making the
+  search fast": prior from the engine, no second pass).
+* :meth:`Engine.score` — per-token log-probs of given continuations (perplexity of the target,
+  ``h = P(y|q,T)^(-1/n)``, Eq. 4 of the paper).
+* :meth:`Engine.next_token_logprobs` — one forward pass, log-probs of a few candidate next tokens
+  (self-evaluation confidence C(s): probability of the "correct" answer token).
+
+Conventions shared by all engines (the contract test checks them):
+
+* Prompts are complete strings (chat template already applied by :func:`itool_core.calls.render_prompt`); the
+  engines tokenise them WITHOUT adding special tokens, so BOS is never doubled.
+* Log-probs are those of the model's raw distribution (temperature 1, no top-p), whatever the sampling
+  parameters: they are the policy's probabilities, which is what priors and perplexities need.
+* The end-of-sequence token is not part of ``text``, ``token_ids`` or ``logprobs``.
+* With a stop string, ``text`` ends right before it (after it with ``include_stop_str_in_output``), while
+  ``token_ids``/``logprobs`` run up to the token that completed the stop string (as vLLM does): a stop string
+  can end inside a token, so ids cannot always be cut exactly at the text's end.  Hence
+  ``decode(token_ids)`` always starts with ``text`` and equals it when no stop string was hit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Protocol, Sequence, runtime_checkable
+
+__all__ = ["GenerationParams", "GenerationRequest", "Completion", "Engine", "apply_stop", "FINISH_REASONS"]
+
+#: ``stop``: EOS or a stop string (``stop_reason`` says which string); ``length``: ``max_new_tokens`` reached.
+FINISH_REASONS = ("stop", "length")
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling parameters for one :meth:`Engine.generate` call (applied to every prompt of the call)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    n: int = 1  # completions per prompt
+    stop: tuple[str, ...] = ()
+    seed: int | None = 0
+    include_stop_str_in_output: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):  # a single string is a common slip: treat it as one stop string
+            object.__setattr__(self, "stop", (self.stop,))
+        else:
+            object.__setattr__(self, "stop", tuple(self.stop))
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if any(not s for s in self.stop):
+            raise ValueError("stop strings must be non-empty")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def with_(self, **changes) -> "GenerationParams":
+        return replace(self, **changes)
+
+
+#: The brief's name for the same thing.
+GenerationRequest = GenerationParams
+
+
+@dataclass
+class Completion:
+    """One generated continuation of one prompt."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)  # one per token id, raw-distribution log-probs
+    finish_reason: str = "stop"  # see FINISH_REASONS
+    stop_reason: str | None = None  # the stop string that ended the text, if any
+
+    @property
+    def cumulative_logprob(self) -> float:
+        return float(sum(self.logprobs))
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the evaluation, the buffer and the search need from a model backend."""
+
+    tokenizer: object  # renders chat templates (render_prompt) and counts tokens
+
+    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[list[Completion]]:
+        """``n`` completions for every prompt, in prompt order."""
+        ...
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str | Sequence[int]]) -> list[list[float]]:
+        """Per-token log-probs of each continuation given its prompt (text is tokenised alone, ids are used as is)."""
+        ...
+
+    def next_token_logprobs(self, prompts: Sequence[str], candidate_tokens: Sequence[str]) -> list[dict[str, float]]:
+        """Log-prob of each candidate as the very next token (its first token if it tokenises to several)."""
+        ...
+
+
+def apply_stop(text: str, stop: Sequence[str], include: bool = False) -> tuple[str, str | None, int]:
+    """Cut ``text`` at the earliest stop string.
+
+    Returns ``(text, matched stop string or None, end of the stop string in the original text or -1)``.  The
+    earliest occurrence wins; on a tie the longer stop string wins (it is the more specific delimiter).
+    """
+    best: tuple[int, int, str] | None = None
+    for s in stop:
+        i = text.find(s)
+        if i >= 0 and (best is None or i < best[0] or (i == best[0] and len(s) > len(best[2]))):
+            best = (i, -len(s), s)
+    if best is None:
+        return text, None, -1
+    i, _, s = best
+    end = i + len(s)
+    return (text[:end] if include else text[:i]), s, end
