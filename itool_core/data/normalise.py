@@ -15,6 +15,8 @@ literals only), so everything is brought to that form here, once, before an :cla
 * positional arguments are mapped to keywords by the tool's parameter order (an error when that is not
   possible), and arithmetic on number literals is folded to its value.
 
+It also holds the small reader shared by the ToolACE and xLAM loaders (JSON list, JSON Lines or hub id).
+
 Nothing is ever executed: call text is read with :mod:`ast`.
 """
 
@@ -22,13 +24,16 @@ from __future__ import annotations
 
 import ast
 import copy
+import json
 import keyword
 import math
 import operator
+import os
 import re
 from typing import Any, Iterable, Sequence
 
 from ..calls import ParseError, ToolCall, _dotted_name, _literal, _normalise_text, parse_calls
+from .records import BadRow, FieldError
 
 __all__ = [
     "CANONICAL_TYPES",
@@ -44,6 +49,9 @@ __all__ = [
     "rename_in_call_text",
     "parse_calls_lenient",
     "keyword_arguments",
+    "check_calls",
+    "decode_row",
+    "read_records",
 ]
 
 #: BFCL's type vocabulary (what ``bfcl_eval``'s AST checker knows for Python).
@@ -130,7 +138,7 @@ def normalise_type(type_name: Any) -> tuple[dict[str, Any], bool]:
     t = type_name.strip()
     optional = False
     # "str, optional" / "int, default: 5" / "str optional" (xLAM and docstring styles)
-    m = re.fullmatch(r"(.+?)\s*,?\s*\b(optional|default\b.*)", t, flags=re.IGNORECASE)
+    m = re.fullmatch(r"(.+?)\s*,?\s*\b(optional\b.*|default\b.*)", t, flags=re.IGNORECASE)
     if m and m.group(1).strip():
         t, optional = m.group(1).strip().rstrip(","), True
     m = re.fullmatch(r"([A-Za-z_][\w.]*)\s*[\[(](.*)[\])]", t)
@@ -426,3 +434,60 @@ def parse_calls_lenient(text: str, tools: Sequence[dict] | None = None) -> tuple
 
 def tool_names(tools: Iterable[dict]) -> set[str]:
     return {t.get("name") for t in tools if isinstance(t, dict)}
+
+
+def check_calls(calls: Sequence[ToolCall], tools: Sequence[dict]) -> str | None:
+    """Why ``calls`` do not fit ``tools`` (unknown function or argument name), or ``None`` if they do."""
+    by_name = {t.get("name"): t for t in tools}
+    for c in calls:
+        tool = by_name.get(c.name)
+        if tool is None:
+            return f"calls {c.name!r}, which is not one of the tools {sorted(n for n in by_name if n)}"
+        props = (tool.get("parameters") or {}).get("properties") or {}
+        unknown = [a for a in c.arguments if a not in props]
+        if unknown:
+            return f"call {c.name!r}: argument(s) {unknown} are not parameters of the tool ({list(props)})"
+    return None
+
+
+# ------------------------------------------------------------------------------- local files and hub datasets
+
+
+class JsonLine(str):
+    """One undecoded line of a JSON Lines file (decoded by the row converter, so a bad line is a bad row)."""
+
+
+def decode_row(raw: Any) -> dict:
+    """A row object from :func:`read_records`; a malformed JSON line raises ``FieldError('<line>', ...)``."""
+    if isinstance(raw, JsonLine):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise FieldError("<line>", f"malformed JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise FieldError("<row>", f"expected an object, got {type(raw).__name__}")
+    return raw
+
+
+def read_records(src: str, split: str = "train") -> tuple[str, list[tuple[int, Any]]]:
+    """``(label, [(row index, raw row)])`` from a JSON list file, a JSON Lines file, or a Hugging Face hub id.
+
+    Row indices are 0-based positions (for JSON Lines: the 0-based line number).  A hub id (``owner/name``
+    that is not a local path) is read lazily with ``datasets.load_dataset(src, split=split)``.
+    """
+    if os.path.exists(src):
+        with open(src, encoding="utf-8") as f:
+            text = f.read()
+        if text.lstrip().startswith("["):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise BadRow(src, "-", "<file>", f"not valid JSON: {e}") from None
+            return src, list(enumerate(data))
+        return src, [(i, JsonLine(line)) for i, line in enumerate(text.splitlines()) if line.strip()]
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", src):
+        import datasets  # heavy: only when a hub dataset is actually requested
+
+        ds = datasets.load_dataset(src, split=split)
+        return f"hf://{src}", [(i, dict(row)) for i, row in enumerate(ds)]
+    raise FileNotFoundError(f"{src}: no such file, and not a hub dataset id (owner/name)")

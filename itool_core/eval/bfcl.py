@@ -1,0 +1,261 @@
+"""BFCL v3 single-turn scoring with bfcl-eval's own AST checker, and the leaderboard's summary formula.
+
+What is BFCL's and what is ours:
+
+* **Checker: BFCL's.**  AST categories (simple_python, multiple, parallel, parallel_multiple and their live_*
+  versions) are scored by ``bfcl_eval.eval_checker.ast_eval.ast_checker.ast_checker`` with the entry's
+  function docs, the possible answers exactly as in bfcl's file, ``Language.PYTHON`` and the category name
+  (which picks its simple / multiple / parallel-no-order checker), as ``eval_runner._evaluate_single_ast_entry``
+  does, including its two decoder error types (``ast_decoder:decoder_failed`` and
+  ``ast_decoder:decoder_wrong_output_format``).
+* **Decoder: ours.**  Model text is parsed by :func:`itool_core.calls.parse_calls` (``ast`` only, literal
+  arguments only) and handed to the checker as ``[{name: {arg: value}}]`` (:meth:`ToolCall.to_bfcl`).
+  bfcl's own decoder ``eval``s binary operations and lambdas found in model text; ours never executes
+  anything.  Consequences (the only ways our numbers can differ from the leaderboard's for the same text):
+  arithmetic (``x=1+2``), lambdas, bare identifiers (``unit=celsius``, bfcl reads the string "celsius")
+  and positional arguments (bfcl silently drops them) are decode errors here; tuples are read as lists.
+* **Relevance: BFCL's rule** (``_evaluate_single_relevance_entry``): text that does not decode, or decodes to
+  no call, is "no call".  irrelevance / live_irrelevance are correct iff there is no call; live_relevance iff
+  there is at least one.
+* **Summary: the BFCL v3 formula** (:func:`summarise`): Non-live = unweighted mean of simple (simple_python),
+  multiple, parallel, parallel_multiple, irrelevance; Live = count-weighted mean of live_simple,
+  live_multiple, live_parallel, live_parallel_multiple, live_irrelevance, live_relevance; Multi-turn = mean
+  of its four categories; Overall = mean of the groups that were evaluated (the summary says which);
+  Relevance = live_relevance; Irrelevance = count-weighted mean of irrelevance and live_irrelevance.
+
+Importing the checker pulls ``bfcl_eval.constants.model_config``, which imports every model vendor's SDK;
+:func:`install_model_config_stub` puts a stand-in module there first.  The AST checker only reads
+``MODEL_CONFIG_MAPPING[name].underscore_to_dot`` (to rename dotted functions for OpenAI-style FC models): the
+stand-in answers ``False`` for every name, which is right for prompt-mode models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import types
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from ..calls import PromptStyle, ToolCall, render_prompt, try_parse_calls
+from ..data.bfcl import AST_CATEGORIES, MULTI_TURN_CATEGORIES, RELEVANCE_CATEGORIES, V3_CATEGORIES
+from ..data.records import Example
+
+__all__ = [
+    "AST_CATEGORIES",
+    "RELEVANCE_CATEGORIES",
+    "MULTI_TURN_CATEGORIES",
+    "V3_CATEGORIES",
+    "NON_LIVE",
+    "LIVE",
+    "SampleScore",
+    "install_model_config_stub",
+    "ast_checker",
+    "decode",
+    "score_ast",
+    "score_relevance",
+    "score_single_turn",
+    "stable_subset",
+    "summarise",
+    "single_turn_prompts",
+]
+
+NON_LIVE = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
+LIVE = ("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple", "live_irrelevance", "live_relevance")
+#: Name passed to bfcl's checker; with the stand-in config it only matters as a label.
+CHECKER_MODEL_NAME = "itool-prompt"
+
+
+@dataclass
+class SampleScore:
+    """The verdict on one model output."""
+
+    valid: bool
+    calls: list[ToolCall] | None = None  # what our parser decoded (None: did not decode)
+    error: str = ""
+    error_type: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------- checker
+
+
+class _StubModelConfig:
+    underscore_to_dot = False
+    is_fc_model = False
+
+
+class _StubConfigMapping(dict):
+    """``MODEL_CONFIG_MAPPING`` stand-in: every model name maps to a prompt-mode config."""
+
+    def __missing__(self, key: str) -> _StubModelConfig:
+        return _StubModelConfig()
+
+
+def install_model_config_stub() -> None:
+    """Make ``bfcl_eval.constants.model_config`` importable without importing any vendor SDK.
+
+    If the real module is already imported (a full bfcl-eval install), its mapping is wrapped instead so that
+    model names it does not know (ours) still answer ``underscore_to_dot=False`` rather than ``KeyError``.
+    """
+    name = "bfcl_eval.constants.model_config"
+    mod = sys.modules.get(name)
+    if mod is None:
+        mod = types.ModuleType(name)
+        mod.__doc__ = "itool stand-in: the AST checker only reads MODEL_CONFIG_MAPPING[...].underscore_to_dot"
+        mod.MODEL_CONFIG_MAPPING = _StubConfigMapping()
+        sys.modules[name] = mod
+    elif not isinstance(getattr(mod, "MODEL_CONFIG_MAPPING", None), _StubConfigMapping):
+        mod.MODEL_CONFIG_MAPPING = _StubConfigMapping(getattr(mod, "MODEL_CONFIG_MAPPING", {}))
+    checker = sys.modules.get("bfcl_eval.eval_checker.ast_eval.ast_checker")
+    if checker is not None:  # imported earlier (e.g. by a test): rebind its global to the safe mapping
+        checker.MODEL_CONFIG_MAPPING = mod.MODEL_CONFIG_MAPPING
+
+
+def ast_checker():
+    """``(ast_checker function, Language enum)`` from the installed bfcl-eval."""
+    install_model_config_stub()
+    from bfcl_eval.constants.enums import Language
+    from bfcl_eval.eval_checker.ast_eval.ast_checker import ast_checker as _checker
+
+    return _checker, Language
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+
+
+def decode(text: str) -> tuple[list[ToolCall] | None, str | None]:
+    """Our parser, BFCL's normalisation (strip backticks/whitespace, bracket a bare call)."""
+    return try_parse_calls(text if isinstance(text, str) else "")
+
+
+def _category(ex: Example) -> str:
+    return ex.meta.get("bfcl_category") or ex.category
+
+
+def score_ast(ex: Example, text: str) -> SampleScore:
+    """One AST-category output, scored by bfcl's checker as ``eval_runner._evaluate_single_ast_entry`` does."""
+    calls, err = decode(text)
+    if calls is None:
+        return SampleScore(False, None, f"Invalid syntax. Failed to decode AST. {err}", "ast_decoder:decoder_failed")
+    model_output = [c.to_bfcl() for c in calls]
+    # Our decoder only produces [{name: {args}}], so bfcl's is_function_calling_format_output always holds.
+    checker, Language = ast_checker()
+    try:
+        res = checker(ex.tools, model_output, ex.meta["ground_truth"], Language.PYTHON, _category(ex), CHECKER_MODEL_NAME)
+    except Exception as e:  # a checker crash on odd output is that output's failure, not the run's
+        return SampleScore(False, calls, f"checker raised {type(e).__name__}: {e}", "checker:exception")
+    if res.get("valid"):
+        return SampleScore(True, calls)
+    error = res.get("error", "")
+    return SampleScore(False, calls, error if isinstance(error, str) else repr(error), res.get("error_type", ""))
+
+
+def score_relevance(ex: Example, text: str) -> SampleScore:
+    """irrelevance / live_irrelevance: correct iff no call; live_relevance: correct iff at least one call."""
+    calls, err = decode(text)
+    has_call = bool(calls)
+    if "irrelevance" in _category(ex):
+        if not has_call:
+            return SampleScore(True, calls)
+        return SampleScore(False, calls, "Valid syntax. Successfully decode AST when it should not.",
+                           "irrelevance_error:decoder_success")
+    if has_call:
+        return SampleScore(True, calls)
+    why = err if calls is None else "decoded to an empty call list"
+    return SampleScore(False, calls, f"Invalid syntax. Failed to decode AST when it should have. {why}",
+                       "relevance_error:decoder_failed")
+
+
+def score_single_turn(ex: Example, text: str) -> SampleScore:
+    cat = _category(ex)
+    if cat in RELEVANCE_CATEGORIES or ex.meta.get("relevance"):
+        return score_relevance(ex, text)
+    if cat in AST_CATEGORIES:
+        return score_ast(ex, text)
+    raise ValueError(f"{ex.id}: category {cat!r} is not a single-turn BFCL category")
+
+
+def single_turn_prompts(tokenizer, examples: Sequence[Example], style: PromptStyle = PromptStyle()) -> list[str]:
+    return [render_prompt(tokenizer, ex.tools, ex.messages, style) for ex in examples]
+
+
+# -------------------------------------------------------------------------------------------------- subsets
+
+
+def _stable_key(seed: int, ex_id: str) -> str:
+    return hashlib.sha256(f"{seed}:{ex_id}".encode()).hexdigest()
+
+
+def stable_subset(examples: Iterable[Example], limit: int | None, seed: int = 0) -> list[Example]:
+    """At most ``limit`` examples per category: the ones with the smallest sha256(seed:id).
+
+    The subset of a category does not depend on the other categories or on file order, and growing ``limit``
+    only adds examples.  Output order is category order of first appearance, then key order.
+    """
+    by_cat: dict[str, list[Example]] = defaultdict(list)
+    for ex in examples:
+        by_cat[ex.category].append(ex)
+    out: list[Example] = []
+    for cat, exs in by_cat.items():
+        exs = sorted(exs, key=lambda e: _stable_key(seed, e.id))
+        out.extend(exs if limit is None else exs[: max(0, int(limit))])
+    return out
+
+
+# -------------------------------------------------------------------------------------------------- summary
+
+
+def _acc(cat_stats: dict[str, dict[str, float]], cat: str) -> tuple[float, int] | None:
+    s = cat_stats.get(cat)
+    if not s or not s.get("total"):
+        return None
+    return s["correct"] / s["total"], int(s["total"])
+
+
+def summarise(cat_stats: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """BFCL v3 group scores from ``{category: {"correct": c, "total": n}}`` (accuracies in [0, 1]).
+
+    A group is computed over its evaluated categories only; ``groups_evaluated`` and ``missing`` say which
+    were there, so a partial run is never mistaken for a full one.
+    """
+    out: dict[str, Any] = {"categories": {}}
+    for cat in V3_CATEGORIES:
+        a = _acc(cat_stats, cat)
+        if a is not None:
+            out["categories"][cat] = {"accuracy": a[0], "total": a[1], "correct": int(cat_stats[cat]["correct"])}
+    groups: dict[str, float] = {}
+    missing: dict[str, list[str]] = {}
+
+    nl = [(cat, _acc(cat_stats, cat)) for cat in NON_LIVE]
+    got = [a for _, a in nl if a is not None]
+    if got:
+        groups["non_live"] = sum(a for a, _ in got) / len(got)
+        missing["non_live"] = [c for c, a in nl if a is None]
+
+    lv = [(cat, _acc(cat_stats, cat)) for cat in LIVE]
+    got = [a for _, a in lv if a is not None]
+    if got:
+        groups["live"] = sum(a * n for a, n in got) / sum(n for _, n in got)
+        missing["live"] = [c for c, a in lv if a is None]
+
+    mt = [(cat, _acc(cat_stats, cat)) for cat in MULTI_TURN_CATEGORIES]
+    got = [a for _, a in mt if a is not None]
+    if got:
+        groups["multi_turn"] = sum(a for a, _ in got) / len(got)
+        missing["multi_turn"] = [c for c, a in mt if a is None]
+
+    if groups:
+        out["overall"] = sum(groups.values()) / len(groups)
+    out.update(groups)
+    rel = _acc(cat_stats, "live_relevance")
+    if rel is not None:
+        out["relevance"] = rel[0]
+    irr = [a for a in (_acc(cat_stats, "irrelevance"), _acc(cat_stats, "live_irrelevance")) if a is not None]
+    if irr:
+        out["irrelevance"] = sum(a * n for a, n in irr) / sum(n for _, n in irr)
+    out["groups_evaluated"] = list(groups)
+    out["missing"] = {k: v for k, v in missing.items() if v}
+    out["complete"] = bool(groups) and len(groups) == 3 and not out["missing"]
+    return out
