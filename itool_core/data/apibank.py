@@ -13,8 +13,8 @@ Files (``default_apibank_dir()``: ``$ITOOL_APIBANK_DIR`` or ``../shared/data/api
 Every item becomes one example:
 
 * ``tools``: the API descriptions (JSON lines) in canonical BFCL form.  Types: str→string, int→integer,
-  float→float, bool→boolean, list→array (``list(str)`` → array of string), dict→dict; any other type → string,
-  with the original type named in the description.  A parameter is required unless its description says it
+  float→float, bool→boolean, list→array (``list(str)`` → array of string), dict→dict; any other type →
+  string, with the original type named in the description.  A parameter is required unless its description says it
   is optional.  Output parameters are kept as ``response`` (as in BFCL's multi-turn docs).  APIs that an
   earlier ``ToolSearcher`` call *returned* in the dialogue (level 2, train) are added to the tools, because
   the expected call uses them: in API-Bank the model learns them from the dialogue, here the tool list is
@@ -189,8 +189,12 @@ def _retrieved_apis_by_pattern(s: str) -> list[dict]:
         if end >= 0:
             nxt = rest[end:].find("{'name'")
             out_section = rest[end:] if nxt < 0 else rest[end : end + nxt]
-            outputs = {p.group(1): {"type": p.group(2), "description": p.group(3)} for p in _PARAM_RE.finditer(out_section)}
-        out.append({"name": m.group(1), "description": m.group(2), "input_parameters": params, "output_parameters": outputs})
+            outputs = {
+                p.group(1): {"type": p.group(2), "description": p.group(3)} for p in _PARAM_RE.finditer(out_section)
+            }
+        out.append(
+            {"name": m.group(1), "description": m.group(2), "input_parameters": params, "output_parameters": outputs}
+        )
     return out
 
 
@@ -283,11 +287,18 @@ def _split_request_line(rest: str) -> tuple[str, str]:
 # ---------------------------------------------------------------------------------------------- dialogue
 
 
-def parse_dialogue(text: str, field: str = "input") -> tuple[list[dict], list[dict], list[dict]]:
-    """API-Bank ``input`` → ``(leading API descriptions, chat messages, retrieved API descriptions)``."""
+def parse_dialogue(
+    text: str, field: str = "input"
+) -> tuple[list[dict], list[dict], list[dict], list[tuple[int, list[ToolCall]]]]:
+    """API-Bank ``input`` → ``(leading API descriptions, chat messages, retrieved API descriptions, calls)``.
+
+    ``calls`` pairs the index of each assistant call message with the calls it makes (for re-rendering once
+    the tool types are known).
+    """
     apis: list[dict] = []
     messages: list[dict] = []
     retrieved: list[dict] = []
+    call_msgs: list[tuple[int, list[ToolCall]]] = []
     for k, line in enumerate(text.split("\n")):
         s = line.strip()
         if not s:
@@ -309,6 +320,7 @@ def parse_dialogue(text: str, field: str = "input") -> tuple[list[dict], list[di
             try:
                 calls, _ = parse_api_request(call_text)
                 content = serialise_calls(calls)
+                call_msgs.append((len(messages), calls))
             except ParseError:
                 content = call_text  # context only: keep the text as the dialogue wrote it
             messages.append({"role": "assistant", "content": content})
@@ -319,7 +331,7 @@ def parse_dialogue(text: str, field: str = "input") -> tuple[list[dict], list[di
             messages[-1]["content"] += "\n" + line.rstrip()
         else:
             raise FieldError(field, f"line {k}: unrecognised dialogue line {s[:60]!r}")
-    return apis, messages, retrieved
+    return apis, messages, retrieved, call_msgs
 
 
 def _typed_values(target: list[ToolCall], tools: list[dict]) -> list[str]:
@@ -384,7 +396,7 @@ def _convert(item: Any, rowno: int, level: Any, file_name: str) -> Example:
     tools: list[dict] = []
     for k, d in enumerate(_instruction_apis(item["instruction"])):
         tools.append(apibank_tool(d, f"instruction (API description {k})"))
-    input_apis, messages, retrieved = parse_dialogue(item["input"], "input")
+    input_apis, messages, retrieved, call_msgs = parse_dialogue(item["input"], "input")
     for k, d in enumerate(input_apis):
         tools.append(apibank_tool(d, f"input (API description {k})"))
     names = {t["name"] for t in tools}
@@ -397,6 +409,9 @@ def _convert(item: Any, rowno: int, level: Any, file_name: str) -> Example:
             retrieved_names.append(t["name"])
     if not tools:
         raise FieldError("instruction", "no API descriptions")
+    for k, calls in call_msgs:  # earlier calls in the same canonical form as targets (lists as lists)
+        if _typed_values(calls, tools):
+            messages[k]["content"] = serialise_calls(calls)
     date = _date_line(item["instruction"])
     if date:
         messages.insert(0, {"role": "system", "content": date})
@@ -410,7 +425,9 @@ def _convert(item: Any, rowno: int, level: Any, file_name: str) -> Example:
     undescribed = [c.name for c in target if c.name not in names]
     if undescribed and level == "train":
         # Training data must not teach calling APIs the prompt never describes.
-        raise FieldError(out_field, f"calls {undescribed[0]!r}, which is neither described nor retrieved ({sorted(names)})")
+        raise FieldError(
+            out_field, f"calls {undescribed[0]!r}, which is neither described nor retrieved ({sorted(names)})"
+        )
     notes.extend(_typed_values(target, tools))
 
     lv = _LEVEL_NAMES[level]
@@ -446,7 +463,9 @@ def load_apibank(
     d = Path(apibank_dir) if apibank_dir is not None else default_apibank_dir()
     path = d / LEVEL_FILES[key]
     if not path.exists():
-        raise FileNotFoundError(f"API-Bank {LEVEL_FILES[key]} not found in {d} (set --apibank-dir or ITOOL_APIBANK_DIR)")
+        raise FileNotFoundError(
+            f"API-Bank {LEVEL_FILES[key]} not found in {d} (set --apibank-dir or ITOOL_APIBANK_DIR)"
+        )
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)

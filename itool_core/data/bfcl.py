@@ -96,6 +96,8 @@ MULTI_TURN_FUNC_DOC_FILE_MAPPING = {
     "MemoryAPI_rec_sum": "memory_rec_sum.json",
 }
 
+_NO_ANSWER = "(bfcl's checker accepts no answer)"  # note text that marks an item unanswerable
+
 # Types whose possible answers bfcl's checker compares per key (dict_checker / list_dict_checker).
 _DICT_TYPES = ("dict",)
 _LIST_TYPES = ("array", "tuple")
@@ -152,7 +154,8 @@ def preprocess_function_docs(functions: list[dict], category: str) -> list[dict]
                     value["description"] += f" This is Java {value['type']} type parameter in string representation."
                 if value["type"] == "ArrayList" or value["type"] == "Array":
                     value["description"] += (
-                        f" The list elements are of type {value['items']['type']}; they are not in string representation."
+                        f" The list elements are of type {value['items']['type']};"
+                        " they are not in string representation."
                     )
                     del value["items"]
                 value["type"] = "string"
@@ -168,7 +171,8 @@ def preprocess_function_docs(functions: list[dict], category: str) -> list[dict]
                     )
                 if value["type"] == "array":
                     value["description"] += (
-                        f" The list elements are of type {value['items']['type']}; they are not in string representation."
+                        f" The list elements are of type {value['items']['type']};"
+                        " they are not in string representation."
                     )
                     del value["items"]
                 if value["type"] == "dict":
@@ -295,7 +299,7 @@ def _resolve_dict(value: Any, where: str, notes: list[str]) -> Any:
     for k, vals in value.items():
         if isinstance(vals, list) and not vals:
             # Same data defect as for top-level parameters (see target_from_ground_truth).
-            notes.append(f"{where}.{k}: no possible value in the ground truth (bfcl's checker accepts no answer); used []")
+            notes.append(f"{where}.{k}: no possible value in the ground truth {_NO_ANSWER}; used []")
             out[k] = []
             continue
         present, v = _first_possible(vals, f"{where}.{k}")
@@ -336,7 +340,7 @@ def target_from_ground_truth(
                 # live_simple_106-63-0 and _112-68-0 give required array parameters NO possible value, so
                 # bfcl's checker rejects every answer to them; the intended value is evidently [] (sibling
                 # items write ["", []] for the same parameters).
-                notes.append(f"{where}: no possible value in the ground truth (bfcl's checker accepts no answer); used []")
+                notes.append(f"{where}: no possible value in the ground truth {_NO_ANSWER}; used []")
                 args[pname] = []
                 continue
             pschema = props.get(pname) or {}
@@ -367,9 +371,9 @@ def target_from_ground_truth(
         if by_name.get(name) is not None:
             for pname in args:  # an unknown optional parameter ("" allowed) is left out and harmless
                 if pname not in props:
-                    notes.append(f"ground_truth[{i}].{name}.{pname}: not a parameter of the tool (bfcl's checker accepts no answer)")
+                    notes.append(f"ground_truth[{i}].{name}.{pname}: not a parameter of the tool {_NO_ANSWER}")
             for pname in sorted(required - set(params)):
-                notes.append(f"ground_truth[{i}].{name}: required parameter {pname!r} absent (bfcl's checker accepts no answer)")
+                notes.append(f"ground_truth[{i}].{name}: required parameter {pname!r} absent {_NO_ANSWER}")
         calls.append(ToolCall(name, args))
     return calls
 
@@ -414,7 +418,7 @@ def _ast_example(entry: dict, answer: dict | None, category: str, source: str) -
     meta: dict[str, Any] = {"ground_truth": gt, "bfcl_id": entry["id"], "bfcl_category": category}
     if notes:
         meta["target_notes"] = notes
-        if any("accepts no answer" in n for n in notes):
+        if any(_NO_ANSWER in n for n in notes):
             meta["unanswerable"] = True  # flagged so that scoring and analysis can single these out
     return Example(f"{source}/{entry['id']}", source, category, tools, messages, target, meta)
 

@@ -44,7 +44,9 @@ def _levels(level: Any) -> list[Any]:
     return [level]
 
 
-def load(fmt: str, src: str | None = None, *, strict: bool = False, **opts: Any) -> tuple[list[Example], list[LoadReport]]:
+def load(
+    fmt: str, src: str | None = None, *, strict: bool = False, **opts: Any
+) -> tuple[list[Example], list[LoadReport]]:
     """Load examples of format ``fmt`` (one of :data:`FORMATS`) from ``src``; see the module table."""
     reports: list[LoadReport] = []
     if fmt == "toolace":

@@ -382,7 +382,7 @@ def keyword_arguments(
         raise ParseError(f"call `{name}`: positional arguments but no tool {name!r} to name them by")
     props = list(((tool.get("parameters") or {}).get("properties") or {}).keys())
     if len(positional) > len(props):
-        raise ParseError(f"call `{name}`: {len(positional)} positional arguments but the tool has {len(props)} parameters")
+        raise ParseError(f"call `{name}`: {len(positional)} positional arguments, the tool has {len(props)} parameters")
     out: dict[str, Any] = {}
     for pname, v in zip(props, positional):
         if pname in keywords:
@@ -485,7 +485,7 @@ def read_records(src: str, split: str = "train") -> tuple[str, list[tuple[int, A
                 raise BadRow(src, "-", "<file>", f"not valid JSON: {e}") from None
             return src, list(enumerate(data))
         return src, [(i, JsonLine(line)) for i, line in enumerate(text.splitlines()) if line.strip()]
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", src):
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", src) and not src.endswith((".json", ".jsonl")):
         import datasets  # heavy: only when a hub dataset is actually requested
 
         ds = datasets.load_dataset(src, split=split)

@@ -23,7 +23,15 @@ import re
 from typing import Any
 
 from ..calls import ParseError, serialise_calls
-from .normalise import SchemaError, check_calls, decode_row, normalise_tools, parse_calls_lenient, read_records, rename_in_call_text
+from .normalise import (
+    SchemaError,
+    check_calls,
+    decode_row,
+    normalise_tools,
+    parse_calls_lenient,
+    read_records,
+    rename_in_call_text,
+)
 from .records import Example, FieldError, LoadReport, convert_rows
 
 __all__ = ["DEFAULT_HUB_ID", "extract_tools", "toolace_examples", "load_toolace"]
@@ -120,7 +128,8 @@ def toolace_examples(row: dict, rowno: int | str, id_prefix: str = "toolace") ->
                 meta["renamed_tools"] = renames
             if notes:
                 meta["target_notes"] = notes
-            out.append(Example(f"{id_prefix}/{rowno}/{i}", "toolace", "toolace", tools, copy.deepcopy(messages), calls, meta))
+            ex_id = f"{id_prefix}/{rowno}/{i}"
+            out.append(Example(ex_id, "toolace", "toolace", tools, copy.deepcopy(messages), calls, meta))
             messages.append({"role": "assistant", "content": serialise_calls(calls)})
         else:
             messages.append({"role": role, "content": value})

@@ -64,7 +64,7 @@ def xlam_example(row: dict, rowno: int | str) -> Example:
         if args is None:
             args = {}
         if not isinstance(args, dict):
-            raise FieldError(f"{where}.arguments", f"expected an object of keyword arguments, got {type(args).__name__}")
+            raise FieldError(f"{where}.arguments", f"expected keyword arguments (an object), got {type(args).__name__}")
         target.append(ToolCall(renames.get(a["name"], a["name"]), dict(args)))
     problem = check_calls(target, tools)
     if problem:

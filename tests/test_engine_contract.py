@@ -1,0 +1,197 @@
+"""The engine contract: every backend passes the same suite (DESIGN.md principle 5).
+
+``hf`` runs here on the tiny random model; ``vllm`` runs the same tests on a GPU box with vLLM installed
+(``-m gpu``), on the same tiny model saved to a folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import pytest
+
+from itool_core.engines import Engine, GenerationParams, make_engine
+from itool_core.engines.base import apply_stop
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+PROMPTS = [
+    "<|im_start|>user\nWhat is the weather in Paris?<|im_end|>\n<|im_start|>assistant\n",
+    "Hello",
+    "<|im_start|>system\nYou call functions.<|im_end|>\n<|im_start|>user\nBook a table for two at 7pm "
+    "tonight in a quiet Italian place near the station.<|im_end|>\n<|im_start|>assistant\n",
+]
+TOL = 2e-3  # log-prob agreement between batched/unbatched and generate/score passes (fp32 on CPU)
+
+
+@pytest.fixture(scope="module", params=["hf", pytest.param("vllm", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")])])
+def engine(request, tiny, tmp_path_factory):
+    model, tok = tiny
+    if request.param == "hf":
+        return make_engine("hf", model=model, tokenizer=tok, batch_size=4, progress=False)
+    folder = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return make_engine("vllm", model=str(folder), gpu_memory_utilization=0.3, max_model_len=1024)
+
+
+def _decode(engine, ids):
+    return engine.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def test_is_an_engine(engine):
+    assert isinstance(engine, Engine)
+
+
+def test_greedy_is_deterministic_and_in_prompt_order(engine):
+    p = GenerationParams(max_new_tokens=10)
+    a = engine.generate(PROMPTS, p)
+    b = engine.generate(PROMPTS, p)
+    assert [c[0].token_ids for c in a] == [c[0].token_ids for c in b]
+    rev = engine.generate(list(reversed(PROMPTS)), p)
+    assert [c[0].token_ids for c in reversed(rev)] == [c[0].token_ids for c in a]
+
+
+def test_batch_equals_single_prompt_for_greedy(engine):
+    # Left padding must not change what a prompt computes.
+    p = GenerationParams(max_new_tokens=10)
+    batch = engine.generate(PROMPTS, p)
+    for prompt, got in zip(PROMPTS, batch):
+        (alone,) = engine.generate([prompt], p)
+        assert got[0].token_ids == alone[0].token_ids
+        assert got[0].logprobs == pytest.approx(alone[0].logprobs, abs=TOL)
+
+
+def test_n_samples_are_returned_seeded_and_well_formed(engine):
+    p = GenerationParams(max_new_tokens=8, temperature=1.0, n=3, seed=123)
+    out = engine.generate(PROMPTS, p)
+    assert len(out) == len(PROMPTS) and all(len(c) == 3 for c in out)
+    again = engine.generate(PROMPTS, p)
+    assert [[c.token_ids for c in cs] for cs in out] == [[c.token_ids for c in cs] for cs in again]
+    assert len({tuple(c.token_ids) for cs in out for c in cs}) > 1  # sampling samples
+    for cs in out:
+        for c in cs:
+            assert len(c.logprobs) == len(c.token_ids) > 0
+            assert all(math.isfinite(x) and x <= 1e-6 for x in c.logprobs)
+            assert c.cumulative_logprob == pytest.approx(sum(c.logprobs))
+            assert c.finish_reason in ("stop", "length")
+
+
+def test_n_greedy_samples_equal_the_single_greedy_completion(engine):
+    # Exercises the prefill-once + cache-expansion path against plain generation.
+    one = engine.generate(PROMPTS, GenerationParams(max_new_tokens=8))
+    many = engine.generate(PROMPTS, GenerationParams(max_new_tokens=8, n=3))
+    for a, cs in zip(one, many):
+        for c in cs:
+            assert c.token_ids == a[0].token_ids
+            assert c.logprobs == pytest.approx(a[0].logprobs, abs=TOL)
+
+
+def test_token_ids_decode_to_text_and_logprobs_match_tokens(engine):
+    out = engine.generate(PROMPTS, GenerationParams(max_new_tokens=12, temperature=1.0, seed=7))
+    for (c,) in out:
+        assert len(c.logprobs) == len(c.token_ids)
+        assert all(x <= 1e-6 for x in c.logprobs)
+        if c.stop_reason is None:
+            assert _decode(engine, c.token_ids) == c.text
+        if c.finish_reason == "length":
+            assert len(c.token_ids) == 12
+
+
+def test_stop_strings_are_respected(engine):
+    # Each prompt alone, so the seeded draws are the same with and without the stop string.
+    tried = 0
+    for prompt in PROMPTS:
+        ((full,),) = engine.generate([prompt], GenerationParams(max_new_tokens=16, temperature=1.0, seed=3))
+        text = full.text
+        stop = text[len(text) // 2 : len(text) // 2 + 2]
+        if len(text) < 6 or not stop.strip():
+            continue
+        tried += 1
+        expected, _, _ = apply_stop(text, [stop])
+        ((c,),) = engine.generate([prompt], GenerationParams(max_new_tokens=16, temperature=1.0, seed=3, stop=(stop,)))
+        assert c.text == expected and stop not in c.text
+        assert c.finish_reason == "stop" and c.stop_reason == stop
+        decoded = _decode(engine, c.token_ids)
+        assert decoded.startswith(c.text) and stop in decoded[len(c.text) :]
+        assert len(c.logprobs) == len(c.token_ids) <= len(full.token_ids)
+        assert c.token_ids == full.token_ids[: len(c.token_ids)]  # generation halted at the stop string
+        ((inc,),) = engine.generate(
+            [prompt],
+            GenerationParams(max_new_tokens=16, temperature=1.0, seed=3, stop=(stop,), include_stop_str_in_output=True),
+        )
+        assert inc.text == expected + stop
+    assert tried
+
+
+def test_score_of_a_greedy_continuation_matches_its_generation_logprobs(engine):
+    out = engine.generate(PROMPTS, GenerationParams(max_new_tokens=10))
+    ids = [c[0].token_ids for c in out]
+    scored = engine.score(PROMPTS, ids)
+    for got, (c,) in zip(scored, out):
+        assert got == pytest.approx(c.logprobs, abs=TOL)
+    # Text continuations are tokenised on their own: same numbers when the text re-tokenises to the same ids.
+    for prompt, (c,) in zip(PROMPTS, out):
+        if list(engine.tokenizer(c.text, add_special_tokens=False)["input_ids"]) == c.token_ids:
+            (t,) = engine.score([prompt], [c.text])  # one prompt -> one list of floats
+            assert t == pytest.approx(c.logprobs, abs=TOL)
+    assert engine.score(PROMPTS[:1], [[]]) == [[]]
+
+
+def test_next_token_logprobs(engine):
+    out = engine.generate(PROMPTS, GenerationParams(max_new_tokens=1))
+    cands = ["A", "B", " correct", " incorrect"]
+    res = engine.next_token_logprobs(PROMPTS, cands)
+    assert len(res) == len(PROMPTS)
+    for d, (c,) in zip(res, out):
+        assert list(d) == cands and all(v <= 1e-6 and math.isfinite(v) for v in d.values())
+        assert max(d.values()) <= c.logprobs[0] + TOL  # the greedy token is the most likely one
+    first = out[0][0]
+    piece = engine.tokenizer.convert_ids_to_tokens(first.token_ids[0])
+    text = engine.tokenizer.convert_tokens_to_string([piece])
+    if list(engine.tokenizer(text, add_special_tokens=False)["input_ids"]) == first.token_ids[:1]:
+        (d,) = engine.next_token_logprobs(PROMPTS[:1], [text, "zzz"])
+        assert d[text] == pytest.approx(first.logprobs[0], abs=TOL)
+    with pytest.raises(ValueError):
+        engine.next_token_logprobs(PROMPTS[:1], ["correct", "correct"])
+
+
+# ------------------------------------------------------------------------------------------ hf specifics
+
+
+def test_hf_params_validation_and_vllm_module_imports_without_vllm():
+    with pytest.raises(ValueError):
+        GenerationParams(temperature=-1)
+    with pytest.raises(ValueError):
+        GenerationParams(n=0)
+    assert GenerationParams(stop="\n").stop == ("\n",)
+    import itool_core.engines.vllm as v
+
+    assert v.vllm_available() == HAS_VLLM
+    if not HAS_VLLM:
+        with pytest.raises(ImportError):
+            make_engine("vllm", model="x")
+
+
+def test_apply_stop():
+    assert apply_stop("ab, cd], ef", ["], ", ", "]) == ("ab", ", ", 4)
+    assert apply_stop("ab), cd", ["), ", ")"]) == ("ab", "), ", 5)  # tie at one place: the longer wins
+    assert apply_stop("abc", ["x"]) == ("abc", None, -1)
+    assert apply_stop("a|b", ["|"], include=True) == ("a|", "|", 2)
+
+
+def test_hf_prefill_once_equals_repeated_prefill_for_sampling(tiny):
+    # The cache-expansion path samples from the same distribution as re-prefilling n copies: with one seed
+    # and one batch the draws are identical (same RNG stream, same logits up to float noise).
+    model, tok = tiny
+    fast = make_engine("hf", model=model, tokenizer=tok, batch_size=8, prefill_once=True, progress=False)
+    slow = make_engine("hf", model=model, tokenizer=tok, batch_size=8, prefill_once=False, progress=False)
+    p = GenerationParams(max_new_tokens=6, temperature=1.0, n=4, seed=11)
+    a = fast.generate(PROMPTS[:2], p)
+    b = slow.generate(PROMPTS[:2], p)
+    for x, y in zip(a, b):
+        for c1, c2 in zip(x, y):
+            assert c1.token_ids == c2.token_ids
+            assert c1.logprobs == pytest.approx(c2.logprobs, abs=TOL)
