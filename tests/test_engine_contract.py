@@ -140,6 +140,19 @@ def test_score_of_a_greedy_continuation_matches_its_generation_logprobs(engine):
     assert engine.score(PROMPTS[:1], [[]]) == [[]]
 
 
+def test_sampled_logprobs_are_the_raw_distributions(engine):
+    # Whatever the temperature, a completion's log-probs are the model's own (temperature 1) ones.
+    out = engine.generate(PROMPTS, GenerationParams(max_new_tokens=8, temperature=0.6, top_p=0.9, seed=5))
+    scored = engine.score(PROMPTS, [c[0].token_ids for c in out])
+    for got, (c,) in zip(scored, out):
+        assert got == pytest.approx(c.logprobs, abs=TOL)
+
+
+def test_empty_prompt_is_an_error(engine):
+    with pytest.raises(ValueError):
+        engine.generate([""], GenerationParams(max_new_tokens=2))
+
+
 def test_next_token_logprobs(engine):
     out = engine.generate(PROMPTS, GenerationParams(max_new_tokens=1))
     cands = ["A", "B", " correct", " incorrect"]
@@ -195,3 +208,82 @@ def test_hf_prefill_once_equals_repeated_prefill_for_sampling(tiny):
         for c1, c2 in zip(x, y):
             assert c1.token_ids == c2.token_ids
             assert c1.logprobs == pytest.approx(c2.logprobs, abs=TOL)
+
+
+# ------------------------------------------------------------------------------ vLLM glue, without vLLM
+
+
+class _FakeSamplingParams:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+class _LP:
+    def __init__(self, v):
+        self.logprob = v
+
+
+class _Out:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+class _FakeLLM:
+    """Mimics the shapes of vllm.LLM.generate's RequestOutput/CompletionOutput (for the glue code only)."""
+
+    def __init__(self, tok):
+        self.tok = tok
+        self.calls = []
+
+    def get_tokenizer(self):
+        return self.tok
+
+    def generate(self, inputs, sp, use_tqdm=False, lora_request=None):
+        self.calls.append((inputs, sp, lora_request))
+        outs = []
+        for i, inp in enumerate(inputs):
+            p = sp[i] if isinstance(sp, list) else sp
+            ids = inp["prompt_token_ids"]
+            plp = [None] + [{t: _LP(-0.01 * (k + 1)), 7: _LP(-9.0)} for k, t in enumerate(ids[1:])] if getattr(p, "prompt_logprobs", None) else None
+            comps = []
+            for j in range(getattr(p, "n", 1)):
+                gen = [100 + j, 200, self.tok.eos_token_id]
+                top = getattr(p, "logprobs", None) or 0
+                lps = [{t: _LP(-0.5), **({5: _LP(-0.1)} if top > 1 else {})} for t in gen]
+                comps.append(_Out(text="ab", token_ids=gen, logprobs=lps, finish_reason="stop", stop_reason=None))
+            outs.append(_Out(outputs=comps, prompt_logprobs=plp))
+        return outs
+
+
+def test_vllm_engine_glue_with_a_fake_llm(tiny, monkeypatch):
+    import sys
+    import types
+
+    from itool_core.engines.vllm import VLLMEngine
+
+    fake = types.ModuleType("vllm")
+    fake.SamplingParams = _FakeSamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    _, tok = tiny
+    llm = _FakeLLM(tok)
+    eng = VLLMEngine(llm=llm, tokenizer=tok)
+    out = eng.generate(["a b", "c"], GenerationParams(max_new_tokens=4, temperature=1.0, n=2, seed=10, stop=("x",)))
+    inputs, sps, _ = llm.calls[-1]
+    assert inputs[0]["prompt_token_ids"] == tok("a b", add_special_tokens=False)["input_ids"]  # no BOS added
+    assert [p.seed for p in sps] == [10, 11] and sps[0].n == 2 and sps[0].stop == ["x"] and sps[0].logprobs == 1
+    c = out[0][1]
+    assert c.token_ids == [101, 200] and c.logprobs == [-0.5, -0.5]  # EOS dropped with its log-prob
+    assert len(out) == 2 and all(len(cs) == 2 for cs in out)
+    greedy = eng.generate(["c"], GenerationParams(max_new_tokens=4))
+    assert not isinstance(llm.calls[-1][1], list) and llm.calls[-1][1].seed is None and greedy[0][0].text == "ab"
+
+    prompt_ids = tok("a b c", add_special_tokens=False)["input_ids"]
+    (scored,) = eng.score(["a b c"], [[42, 43]])
+    # prompt_logprobs[k] is the log-prob of token k given the tokens before it.
+    n = len(prompt_ids)
+    assert scored == pytest.approx([-0.01 * n, -0.01 * (n + 1)])
+
+    (d,) = eng.next_token_logprobs(["a b c"], ["zz", "yy"])
+    ids = [tok("zz", add_special_tokens=False)["input_ids"][0], tok("yy", add_special_tokens=False)["input_ids"][0]]
+    assert set(d) == {"zz", "yy"} and all(v < 0 for v in d.values())  # outside the top-k: scored exactly
+    assert ids[0] not in (100, 5)

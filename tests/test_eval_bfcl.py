@@ -374,3 +374,34 @@ def test_runner_writes_samples_summary_and_tables(multi_turn_examples, single_tu
     assert isinstance(json.loads(mt_row["output"]), list) and isinstance(json.loads(mt_row["calls"]), list)
     text = format_tables(summary)
     assert "Table 1" in text and "Overall" in text and "Multi-turn" in text and "multi_turn_base" in text
+
+
+# ------------------------------------------------------------------------------------ real engine wiring
+
+
+def test_tiny_model_end_to_end_through_the_hf_engine(tiny, single_turn_examples, multi_turn_examples, tmp_path):
+    """The runner on a real (tiny, random) model: generation, decoding, checkers and outputs all wired."""
+    model, tok = tiny
+    exs = bf.stable_subset(single_turn_examples, 1, seed=0) + bf.stable_subset(multi_turn_examples["multi_turn_base"], 1)
+    summary = evaluate((model, tok), benchmarks="bfcl", examples=exs, out_dir=tmp_path, max_new_tokens=8,
+                       max_steps=2, batch_size=4, print_tables=False)
+    assert summary["n_items"] == len(exs)
+    assert set(summary["bfcl"]["groups_evaluated"]) == {"non_live", "live", "multi_turn"}
+    rows = read_table(tmp_path / "samples.parquet", EVAL_SAMPLES).to_pylist()
+    assert {r["id"] for r in rows} == {e.id for e in exs}
+    assert all(r["prompt"].startswith("<|im_start|>system\nYou are an expert in composing functions.") for r in rows)
+    assert summary["timing"]["total"]["seconds_per_item"] > 0
+
+
+def test_register_cli_adds_the_eval_command():
+    import argparse
+
+    from itool_core.eval.runner import register_cli
+
+    p = argparse.ArgumentParser()
+    register_cli(p.add_subparsers(dest="command"))
+    a = p.parse_args(["eval", "--model", "m", "--adapter", "ad", "--benchmarks", "bfcl", "--limit", "3",
+                      "--categories", "simple_python,apibank_level1", "--seed", "5", "--out", "o", "--batch-size", "2"])
+    assert (a.model, a.adapter, a.benchmarks, a.limit, a.categories, a.seed, a.out, a.batch_size) == (
+        "m", "ad", "bfcl", 3, "simple_python,apibank_level1", 5, "o", 2)
+    assert callable(a.func) and a.max_steps == MAXIMUM_STEP_LIMIT

@@ -117,13 +117,27 @@ def test_unknown_and_valid_calls_in_one_step(entry, recorded, tmp_path):
     assert res.executed[0][0] == ["ls(a=True)", mt.REJECTED_CALL,
                                    "echo(content=\"__import__('os').system('touch " + str(marker) + "')\")"]
     assert [r["call"]["name"] for r in res.rejected] == ["open"]
-    # The model is told, as a tool result, that the function does not exist; the others really ran.
+    # The model is told what bfcl's executor says about an unknown name; the other calls really ran.
     second = json.loads(engine.prompts[1])
     tool_msgs = [m for m in second if m["role"] == "tool"]
     assert len(tool_msgs) == 3
-    assert "'open' is not available" in tool_msgs[1]["content"]
+    assert tool_msgs[1]["content"] == "Error during execution: name 'open' is not defined"
     assert "Error" not in tool_msgs[0]["content"]
     _assert_only_canonical(recorded, mt.allowed_methods(entry.meta["involved_classes"]), entry)
+
+
+def test_refusal_message_matches_bfcls_executor_for_unknown_names(entry):
+    from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import execute_multi_turn_func_call
+
+    args = (entry.meta["initial_config"], entry.meta["involved_classes"], "itool_probe_refusal", "probe")
+    try:
+        for call in ("no_such_tool(x=1)", "GorillaFileSystem.cd(folder='x')", "tools.search(q='a')", "exit(code=1)",
+                     "os.remove(path='x')", "a.b.unlink(p='x')"):
+            (bfcl_says,), _ = execute_multi_turn_func_call([call], *args)  # safe: fixed, harmless strings
+            (parsed,) = parse_calls(call)
+            assert mt.refusal_message(parsed) == bfcl_says
+    finally:
+        mt.cleanup_instances("itool_probe_refusal")
 
 
 def test_validate_call_rules(entry):

@@ -102,8 +102,8 @@ class Engine(Protocol):
 
     tokenizer: object  # renders chat templates (render_prompt) and counts tokens
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[list[Completion]]:
-        """``n`` completions for every prompt, in prompt order."""
+    def generate(self, prompts: Sequence[str | Sequence[int]], params: GenerationParams) -> list[list[Completion]]:
+        """``n`` completions for every prompt, in prompt order; a prompt is text or token ids (used as is)."""
         ...
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str | Sequence[int]]) -> list[list[float]]:

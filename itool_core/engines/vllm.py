@@ -119,11 +119,16 @@ class VLLMEngine:
             self.lora_request = LoRARequest("itool-adapter", 1, str(adapter))
         eos = self.tokenizer.eos_token_id
         self.eos_ids = {int(eos)} if eos is not None else set()
+        self.special_ids = {int(i) for i in getattr(self.tokenizer, "all_special_ids", []) or []}
 
     # ------------------------------------------------------------------------------------------------ helpers
 
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    def encode(self, text: str | Sequence[int]) -> list[int]:
+        # token-id prompts pass through: the tree search continues exactly the ids it generated
+        ids = list(text) if not isinstance(text, str) else list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if not ids:
+            raise ValueError("empty prompt: the engines need at least one prompt token to condition on")
+        return ids
 
     def _run(self, token_prompts: list[list[int]], sampling_params: Any) -> list[Any]:
         inputs = [{"prompt_token_ids": ids} for ids in token_prompts]
@@ -150,7 +155,7 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------------------------------------ protocol
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams = GenerationParams()) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[str | Sequence[int]], params: GenerationParams = GenerationParams()) -> list[list[Completion]]:
         if isinstance(prompts, str):
             raise TypeError("generate() takes a list of prompts")
         if not prompts:
@@ -172,9 +177,11 @@ class VLLMEngine:
         for t, step in zip(ids, steps):
             v = _lookup(step, t)
             lps.append(float("nan") if v is None else v)
-        if ids and ids[-1] in self.eos_ids:
-            ids, lps = ids[:-1], lps[:-1]
         stop_reason = o.stop_reason if isinstance(o.stop_reason, str) else None
+        # vLLM keeps the token that ended generation (EOS, or a stop token id of the generation config such
+        # as Llama 3's <|eot_id|>) in token_ids; the protocol leaves it out.
+        if ids and o.finish_reason == "stop" and stop_reason is None and (ids[-1] in self.eos_ids or ids[-1] in self.special_ids):
+            ids, lps = ids[:-1], lps[:-1]
         finish = "length" if o.finish_reason == "length" else "stop"
         return Completion(text=o.text, token_ids=ids, logprobs=lps, finish_reason=finish, stop_reason=stop_reason)
 
@@ -185,7 +192,7 @@ class VLLMEngine:
             raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
         pairs = []
         for p, c in zip(prompts, continuations):
-            cont = self.encode(c) if isinstance(c, str) else [int(x) for x in c]
+            cont = list(self.tokenizer(c, add_special_tokens=False)["input_ids"]) if isinstance(c, str) else [int(x) for x in c]
             pairs.append((self.encode(p), cont))
         sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
         outputs = self._run([a + b for a, b in pairs], sp)
@@ -203,7 +210,7 @@ class VLLMEngine:
     def _candidate_ids(self, candidate_tokens: Sequence[str]) -> list[int]:
         ids = []
         for c in candidate_tokens:
-            t = self.encode(c)
+            t = list(self.tokenizer(c, add_special_tokens=False)["input_ids"])
             if not t:
                 raise ValueError(f"candidate {c!r} tokenises to nothing")
             ids.append(int(t[0]))

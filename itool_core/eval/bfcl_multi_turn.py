@@ -19,8 +19,9 @@ Safety — bfcl-eval's executor (``execute_multi_turn_func_call``) and checker b
 arguments only); each call must name a public method of one of the entry's involved classes (the same set
 bfcl's executor maps to instances); only then is the call re-serialised as canonical text by
 :func:`itool_core.calls.format_call` (``name(k=<repr literal>, ...)``) and handed to the executor.  A call to
-anything else (``open``, ``os.system``, an unknown method) is not executed: the model gets an error message
-as its tool result, and the checker receives an inert placeholder (:data:`REJECTED_CALL`, a call to an
+anything else (``open``, ``os.system``, an unknown method) is not executed: the model gets, as its tool
+result, the ``NameError`` message bfcl's executor gives for a name that is not a method
+(:func:`refusal_message`), and the checker receives an inert placeholder (:data:`REJECTED_CALL`, a call to an
 undefined name that fails with ``NameError`` exactly like an unknown function in bfcl) so the turn still
 counts as "the model made calls" as it would on the leaderboard.
 
@@ -55,6 +56,7 @@ __all__ = [
     "REJECTED_CALL",
     "allowed_methods",
     "validate_call",
+    "refusal_message",
     "Episode",
     "MultiTurnResult",
     "run_multi_turn",
@@ -66,6 +68,8 @@ MAXIMUM_STEP_LIMIT = 20  # bfcl_eval.constants.default_prompts.MAXIMUM_STEP_LIMI
 #: Stands in, for the checker, for a call that was refused: an undefined name, so bfcl's eval raises NameError.
 REJECTED_CALL = "itool_rejected_call()"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Names bfcl's executor refuses before eval (multi_turn_utils.execute_multi_turn_func_call).
+_BFCL_BLOCKED = ("kill", "exit", "quit", "remove", "unlink", "popen", "Popen", "run")
 
 
 def _bfcl():
@@ -108,6 +112,19 @@ def validate_call(call: ToolCall, allowed: frozenset[str]) -> str | None:
         if not isinstance(k, str) or not _IDENT.match(k):
             return f"argument name {k!r} is not an identifier"
     return None
+
+
+def refusal_message(call: ToolCall) -> str:
+    """What the model is told about a refused call: the text bfcl's executor produces for a name that is not
+    a method (``eval`` raises ``NameError`` on the first component of the name), so that the conversation is
+    the leaderboard's.  The one deliberate difference: bfcl would really run a Python builtin (``open``,
+    ``print``...); here it is refused like any other unknown name."""
+    parts = call.name.split(".")
+    # bfcl first refuses a few names outright (its check looks at the second component of a dotted name).
+    checked = parts[1] if len(parts) > 1 else parts[0]
+    if checked in _BFCL_BLOCKED:
+        return f"Error during execution: Function call {checked} is not allowed."
+    return f"Error during execution: name '{parts[0]}' is not defined"
 
 
 def cleanup_instances(model_name: str) -> int:
@@ -231,7 +248,7 @@ class Episode:
             else:
                 self.rejected.append({"turn": self.turn, "call": c.to_json(), "reason": why})
                 strings.append(REJECTED_CALL)
-                results.append(f"Error during execution: {why}")
+                results.append(refusal_message(c))
         if runnable:
             out, _ = utils.execute_multi_turn_func_call(
                 runnable,
