@@ -1,0 +1,128 @@
+"""Speed of step-level MCTS: lock-step batched vs one generate call per child, same engine/model/seeds.
+
+Prints a table and writes JSON (bench/results/mcts_speed.json):
+
+* (a) lock-step: every round sends all trees' leaves to the engine in ONE call (n = k), all new nodes'
+  self-evaluations in ONE forward pass, all rollouts in ONE call (``search_lockstep``);
+* (b) sequential: MCTS-DPO's way, one tree at a time and one call per child (``search_sequential``);
+* raw: the engine's batched generation throughput on the same prompts (n = k, same step length) — the
+  ceiling for (a).
+
+Goals (issue "Step-level MCTS"): (a) ≥ 5× (b) in trees/min, and (a)'s generated tokens/s ≥ 70 % of raw.
+
+    .venv/bin/python bench/mcts_speed.py --trees 4 --simulations 2 --k 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from itool_core.calls import PromptStyle  # noqa: E402
+from itool_core.data.loaders import load  # noqa: E402
+from itool_core.engines.base import GenerationParams  # noqa: E402
+from itool_core.engines.hf import HFEngine  # noqa: E402
+from itool_core.eval.bfcl import stable_subset  # noqa: E402
+from itool_core.mcts.mine import build_items  # noqa: E402
+from itool_core.mcts.policy import EnginePolicy, PolicyConfig  # noqa: E402
+from itool_core.mcts.search import MCTSConfig, SearchStats, search_lockstep, search_sequential  # noqa: E402
+from itool_core.models import load_policy, tiny_model  # noqa: E402
+
+
+class CountingEngine:
+    """Counts generated tokens of every call (the search's own accounting misses continuations/rollouts)."""
+
+    def __init__(self, engine):
+        self.engine, self.tokenizer, self.tokens, self.calls = engine, engine.tokenizer, 0, 0
+
+    def generate(self, prompts, params):
+        outs = self.engine.generate(prompts, params)
+        self.calls += 1
+        self.tokens += sum(len(c.token_ids) for cs in outs for c in cs)
+        return outs
+
+    def next_token_logprobs(self, prompts, cands):
+        self.calls += 1
+        return self.engine.next_token_logprobs(prompts, cands)
+
+
+def run(mode: str, engine, examples, cfg: MCTSConfig, pcfg: PolicyConfig, style: PromptStyle) -> dict:
+    counting = CountingEngine(engine)
+    policy = EnginePolicy(counting, {e.id: e for e in examples}, pcfg)
+    items = build_items(examples, engine.tokenizer, style)
+    t0 = time.perf_counter()
+    stats: SearchStats = (search_lockstep if mode == "lockstep" else search_sequential)(items, policy, cfg)
+    secs = time.perf_counter() - t0
+    return {"mode": mode, "seconds": secs, "trees_per_min": 60 * len(examples) / secs,
+            "generated_tokens": counting.tokens, "generated_tokens_per_s": counting.tokens / secs,
+            "engine_calls": counting.calls, "nodes": sum(1 for it in items for _ in it.tree.nodes()) - len(items),
+            "seconds_by_call": stats.seconds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m-instruct", help="'tiny' for a random small model")
+    ap.add_argument("--trees", type=int, default=4)
+    ap.add_argument("--simulations", type=int, default=2)
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--step-tokens", type=int, default=24)
+    ap.add_argument("--rollout-tokens", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-sequential", action="store_true")
+    ap.add_argument("--out", default="bench/results/mcts_speed.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model, tok = tiny_model() if args.model == "tiny" else load_policy(args.model, dtype=args.dtype)
+    engine = HFEngine(model, tok, batch_size=args.batch_size, progress=False)
+    style = PromptStyle("compact")
+    exs, _ = load("bfcl", categories=["simple_python"])
+    examples = stable_subset(exs, args.trees, seed=0)
+    cfg = MCTSConfig(simulations=args.simulations, k=args.k, seed=0)
+    pcfg = PolicyConfig(max_step_tokens=args.step_tokens, max_rollout_tokens=args.rollout_tokens)
+
+    # raw batched throughput on the same prompts: n = k samples of one step each
+    items = build_items(examples, tok, style)
+    engine.generate([items[0].tree.prompt_ids], GenerationParams(max_new_tokens=4))  # warm-up, not timed
+    t0 = time.perf_counter()
+    outs = engine.generate([it.tree.prompt_ids for it in items],
+                           GenerationParams(max_new_tokens=args.step_tokens, temperature=1.0, n=args.k, seed=0))
+    raw_secs = time.perf_counter() - t0
+    raw_tokens = sum(len(c.token_ids) for cs in outs for c in cs)
+    raw = {"mode": "raw batched generate", "seconds": raw_secs, "generated_tokens": raw_tokens,
+           "generated_tokens_per_s": raw_tokens / raw_secs}
+
+    rows = [raw, run("lockstep", engine, examples, cfg, pcfg, style)]
+    if not args.skip_sequential:
+        rows.append(run("sequential", engine, examples, cfg, pcfg, style))
+    lock = rows[1]
+    summary = {"lockstep_vs_raw_tokens_per_s": lock["generated_tokens_per_s"] / raw["generated_tokens_per_s"]}
+    if len(rows) > 2:
+        summary["lockstep_speedup_trees_per_min"] = lock["trees_per_min"] / rows[2]["trees_per_min"]
+    print(f"\nMCTS speed — model {args.model}, {args.trees} trees × {args.simulations} simulations, k={args.k}, "
+          f"{args.step_tokens} tokens/step, {args.threads} threads")
+    print(f"{'mode':<22}{'seconds':>10}{'trees/min':>12}{'gen tok':>10}{'gen tok/s':>12}{'engine calls':>14}")
+    for r in rows:
+        print(f"{r['mode']:<22}{r['seconds']:>10.1f}{r.get('trees_per_min', float('nan')):>12.2f}"
+              f"{r['generated_tokens']:>10}{r['generated_tokens_per_s']:>12.1f}{r.get('engine_calls', 1):>14}")
+    for k, v in summary.items():
+        print(f"{k}: {v:.2f}")
+    out = {"date": date.today().isoformat(), "machine": f"{platform.node()} {platform.processor()} "
+           f"{torch.get_num_threads()} threads", "args": vars(args), "rows": rows, "summary": summary}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
