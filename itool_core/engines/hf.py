@@ -84,13 +84,16 @@ class HFEngine:
         progress: bool | None = None,
         prefill_once: bool = True,
         max_prompt_tokens: int | None = None,
+        static_cache: bool = True,
     ) -> None:
         """``model`` is a loaded model (then ``tokenizer`` is required) or a name/path for ``models.load_policy``.
 
         ``batch_size`` counts sequences (prompts × n) decoded together.  ``num_threads`` calls
         ``torch.set_num_threads`` (2 on the dev box: one thread is half as fast).  ``progress`` shows a tqdm
         bar (default: when a call has more than one batch).  ``max_prompt_tokens`` keeps only the last tokens
-        of longer prompts (with a warning) instead of running past the model's context.
+        of longer prompts (with a warning) instead of running past the model's context.  ``static_cache``
+        preallocates the KV cache for single-sample generation (the prefill-once path for n > 1 keeps the
+        dynamic cache, which it must repeat n times).
         """
         if num_threads:
             torch.set_num_threads(int(num_threads))
@@ -118,6 +121,7 @@ class HFEngine:
         self.batch_size = max(1, int(batch_size))
         self.progress = progress
         self.prefill_once = prefill_once
+        self.static_cache = static_cache
         self.max_prompt_tokens = max_prompt_tokens
         self.eos_ids = self._eos_ids()
         pad = tokenizer.pad_token_id
@@ -263,6 +267,11 @@ class HFEngine:
             if p.n > 1:
                 ids = ids.repeat_interleave(p.n, dim=0)
                 mask = mask.repeat_interleave(p.n, dim=0)
+            if self.static_cache:
+                # A preallocated cache: the dynamic one re-concatenates every layer's K/V at every step, which
+                # on CPU made 8 × 2.4k-token prompts decode 4× slower (measured: 118 s vs 28 s for 24 tokens
+                # at 1.2k context).
+                kwargs["generation_config"].cache_implementation = "static"
             out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
         gen = out.sequences[:, width:].cpu()
         lps = recorder.finish(gen.to(recorder.prev.device) if recorder.prev is not None else gen)
