@@ -1,0 +1,755 @@
+"""Preference optimisation on step-level pairs (§4.3, Eq. 10–11 of the paper): DPO, with IPO, SimPO, ORPO selectable.
+
+The idea
+--------
+The search (``mcts``) leaves, at every node with two or more visited children, a pair of *next steps* from the
+same state: ``x`` = the rendered prompt plus the steps taken so far, ``a_w`` = the child with the highest Q,
+``a_l`` = the one with the lowest Q (``mcts.pairs``).  The policy is then updated with DPO on these pairs
+(Eq. 10), the reference being the policy of the *previous* iteration (Eq. 11):
+
+    L_DPO(θ; π_ref) = −E_(x, a_w, a_l) log σ( β log πθ(a_w|x)/π_ref(a_w|x) − β log πθ(a_l|x)/π_ref(a_l|x) )
+    π_ref = π_θ_{i−1}          (iteration i starts from, and is anchored to, the policy that ran the search)
+
+``log π(a|x)`` is the sum of the token log-probs of the step's tokens after ``x``; ``β`` sets how far the new
+policy may move from the reference (the implicit KL leash).  Because a step is short and the shared state is
+long, a step-level pair isolates the *fragment* where the two answers part ways (the paper's "fragment
+deficiency") instead of diluting it over a whole answer.
+
+The variants change the loss, not the data (``PreferenceConfig.loss``):
+
+* ``ipo``   (Azar et al.) squared loss ``(h − 1/(2β))²`` on the log-ratio difference ``h`` instead of the
+  logistic loss: it regresses the margin to a fixed target and does not push it to infinity on
+  deterministic preferences.  trl averages ``h`` per completion token (confirmed with the IPO authors).
+  Reference = previous policy, as for DPO.
+* ``simpo`` (Meng et al.) *reference-free*: reward = ``β · mean token log-prob`` of the step (length-normalised),
+  loss ``−log σ(β Δ_avg − γ)`` with a target margin ``γ``.  No reference model is loaded or used.
+* ``orpo``  (Hong et al.) *reference-free*: ``NLL(a_w|x) − λ log σ(log odds(a_w) − log odds(a_l))`` with
+  ``odds(a) = p/(1−p)`` on the mean token probability; ``λ`` is ``beta`` here.  No reference model.
+
+Step-level pitfalls handled here (METHOD_NOTES, "Step-level DPO with trl")
+--------------------------------------------------------------------------
+1. **EOS only on terminal steps.**  trl appends EOS to every chosen/rejected (DPO: to the text; CPO/ORPO:
+   ``add_eos_token_if_needed`` after tokenising).  On an intermediate step (one call followed by ``,``) that
+   would teach the policy to *stop after one call*.  We build the tokenised rows ourselves:
+   ``chosen = chosen_ids + [eos]`` only if ``chosen_terminal``, same for rejected — and bypass trl's text
+   preparation (see "trl internals" below).
+2. **The ids the search generated, never re-tokenised.**  ``prompt_ids + chosen_ids`` is exactly a sequence the
+   policy produced (``mcts.pairs``).  Re-tokenising text can merge tokens across the boundary, making the pair
+   something the search never saw.  trl's DPO tokenises text, CPO/ORPO also prepend BOS; we do neither.
+3. **Shared tokens go to the prompt.**  The shared state is already in ``prompt_ids``; in addition the leading
+   tokens both steps share (``[get_weather(city=`` …) are moved from the completions into the prompt
+   (``trim_common_prefix``, as MCTS-DPO sums log-probs only from the first differing token).  For DPO's summed
+   log-ratios this changes nothing (identical tokens cancel exactly); for the length-normalised losses (SimPO,
+   IPO, ORPO) it keeps shared tokens from diluting the margin.  The full sequences are unchanged.
+4. **Too long → dropped, never truncated.**  A cut completion would lose its end (and its EOS).  Pairs with
+   ``len(prompt) + len(longest completion) > max_length`` are left out and counted.
+5. **Reference = the previous policy, explicitly.**  ``policy`` is a *merged* folder (the previous iteration's
+   LoRA folded into its base).  We train a *fresh* LoRA adapter on it with ``ref_model=None``; trl then computes
+   the reference by disabling the adapter — i.e. ``policy`` itself, which *is* the previous iteration's policy
+   because it was merged.  (Had we loaded the previous adapter as a ``PeftModel`` and trained on, trl would add
+   a copy of it; had we trained a new adapter on the original base, the reference would silently be the
+   base.)  ``reference`` defaults to ``policy``; a different folder is loaded as an explicit ``ref_model``.
+6. **ORPO's SFT term on the step only.**  trl's ORPO computes the NLL term over prompt *and* response; with a
+   long shared state that is mostly SFT on the prompt (system prompt and tool schemas included).  The paper's
+   L_SFT is over the response; we recompute it over the chosen completion tokens.
+
+trl internals overridden (trl 1.16.0; re-check on upgrade)
+----------------------------------------------------------
+* ``DPOTrainer._prepare_dataset`` → returns our already tokenised dataset (columns ``prompt_ids``,
+  ``chosen_ids``, ``rejected_ids``, the format its own tokeniser produces).  trl's ``DataCollatorForPreference``
+  and loss are untouched.
+* ``CPOTrainer.tokenize_row`` / ``ORPOTrainer.tokenize_row`` → builds trl's row format (``prompt_input_ids``,
+  ``chosen_input_ids``, ``chosen_labels`` with −100 on the prompt, …) from our ids.  The ``__init__`` maps
+  that run before it (``maybe_extract_prompt``, ``maybe_apply_chat_template``) are no-ops on a dataset without
+  text columns.  Collator (``DPODataCollatorWithPadding``) and losses untouched.
+* ``ORPOTrainer.concatenated_forward`` → same outputs, with the NLL term recomputed over the chosen completion
+  only (pitfall 6).
+* ``training_step`` (all three) → counts non-padding tokens for tokens/s, then calls trl's.
+
+Metrics (loss, rewards/margins, rewards/accuracies, logps, steps, wall time, tokens/s, peak RSS) leave through
+``callback(event, metrics)`` and the returned :class:`PreferenceResult`; nothing is printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import math
+import os
+import resource
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
+
+__all__ = [
+    "LOSSES",
+    "DEFAULT_BETA",
+    "REFERENCE_FREE",
+    "PreferenceConfig",
+    "PreferenceResult",
+    "PreparedPairs",
+    "Callback",
+    "load_pairs",
+    "prepare_pairs",
+    "planned_steps",
+    "build_trainer",
+    "train_preference",
+    "completion_logps",
+]
+
+LOSSES = ("dpo", "ipo", "simpo", "orpo")
+#: Per-loss β when ``PreferenceConfig.beta`` is None: DPO 0.1 (trl's default, the DPO paper's range 0.1–0.5);
+#: IPO τ 0.1 (trl's default); SimPO 2.0 (SimPO paper, β ∈ [2, 2.5] with length-normalised rewards);
+#: ORPO λ 0.1 (ORPO paper).
+DEFAULT_BETA = {"dpo": 0.1, "ipo": 0.1, "simpo": 2.0, "orpo": 0.1}
+#: Losses that use no reference model (the ``reference`` argument is ignored for them).
+REFERENCE_FREE = frozenset({"simpo", "orpo"})
+
+#: ``callback(event, metrics)``; events "start", "log", "end" (see :func:`train_preference`).
+Callback = Callable[[str, dict], None]
+
+
+def _config_error(msg: str) -> Exception:
+    # The project's ConfigError (a ValueError) when config.py provides it; plain ValueError otherwise.
+    try:
+        from ..config import ConfigError
+
+        return ConfigError(msg)
+    except ImportError:  # pragma: no cover
+        return ValueError(msg)
+
+
+@dataclass(frozen=True)
+class PreferenceConfig:
+    """Preference update of one iteration (Eq. 10–11).  Defaults = the CPU profile (:meth:`cpu`).
+
+    CPU choices (DESIGN.md): ``lora_dropout=0`` (dropout masks cost 16 % of a step), ``bf16=True`` autocast
+    (≈ 2× faster with AMX), ``gradient_checkpointing=False`` (35 % faster; a 135M model's activations fit).
+    DPO on CPU is ≈ 30 s per 4 pairs × 512 tokens and 11–15 GB RSS: never run two trainings at once.
+    """
+
+    #: "dpo" (paper default, trl DPOTrainer loss_type ["sigmoid"]), "ipo" (DPOTrainer ["ipo"]),
+    #: "simpo" (trl.experimental CPOTrainer loss_type="simpo", cpo_alpha=0), "orpo" (trl.experimental ORPOTrainer).
+    loss: Literal["dpo", "ipo", "simpo", "orpo"] = "dpo"
+    #: β of the loss (IPO: τ; ORPO: λ); None → :data:`DEFAULT_BETA` of the loss (see :meth:`resolved_beta`).
+    beta: float | None = None
+    #: SimPO target margin as a share of β: γ = ratio · β (SimPO paper: γ/β ≈ 0.5).  trl's ``simpo_gamma`` is γ.
+    simpo_gamma_beta_ratio: float = 0.5
+    #: LoRA learning rate.  Full fine-tuning DPO would use ~5e-7–5e-6; a LoRA adapter needs more: ~5e-5 on an
+    #: 8B model, 1e-4 on the 135M CPU model.
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "linear"
+    #: Share of the steps with a linear learning-rate warm-up, in [0, 1).
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    #: Epochs over the pairs of this iteration (fresh pairs every iteration: one pass is the usual choice).
+    epochs: float = 1.0
+    #: Cap on optimiser steps (None: as many as the epochs give).
+    max_steps: int | None = None
+    #: Pairs per micro-batch (each pair = 2 sequences: chosen and rejected).
+    per_device_batch_size: int = 2
+    grad_accum_steps: int = 2
+    #: Prompt + longest completion, in tokens; longer pairs are dropped and counted, never truncated.
+    max_length: int = 1024
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    #: peft's "all-linear" (every linear layer but the output head — trl forbids a LoRA on lm_head since it
+    #: computes log-probs from ``lm_head.weight``) or an explicit tuple of module names.
+    target_modules: str | tuple[str, ...] = "all-linear"
+    #: bf16 mixed precision (autocast); the weights stay in ``model_dtype``.
+    bf16: bool = True
+    gradient_checkpointing: bool = False
+    #: dtype the policy (and an explicit reference) are loaded in: "float32" on CPU, "bfloat16" on GPU.
+    model_dtype: str = "float32"
+    seed: int = 0
+    #: Move the leading tokens both steps share from the completions into the prompt (pitfall 3).
+    trim_common_prefix: bool = True
+    logging_steps: int = 1
+    #: Save ``out_dir/merged`` (policy + adapter folded): the next iteration's policy and reference.
+    merge: bool = True
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise _config_error(f"preference.loss: {self.loss!r} is not one of {', '.join(map(repr, LOSSES))}")
+        if self.beta is not None and not self.beta > 0:
+            raise _config_error(f"preference.beta: {self.beta!r} must be > 0")
+        if not self.learning_rate > 0:
+            raise _config_error(f"preference.learning_rate: {self.learning_rate!r} must be > 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise _config_error(f"preference.warmup_ratio: {self.warmup_ratio!r} must be in [0, 1)")
+        if not self.epochs > 0:
+            raise _config_error(f"preference.epochs: {self.epochs!r} must be > 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise _config_error(f"preference.max_steps: {self.max_steps!r} must be >= 1 or None")
+        for name in ("per_device_batch_size", "grad_accum_steps", "lora_r", "lora_alpha", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise _config_error(f"preference.{name}: {getattr(self, name)!r} must be >= 1")
+        if self.max_length < 2:
+            raise _config_error(f"preference.max_length: {self.max_length!r} must be >= 2")
+        if not 0 <= self.lora_dropout < 1:
+            raise _config_error(f"preference.lora_dropout: {self.lora_dropout!r} must be in [0, 1)")
+        if self.simpo_gamma_beta_ratio < 0:
+            raise _config_error(f"preference.simpo_gamma_beta_ratio: {self.simpo_gamma_beta_ratio!r} must be >= 0")
+        if self.model_dtype not in ("float32", "bfloat16", "float16"):
+            raise _config_error(f"preference.model_dtype: {self.model_dtype!r} is not float32/bfloat16/float16")
+
+    def resolved_beta(self) -> float:
+        return float(self.beta) if self.beta is not None else DEFAULT_BETA[self.loss]
+
+    @property
+    def uses_reference(self) -> bool:
+        return self.loss not in REFERENCE_FREE
+
+    @classmethod
+    def cpu(cls, **overrides: Any) -> "PreferenceConfig":
+        """SmolLM2-135M on a 2-core CPU: the dataclass defaults (2 pairs × 2 accumulation, ≤ 1024 tokens)."""
+        return cls(**overrides)
+
+    @classmethod
+    def gpu_8b(cls, **overrides: Any) -> "PreferenceConfig":
+        """Llama-3.1-8B-Instruct on one 80 GB GPU: bf16 weights, checkpointing on (activations dominate),
+        LoRA r16/α32 like the warm-up (§5.1), lr 5e-5, 10 % warm-up + cosine, effective batch 32 pairs."""
+        base = dict(
+            learning_rate=5e-5,
+            lr_scheduler="cosine",
+            warmup_ratio=0.1,
+            per_device_batch_size=4,
+            grad_accum_steps=8,
+            max_length=4096,
+            lora_dropout=0.05,  # dropout is only costly on CPU
+            bf16=True,
+            gradient_checkpointing=True,
+            model_dtype="bfloat16",
+            logging_steps=10,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+
+# ------------------------------------------------------------------------------------------------------- data
+
+_REQUIRED = ("prompt_ids", "chosen_ids", "rejected_ids", "chosen_terminal", "rejected_terminal")
+
+
+def load_pairs(src: Any) -> list[dict[str, Any]]:
+    """PAIRS rows as dicts from a list of dicts, a pyarrow Table, an :class:`~itool_core.artifacts.ArtifactRef`
+    (content hash verified) or a Parquet path (schema tag checked)."""
+    import pyarrow as pa
+
+    from ..artifacts import ArtifactRef, read_table
+    from ..mcts.pairs import PAIRS
+
+    if isinstance(src, (ArtifactRef, str, os.PathLike)):
+        rows = read_table(src, PAIRS).to_pylist()
+    elif isinstance(src, pa.Table):
+        rows = src.to_pylist()
+    else:
+        rows = [dict(r) for r in src]
+    for i, r in enumerate(rows):
+        missing = [k for k in _REQUIRED if k not in r]
+        if missing:
+            raise ValueError(f"pair {i}: missing {missing} (PAIRS schema, itool_core.mcts.pairs)")
+    return rows
+
+
+@dataclass
+class PreparedPairs:
+    """Tokenised training rows and what was left out.  ``rows[i]`` = {prompt_ids, chosen_ids, rejected_ids}."""
+
+    rows: list[dict[str, list[int]]]
+    n_input: int
+    n_dropped_too_long: int = 0
+    n_dropped_empty: int = 0
+    #: Non-terminal steps whose ids ended in EOS (a search bug upstream): the EOS was removed.
+    n_eos_stripped: int = 0
+    n_chosen_terminal: int = 0
+    n_rejected_terminal: int = 0
+    #: Tokens moved from the completions into the prompt by ``trim_common_prefix``.
+    n_prefix_tokens_moved: int = 0
+    #: Tokens of the kept rows (prompt + chosen + prompt + rejected, i.e. one epoch's forward tokens).
+    n_tokens: int = 0
+
+    def stats(self) -> dict[str, int]:
+        d = asdict(self)
+        d.pop("rows")
+        d["n_pairs"] = len(self.rows)
+        return d
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def prepare_pairs(pairs: Iterable[Mapping[str, Any]], eos_id: int, cfg: PreferenceConfig) -> PreparedPairs:
+    """Turn PAIRS rows into trl's tokenised preference rows, from the search's own ids (no re-tokenisation).
+
+    ``chosen = chosen_ids + [eos]`` only if ``chosen_terminal`` (same for rejected): a non-terminal step — one
+    call followed by ``,`` — must not teach the policy to stop.  See the module docstring for the other rules.
+    """
+    pairs = list(pairs)
+    out = PreparedPairs(rows=[], n_input=len(pairs))
+
+    def completion(ids: Sequence[int], terminal: bool) -> list[int]:
+        ids = [int(t) for t in ids]
+        if terminal:
+            # the engines never return EOS in token_ids (engines.base); append it once
+            if not ids or ids[-1] != eos_id:
+                ids.append(eos_id)
+        elif ids and ids[-1] == eos_id:
+            ids = ids[:-1]
+            out.n_eos_stripped += 1
+        return ids
+
+    for p in pairs:
+        prompt = [int(t) for t in p["prompt_ids"]]
+        chosen = completion(p["chosen_ids"], bool(p["chosen_terminal"]))
+        rejected = completion(p["rejected_ids"], bool(p["rejected_terminal"]))
+        if not prompt or not chosen or not rejected or chosen == rejected:
+            out.n_dropped_empty += 1
+            continue
+        if len(prompt) + max(len(chosen), len(rejected)) > cfg.max_length:
+            out.n_dropped_too_long += 1
+            continue
+        if cfg.trim_common_prefix:
+            # keep at least one token in each completion: the pair must still say something
+            k = min(_common_prefix(chosen, rejected), len(chosen) - 1, len(rejected) - 1)
+            if k > 0:
+                prompt, chosen, rejected = prompt + chosen[:k], chosen[k:], rejected[k:]
+                out.n_prefix_tokens_moved += k
+        out.n_chosen_terminal += bool(p["chosen_terminal"])
+        out.n_rejected_terminal += bool(p["rejected_terminal"])
+        out.n_tokens += 2 * len(prompt) + len(chosen) + len(rejected)
+        out.rows.append({"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected})
+    return out
+
+
+def planned_steps(n_pairs: int, cfg: PreferenceConfig) -> int:
+    """Optimiser steps: ``ceil(epochs · ceil(ceil(n / batch) / accumulation))``, capped by ``max_steps``."""
+    if n_pairs <= 0:
+        return 0
+    batches = math.ceil(n_pairs / cfg.per_device_batch_size)
+    steps = math.ceil(cfg.epochs * math.ceil(batches / cfg.grad_accum_steps) - 1e-9)
+    if cfg.max_steps is not None:
+        steps = min(steps, cfg.max_steps)
+    return max(steps, 1)
+
+
+# ----------------------------------------------------------------------------------------- trainer subclasses
+
+
+def _count_tokens(inputs: Mapping[str, Any]) -> int:
+    # DPO batches: one "attention_mask" over [chosen; rejected]; CPO/ORPO: one mask per side (the prompt's own
+    # mask is part of each side's sequence already).
+    keys = ("attention_mask",) if "attention_mask" in inputs else ("chosen_attention_mask", "rejected_attention_mask")
+    return int(sum(int(inputs[k].sum()) for k in keys if k in inputs))
+
+
+def _row_from_ids(feature: Mapping[str, Any]) -> dict[str, list[int]]:
+    """trl's CPO/ORPO ``tokenize_row`` output (decoder-only branch) built from our ids: no BOS added, no EOS
+    added, no re-tokenisation; labels −100 on the prompt."""
+    prompt = list(feature["prompt_ids"])
+    batch: dict[str, list[int]] = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
+    for side in ("chosen", "rejected"):
+        comp = list(feature[f"{side}_ids"])
+        seq = prompt + comp
+        batch[f"{side}_input_ids"] = seq
+        batch[f"{side}_attention_mask"] = [1] * len(seq)
+        batch[f"{side}_labels"] = [-100] * len(prompt) + comp
+    return batch
+
+
+@functools.lru_cache(maxsize=None)
+def _trainer_classes() -> dict[str, type]:
+    """The three step-level trainer subclasses (built lazily: importing this module stays cheap)."""
+    import torch.nn.functional as F
+    from trl import DPOTrainer
+    from trl.import_utils import TRLExperimentalWarning
+
+    with warnings.catch_warnings():
+        # CPO (for SimPO) and ORPO live under trl.experimental in trl 1.x; we use them knowingly.
+        warnings.simplefilter("ignore", TRLExperimentalWarning)
+        from trl.experimental.cpo import CPOTrainer
+        from trl.experimental.orpo import ORPOTrainer
+        from trl.experimental.utils import pad_to_length
+
+    class _TokenCounter:
+        tokens_seen = 0
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            self.tokens_seen += _count_tokens(inputs)
+            return super().training_step(model, inputs, *args, **kwargs)
+
+    class StepDPOTrainer(_TokenCounter, DPOTrainer):
+        """DPOTrainer (losses "sigmoid" = DPO, "ipo") on pre-tokenised step-level rows."""
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            # trl's version extracts the prompt, appends EOS to every chosen/rejected *text* and re-tokenises.
+            # Our rows are already {prompt_ids, chosen_ids, rejected_ids} from the search's ids (EOS only on
+            # terminal steps, pairs over max_length dropped) — exactly what its collator expects.
+            missing = {"prompt_ids", "chosen_ids", "rejected_ids"} - set(dataset.column_names)
+            if missing:
+                raise ValueError(f"{dataset_name} dataset must be pre-tokenised (prepare_pairs); missing {missing}")
+            return dataset
+
+    class StepCPOTrainer(_TokenCounter, CPOTrainer):
+        """CPOTrainer (used with loss_type="simpo", cpo_alpha=0 = SimPO) on pre-tokenised rows."""
+
+        def tokenize_row(self, feature, model=None):
+            # trl's version re-tokenises prompt + answer text, prepends BOS and appends EOS to both answers.
+            return _row_from_ids(feature)
+
+    class StepORPOTrainer(_TokenCounter, ORPOTrainer):
+        """ORPOTrainer on pre-tokenised rows, with the NLL term over the chosen completion only."""
+
+        def tokenize_row(self, feature, model=None):
+            return _row_from_ids(feature)
+
+        def concatenated_forward(self, model, batch):
+            out = super().concatenated_forward(model, batch)
+            if self.is_encoder_decoder:
+                return out
+            # trl: "orpo chosen nll loss is computed over the full prompt and response".  ORPO's L_SFT (paper
+            # Eq. 6) is the NLL of the response; on a step-level pair the prompt is the long shared state, so
+            # recompute the term over the chosen completion tokens (labels −100 elsewhere).
+            chosen_logits = out[2]  # [B, L-1, V]: all_logits[:B, :-1], the graph is kept
+            length = chosen_logits.shape[1] + 1
+            labels = pad_to_length(batch["chosen_labels"], length, pad_value=-100)[:, 1:].to(chosen_logits.device)
+            nll = F.cross_entropy(
+                chosen_logits.reshape(-1, chosen_logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100
+            )
+            return (*out[:4], nll, *out[5:])
+
+    return {"dpo": StepDPOTrainer, "ipo": StepDPOTrainer, "simpo": StepCPOTrainer, "orpo": StepORPOTrainer}
+
+
+# ------------------------------------------------------------------------------------------------- training
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence datasets'/transformers' progress bars (metrics leave through the callback only)."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    ds_on, tf_on = datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if ds_on:
+            datasets.enable_progress_bars()
+        if tf_on:
+            hf_logging.enable_progress_bar()
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _same_model(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Same local folder (after resolving links / relative paths), or the same name/hub id."""
+    path_a, path_b = Path(a), Path(b)
+    if path_a.exists() and path_b.exists():
+        return path_a.resolve() == path_b.resolve()
+    return str(a) == str(b)
+
+
+def _trl_args(cfg: PreferenceConfig, output_dir: str, steps: int):
+    import torch
+
+    common = dict(
+        output_dir=output_dir,  # nothing is saved there (save_strategy="no"); the adapter is saved by us
+        max_steps=steps,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=float(cfg.warmup_ratio),  # transformers 5: a float in [0, 1) is a ratio
+        weight_decay=cfg.weight_decay,
+        max_length=cfg.max_length,
+        beta=cfg.resolved_beta(),
+        bf16=cfg.bf16,
+        # trl defaults to checkpointing ON; transformers 5 calls it activation_checkpointing (the new name wins
+        # over trl's deprecated gradient_checkpointing default).  A deliberate choice, see PreferenceConfig.
+        activation_checkpointing=cfg.gradient_checkpointing,
+        use_cpu=not torch.cuda.is_available(),  # bf16 autocast on CPU needs the explicit CPU flag
+        seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        logging_strategy="steps",
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        disable_dropout=True,  # the model's own dropout; LoRA dropout is cfg.lora_dropout
+    )
+    if cfg.loss in ("dpo", "ipo"):
+        from trl import DPOConfig
+
+        return DPOConfig(
+            loss_type=["sigmoid" if cfg.loss == "dpo" else "ipo"],  # trl 1.x: a list of losses
+            precompute_ref_log_probs=False,  # the reference runs alongside (one pass per epoch anyway)
+            **common,
+        )
+    from trl.import_utils import TRLExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TRLExperimentalWarning)
+        if cfg.loss == "simpo":
+            from trl.experimental.cpo import CPOConfig
+
+            # SimPO = CPO's "simpo" loss without the behaviour-cloning term; trl's simpo_gamma is γ itself.
+            return CPOConfig(loss_type="simpo", cpo_alpha=0.0,
+                             simpo_gamma=cfg.simpo_gamma_beta_ratio * cfg.resolved_beta(),
+                             remove_unused_columns=False, **common)
+        from trl.experimental.orpo import ORPOConfig
+
+        return ORPOConfig(remove_unused_columns=False, **common)
+
+
+def _lora(cfg: PreferenceConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.target_modules) if isinstance(cfg.target_modules, tuple) else cfg.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def build_trainer(
+    policy: str | os.PathLike,
+    pairs: Any,
+    cfg: PreferenceConfig,
+    output_dir: str | os.PathLike,
+    *,
+    reference: str | os.PathLike | None = None,
+    callbacks: Sequence[Any] = (),
+):
+    """The trl trainer of ``cfg.loss`` with a fresh LoRA adapter on ``policy`` and the step-level rows.
+
+    Returns ``(trainer, prepared, info)``: ``prepared`` is the :class:`PreparedPairs`, ``info`` says which
+    reference is used (``{"reference": path or None, "reference_mode": ...}``).  Exposed for tests and
+    benchmarks (``trainer.get_train_dataloader()`` yields exactly the batches training sees);
+    :func:`train_preference` is the stage entry point.
+    """
+    from datasets import Dataset
+    from transformers import PrinterCallback
+
+    from ..models import load_policy
+
+    model, tok = load_policy(policy, dtype=cfg.model_dtype)
+    if tok.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos_token: terminal steps cannot be closed")
+    prepared = prepare_pairs(load_pairs(pairs), tok.eos_token_id, cfg)
+    if not prepared.rows:
+        raise ValueError(f"no preference pair left to train on: {prepared.stats()}")
+
+    ref_model = None
+    if not cfg.uses_reference:
+        info = {"reference": None, "reference_mode": f"none ({cfg.loss} is reference-free)"}
+        if reference is not None and not _same_model(reference, policy):
+            warnings.warn(f"{cfg.loss} is reference-free: reference={reference!s} is ignored", stacklevel=2)
+    elif reference is None or _same_model(reference, policy):
+        # ref_model=None + peft_config: trl disables the fresh adapter to get the reference = `policy` itself,
+        # the merged previous-iteration policy (Eq. 11).  No second copy of the weights in memory.
+        info = {"reference": str(policy), "reference_mode": "policy (adapter disabled)"}
+    else:
+        ref_model, _ = load_policy(reference, dtype=cfg.model_dtype)
+        info = {"reference": str(reference), "reference_mode": "explicit ref_model"}
+
+    steps = planned_steps(len(prepared.rows), cfg)
+    trainer_cls = _trainer_classes()[cfg.loss]
+    kwargs = dict(
+        model=model,
+        args=_trl_args(cfg, str(output_dir), steps),
+        train_dataset=Dataset.from_list(prepared.rows),
+        processing_class=tok,
+        peft_config=_lora(cfg),
+        callbacks=list(callbacks),
+    )
+    if cfg.uses_reference:
+        kwargs["ref_model"] = ref_model
+    trainer = trainer_cls(**kwargs)
+    trainer.remove_callback(PrinterCallback)  # with tqdm off, transformers prints every log dict
+    info["steps_planned"] = steps
+    return trainer, prepared, info
+
+
+@dataclass
+class PreferenceResult:
+    loss: str
+    beta: float
+    #: The reference the loss was anchored to (the ``policy`` folder by default), None for SimPO/ORPO.
+    reference: str | None
+    reference_mode: str
+    policy: str
+    n_pairs: int
+    data: dict[str, int]  # PreparedPairs.stats(): dropped / terminal / moved-prefix counts
+    steps: int
+    train_loss: float  # the trainer's mean training loss
+    #: Means over the logged steps of loss, rewards/margins, rewards/accuracies, rewards/chosen|rejected,
+    #: logps/chosen|rejected (keys as trl logs them).
+    metrics: dict[str, float]
+    #: The last logged step's values (same keys).
+    last: dict[str, float]
+    history: list[dict[str, float]]
+    tokens: int
+    tokens_per_s: float
+    s_per_step: float
+    wall_s: float
+    peak_rss_mb: float
+    adapter_dir: str
+    merged_dir: str | None
+    trl_version: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_SUMMARY_KEYS = ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected",
+                 "logps/chosen", "logps/rejected", "grad_norm")
+
+
+def _make_log_callback(emit: Callback, history: list):
+    from transformers import TrainerCallback
+
+    class _Forward(TrainerCallback):
+        # Forwards trl's per-step logs (loss, rewards/*, logps/*, ...) as "log" events.
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs:
+                return  # the final train summary (train_loss, train_runtime) is reported in "end"
+            rec: dict[str, float] = {"step": int(state.global_step)}
+            for k, v in logs.items():
+                try:
+                    rec[k] = float(v)
+                except (TypeError, ValueError):
+                    pass
+            history.append(rec)
+            emit("log", rec)
+
+    return _Forward()
+
+
+def train_preference(
+    policy: str | os.PathLike,
+    pairs: Any,
+    cfg: PreferenceConfig = PreferenceConfig(),
+    out_dir: str | os.PathLike = "runs/preference",
+    *,
+    reference: str | os.PathLike | None = None,
+    callback: Callback | None = None,
+) -> PreferenceResult:
+    """One preference update (Eq. 10–11): a fresh LoRA adapter on ``policy``, trained on step-level ``pairs``.
+
+    ``policy``     a merged model folder (the previous iteration's policy, or the warm-up/base model) or any
+                   name ``models.load_policy`` accepts.
+    ``pairs``      PAIRS rows: a list of dicts, a pyarrow Table, an ``ArtifactRef`` or a Parquet path.
+    ``reference``  DPO/IPO reference; defaults to ``policy`` — the previous iteration's policy, obtained by
+                   disabling the new adapter (no second copy in memory).  A different folder is loaded and
+                   passed to trl as ``ref_model``.  SimPO and ORPO are reference-free: it is ignored (warning).
+
+    Writes ``out_dir/adapter`` (LoRA + tokenizer, atomically via ``models.save_policy``), ``out_dir/merged``
+    (``models.merge_adapter``: the next iteration's policy and reference) when ``cfg.merge``, and
+    ``out_dir/preference_result.json``.
+
+    ``callback(event, metrics)`` receives ``"start"`` {loss, beta, reference, steps_planned, data stats},
+    ``"log"`` per logging step {step, loss, rewards/margins, rewards/accuracies, rewards/chosen|rejected,
+    logps/chosen|rejected, learning_rate, grad_norm, ...} and ``"end"`` (``PreferenceResult.to_dict()``).
+    """
+    emit = callback or (lambda event, metrics: None)
+    with _quiet():
+        return _train_preference(policy, pairs, cfg, Path(out_dir), reference, emit)
+
+
+def _train_preference(policy, pairs, cfg: PreferenceConfig, out: Path, reference, emit: Callback) -> PreferenceResult:
+    import trl
+
+    from ..artifacts import atomic_write_json
+    from ..models import merge_adapter, save_policy
+
+    out.mkdir(parents=True, exist_ok=True)
+    history: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix=".trainer.", dir=out) as scratch:
+        trainer, prepared, info = build_trainer(
+            policy, pairs, cfg, scratch, reference=reference, callbacks=[_make_log_callback(emit, history)]
+        )
+        emit("start", {"loss": cfg.loss, "beta": cfg.resolved_beta(), "policy": str(policy), **info,
+                       **prepared.stats()})
+        t0 = time.perf_counter()
+        train_out = trainer.train()
+        wall = time.perf_counter() - t0
+        steps = int(train_out.global_step)
+        tokens = int(trainer.tokens_seen)
+        peft_model = trainer.accelerator.unwrap_model(trainer.model)
+        adapter_dir = save_policy(peft_model, trainer.processing_class, out / "adapter")
+        del trainer, peft_model
+        gc.collect()
+
+    merged_dir = None
+    if cfg.merge:
+        # Reload `policy` and fold the adapter in (independent of the trainer's patched in-memory model).
+        merged_dir = str(merge_adapter(policy, adapter_dir, out / "merged"))
+
+    def mean(key: str) -> float | None:
+        vals = [h[key] for h in history if key in h]
+        return sum(vals) / len(vals) if vals else None
+
+    metrics = {k: v for k in _SUMMARY_KEYS if (v := mean(k)) is not None}
+    last = {k: history[-1][k] for k in _SUMMARY_KEYS if history and k in history[-1]}
+    result = PreferenceResult(
+        loss=cfg.loss,
+        beta=cfg.resolved_beta(),
+        reference=info["reference"],
+        reference_mode=info["reference_mode"],
+        policy=str(policy),
+        n_pairs=len(prepared.rows),
+        data=prepared.stats(),
+        steps=steps,
+        train_loss=float(train_out.training_loss),
+        metrics=metrics,
+        last=last,
+        history=history,
+        tokens=tokens,
+        tokens_per_s=tokens / wall if wall > 0 else 0.0,
+        s_per_step=wall / steps if steps else 0.0,
+        wall_s=wall,
+        peak_rss_mb=_peak_rss_mb(),
+        adapter_dir=str(adapter_dir),
+        merged_dir=merged_dir,
+        trl_version=trl.__version__,
+        config=asdict(cfg),
+    )
+    atomic_write_json(out / "preference_result.json", result.to_dict())
+    emit("end", result.to_dict())
+    return result
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def completion_logps(model, prompt_ids: Sequence[int], completion_ids: Sequence[int]) -> list[float]:
+    """Per-token log-probs of ``completion_ids`` after ``prompt_ids`` under ``model`` (one forward pass, no
+    grad) — an independent check of what the trainers compute (sum → DPO's log π, mean → SimPO/ORPO/IPO)."""
+    import torch
+
+    ids = torch.tensor([list(prompt_ids) + list(completion_ids)], device=model.device)
+    with torch.no_grad():
+        logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
+    logp = torch.log_softmax(logits, dim=-1)
+    start = len(prompt_ids) - 1
+    targets = ids[0, 1:]
+    return logp[start:, :].gather(1, targets[start:, None]).squeeze(1).tolist()
