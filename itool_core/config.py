@@ -111,6 +111,7 @@ class SFTConfig:
     learning_rate: float = 2e-4
     #: transformers scheduler name; it restarts at every curriculum stage (each stage is its own SFT run, Eq. 2–3).
     lr_scheduler: str = "linear"
+    #: Share of each stage's steps with a linear learning-rate warm-up, in [0, 1).
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
     #: Epochs over each stage's data (mixed mode: the same number of optimiser steps in total).
@@ -142,6 +143,8 @@ class SFTConfig:
         _check_range("sft.lora_r", self.lora_r, 1)
         _check_range("sft.lora_alpha", self.lora_alpha, 1)
         _check_range("sft.lora_dropout", self.lora_dropout, 0.0, 1.0)
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"sft.warmup_ratio: {self.warmup_ratio!r} must be in [0, 1)")
         _check_range("sft.learning_rate", self.learning_rate, 0.0, lo_open=True)
         _check_range("sft.epochs_per_stage", self.epochs_per_stage, 0.0, lo_open=True)
         _check_range("sft.per_device_batch_size", self.per_device_batch_size, 1)

@@ -30,6 +30,7 @@ re-ordering of the input, and changes with the seed only among equally difficult
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -59,8 +60,8 @@ CURRICULUM_STAGES = ("easy", "medium", "hard")
 
 def criteria(ex: Example) -> tuple[int, int, int]:
     """``(n_tools, tools_chars, n_calls)`` of one example — the same numbers as the ``examples`` columns."""
-    row = ex.to_row()
-    return row["n_tools"], row["tools_chars"], row["n_calls"]
+    # Same definitions as Example.to_row (the n_tools / tools_chars / n_calls columns), without the other JSON.
+    return len(ex.tools), len(json.dumps(ex.tools, ensure_ascii=False)), len(ex.target)
 
 
 def percentile_ranks(values: Sequence[float]) -> list[float]:

@@ -1,0 +1,332 @@
+"""The perplexity replay buffer of the iterative stage (§4.3 of the paper, Eq. 4).
+
+Before each iteration the current policy scores every example of the reinforcement pool by the generation
+perplexity of its ground-truth answer,
+
+    h(x) = P(y | q, T)^(-1/n) = exp( -(1/n) Σ_t log p(y_t | q, T, y_<t) )               (Eq. 4)
+
+where n is the number of answer tokens.  A high h means the policy finds the correct answer unlikely: those
+are the examples it has not learnt yet.  The top α (default 20 %, the paper's best) by h are handed to the
+step-level tree search, so search effort goes where the policy is weakest, and the buffer is refreshed every
+iteration because the policy changes.
+
+"Answer tokens" are exactly the tokens the warm-up SFT trains on (``train.sft.sft_pair`` + ``tokenize_pair``):
+the rendered call list — or the no-call sentence — and the end-of-turn token, after the prompt ids the policy
+sees at generation time.
+So log h(x) equals the per-example SFT loss, and the two stages can never disagree about what "the answer" is.
+
+Computation: one forward pass per batch, right padding with an attention mask (positions stay 0..n−1 per row),
+bf16 autocast on CPU (AMX: about 2× faster than fp32, DESIGN.md), log-softmax in fp32 on the answer positions
+only.  Examples are grouped by length to waste little padding, and results come back in input order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from contextlib import nullcontext
+from typing import Any, Iterable, Mapping, Sequence
+
+import pyarrow as pa
+
+from ..calls import PromptStyle
+from ..config import BufferConfig
+from ..schemas import EXAMPLES, TableSchema, register
+from .records import Example
+
+__all__ = [
+    "REPLAY_BUFFER",
+    "answer_spans",
+    "target_perplexity",
+    "refresh_buffer",
+    "select_hardest",
+    "selection_size",
+    "selection_counts",
+    "buffer_examples",
+    "h_summary",
+    "register_cli",
+]
+
+#: The pool with its current h: every ``examples`` column (so a selected row is a complete example, no join
+#: needed) plus the score, the answer length it was averaged over, the call/no-call flag and the iteration.
+REPLAY_BUFFER = register(
+    TableSchema(
+        "replay_buffer",
+        1,
+        pa.schema(
+            list(EXAMPLES.schema)
+            + [
+                pa.field("h", pa.float64(), nullable=False),  # Eq. 4 perplexity of the target under the policy
+                pa.field("n_answer_tokens", pa.int32(), nullable=False),
+                pa.field("is_no_call", pa.bool_(), nullable=False),  # target is [] (the right answer is no call)
+                pa.field("iteration", pa.int32(), nullable=False),  # iteration of the policy that scored it
+            ]
+        ),
+        doc="reinforcement pool scored by the current policy (Eq. 4)",
+    )
+)
+
+
+def answer_spans(tokenizer, examples: Sequence[Example], style: PromptStyle = PromptStyle()) -> list[tuple[list[int], int]]:
+    """``(input_ids, answer_start)`` per example: the same ids the warm-up SFT trains on
+    (``train.sft.tokenize_pair``: prompt ids as the engines encode them, then the answer + end-token ids)."""
+    from ..train.sft import sft_pair, tokenize_pair
+
+    out = []
+    for ex in examples:
+        p_ids, c_ids = tokenize_pair(tokenizer, *sft_pair(tokenizer, ex, style))
+        if not p_ids or not c_ids:
+            raise ValueError(f"example {ex.id!r}: empty prompt or answer after tokenisation")
+        out.append((p_ids + c_ids, len(p_ids)))
+    return out
+
+
+def _autocast(dtype: Any, device: str):
+    import torch
+
+    if dtype in ("bfloat16", "bf16", torch.bfloat16):
+        return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+    if dtype in ("float32", "fp32", torch.float32, None):
+        return nullcontext()
+    raise ValueError(f"unsupported perplexity dtype {dtype!r} (bfloat16|float32)")
+
+
+def target_perplexity(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    style: PromptStyle = PromptStyle(),
+    batch_size: int = 4,
+    dtype: Any = "bfloat16",
+    *,
+    return_lengths: bool = False,
+) -> list[float] | tuple[list[float], list[int]]:
+    """h = exp(mean NLL of the answer tokens) per example (Eq. 4), in input order.
+
+    ``dtype="bfloat16"`` runs the forward under bf16 autocast (weights untouched); ``"float32"`` is exact.
+    With ``return_lengths`` also returns the number of answer tokens each h averages over.
+    """
+    import torch
+
+    spans = answer_spans(tokenizer, examples, style)
+    device = str(next(model.parameters()).device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # Longest first: similar lengths share a batch (little padding), and a too-long batch fails on the first one.
+    order = sorted(range(len(spans)), key=lambda i: -len(spans[i][0]))
+    h = [math.nan] * len(spans)
+    was_training = model.training
+    model.eval()
+    try:
+        for b0 in range(0, len(order), batch_size):
+            idx = order[b0 : b0 + batch_size]
+            width = max(len(spans[i][0]) for i in idx)
+            input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):
+                ids = spans[i][0]
+                input_ids[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+                attention[r, : len(ids)] = 1
+            with torch.inference_mode(), _autocast(dtype, device):
+                logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+            for r, i in enumerate(idx):
+                ids, start = spans[i]
+                # token t is predicted by the logits at t−1; only the answer positions count (Eq. 4)
+                lp = torch.log_softmax(logits[r, start - 1 : len(ids) - 1].float(), dim=-1)
+                target = torch.tensor(ids[start:], dtype=torch.long, device=lp.device)
+                nll = -lp.gather(1, target[:, None]).squeeze(1)
+                h[i] = math.exp(nll.mean().item())
+            del logits
+    finally:
+        model.train(was_training)
+    if return_lengths:
+        return h, [len(ids) - start for ids, start in spans]
+    return h
+
+
+def refresh_buffer(
+    model, tokenizer, pool_examples: Sequence[Example], cfg: BufferConfig = BufferConfig(), iteration: int = 0
+) -> pa.Table:
+    """Score the whole pool with the current policy: a ``replay_buffer/1`` table (write it with
+    ``artifacts.write_table(table, path, REPLAY_BUFFER)``)."""
+    h, lengths = target_perplexity(model, tokenizer, pool_examples, PromptStyle(cfg.tools_style), cfg.batch_size,
+                                   cfg.dtype, return_lengths=True)
+    rows = []
+    for ex, hi, n in zip(pool_examples, h, lengths):
+        row = ex.to_row()
+        row.update(h=float(hi), n_answer_tokens=int(n), is_no_call=not ex.target, iteration=int(iteration))
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=REPLAY_BUFFER.with_metadata())
+
+
+def _rows(buffer_rows: pa.Table | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    if isinstance(buffer_rows, pa.Table):
+        return buffer_rows.to_pylist()
+    return [dict(r) for r in buffer_rows]
+
+
+def _round_half_up(x: float) -> int:
+    # alpha · N like 0.2 · 35 = 7.000000000000001 must not become 8, nor 0.1 · 25 = 2.5 become 2.
+    return int(math.floor(x + 0.5 + 1e-9))
+
+
+def selection_size(n: int, alpha: float) -> int:
+    """Rows taken from a buffer of ``n``: ``round_half_up(α · n)``, at least 1 when ``n > 0`` (a small pool
+    still gets searched), at most ``n``."""
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"alpha is a fraction in (0, 1], got {alpha!r} (20 % is 0.2)")
+    return 0 if n == 0 else min(n, max(1, _round_half_up(alpha * n)))
+
+
+def selection_counts(n_call: int, n_no_call: int, alpha: float) -> tuple[int, int]:
+    """``(k_call, k_no_call)`` taken by :func:`select_hardest` when it keeps the call/no-call proportion.
+
+    Rounding: ``k = selection_size(N, α)``; the no-call share is ``round_half_up(k · N_no_call / N)`` and the
+    call share is the rest, ``k − k_no_call``.  So the parts always add up to k, each is within half a row of
+    its exact proportional share, and a group present in the buffer gets no row only if its exact share is at
+    most one half.
+    """
+    n = n_call + n_no_call
+    k = selection_size(n, alpha)
+    if k == 0:
+        return 0, 0
+    k_no = min(n_no_call, _round_half_up(k * n_no_call / n))
+    return min(n_call, k - k_no), k_no
+
+
+def select_hardest(
+    buffer_rows: pa.Table | Iterable[Mapping[str, Any]], alpha: float = 0.2, keep_call_proportion: bool = True
+) -> list[dict[str, Any]]:
+    """The top α of the buffer by h, hardest first.
+
+    With ``keep_call_proportion`` the hardest ``k_call`` tool-call rows and the hardest ``k_no_call`` no-call
+    rows are taken (:func:`selection_counts` gives the rounding), so the search sees abstention examples in
+    the proportion the data has them — selecting by h alone could drop them all, and the policy would unlearn
+    saying "no call" (DESIGN.md: irrelevance collapses without no-call examples).  Without it, the top
+    ``selection_size(N, α)`` rows.  Ties in h are broken by id, so the choice is deterministic.
+    """
+    rows = _rows(buffer_rows)
+    ranked = sorted(rows, key=lambda r: (-float(r["h"]), str(r["id"])))
+    if not keep_call_proportion:
+        return ranked[: selection_size(len(ranked), alpha)]
+    n_no = sum(1 for r in ranked if r["is_no_call"])
+    k_call, k_no = selection_counts(len(ranked) - n_no, n_no, alpha)
+    calls = [r for r in ranked if not r["is_no_call"]][:k_call]
+    no_calls = [r for r in ranked if r["is_no_call"]][:k_no]
+    return sorted(calls + no_calls, key=lambda r: (-float(r["h"]), str(r["id"])))
+
+
+def buffer_examples(rows: pa.Table | Iterable[Mapping[str, Any]]) -> list[Example]:
+    """Buffer rows back to :class:`Example` objects (the buffer carries every example column)."""
+    return [Example.from_row(r) for r in _rows(rows)]
+
+
+def h_summary(rows: pa.Table | Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Distribution of h (count, mean, quantiles), overall and for call / no-call examples."""
+
+    def stats(values: list[float]) -> dict[str, float]:
+        if not values:
+            return {"n": 0}
+        v = sorted(values)
+
+        def q(p: float) -> float:
+            x = p * (len(v) - 1)
+            lo, hi = int(math.floor(x)), int(math.ceil(x))
+            return v[lo] + (v[hi] - v[lo]) * (x - lo)
+
+        return {"n": len(v), "mean": sum(v) / len(v), "min": v[0], "p25": q(0.25), "median": q(0.5),
+                "p75": q(0.75), "p90": q(0.9), "max": v[-1]}
+
+    rs = _rows(rows)
+    return {
+        "all": stats([r["h"] for r in rs]),
+        "call": stats([r["h"] for r in rs if not r["is_no_call"]]),
+        "no_call": stats([r["h"] for r in rs if r["is_no_call"]]),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+
+
+def _format_summary(s: dict[str, Any]) -> str:
+    lines = [f"{'':<8} {'n':>5} {'mean':>8} {'min':>8} {'p25':>8} {'median':>8} {'p75':>8} {'p90':>8} {'max':>8}"]
+    for name, st in s.items():
+        if not st.get("n"):
+            lines.append(f"{name:<8} {0:>5}")
+            continue
+        lines.append(f"{name:<8} {st['n']:>5} " + " ".join(f"{st[k]:>8.3f}" for k in
+                                                          ("mean", "min", "p25", "median", "p75", "p90", "max")))
+    return "\n".join(lines)
+
+
+def _buffer_cfg(args: argparse.Namespace) -> BufferConfig:
+    import dataclasses
+
+    from ..config import load_config, profile
+
+    cfg = (load_config(args.config) if args.config else profile("quick")).buffer
+    changes = {k: v for k, v in (("batch_size", getattr(args, "batch_size", None)),
+                                 ("dtype", getattr(args, "dtype", None)),
+                                 ("alpha", getattr(args, "alpha", None))) if v is not None}
+    return dataclasses.replace(cfg, **changes)
+
+
+def _cmd_refresh(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from ..artifacts import read_table, write_table
+    from ..models import load_policy
+
+    torch.set_num_threads(args.threads)
+    cfg = _buffer_cfg(args)
+    pool = [Example.from_row(r) for r in read_table(args.pool, EXAMPLES).to_pylist()]
+    if args.limit:
+        pool = pool[: args.limit]
+    model, tok = load_policy(args.model, adapter=args.adapter)
+    t0 = time.perf_counter()
+    table = refresh_buffer(model, tok, pool, cfg, iteration=args.iteration)
+    wall = time.perf_counter() - t0
+    ref = write_table(table, args.out, REPLAY_BUFFER)
+    print(f"[buffer] scored {len(pool)} pool examples in {wall:.1f} s ({wall / max(len(pool), 1):.2f} s/example, "
+          f"{cfg.dtype}, batch {cfg.batch_size}) → {ref.path}")
+    print(_format_summary(h_summary(table)))
+    flags = table.column("is_no_call").to_pylist()
+    k_call, k_no = selection_counts(len(flags) - sum(flags), sum(flags), cfg.alpha)
+    print(f"[buffer] α = {cfg.alpha:g}: select would take {k_call + k_no} hardest ({k_call} call, {k_no} no-call)")
+    return 0
+
+
+def _cmd_select(args: argparse.Namespace) -> int:
+    from ..artifacts import read_table, write_table
+
+    cfg = _buffer_cfg(args)
+    rows = select_hardest(read_table(args.buffer, REPLAY_BUFFER), cfg.alpha, cfg.keep_call_proportion)
+    ref = write_table([e.to_row() for e in buffer_examples(rows)], args.out, EXAMPLES)
+    n_no = sum(1 for r in rows if r["is_no_call"])
+    print(f"[buffer] selected {len(rows)} hardest (α = {cfg.alpha:g}; {len(rows) - n_no} call, {n_no} no-call; "
+          f"h ≥ {min((r['h'] for r in rows), default=float('nan')):.3f}) → {ref.path}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("buffer", help="perplexity replay buffer (Eq. 4): score the pool, select the hardest")
+    sub = p.add_subparsers(dest="buffer_cmd", required=True)
+    r = sub.add_parser("refresh", help="score every pool example by the perplexity of its target; print the h distribution")
+    r.add_argument("--model", required=True, help="policy: embedded name, folder (e.g. a merged model) or hub id")
+    r.add_argument("--adapter", default=None, help="LoRA adapter folder on top of --model")
+    r.add_argument("--pool", required=True, help="examples Parquet (the reinforcement pool)")
+    r.add_argument("-o", "--out", required=True, help="replay_buffer Parquet to write")
+    r.add_argument("--iteration", type=int, default=0)
+    r.add_argument("--config", default=None, help="RunConfig YAML (default: the quick profile)")
+    r.add_argument("--batch-size", type=int, default=None)
+    r.add_argument("--dtype", choices=["bfloat16", "float32"], default=None)
+    r.add_argument("--limit", type=int, default=None, help="score only the first N pool examples")
+    r.add_argument("--threads", type=int, default=2)
+    r.set_defaults(func=_cmd_refresh)
+    s = sub.add_parser("select", help="write the top-α hardest examples of a buffer as an examples table")
+    s.add_argument("buffer")
+    s.add_argument("-o", "--out", required=True)
+    s.add_argument("--alpha", type=float, default=None, help="fraction, e.g. 0.2 (default: the config's)")
+    s.add_argument("--config", default=None)
+    s.set_defaults(func=_cmd_select)

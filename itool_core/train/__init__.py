@@ -1,0 +1,1 @@
+"""Training stages: warm-up SFT with a difficulty curriculum (``sft``) and preference optimisation (``preference``)."""

@@ -1,0 +1,473 @@
+"""Warm-up SFT with an easy-to-hard curriculum (§4.2 of the paper, Eq. 2–3), LoRA via peft, loss via trl.
+
+The warm-up stage teaches the policy the answer format and the basics of tool use before the iterative stage
+(search + preference optimisation) can get non-zero rewards.  The paper trains it as a curriculum: the
+warm-up data D is cut into D_easy, D_medium, D_hard (``data.split.curriculum_thirds``) and the model is
+fine-tuned on each in turn, every stage starting from the previous stage's parameters:
+
+    θ_1 = argmin_θ L_SFT(θ; D_easy)   from θ_0          (Eq. 2, the usual NLL of the answer given q, T)
+    θ_2 = argmin_θ L_SFT(θ; D_medium) from θ_1
+    θ_3 = argmin_θ L_SFT(θ; D_hard)   from θ_2          (Eq. 3)
+
+Here θ is one LoRA adapter (peft) continued across the stages; each stage is its own trl ``SFTTrainer`` run
+(fresh optimiser and learning-rate schedule, as three consecutive fine-tuning runs are).  The "mixed" mode
+trains once on the shuffled union with the same total number of optimiser steps — the ablation of Fig. 4.
+
+Data: each example becomes a prompt/completion pair rendered by the project's one renderer
+(``calls.render_prompt`` for the prompt, ``calls.render_target`` + the tokenizer's end token for the answer),
+tokenised here and joined at the id level — the prompt ids exactly as the generation engines encode a prompt
+(``add_special_tokens=False``), then the answer ids — and handed to trl as ``input_ids`` + ``completion_mask``;
+trl turns the mask into labels (−100 on the prompt), so the loss covers exactly the answer and its end token:
+the text the evaluation decodes, and the tokens the replay buffer's perplexity (``data.replay``, Eq. 4)
+averages.  Why not let trl tokenise the strings: it calls ``tokenizer(text)`` with special tokens, which for
+Llama-3 prepends a second ``<|begin_of_text|>`` to a chat-templated prompt that already starts with one, and
+the trained context would differ from the one the engines generate from.  Examples longer than ``max_length``
+are left out and counted rather than truncated (a cut answer teaches a call list without its end).
+
+Metrics (loss per logging step and per stage, tokens/s, s/step, wall time, peak RSS) leave through
+``callback(event, metrics)`` and the returned :class:`SFTResult`; nothing is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import math
+import os
+import random
+import resource
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..calls import PromptStyle, render_prompt, render_target
+from ..config import SFTConfig
+from ..data.records import Example
+
+__all__ = [
+    "Callback",
+    "StageResult",
+    "SFTResult",
+    "end_token",
+    "sft_pair",
+    "tokenize_pair",
+    "build_sft_records",
+    "planned_steps",
+    "stage_dir_name",
+    "build_trainer",
+    "train_sft",
+    "register_cli",
+]
+
+#: ``callback(event, metrics)``; events: "stage_start", "log", "stage_end", "end" (see :func:`train_sft`).
+Callback = Callable[[str, dict], None]
+
+
+def end_token(tokenizer) -> str:
+    """The token that closes an assistant turn: the tokenizer's EOS (``<|im_end|>`` for SmolLM2,
+    ``<|eot_id|>`` for Llama-3.1-Instruct) — the one generation stops on and trl would append itself."""
+    if not tokenizer.eos_token:
+        raise ValueError("the tokenizer has no eos_token: the answer's end cannot be trained")
+    return tokenizer.eos_token
+
+
+def sft_pair(tokenizer, ex: Example, style: PromptStyle = PromptStyle()) -> tuple[str, str]:
+    """``(prompt, completion)`` of one example: the policy's exact prompt and the answer it must produce."""
+    prompt = render_prompt(tokenizer, ex.tools, ex.messages, style)
+    completion = render_target(ex.target) + end_token(tokenizer)
+    return prompt, completion
+
+
+def tokenize_pair(tokenizer, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+    """``(prompt_ids, completion_ids)``, no special tokens added: the prompt as the engines encode it, the
+    answer as the tokens that follow it.  Training (here) and perplexity (``data.replay``) both use this."""
+    p_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    c_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+    return p_ids, c_ids
+
+
+def build_sft_records(
+    examples: Sequence[Example], tokenizer, style: PromptStyle = PromptStyle(), max_length: int | None = None
+) -> tuple[list[dict[str, list[int]]], list[str]]:
+    """trl-ready records ``{"input_ids", "completion_mask"}`` (mask 0 on the prompt, 1 on the answer + end token)
+    and the ids of the examples left out because prompt + answer exceed ``max_length`` tokens."""
+    records, dropped = [], []
+    for ex in examples:
+        p_ids, c_ids = tokenize_pair(tokenizer, *sft_pair(tokenizer, ex, style))
+        if max_length is not None and len(p_ids) + len(c_ids) > max_length:
+            dropped.append(ex.id)
+            continue
+        records.append({"input_ids": p_ids + c_ids, "completion_mask": [0] * len(p_ids) + [1] * len(c_ids)})
+    return records, dropped
+
+
+def planned_steps(n_examples: int, cfg: SFTConfig) -> int:
+    """Optimiser steps of one stage: ``ceil(epochs · ceil(ceil(n / batch) / accumulation))``, capped by
+    ``max_steps_per_stage``.  Computed here (and passed as ``max_steps``) so curriculum and mixed runs are
+    step-for-step comparable whatever the trainer's own rounding."""
+    if n_examples <= 0:
+        return 0
+    batches = math.ceil(n_examples / cfg.per_device_batch_size)
+    updates_per_epoch = math.ceil(batches / cfg.grad_accum_steps)
+    steps = math.ceil(cfg.epochs_per_stage * updates_per_epoch - 1e-9)
+    if cfg.max_steps_per_stage is not None:
+        steps = min(steps, cfg.max_steps_per_stage)
+    return max(steps, 1)
+
+
+def stage_dir_name(index: int, name: str) -> str:
+    """``stage_1_easy`` ... — 1-based, so the folder order is the training order."""
+    return f"stage_{index}_{name}"
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is the process's peak resident set (KiB on Linux): a high-water mark, never decreasing.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class StageResult:
+    name: str
+    index: int
+    n_examples: int
+    n_dropped_too_long: int
+    steps: int
+    train_loss: float  # mean training loss over the stage (trainer's ``training_loss``)
+    first_loss: float | None  # first and last logged step losses: the stage's learning curve ends
+    last_loss: float | None
+    tokens: int  # non-padding tokens fed forward (prompt + answer)
+    tokens_per_s: float
+    s_per_step: float
+    wall_s: float
+    peak_rss_mb: float
+    adapter_dir: str
+
+
+@dataclass
+class SFTResult:
+    mode: str
+    stages: list[StageResult]
+    adapter_dir: str  # the adapter after the last stage
+    merged_dir: str | None
+    wall_s: float
+    peak_rss_mb: float
+    config: dict[str, Any] = field(default_factory=dict)
+    #: The trained model in this process (merged when ``cfg.merge``, else the peft model); not serialised.
+    model: Any = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "stages": [asdict(s) for s in self.stages],
+            "adapter_dir": self.adapter_dir,
+            "merged_dir": self.merged_dir,
+            "wall_s": self.wall_s,
+            "peak_rss_mb": self.peak_rss_mb,
+            "config": self.config,
+        }
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence datasets'/transformers' progress bars for the block (metrics leave through the callback only)."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    ds_on, tf_on = datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if ds_on:
+            datasets.enable_progress_bars()
+        if tf_on:
+            hf_logging.enable_progress_bar()
+
+
+def _make_log_callback(emit: Callback, stage: str, step_offset: int, log_history: list):
+    from transformers import TrainerCallback
+
+    class _Forward(TrainerCallback):
+        # Forwards the trainer's per-step logs as "log" events with a run-global step (stages continue the count).
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs:
+                return
+            rec = {"stage": stage, "step": step_offset + state.global_step, "stage_step": state.global_step}
+            for k in ("loss", "learning_rate", "grad_norm", "num_input_tokens_seen"):
+                if k in logs:
+                    rec[k] = float(logs[k])
+            log_history.append(rec)
+            emit("log", rec)
+
+    return _Forward()
+
+
+def _load(model_or_name: Any, tokenizer, cfg: SFTConfig):
+    if isinstance(model_or_name, (str, os.PathLike)):
+        from ..models import load_policy
+
+        model, tok = load_policy(model_or_name, dtype=cfg.model_dtype)
+        return model, tokenizer or tok
+    if tokenizer is None:
+        from ..models import load_tokenizer
+
+        tokenizer = load_tokenizer(model_or_name.config._name_or_path)
+    return model_or_name, tokenizer
+
+
+def build_trainer(peft_model, tokenizer, records: list[dict[str, list[int]]], cfg: SFTConfig, max_steps: int,
+                  output_dir: str | os.PathLike, *, seed: int | None = None, callbacks: Sequence[Any] = ()):
+    """The trl ``SFTTrainer`` of one stage on :func:`build_sft_records` records (pre-tokenised: trl skips its
+    tokenisation and builds labels from ``completion_mask``).  Exposed so a test can inspect the exact labels
+    the loss sees (``trainer.train_dataset[i]["labels"]``)."""
+    import torch
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import SFTConfig as TrlSFTConfig
+    from trl import SFTTrainer
+
+    args = TrlSFTConfig(
+        output_dir=str(output_dir),  # nothing is saved there (save_strategy="no"); train_sft saves the adapters
+        max_steps=max_steps,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=float(cfg.warmup_ratio),  # transformers 5: a float in [0, 1) is a ratio of the steps
+        weight_decay=cfg.weight_decay,
+        max_length=cfg.max_length,
+        completion_only_loss=True,  # labels −100 on the prompt: loss on the answer + end token only
+        bf16=cfg.bf16,
+        # trl's default is checkpointing ON; transformers 5 calls it activation_checkpointing and the new name
+        # wins over trl's (deprecated) gradient_checkpointing=True default.
+        activation_checkpointing=cfg.gradient_checkpointing,
+        use_cpu=not torch.cuda.is_available(),  # bf16 autocast on CPU needs the explicit CPU flag
+        seed=cfg.seed if seed is None else seed,
+        logging_steps=cfg.logging_steps,
+        logging_strategy="steps",
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(
+        model=peft_model,
+        args=args,
+        train_dataset=Dataset.from_list(list(records)),
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
+    trainer.remove_callback(PrinterCallback)  # with tqdm off, transformers would print every log dict
+    return trainer
+
+
+def train_sft(
+    model: Any,
+    stages: Sequence[tuple[str, Sequence[Example]]],
+    cfg: SFTConfig = SFTConfig(),
+    out_dir: str | os.PathLike = "runs/warmup",
+    callback: Callback | None = None,
+    *,
+    tokenizer: Any = None,
+) -> SFTResult:
+    """LoRA SFT over ``stages`` (``[("easy", [...]), ("medium", [...]), ("hard", [...])]``).
+
+    ``model`` is a name/path (loaded with ``models.load_policy`` in ``cfg.model_dtype``) or a model object
+    (then pass ``tokenizer``).  A plain model gets a new LoRA adapter (``cfg.lora_*``) injected *in place*; a
+    peft model continues its adapter.  ``cfg.mode == "curriculum"`` trains the stages in the given order;
+    ``"mixed"`` trains once on their shuffled union for the sum of the stages' planned steps.
+
+    Writes ``out_dir/stage_<i>_<name>/`` (adapter + tokenizer, atomically) after each stage, ``out_dir/merged/``
+    at the end when ``cfg.merge`` (the merged model is also what ``SFTResult.model`` holds — the passed model
+    object is merged in place), and ``out_dir/sft_result.json``.
+
+    ``callback(event, metrics)`` receives ``"stage_start"`` {stage, index, n_examples, n_dropped_too_long,
+    steps}, ``"log"`` {stage, step (global), stage_step, loss, learning_rate, grad_norm}, ``"stage_end"``
+    (a :class:`StageResult` as dict) and ``"end"`` (``SFTResult.to_dict()``).
+    """
+    if not stages:
+        raise ValueError("train_sft: no stages given")
+    names = [n for n, _ in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"train_sft: stage names must be unique, got {names}")
+    with _quiet():
+        return _train_sft(model, stages, cfg, out_dir, callback or (lambda event, metrics: None), tokenizer)
+
+
+def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer) -> SFTResult:
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from ..artifacts import atomic_write_json
+    from ..models import save_policy
+
+    t_run = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    style = PromptStyle(cfg.tools_style)
+
+    model, tok = _load(model, tokenizer, cfg)
+    tok.padding_side = "right"  # training pads on the right (causal LM: positions stay 0..n-1)
+
+    # One adapter for the whole warm-up: the curriculum continues it stage after stage (Eq. 2–3).
+    if isinstance(model, PeftModel):
+        peft_model = model
+        for n, p in peft_model.named_parameters():
+            p.requires_grad_("lora_" in n)
+    else:
+        torch.manual_seed(cfg.seed)  # LoRA A is randomly initialised: make it a function of the seed
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.target_modules) if isinstance(cfg.target_modules, tuple) else cfg.target_modules,
+            task_type="CAUSAL_LM",
+        )
+        peft_model = get_peft_model(model, lora)
+
+    # Tokenise + length-filter every stage up front, so the steps of both modes are known before training.
+    prepared = []
+    for name, exs in stages:
+        records, dropped = build_sft_records(exs, tok, style, cfg.max_length)
+        prepared.append((name, records, dropped))
+    if cfg.mode == "mixed":
+        total_steps = sum(planned_steps(len(r), cfg) for _, r, _ in prepared)
+        union = [rec for _, r, _ in prepared for rec in r]
+        random.Random(cfg.seed).shuffle(union)
+        runs = [("mixed", union, [d for _, _, ds in prepared for d in ds], total_steps)]
+    else:
+        runs = [(name, r, d, planned_steps(len(r), cfg)) for name, r, d in prepared]
+
+    results: list[StageResult] = []
+    step_offset = 0
+    for index, (name, records, dropped, steps) in enumerate(runs, start=1):
+        if not records:
+            raise ValueError(f"stage {name!r}: no example fits max_length={cfg.max_length} ({len(dropped)} dropped)")
+        emit("stage_start", {"stage": name, "index": index, "n_examples": len(records),
+                             "n_dropped_too_long": len(dropped), "steps": steps})
+        log_history: list[dict] = []
+        with tempfile.TemporaryDirectory(prefix=".trainer.", dir=out) as scratch:
+            trainer = build_trainer(peft_model, tok, records, cfg, steps, scratch, seed=cfg.seed + index - 1,
+                                    callbacks=[_make_log_callback(emit, name, step_offset, log_history)])
+            t0 = time.perf_counter()
+            train_out = trainer.train()
+            wall = time.perf_counter() - t0
+            tokens = int(trainer.state.num_input_tokens_seen)
+            done_steps = int(train_out.global_step)
+            del trainer
+            gc.collect()
+        stage_dir = out / stage_dir_name(index, name)
+        save_policy(peft_model, tok, stage_dir)
+        res = StageResult(
+            name=name,
+            index=index,
+            n_examples=len(records),
+            n_dropped_too_long=len(dropped),
+            steps=done_steps,
+            train_loss=float(train_out.training_loss),
+            first_loss=log_history[0]["loss"] if log_history else None,
+            last_loss=log_history[-1]["loss"] if log_history else None,
+            tokens=tokens,
+            tokens_per_s=tokens / wall if wall > 0 else 0.0,
+            s_per_step=wall / done_steps if done_steps else 0.0,
+            wall_s=wall,
+            peak_rss_mb=_peak_rss_mb(),
+            adapter_dir=str(stage_dir),
+        )
+        results.append(res)
+        emit("stage_end", asdict(res))
+        step_offset += done_steps
+
+    peft_model.eval()
+    final_model: Any = peft_model
+    merged_dir = None
+    if cfg.merge:
+        # Fold the adapter into the base weights: the next iteration's policy and DPO reference (METHOD_NOTES).
+        final_model = peft_model.merge_and_unload()
+        merged_dir = str(save_policy(final_model, tok, out / "merged"))
+    result = SFTResult(
+        mode=cfg.mode,
+        stages=results,
+        adapter_dir=results[-1].adapter_dir,
+        merged_dir=merged_dir,
+        wall_s=time.perf_counter() - t_run,
+        peak_rss_mb=_peak_rss_mb(),
+        config=asdict(cfg),
+        model=final_model,
+    )
+    atomic_write_json(out / "sft_result.json", result.to_dict())
+    emit("end", result.to_dict())
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+
+
+def _summary_line(m: dict) -> str:
+    first = "-" if m["first_loss"] is None else f"{m['first_loss']:.3f}"
+    last = "-" if m["last_loss"] is None else f"{m['last_loss']:.3f}"
+    return (f"[warmup] stage {m['index']} {m['name']:<7} n={m['n_examples']:<5} dropped={m['n_dropped_too_long']:<3} "
+            f"steps={m['steps']:<4} loss {first} → {last} (mean {m['train_loss']:.3f})  "
+            f"{m['tokens_per_s']:.0f} tok/s  {m['s_per_step']:.1f} s/step  {m['wall_s']:.0f} s  "
+            f"peak {m['peak_rss_mb'] / 1024:.1f} GB  → {m['adapter_dir']}")
+
+
+def _cmd_warmup(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from ..artifacts import read_table
+    from ..config import load_config, profile
+    from ..data.split import curriculum_thirds, split_pool, write_parts
+    from ..schemas import EXAMPLES
+
+    torch.set_num_threads(args.threads)
+    run_cfg = load_config(args.config) if args.config else profile("quick")
+    sft_cfg = run_cfg.sft
+    if args.mode:
+        sft_cfg = dataclasses.replace(sft_cfg, mode=args.mode)
+    if args.max_steps is not None:
+        sft_cfg = dataclasses.replace(sft_cfg, max_steps_per_stage=args.max_steps)
+    model = args.model or run_cfg.model
+
+    if args.data == "default":
+        from ..data.loaders import load_default_training_set
+
+        examples, _ = load_default_training_set()
+    else:
+        examples = [Example.from_row(r) for r in read_table(args.data, EXAMPLES).to_pylist()]
+    warmup, pool = split_pool(examples, run_cfg.split)
+    easy, medium, hard = curriculum_thirds(warmup, run_cfg.split.seed)
+    out = Path(args.out)
+    refs = write_parts({"warmup": warmup, "pool": pool, "easy": easy, "medium": medium, "hard": hard}, out / "data")
+    print(f"[warmup] {len(examples)} examples → warm-up {len(warmup)} (easy {len(easy)} / medium {len(medium)} / "
+          f"hard {len(hard)}), pool {len(pool)} → {refs['pool'].path}")
+
+    def on_event(event: str, m: dict) -> None:
+        if event == "stage_end":
+            print(_summary_line(m), flush=True)
+
+    result = train_sft(model, [("easy", easy), ("medium", medium), ("hard", hard)], sft_cfg, out, on_event)
+    print(f"[warmup] {result.mode} done in {result.wall_s:.0f} s; adapter {result.adapter_dir}; "
+          f"merged {result.merged_dir}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "warmup", help="split the data, then LoRA SFT easy → medium → hard (or mixed); save adapters + merged model")
+    p.add_argument("--data", required=True,
+                   help="examples Parquet file (itool data import), or 'default' for the embedded training set")
+    p.add_argument("--model", default=None, help="base model: embedded name, folder or hub id (default: config's)")
+    p.add_argument("--mode", choices=["curriculum", "mixed"], default=None, help="default: the config's (curriculum)")
+    p.add_argument("--out", default="runs/warmup", help="output folder (data/, stage_*/, merged/)")
+    p.add_argument("--config", default=None, help="RunConfig YAML (default: the quick profile)")
+    p.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps per stage")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=_cmd_warmup)

@@ -1,0 +1,285 @@
+"""Warm-up SFT (§4.2, Eq. 2–3) on the tiny model, and the typed config it runs under.
+
+Each training test runs a handful of optimiser steps of the tiny random model (seconds on 2 CPU cores).
+"""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from itool_core.calls import NO_CALL_TEXT, PromptStyle, ToolCall, render_prompt, render_target
+from itool_core.config import (
+    PROFILES,
+    BufferConfig,
+    ConfigError,
+    RunConfig,
+    SFTConfig,
+    SplitConfig,
+    dump_config,
+    load_config,
+    profile,
+)
+from itool_core.data.records import Example
+from itool_core.models import tiny_model
+from itool_core.train.sft import (
+    _quiet,
+    build_sft_records,
+    build_trainer,
+    planned_steps,
+    sft_pair,
+    tokenize_pair,
+    train_sft,
+)
+
+torch.set_num_threads(2)
+
+TOOLS = [{"name": "get_weather", "description": "Weather of a city",
+          "parameters": {"type": "dict", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+CITIES = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Doha"]
+
+
+def examples(n: int = 6, prefix: str = "w") -> list[Example]:
+    out = []
+    for i in range(n):
+        city = CITIES[i % len(CITIES)]
+        target = [] if i % 3 == 2 else [ToolCall("get_weather", {"city": city})]
+        out.append(Example(f"{prefix}{i}", "synthetic", "simple", TOOLS,
+                           [{"role": "user", "content": f"Weather in {city}?" if target else "Tell me a joke."}],
+                           target))
+    return out
+
+
+# Small, fast, and a learning rate big enough that a few steps visibly move a random model.  fp32: on a
+# hidden-64 model bf16 autocast costs more in casts than it saves (3× slower); the curriculum test keeps bf16 on.
+FAST = SFTConfig(per_device_batch_size=2, learning_rate=1e-2, max_steps_per_stage=1, logging_steps=1, bf16=False)
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def test_pair_uses_the_one_renderer_and_ends_with_the_end_token(smol_tokenizer):
+    tok = smol_tokenizer
+    call, no_call = examples(3)[0], examples(3)[2]
+    prompt, completion = sft_pair(tok, call)
+    assert prompt == render_prompt(tok, TOOLS, call.messages) and prompt.endswith("<|im_start|>assistant\n")
+    assert completion == "[get_weather(city='Paris')]<|im_end|>"
+    assert sft_pair(tok, no_call)[1] == NO_CALL_TEXT + "<|im_end|>"
+    compact = sft_pair(tok, call, PromptStyle("compact"))[0]
+    assert len(compact) < len(prompt)
+
+
+def test_too_long_examples_are_dropped_and_counted(smol_tokenizer):
+    tok = smol_tokenizer
+    exs = examples(3)
+    n = sum(map(len, tokenize_pair(tok, *sft_pair(tok, exs[0]))))
+    records, dropped = build_sft_records(exs, tok, max_length=n)
+    assert tok.decode(records[0]["input_ids"]).endswith("[get_weather(city='Paris')]<|im_end|>")
+    assert dropped == ["w2"]  # the no-call sentence is longer than the call: it no longer fits
+    assert build_sft_records(exs, tok, max_length=None)[1] == []
+
+
+def test_ids_are_joined_as_the_engines_see_the_prompt(smol_tokenizer):
+    tok = smol_tokenizer
+    for ex in examples(3):
+        prompt, completion = sft_pair(tok, ex)
+        p_ids, c_ids = tokenize_pair(tok, prompt, completion)
+        assert p_ids == tok(prompt, add_special_tokens=False)["input_ids"]  # no BOS added to a templated prompt
+        # SmolLM2's tokenizer does not merge across the boundary: the joined ids are the text's ids
+        assert p_ids + c_ids == tok(prompt + completion, add_special_tokens=False)["input_ids"]
+
+
+def test_completion_only_mask(tmp_path):
+    """trl's labels: −100 on every prompt token, the answer tokens (end token included) are trained."""
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = tiny_model(seed=0)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    exs = examples(3)
+    records, _ = build_sft_records(exs, tok)
+    with _quiet():
+        trainer = build_trainer(peft_model, tok, records, FAST, 1, tmp_path)
+    assert len(trainer.train_dataset) == 3
+    by_ids = {tuple(r["input_ids"]): r["labels"] for r in trainer.train_dataset}  # trl shuffles: match by ids
+    for ex in exs:
+        prompt, completion = sft_pair(tok, ex)
+        p_ids, c_ids = tokenize_pair(tok, prompt, completion)
+        labels = by_ids[tuple(p_ids + c_ids)]
+        assert labels[: len(p_ids)] == [-100] * len(p_ids)
+        assert labels[len(p_ids):] == c_ids and -100 not in labels[len(p_ids):]
+        assert labels[-1] == tok.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
+        assert tok.decode(labels[len(p_ids):]) == completion == render_target(ex.target) + "<|im_end|>"
+    # the collator pads on the right with label −100 and keeps every row's answer trained
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+    pad_rows = batch["attention_mask"] == 0
+    assert pad_rows.any() and (batch["labels"][pad_rows] == -100).all()
+    assert (batch["labels"] != -100).any(dim=1).all()
+
+
+def test_planned_steps_arithmetic():
+    cfg = SFTConfig(per_device_batch_size=4, grad_accum_steps=2, epochs_per_stage=1.0)
+    assert planned_steps(17, cfg) == 3  # 5 batches → 3 updates
+    assert planned_steps(16, dataclasses.replace(cfg, epochs_per_stage=2.0)) == 4
+    assert planned_steps(16, dataclasses.replace(cfg, epochs_per_stage=0.5)) == 1
+    assert planned_steps(100, dataclasses.replace(cfg, max_steps_per_stage=2)) == 2
+    assert planned_steps(0, cfg) == 0
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def _answer_loss(model, tok, exs) -> float:
+    """Mean answer-token NLL of ``exs`` (fp32, no autocast): the SFT objective on that batch."""
+    from itool_core.data.replay import target_perplexity
+    import math
+
+    return sum(math.log(h) for h in target_perplexity(model, tok, exs, dtype="float32")) / len(exs)
+
+
+def test_sft_moves_lora_and_lowers_the_loss_on_its_batch(tmp_path):
+    model, tok = tiny_model(seed=1)
+    exs = examples(2)
+    before = _answer_loss(model, tok, exs)
+    cfg = dataclasses.replace(FAST, epochs_per_stage=3.0, max_steps_per_stage=None, merge=False, lr_scheduler="constant")
+    result = train_sft(model, [("all", exs)], cfg, tmp_path, tokenizer=tok)
+    after = _answer_loss(result.model, tok, exs)
+    assert after < before - 0.5, (before, after)  # random 2-layer model: 10.75 → 9.98 in 3 steps
+    st = result.stages[0]
+    assert st.steps == 3 and st.last_loss < st.first_loss and st.tokens > 0 and st.tokens_per_s > 0
+    adapter = load_file(tmp_path / "stage_1_all" / "adapter_model.safetensors")
+    lora_b = [t for k, t in adapter.items() if "lora_B" in k]
+    assert lora_b and all(t.abs().sum() > 0 for t in lora_b)  # B starts at zero: training moved every adapter
+    assert result.merged_dir is None and json.loads((tmp_path / "sft_result.json").read_text())["mode"] == "curriculum"
+
+
+def test_curriculum_runs_easy_medium_hard_in_order_and_saves_each_stage(tmp_path):
+    model, tok = tiny_model(seed=2)
+    exs = examples(6)
+    events = []
+    cfg = dataclasses.replace(FAST, bf16=True)  # the production CPU path: bf16 autocast + use_cpu
+    result = train_sft(model, [("easy", exs[:2]), ("medium", exs[2:4]), ("hard", exs[4:])], cfg, tmp_path,
+                       lambda e, m: events.append((e, m)), tokenizer=tok)
+    starts = [m["stage"] for e, m in events if e == "stage_start"]
+    assert starts == ["easy", "medium", "hard"]
+    assert [e for e, _ in events] == ["stage_start", "log", "stage_end"] * 3 + ["end"]
+    assert [m["step"] for e, m in events if e == "log"] == [1, 2, 3]  # one run-global step count
+    assert [s.name for s in result.stages] == ["easy", "medium", "hard"]
+    for i, name in enumerate(["easy", "medium", "hard"], start=1):
+        assert (tmp_path / f"stage_{i}_{name}" / "adapter_model.safetensors").is_file()
+    # the adapter is continued: each stage's saved weights differ from the previous stage's
+    a1 = load_file(tmp_path / "stage_1_easy" / "adapter_model.safetensors")
+    a3 = load_file(tmp_path / "stage_3_hard" / "adapter_model.safetensors")
+    assert any(not torch.equal(a1[k], a3[k]) for k in a1)
+    # the merged model loads and equals the in-process result
+    from itool_core.models import load_policy
+
+    merged, _ = load_policy(result.merged_dir)
+    x = tok("hello", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(merged(**x).logits, result.model(**x).logits, atol=1e-5)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
+    end = events[-1][1]
+    assert end["adapter_dir"].endswith("stage_3_hard") and end["peak_rss_mb"] > 0
+
+
+def test_mixed_mode_trains_once_on_the_union_with_the_same_steps(tmp_path):
+    model, tok = tiny_model(seed=3)
+    exs = examples(6)
+    stages = [("easy", exs[:2]), ("medium", exs[2:4]), ("hard", exs[4:])]
+    cfg = dataclasses.replace(FAST, mode="mixed", merge=False)
+    events = []
+    result = train_sft(model, stages, cfg, tmp_path, lambda e, m: events.append((e, m)), tokenizer=tok)
+    assert [s.name for s in result.stages] == ["mixed"]
+    assert result.stages[0].n_examples == 6
+    assert result.stages[0].steps == sum(planned_steps(2, cfg) for _ in stages) == 3
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+def test_config_yaml_round_trip(tmp_path):
+    for name, cfg in PROFILES.items():
+        path = dump_config(cfg, tmp_path / f"{name}.yaml")
+        assert load_config(path) == cfg
+    custom = dataclasses.replace(PROFILES["quick"], sft=dataclasses.replace(
+        PROFILES["quick"].sft, target_modules=("q_proj", "v_proj"), max_steps_per_stage=5, mode="mixed"))
+    assert load_config(dump_config(custom, tmp_path / "c.yaml")) == custom
+    # stage configs alone round-trip too
+    assert load_config(dump_config(SplitConfig(seed=7), tmp_path / "s.yaml"), SplitConfig) == SplitConfig(seed=7)
+
+
+def test_profiles_hold_the_paper_setting():
+    quick, paper = profile("quick"), profile("paper")
+    assert quick.model == "smollm2-135m-instruct" and quick.device == "cpu" and quick.sft.lora_dropout == 0.0
+    assert quick.sft.gradient_checkpointing is False and quick.sft.bf16 is True
+    assert paper.model == "meta-llama/Llama-3.1-8B-Instruct" and paper.engine == "vllm"
+    assert (paper.sft.lora_r, paper.sft.lora_alpha, paper.sft.learning_rate, paper.sft.epochs_per_stage) == (
+        16, 32, 1e-4, 3.0)
+    assert paper.buffer.alpha == quick.buffer.alpha == 0.2 and paper.split.pool_fraction == 0.1
+    with pytest.raises(ConfigError, match="unknown profile"):
+        profile("huge")
+
+
+def test_partial_yaml_overrides_its_profile(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text("profile: paper\nsft:\n  epochs_per_stage: 1\nbuffer:\n  alpha: 0.3\n")
+    cfg = load_config(p)
+    assert cfg.sft.epochs_per_stage == 1.0 and cfg.sft.learning_rate == 1e-4 and cfg.buffer.alpha == 0.3
+    assert cfg.model == "meta-llama/Llama-3.1-8B-Instruct"
+    p.write_text("")
+    assert load_config(p) == PROFILES["quick"]
+
+
+@pytest.mark.parametrize("text,match", [
+    ("sft:\n  lora_rr: 8\n", "'sft.lora_rr'"),
+    ("modle: x\n", "'modle'"),
+    ("split:\n  seed: 1\n  stratify: source\n", "'split.stratify'"),
+    ("sft:\n  lora_r: 2.5\n", "sft.lora_r: expected an integer"),
+    ("sft:\n  mode: shuffled\n", "sft.mode"),
+    ("buffer:\n  alpha: 20\n", "buffer.alpha"),
+    ("sft: 3\n", "sft: expected a mapping"),
+    ("sft:\n  tools_style: compact\n", "tools_style"),  # buffer must use the same prompt
+])
+def test_config_errors_name_the_key(tmp_path, text, match):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(p)
+
+
+def test_configs_are_frozen_and_validated():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SFTConfig().lora_r = 3  # type: ignore[misc]
+    with pytest.raises(ConfigError):
+        SplitConfig(pool_fraction=0.0)
+    with pytest.raises(ConfigError):
+        BufferConfig(dtype="int8")
+    ok = RunConfig(sft=SFTConfig(tools_style="compact"), buffer=BufferConfig(tools_style="compact"))
+    assert ok.sft.tools_style == "compact"
+
+
+def test_warmup_cli_splits_trains_and_prints_one_line_per_stage(tmp_path, capsys):
+    from itool_core.artifacts import write_table
+    from itool_core.cli import main
+    from itool_core.models import save_policy
+    from itool_core.schemas import EXAMPLES
+
+    model, tok = tiny_model(seed=7)
+    model_dir = save_policy(model, tok, tmp_path / "base")
+    write_table([e.to_row() for e in examples(12)], tmp_path / "train.parquet", EXAMPLES)
+    (tmp_path / "run.yaml").write_text("sft:\n  bf16: false\n  per_device_batch_size: 2\n  learning_rate: 0.01\n")
+    rc = main(["warmup", "--data", str(tmp_path / "train.parquet"), "--model", str(model_dir), "--out",
+               str(tmp_path / "out"), "--config", str(tmp_path / "run.yaml"), "--max-steps", "1"])
+    assert rc == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[warmup] 12 examples → warm-up 11 (easy 3 / medium 4 / hard 4), pool 1")
+    stage_lines = [ln for ln in lines if ln.startswith("[warmup] stage")]
+    assert [ln.split()[3] for ln in stage_lines] == ["easy", "medium", "hard"]
+    assert all("steps=1" in ln and "tok/s" in ln for ln in stage_lines)
+    out = tmp_path / "out"
+    assert {p.name for p in out.iterdir()} == {"data", "stage_1_easy", "stage_2_medium", "stage_3_hard", "merged",
+                                                "sft_result.json"}
+    assert {p.name for p in (out / "data").iterdir()} == {f"{n}.parquet" for n in
+                                                         ("warmup", "pool", "easy", "medium", "hard")}
