@@ -85,6 +85,7 @@ class HFEngine:
         prefill_once: bool = True,
         max_prompt_tokens: int | None = None,
         static_cache: bool = True,
+        max_batch_tokens: int | None = 8192,
     ) -> None:
         """``model`` is a loaded model (then ``tokenizer`` is required) or a name/path for ``models.load_policy``.
 
@@ -93,7 +94,8 @@ class HFEngine:
         bar (default: when a call has more than one batch).  ``max_prompt_tokens`` keeps only the last tokens
         of longer prompts (with a warning) instead of running past the model's context.  ``static_cache``
         preallocates the KV cache for single-sample generation (the prefill-once path for n > 1 keeps the
-        dynamic cache, which it must repeat n times).
+        dynamic cache, which it must repeat n times).  ``max_batch_tokens`` bounds prompts × padded length
+        per batch (None: only ``batch_size`` counts).
         """
         if num_threads:
             torch.set_num_threads(int(num_threads))
@@ -122,6 +124,7 @@ class HFEngine:
         self.progress = progress
         self.prefill_once = prefill_once
         self.static_cache = static_cache
+        self.max_batch_tokens = max_batch_tokens
         self.max_prompt_tokens = max_prompt_tokens
         self.eos_ids = self._eos_ids()
         pad = tokenizer.pad_token_id
@@ -172,8 +175,23 @@ class HFEngine:
         dev = self.device
         return ids.to(dev), mask.to(dev), pos.to(dev)
 
-    def _batches(self, order: list[int], size: int, desc: str):
-        chunks = [order[i : i + size] for i in range(0, len(order), size)]
+    def _batches(self, order: list[int], size: int, desc: str, lengths: Sequence[int] | None = None):
+        """Chunks of ``order`` (longest first) of at most ``size`` rows and ``max_batch_tokens`` padded tokens.
+
+        The token bound matters on CPU: prefill attention over B × L² positions made one batch of 16 prompts
+        of 2.4k tokens run for over 15 minutes; a few long prompts per batch and many short ones is faster.
+        """
+        chunks: list[list[int]] = []
+        for i in order:
+            if chunks:
+                cur = chunks[-1]
+                width = max(lengths[cur[0]], lengths[i]) if lengths is not None else 0
+                fits = len(cur) < size and (lengths is None or not self.max_batch_tokens
+                                            or (len(cur) + 1) * width <= self.max_batch_tokens)
+                if fits:
+                    cur.append(i)
+                    continue
+            chunks.append([i])
         show = self.progress if self.progress is not None else len(chunks) > 1
         if show:
             from tqdm.auto import tqdm
@@ -228,7 +246,7 @@ class HFEngine:
         results: list[list[Completion] | None] = [None] * len(prompts)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            for b, idx in enumerate(self._batches(order, per_batch, "generate")):
+            for b, idx in enumerate(self._batches(order, per_batch, "generate", [len(e) for e in encoded])):
                 if params.seed is not None:
                     torch.manual_seed(int(params.seed) + b)
                 outs = self._generate_batch([encoded[i] for i in idx], params)
@@ -317,7 +335,8 @@ class HFEngine:
         pairs = [(self.encode(p), self._continuation_ids(c)) for p, c in zip(prompts, continuations)]
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
         out: list[list[float] | None] = [None] * len(pairs)
-        for idx in self._batches(order, self.batch_size, "score"):
+        for idx in self._batches(order, self.batch_size, "score",
+                                  [len(a) + len(b) for a, b in pairs]):
             seqs = [pairs[i][0] + pairs[i][1] for i in idx]
             ids, mask, pos = self._pad_left(seqs)
             n_keep = max(len(pairs[i][1]) for i in idx)
@@ -358,7 +377,7 @@ class HFEngine:
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         out: list[dict[str, float] | None] = [None] * len(encoded)
         sel = torch.tensor(cand, dtype=torch.long)
-        for idx in self._batches(order, self.batch_size, "next-token"):
+        for idx in self._batches(order, self.batch_size, "next-token", [len(e) for e in encoded]):
             ids, mask, pos = self._pad_left([encoded[i] for i in idx])
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits
             lp = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()[:, sel]
