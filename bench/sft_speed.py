@@ -7,7 +7,9 @@ training dialogues, warm-up part of the seeded split, a seeded sample), then pri
 
 * tokens/s: non-padding prompt + answer tokens through forward and backward per second of training;
 * s/step: mean over all steps, and "steady" = excluding the first step (allocator / kernel warm-up);
-* peak RSS: the process's high-water mark (``ru_maxrss``) — model, optimiser state and activations.
+* peak RSS: the process's high-water mark (``ru_maxrss``) — model, optimiser state and activations;
+* a yardstick (one bf16 forward of 4 × 512 tokens) and the load average, because the CPU is shared and a busy
+  machine inflates every time above by the same factor.
 
 DESIGN.md measured 11–16 s/step for 4 × 420 tokens with bf16 autocast, LoRA r16 all-linear, no dropout.
 
@@ -65,6 +67,17 @@ def _training_examples() -> tuple[list[Example], str]:
         return out, f"synthetic tool calls (loaders unavailable: {type(e).__name__})"
 
 
+def _calibrate(model) -> float:
+    """Seconds of one no-grad bf16-autocast forward of 4 × 512 random tokens: a yardstick of how busy the shared
+    CPU is (DESIGN.md measured 8 × 512 in 3.0 s on an idle machine, so about 1.5 s here when idle)."""
+    x = torch.randint(0, model.config.vocab_size, (4, 512), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(input_ids=x[:1, :16])  # warm-up
+        t0 = time.perf_counter()
+        model(input_ids=x)
+    return time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=8)
@@ -76,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--tools", choices=["json", "compact"], default=None, help="tool rendering (default: profile's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-calibrate", action="store_true", help="skip the 4 × 512 forward yardstick")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sft_speed.json"))
     args = ap.parse_args(argv)
 
@@ -103,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     model, tok = load_policy(args.model, dtype=cfg.model_dtype)
     load_s = time.perf_counter() - t0
+    calib = None if args.no_calibrate else _calibrate(model)
     records, dropped = build_sft_records(sample, tok, PromptStyle(cfg.tools_style), cfg.max_length)
     lengths = [len(r["input_ids"]) for r in records]
     answer = [sum(r["completion_mask"]) for r in records]
@@ -145,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "first_loss": st.first_loss,
         "last_loss": st.last_loss,
         "peak_rss_gb": st.peak_rss_mb / 1024,
+        "calibration_fwd_4x512_s": calib,
         # the CPU is shared: a 1-minute load average above the thread count means these numbers are inflated
         "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
@@ -158,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(row, indent=2) + "\n")
+    if calib is not None:
+        print(f"yardstick: bf16 forward 4 × 512 tokens {calib:.1f} s (≈ 1.5 s on an idle machine, DESIGN.md)")
     if max(row["loadavg_1min_before_after"]) > torch.get_num_threads() + 0.5:
         print(f"note: load average {row['loadavg_1min_before_after']} on a {torch.get_num_threads()}-thread run — "
               "other processes shared the CPU; times are inflated")

@@ -347,7 +347,8 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
     step_offset = 0
     for index, (name, records, dropped, steps) in enumerate(runs, start=1):
         if not records:
-            raise ValueError(f"stage {name!r}: no example fits max_length={cfg.max_length} ({len(dropped)} dropped)")
+            raise ValueError(f"stage {name!r}: no trainable example ({len(dropped)} longer than "
+                             f"max_length={cfg.max_length})")
         emit("stage_start", {"stage": name, "index": index, "n_examples": len(records),
                              "n_dropped_too_long": len(dropped), "steps": steps})
         log_history: list[dict] = []
