@@ -155,7 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    from .artifacts import SchemaMismatch
+    from .data.records import BadRow
+
+    try:
+        return int(args.func(args) or 0)
+    except (BadRow, SchemaMismatch, FileNotFoundError) as e:
+        # bad input is the user's to fix: one clear line naming the file/row/field, no traceback
+        print(f"itool: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
