@@ -213,7 +213,9 @@ class RunConfig:
 
 #: Overrides of the dataclass defaults per profile, in the YAML shape.  ``quick`` is the defaults themselves.
 PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
-    "quick": {},
+    # The quick training set is measured and length-fitted with the compact tool rendering (data/build.py):
+    # training, the buffer and evaluation must all use it.
+    "quick": {"sft": {"tools_style": "compact"}, "buffer": {"tools_style": "compact"}},
     "paper": {
         "model": "meta-llama/Llama-3.1-8B-Instruct",
         "data": "Team-ACE/ToolACE",

@@ -240,7 +240,7 @@ def test_partial_yaml_overrides_its_profile(tmp_path):
     ("sft:\n  mode: shuffled\n", "sft.mode"),
     ("buffer:\n  alpha: 20\n", "buffer.alpha"),
     ("sft: 3\n", "sft: expected a mapping"),
-    ("sft:\n  tools_style: compact\n", "tools_style"),  # buffer must use the same prompt
+    ("sft:\n  tools_style: json\n", "tools_style"),  # buffer (compact in quick) must use the same prompt
 ])
 def test_config_errors_name_the_key(tmp_path, text, match):
     p = tmp_path / "bad.yaml"
