@@ -33,6 +33,9 @@ __all__ = [
     "NO_CALL_TEXT",
     "parse_calls",
     "try_parse_calls",
+    "literal_value",
+    "dotted_name",
+    "normalise_answer_text",
     "decode_answer",
     "format_call",
     "serialise_calls",
@@ -92,7 +95,8 @@ class ToolCall:
 # --------------------------------------------------------------------------------------------------- parsing
 
 
-def _literal(node: ast.AST, where: str, depth: int = 0) -> Any:
+def literal_value(node: ast.AST, where: str, depth: int = 0) -> Any:
+    """The value of a literal expression node; :class:`ParseError` (naming ``where``) for anything else."""
     if depth > MAX_DEPTH:
         raise ParseError(f"{where}: value nested deeper than {MAX_DEPTH}")
     if isinstance(node, ast.Constant):
@@ -111,23 +115,23 @@ def _literal(node: ast.AST, where: str, depth: int = 0) -> Any:
             and isinstance(operand.value, (int, float))
             and not isinstance(operand.value, bool)
         ):
-            v = _literal(operand, where, depth + 1)
+            v = literal_value(operand, where, depth + 1)
             return -v if isinstance(node.op, ast.USub) else v
         raise ParseError(f"{where}: unary {type(node.op).__name__} is only allowed on a number")
     if isinstance(node, (ast.List, ast.Tuple)):
         # Tuples become lists: arguments are JSON-like, and BFCL's checker treats tuples as lists.
-        return [_literal(e, f"{where}[{i}]", depth + 1) for i, e in enumerate(node.elts)]
+        return [literal_value(e, f"{where}[{i}]", depth + 1) for i, e in enumerate(node.elts)]
     if isinstance(node, ast.Dict):
         out: dict[str, Any] = {}
         for k, v in zip(node.keys, node.values):
             if k is None:
                 raise ParseError(f"{where}: '**' unpacking is not allowed in a dict")
-            key = _literal(k, f"{where} key", depth + 1)
+            key = literal_value(k, f"{where} key", depth + 1)
             if not isinstance(key, str):
                 raise ParseError(f"{where}: dict keys must be strings, got {type(key).__name__}")
             if key in out:
                 raise ParseError(f"{where}: duplicate dict key {key!r}")
-            out[key] = _literal(v, f"{where}[{key!r}]", depth + 1)
+            out[key] = literal_value(v, f"{where}[{key!r}]", depth + 1)
         return out
     kind = type(node).__name__
     try:
@@ -139,7 +143,7 @@ def _literal(node: ast.AST, where: str, depth: int = 0) -> Any:
     raise ParseError(f"{where}: only literal values are allowed, got {kind} `{shown}`")
 
 
-def _dotted_name(func: ast.AST) -> str:
+def dotted_name(func: ast.AST) -> str:
     parts: list[str] = []
     while isinstance(func, ast.Attribute):
         parts.append(func.attr)
@@ -153,7 +157,7 @@ def _dotted_name(func: ast.AST) -> str:
 def _call(node: ast.AST, index: int) -> ToolCall:
     if not isinstance(node, ast.Call):
         raise ParseError(f"item {index} of the call list is a {type(node).__name__}, not a function call")
-    name = _dotted_name(node.func)
+    name = dotted_name(node.func)
     if node.args:
         raise ParseError(f"call {index} `{name}`: positional arguments are not allowed, use keyword form")
     args: dict[str, Any] = {}
@@ -162,11 +166,11 @@ def _call(node: ast.AST, index: int) -> ToolCall:
             raise ParseError(f"call {index} `{name}`: '**' unpacking is not allowed")
         if kw.arg in args:
             raise ParseError(f"call {index} `{name}`: argument {kw.arg!r} given twice")
-        args[kw.arg] = _literal(kw.value, f"call {index} `{name}` argument {kw.arg!r}")
+        args[kw.arg] = literal_value(kw.value, f"call {index} `{name}` argument {kw.arg!r}")
     return ToolCall(name, args)
 
 
-def _normalise_text(text: str) -> str:
+def normalise_answer_text(text: str) -> str:
     # Same normalisation as bfcl-eval's default_decode_ast_prompting: strip backticks/newlines/spaces and
     # bracket a bare call, so the same outputs decode the same way here and on the leaderboard.
     s = text.strip("`\n ")
@@ -186,7 +190,7 @@ def parse_calls(text: str) -> list[ToolCall]:
         raise ParseError(f"expected text, got {type(text).__name__}")
     if len(text) > MAX_TEXT_CHARS:
         raise ParseError(f"text longer than {MAX_TEXT_CHARS} characters")
-    src = _normalise_text(text)
+    src = normalise_answer_text(text)
     try:
         with warnings.catch_warnings():
             # model text like "1st" makes the tokenizer warn; the text is data, not our code

@@ -32,7 +32,7 @@ import os
 import re
 from typing import Any, Iterable, Sequence
 
-from ..calls import ParseError, ToolCall, _dotted_name, _literal, _normalise_text, parse_calls
+from ..calls import ParseError, ToolCall, dotted_name, literal_value, normalise_answer_text, parse_calls
 from .records import BadRow, FieldError
 
 __all__ = [
@@ -403,7 +403,7 @@ def parse_calls_lenient(text: str, tools: Sequence[dict] | None = None) -> tuple
         return parse_calls(text), []
     except ParseError as strict_error:
         first_error = strict_error
-    src = _normalise_text(text)
+    src = normalise_answer_text(text)
     try:
         tree = ast.parse(src, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
@@ -417,15 +417,15 @@ def parse_calls_lenient(text: str, tools: Sequence[dict] | None = None) -> tuple
     for i, node in enumerate(tree.body.elts):  # type: ignore[attr-defined]
         if not isinstance(node, ast.Call):
             raise ParseError(f"item {i} of the call list is a {type(node).__name__}, not a function call")
-        name = _dotted_name(node.func)
-        positional = [_literal(a, f"call {i} `{name}` positional argument {j}") for j, a in enumerate(node.args)]
+        name = dotted_name(node.func)
+        positional = [literal_value(a, f"call {i} `{name}` positional argument {j}") for j, a in enumerate(node.args)]
         kws: dict[str, Any] = {}
         for kw in node.keywords:
             if kw.arg is None:
                 raise ParseError(f"call {i} `{name}`: '**' unpacking is not allowed")
             if kw.arg in kws:
                 raise ParseError(f"call {i} `{name}`: argument {kw.arg!r} given twice")
-            kws[kw.arg] = _literal(kw.value, f"call {i} `{name}` argument {kw.arg!r}")
+            kws[kw.arg] = literal_value(kw.value, f"call {i} `{name}` argument {kw.arg!r}")
         if positional:
             notes.append(f"call {i} `{name}`: {len(positional)} positional argument(s) named by parameter order")
         calls.append(ToolCall(name, keyword_arguments(name, positional, kws, tools)))
