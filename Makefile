@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 PYTEST := $(PY) -m pytest
 STAMP  := $(VENV)/.itool-installed
 
-.PHONY: install demo test test-slow test-gpu test-all bench clean
+.PHONY: install demo run test test-slow test-gpu test-all clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,9 @@ install: $(STAMP)
 
 demo: install
 	$(PY) -m itool_core.cli demo
+
+run: install
+	$(PY) -m itool_core.cli run --profile quick
 
 test: install
 	$(PYTEST) -q -m "not slow and not gpu" --timeout 1200
