@@ -88,7 +88,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("[demo] BFCL evaluation set:")
     print(format_stats(table_stats(bfcl)))
     for level in (1, 2):
-        ab, _ = load("apibank", level=level, apibank_dir=args.apibank_dir)
+        ab, _ = load("apibank", args.apibank_dir, level=level)
         print(f"[demo] API-Bank level-{level}: {len(ab)} items")
 
     ex = next(e for e in bfcl if e.category == "simple_python")
