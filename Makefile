@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 PYTEST := $(PY) -m pytest
 STAMP  := $(VENV)/.itool-installed
 
-.PHONY: install demo run test test-slow test-gpu test-all clean
+.PHONY: install demo run test test-slow test-integration test-gpu test-all clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,9 @@ test: install
 
 test-slow: install
 	$(PYTEST) -q -m slow --timeout 7200
+
+test-integration: install
+	$(PYTEST) -q -m integration --timeout 1800
 
 test-gpu: install
 	$(PYTEST) -q -m gpu

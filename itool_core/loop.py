@@ -221,7 +221,8 @@ def run_pipeline(cfg: Any, run_dir: str | Path, *, eval_spec: EvalSpec = EvalSpe
             return {"pairs": res.pairs.path, "sha256": res.pairs.sha256, "n_pairs": res.n_pairs,
                     "n_trees": res.n_trees, "stats": res.stats}
 
-        mined = stage(f"{it}/mine", fingerprint("mine", mcts, policy_cfg, buf["sha256"], prev_hash), mine_stage)
+        mined = stage(f"{it}/mine", fingerprint("mine", mcts, policy_cfg, cfg.buffer, style, buf["sha256"], prev_hash),
+                      mine_stage)
         emit("mine", {"iteration": i, "pairs": mined["n_pairs"], "trees": mined["n_trees"]})
 
         def pref_stage(d: Path, prev=prev, mined=mined) -> dict:

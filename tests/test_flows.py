@@ -1,0 +1,221 @@
+"""The Prefect flows on the tiny model, against a temporary Prefect server (``prefect_test_harness``).
+
+* the ``itool`` flow runs end to end (1 iteration, tiny budgets) and tracks a parent + nested MLflow runs
+  in a real SQLite store;
+* a second run with the same inputs is served from the cache for every stage, across flow runs;
+* changing only the evaluation settings re-runs only the evaluations;
+* a transient failure is retried, bad input fails at once.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from itool_core.artifacts import write_table
+from itool_core.schemas import EXAMPLES
+
+from test_loop import _data  # the tiny tool-use data set of the loop test
+
+prefect = pytest.importorskip("prefect")
+pytest.importorskip("mlflow")
+
+from prefect import flow  # noqa: E402
+from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+
+from tasks import stages  # noqa: E402
+
+STAGES = ["data", "split", "warmup", "eval_sft", "iter_1/buffer", "iter_1/mine", "iter_1/preference", "iter_1/eval"]
+
+
+@pytest.fixture(scope="module")
+def harness():
+    # a throw-away server + database for this module (~10-25 s to start)
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from itool_core.models import save_policy, tiny_model
+
+    model, tok = tiny_model(seed=0)
+    return str(save_policy(model, tok, tmp_path_factory.mktemp("tiny") / "base"))
+
+
+def _params(tiny_dir, data_path, run_dir, uri, **over):
+    p = dict(
+        profile="quick",
+        config={"model": tiny_dir, "data": str(data_path), "split": {"pool_fraction": 0.3},
+                "sft": {"max_steps_per_stage": 1, "per_device_batch_size": 2, "max_length": 768},
+                "buffer": {"alpha": 0.5, "batch_size": 4}},
+        iterations=1, run_dir=str(run_dir), tracking_uri=uri, eval_limit=1,
+        evaluation={"categories": ["simple_python", "apibank_level1"], "max_new_tokens": 4, "base": False},
+        mcts={"simulations": 1, "k": 2, "min_q_gap": 0.0, "min_chosen_q": -100.0, "max_overlap": 1.0},
+        policy={"max_step_tokens": 6, "max_rollout_tokens": 6, "continue_incomplete": 0},
+        preference={"max_steps": 1, "per_device_batch_size": 1, "grad_accum_steps": 1, "max_length": 768},
+    )
+    p.update(over)
+    return p
+
+
+def _task_run_states(flow_run_id, expected: int, timeout: float = 30.0) -> list[str]:
+    """Final state names of a flow run's task runs as the server recorded them (task states reach the server
+    as events, a moment after the flow returns: poll)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.time() + timeout
+    names: list[str] = []
+    while time.time() < deadline:
+        with get_client(sync_client=True) as c:
+            runs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        names = [r.state.name for r in runs if r.state is not None and r.state.is_final()]
+        if len(names) >= expected:
+            return names
+        time.sleep(0.5)
+    return names
+
+
+@pytest.fixture(scope="module")
+def two_runs(harness, tiny_dir, tmp_path_factory):
+    from flows.iterate import iterate
+
+    tmp = tmp_path_factory.mktemp("flow")
+    data = write_table([e.to_row() for e in _data()], tmp / "data.parquet", EXAMPLES)
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    params = _params(tiny_dir, data.path, tmp / "run", uri)
+    out = {"tmp": tmp, "uri": uri, "params": params}
+    for key in ("first", "second"):
+        t0 = time.time()
+        state = iterate(**params, return_state=True)
+        out[key] = {"state": state, "result": state.result(), "seconds": time.time() - t0,
+                    "flow_run_id": state.state_details.flow_run_id}
+    return out
+
+
+def test_iterate_flow_runs_end_to_end_and_tracks_in_mlflow(two_runs):
+    first = two_runs["first"]
+    assert first["state"].is_completed()
+    res = first["result"]
+    assert [r["stage"] for r in res["rows"]] == ["SFT (curriculum)", "iTool iteration 1"]
+    assert res["ran"] == STAGES and res["cached"] == []
+    assert (two_runs["tmp"] / "run" / "flow_summary.json").is_file()
+
+    from mlflow import MlflowClient
+
+    c = MlflowClient(tracking_uri=two_runs["uri"])
+    parent = c.get_run(res["mlflow_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["run.iterations"] == "1"
+    assert parent.data.params["mcts.simulations"] == "1"
+    assert parent.data.tags["prefect.flow_run_id"] == str(first["flow_run_id"])
+    for key in ("bfcl/overall", "bfcl/simple_python", "apibank/level1", "pairs_mined", "final/bfcl/overall"):
+        assert key in parent.data.metrics, key
+    hist = c.get_metric_history(parent.info.run_id, "bfcl/overall")
+    assert sorted(m.step for m in hist) == [0, 1]  # after SFT (iteration 0) and after iteration 1
+
+    children = c.search_runs([parent.info.experiment_id],
+                             filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    by_name = {r.info.run_name: r for r in children}
+    assert set(by_name) == {"warm-up", "iteration 1"}
+    it1 = by_name["iteration 1"]
+    for key in ("bfcl/overall", "apibank/level1", "pairs_mined", "wall_s/mine", "compute_s/preference"):
+        assert key in it1.data.metrics, key
+    assert c.get_metric_history(it1.info.run_id, "pairs_mined")[0].step == 1
+    assert "sft/loss" in by_name["warm-up"].data.metrics
+    arts = {a.path for a in c.list_artifacts(it1.info.run_id)}
+    assert {"pairs", "plots", "eval"} <= arts
+    # artifacts next to the database, not in ./mlruns of the current directory
+    assert (two_runs["tmp"] / "mlartifacts").is_dir()
+
+
+def test_second_run_with_same_inputs_is_served_from_the_cache(two_runs):
+    first, second = two_runs["first"], two_runs["second"]
+    assert second["result"]["cached"] == STAGES and second["result"]["ran"] == []
+    assert second["result"]["rows"] == first["result"]["rows"]
+    assert second["result"]["final_policy"] == first["result"]["final_policy"]
+    # the server saw the same: every task run of the first flow run completed, of the second was cached
+    assert sorted(_task_run_states(first["flow_run_id"], len(STAGES))) == ["Completed"] * len(STAGES)
+    assert sorted(_task_run_states(second["flow_run_id"], len(STAGES))) == ["Cached"] * len(STAGES)
+    assert second["seconds"] < first["seconds"] / 2
+
+
+def test_changing_only_the_evaluation_reruns_only_the_evaluations(two_runs):
+    from flows.iterate import iterate
+
+    p = two_runs["params"]
+    res = iterate(**{**p, "evaluation": {**p["evaluation"], "max_new_tokens": 5}})
+    assert set(res["ran"]) == {"eval_sft", "iter_1/eval"}
+    assert set(res["cached"]) == set(STAGES) - {"eval_sft", "iter_1/eval"}
+
+
+# ------------------------------------------------------------------------------------------- retries
+
+
+@pytest.fixture()
+def train_ref(tmp_path):
+    return write_table([e.to_row() for e in _data()], tmp_path / "train.parquet", EXAMPLES).to_dict()
+
+
+def _split_once(run_dir, train, out_dir):
+    @flow(name="split-once")
+    def split_once():
+        T = stages.bind(run_dir, retry_delay_seconds=0)
+        state = T.split_data(split={"pool_fraction": 0.3}, train=train, out_dir=str(out_dir), return_state=True)
+        # plain values out: a flow returning a failed State would itself end failed
+        return {"completed": state.is_completed(), "failed": state.is_failed(), "message": state.message or "",
+                "result": state.result() if state.is_completed() else None}
+
+    return split_once()
+
+
+def _flaky(monkeypatch, exc: BaseException, failures: int):
+    import itool_core.data.split as split_mod
+
+    real, calls = split_mod.split_and_write, {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] <= failures:
+            raise exc
+        return real(*a, **k)
+
+    monkeypatch.setattr(split_mod, "split_and_write", flaky)
+    return calls
+
+
+def test_transient_failure_is_retried(harness, tmp_path, train_ref, monkeypatch):
+    calls = _flaky(monkeypatch, OSError("NFS hiccup"), failures=1)
+    out = _split_once(tmp_path / "run", train_ref, tmp_path / "split")
+    assert out["completed"], out
+    assert calls["n"] == 2
+    assert set(out["result"]) == {"warmup", "pool", "easy", "medium", "hard"}
+
+
+def test_bad_input_fails_fast_without_retries(harness, tmp_path, train_ref, monkeypatch):
+    from itool_core.data.records import BadRow
+
+    calls = _flaky(monkeypatch, BadRow("train.json", 3, "tools", "not a list"), failures=5)
+    out = _split_once(tmp_path / "run", train_ref, tmp_path / "split")
+    assert out["failed"], out
+    assert calls["n"] == 1  # retries=2 configured, none used
+    # a stale reference (the file changed after it was referenced) is bad input too
+    calls["n"] = 0
+    stale = {**train_ref, "sha256": "0" * 64}
+    out = _split_once(tmp_path / "run2", stale, tmp_path / "split2")
+    assert out["failed"] and "content changed" in out["message"], out
+    assert calls["n"] == 0
+
+
+def test_retry_condition_classifies_errors():
+    from prefect.states import Failed
+
+    from itool_core.artifacts import SchemaMismatch
+    from itool_core.config import ConfigError
+
+    for exc in (SchemaMismatch("x"), ConfigError("x"), ValueError("x"), FileNotFoundError("x"), KeyError("x")):
+        assert stages.is_transient(None, None, Failed(data=exc)) is False, exc
+    for exc in (OSError("x"), RuntimeError("CUDA error: out of memory"), ConnectionError("x"), TimeoutError("x")):
+        assert stages.is_transient(None, None, Failed(data=exc)) is True, exc

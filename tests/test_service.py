@@ -1,0 +1,141 @@
+"""iTool as a service, for real: a ``prefect server`` and an ``mlflow server`` on free 127.0.0.1 ports, the
+deployments registered by deployments/deploy.py, a process worker, ``prefect deployment run itool/iterate``
+on the tiny model, then the MLflow runs checked over HTTP.  Every process started here is stopped (SIGTERM to
+its own process group, then SIGKILL) even when the test fails.
+
+Marked ``integration`` and ``slow`` (≈ 3 min on 2 cores): ``pytest -m integration tests/test_service.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from itool_core.artifacts import write_table
+from itool_core.schemas import EXAMPLES
+
+from test_loop import _data
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:3]} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not healthy after {timeout}s")
+
+
+class Procs:
+    """Processes this test started, each in its own session so its children stop with it."""
+
+    def __init__(self, logs: Path):
+        self.logs, self.procs = logs, []
+
+    def start(self, name: str, args: list[str], env: dict) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "wb")
+        p = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def stop_all(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in reversed(self.procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=10)
+
+
+def test_deployment_run_itool_iterate_end_to_end(tmp_path):
+    from itool_core.models import save_policy, tiny_model
+    from test_flows import _params
+
+    model, tok = tiny_model(seed=0)
+    tiny_dir = str(save_policy(model, tok, tmp_path / "tiny"))
+    data = write_table([e.to_row() for e in _data()], tmp_path / "data.parquet", EXAMPLES)
+    p_port, m_port = _free_port(), _free_port()
+    api, mlflow_uri = f"http://127.0.0.1:{p_port}/api", f"http://127.0.0.1:{m_port}"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "ITOOL_HOME": str(tmp_path / "home"),
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    params = _params(tiny_dir, data.path, tmp_path / "run", mlflow_uri)
+    params.pop("profile")
+    procs = Procs(tmp_path)
+    try:
+        t0 = time.time()
+        server = procs.start("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                                                "--port", str(p_port), "--analytics-off"], env)
+        mlflow = procs.start("mlflow-server", [str(BIN / "mlflow"), "server", "--backend-store-uri",
+                                               f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination",
+                                               str(tmp_path / "mlartifacts"), "--host", "127.0.0.1", "--port",
+                                               str(m_port), "--workers", "1"], env)
+        _wait_http(f"{api}/health", server, 120)
+        _wait_http(f"{mlflow_uri}/health", mlflow, 120)
+        t_up = time.time() - t0
+
+        dep = subprocess.run([sys.executable, "deployments/deploy.py", "--pool", "itool-test", "--cron", "0 0 1 1 *",
+                              "--parameters", json.dumps(params)], env=env, cwd=ROOT, capture_output=True,
+                             text=True, timeout=180)
+        assert dep.returncode == 0, dep.stdout + dep.stderr
+        assert "itool/iterate" in dep.stdout
+        ls = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], env=env, cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+        assert "itool/iterate" in ls.stdout and "itool-evaluate/evaluate" in ls.stdout, ls.stdout + ls.stderr
+
+        procs.start("worker", [str(BIN / "prefect"), "worker", "start", "--pool", "itool-test", "--type",
+                               "process"], env)
+        t1 = time.time()
+        run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "itool/iterate", "--watch",
+                              "--watch-timeout", "900"], env=env, cwd=ROOT, capture_output=True, text=True,
+                             timeout=960)
+        t_run = time.time() - t1
+        worker_log = (tmp_path / "worker.log").read_text(errors="replace")[-4000:]
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + worker_log
+        assert "Completed" in run.stdout
+
+        from mlflow import MlflowClient
+
+        c = MlflowClient(tracking_uri=mlflow_uri)
+        exp = c.get_experiment_by_name("itool")
+        runs = c.search_runs([exp.experiment_id])
+        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+        kids = {r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+        assert kids == {"warm-up", "iteration 1"}
+        assert {"bfcl/overall", "pairs_mined"} <= set(parents[0].data.metrics)
+        it1 = next(r for r in runs if r.info.run_name == "iteration 1")
+        assert "pairs" in {a.path for a in c.list_artifacts(it1.info.run_id)}  # proxied through the server
+        print(f"\nservers healthy after {t_up:.0f}s; deployment run watched to completion in {t_run:.0f}s")
+    finally:
+        procs.stop_all()
