@@ -12,7 +12,6 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 # Modules that add sub-commands; absent ones (not yet built in this checkout) are skipped.
 _STAGE_MODULES = [

@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 

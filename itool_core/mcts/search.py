@@ -25,9 +25,8 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
-from .reward import Outcome
 from .steps import split_steps
 from .tree import Node, Tree, backup, select_leaf
 
@@ -219,14 +218,3 @@ def search_sequential(items: list[SearchItem], policy: SearchPolicy, cfg: MCTSCo
     for it in items:
         search_lockstep([it], OneAtATime(), cfg, stats)
     return stats
-
-
-def make_items(examples: Sequence[Any], prompts: Sequence[str], prompt_ids: Sequence[list[int]],
-               outcome_for: Callable[[Any], Callable[[str, bool], float]] | None = None,
-               partial_weight: float = 0.5) -> list[SearchItem]:
-    """One search item per example (``outcome_for`` defaults to exact-match Outcome on ``example.target``)."""
-    items = []
-    for ex, p, ids in zip(examples, prompts, prompt_ids):
-        outcome = outcome_for(ex) if outcome_for else Outcome(ex.target, partial_weight=partial_weight)
-        items.append(SearchItem(Tree(ex.id, p, ids), outcome))
-    return items
