@@ -1,7 +1,6 @@
 """Parser, serialiser, comparison and prompt rendering of itool_core.calls."""
 
 import keyword
-import os
 import sys
 
 import pytest

@@ -11,7 +11,7 @@ from itool_core.mcts.reward import Outcome
 from itool_core.mcts.search import (Candidate, MCTSConfig, SearchItem, rollout_value, search_lockstep,
                                     search_sequential)
 from itool_core.mcts.steps import first_step_end, split_steps
-from itool_core.mcts.tree import Node, Tree, backup, puct_score, select_child, select_leaf
+from itool_core.mcts.tree import Tree, backup, puct_score, select_child, select_leaf
 
 
 # ------------------------------------------------------------------------------------------------ steps

@@ -1,6 +1,5 @@
 """Perplexity replay buffer (§4.3, Eq. 4): h over the answer tokens only, batching-invariant, hardest-α selection."""
 
-import dataclasses
 import math
 
 import pyarrow as pa
