@@ -24,8 +24,8 @@ from itool_core.config import (
 )
 from itool_core.data.records import Example
 from itool_core.models import tiny_model
+from itool_core.train.common import quiet_progress
 from itool_core.train.sft import (
-    _quiet,
     build_sft_records,
     build_trainer,
     planned_steps,
@@ -99,7 +99,7 @@ def test_completion_only_mask(tmp_path):
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
     exs = examples(3)
     records, _ = build_sft_records(exs, tok)
-    with _quiet():
+    with quiet_progress():
         trainer = build_trainer(peft_model, tok, records, FAST, 1, tmp_path)
     assert len(trainer.train_dataset) == 3
     by_ids = {tuple(r["input_ids"]): r["labels"] for r in trainer.train_dataset}  # trl shuffles: match by ids

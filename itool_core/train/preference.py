@@ -72,18 +72,18 @@ Metrics (loss, rewards/margins, rewards/accuracies, logps, steps, wall time, tok
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import math
 import os
-import resource
 import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
+
+from .common import peak_rss_mb, quiet_progress
 
 __all__ = [
     "LOSSES",
@@ -435,26 +435,6 @@ def _trainer_classes() -> dict[str, type]:
 # ------------------------------------------------------------------------------------------------- training
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Silence datasets'/transformers' progress bars (metrics leave through the callback only)."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    ds_on, tf_on = datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if ds_on:
-            datasets.enable_progress_bars()
-        if tf_on:
-            hf_logging.enable_progress_bar()
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _same_model(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -671,7 +651,7 @@ def train_preference(
     logps/chosen|rejected, learning_rate, grad_norm, ...} and ``"end"`` (``PreferenceResult.to_dict()``).
     """
     emit = callback or (lambda event, metrics: None)
-    with _quiet():
+    with quiet_progress():
         return _train_preference(policy, pairs, cfg, Path(out_dir), reference, emit)
 
 
@@ -727,7 +707,7 @@ def _train_preference(policy, pairs, cfg: PreferenceConfig, out: Path, reference
         tokens_per_s=tokens / wall if wall > 0 else 0.0,
         s_per_step=wall / steps if steps else 0.0,
         wall_s=wall,
-        peak_rss_mb=_peak_rss_mb(),
+        peak_rss_mb=peak_rss_mb(),
         adapter_dir=str(adapter_dir),
         merged_dir=merged_dir,
         trl_version=trl.__version__,

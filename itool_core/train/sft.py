@@ -31,12 +31,10 @@ Metrics (loss per logging step and per stage, tokens/s, s/step, wall time, peak 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import math
 import os
 import random
-import resource
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,6 +43,7 @@ from typing import Any, Callable, Sequence
 
 from ..calls import PromptStyle, render_prompt, render_target
 from ..config import SFTConfig
+from .common import peak_rss_mb, quiet_progress
 from ..data.records import Example
 
 __all__ = [
@@ -123,10 +122,6 @@ def stage_dir_name(index: int, name: str) -> str:
     return f"stage_{index}_{name}"
 
 
-def _peak_rss_mb() -> float:
-    # ru_maxrss is the process's peak resident set (KiB on Linux): a high-water mark, never decreasing.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
 
 @dataclass
 class StageResult:
@@ -169,23 +164,6 @@ class SFTResult:
             "config": self.config,
         }
 
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence datasets'/transformers' progress bars for the block (metrics leave through the callback only)."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    ds_on, tf_on = datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if ds_on:
-            datasets.enable_progress_bars()
-        if tf_on:
-            hf_logging.enable_progress_bar()
 
 
 def _make_log_callback(emit: Callback, stage: str, step_offset: int, log_history: list):
@@ -295,7 +273,7 @@ def train_sft(
     names = [n for n, _ in stages]
     if len(set(names)) != len(names):
         raise ValueError(f"train_sft: stage names must be unique, got {names}")
-    with _quiet():
+    with quiet_progress():
         return _train_sft(model, stages, cfg, out_dir, callback or (lambda event, metrics: None), tokenizer)
 
 
@@ -377,7 +355,7 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
             tokens_per_s=tokens / wall if wall > 0 else 0.0,
             s_per_step=wall / done_steps if done_steps else 0.0,
             wall_s=wall,
-            peak_rss_mb=_peak_rss_mb(),
+            peak_rss_mb=peak_rss_mb(),
             adapter_dir=str(stage_dir),
         )
         results.append(res)
@@ -397,7 +375,7 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
         adapter_dir=results[-1].adapter_dir,
         merged_dir=merged_dir,
         wall_s=time.perf_counter() - t_run,
-        peak_rss_mb=_peak_rss_mb(),
+        peak_rss_mb=peak_rss_mb(),
         config=asdict(cfg),
         model=final_model,
     )
