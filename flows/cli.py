@@ -44,7 +44,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="quick", choices=["quick", "paper"])
     p.add_argument("--run-dir", help="default $ITOOL_HOME/runs/<profile>")
     p.add_argument("--tracking-uri", help="MLflow URI (default $MLFLOW_TRACKING_URI, else SQLite under ITOOL_HOME)")
-    p.add_argument("--eval-limit", type=int, default=20, help="seeded items per category (0 = full categories)")
+    p.add_argument("--eval-limit", type=int,
+                   help="seeded items per category (0 = full categories; default: the profile's evaluation.limit)")
     p.add_argument("--experiment", default="itool")
     p.add_argument("--refresh-cache", action="store_true", help="recompute every stage (e.g. after a core change)")
 
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     it.add_argument("--iterations", type=int)
     it.add_argument("--final-eval-limit", type=int)
     it.add_argument("--no-warmup", action="store_true")
+    it.add_argument("--dask-address", help="mine the shards on this Dask scheduler (tcp://host:8786)")
+    it.add_argument("--mine-threads", type=int, help="torch CPU threads per mining task")
     it.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override, e.g. sft.max_steps_per_stage=2 (repeatable); "
                          "prefix mcts./policy./preference./evaluation. for those stages")
@@ -68,17 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("model", help="embedded name, model folder or hub id")
     a = ap.parse_args(argv)
     _setdefault_env()
-    limit = None if a.eval_limit == 0 else a.eval_limit
-    common = dict(profile=a.profile, run_dir=a.run_dir, tracking_uri=a.tracking_uri, eval_limit=limit,
-                  experiment=a.experiment, refresh_cache=a.refresh_cache)
+    full = {"limit": None} if a.eval_limit == 0 else None  # None as a flow parameter means "the config's"
+    common = dict(profile=a.profile, run_dir=a.run_dir, tracking_uri=a.tracking_uri,
+                  eval_limit=a.eval_limit or None, experiment=a.experiment, refresh_cache=a.refresh_cache)
     if a.flow == "evaluate":
         from flows.evaluate import evaluate
 
-        res = evaluate(model=a.model, **common)
+        res = evaluate(model=a.model, evaluation=full, **common)
         print(json.dumps({"mlflow_run_id": res["mlflow_run_id"]}))
         return 0
     over = _overrides(a.set)
     stage_over = {k: over.pop(k) for k in ("mcts", "policy", "preference", "evaluation") if k in over}
+    if full:
+        stage_over["evaluation"] = {**stage_over.get("evaluation", {}), **full}
     if a.flow == "warmup":
         from flows.warmup import warmup
 
@@ -87,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         from flows.iterate import iterate
 
         res = iterate(config=over, iterations=a.iterations, final_eval_limit=a.final_eval_limit,
-                      no_warmup=a.no_warmup, **stage_over, **common)
+                      no_warmup=a.no_warmup, dask_address=a.dask_address, mine_threads=a.mine_threads,
+                      **stage_over, **common)
         print(f"ran: {', '.join(res['ran']) or '-'}\ncached: {', '.join(res['cached']) or '-'}")
     from itool_core.loop import results_table
 

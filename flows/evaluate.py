@@ -81,7 +81,7 @@ def publish_scores(rows: Sequence[dict], spec: Any, title: str) -> str:
 # print patch would forward those bytecode listings into the run's logs.
 @flow(name="itool-evaluate", log_prints=False)
 def evaluate(model: str = "smollm2-135m-instruct", label: str | None = None, profile: str = "quick",
-             run_dir: str | None = None, tracking_uri: str | None = None, eval_limit: int | None = 20,
+             run_dir: str | None = None, tracking_uri: str | None = None, eval_limit: int | None = None,
              evaluation: dict | None = None, experiment: str = "itool", refresh_cache: bool = False) -> dict:
     """Evaluate ``model`` (an embedded name, a model folder — e.g. a run's ``final_policy`` — or a hub id)."""
     from itool_core.loop import content_hash, fingerprint
@@ -99,7 +99,8 @@ def evaluate(model: str = "smollm2-135m-instruct", label: str | None = None, pro
     tracker = Tracker(tracking_uri, experiment)
     with tracker.run(f"itool-evaluate {flow_run.name}", tags={"prefect.flow_run_id": str(flow_run.id)}) as run_id:
         tracker.log_params(run_id, {"model": model, "evaluation": spec, "tools_style": plan.style})
-        summary = T.evaluate_policy(spec=spec, tools_style=plan.style, policy=policy, label=label or model,
+        summary = T.evaluate_policy(spec=spec, tools_style=plan.style, engine=plan.cfg.engine, policy=policy,
+                                    label=label or model,
                                     out_dir=stages.stage_dir(plan.run_dir, "evaluate", spec, plan.style, policy))
         log_evaluation(tracker, run_id, summary, step=0)
         md = publish_scores([row_of(label or model, summary)], plan.spec, label or model)

@@ -26,6 +26,7 @@ from prefect.runtime import flow_run
 from tasks import stages
 from tasks.tracking import Tracker
 
+from flows import mine as mining
 from flows.evaluate import log_evaluation, publish_scores, row_of
 from flows.warmup import Clock, Plan, warm_up
 
@@ -34,14 +35,16 @@ from flows.warmup import Clock, Plan, warm_up
 # print patch would forward those bytecode listings into the run's logs.
 @flow(name="itool", log_prints=False)
 def iterate(profile: str = "quick", config: dict[str, Any] | None = None, iterations: int | None = None,
-            run_dir: str | None = None, tracking_uri: str | None = None, eval_limit: int | None = 20,
+            run_dir: str | None = None, tracking_uri: str | None = None, eval_limit: int | None = None,
             final_eval_limit: int | None = None, mcts: dict[str, Any] | None = None,
             policy: dict[str, Any] | None = None, preference: dict[str, Any] | None = None,
             evaluation: dict[str, Any] | None = None, no_warmup: bool = False, experiment: str = "itool",
-            refresh_cache: bool = False) -> dict:
+            refresh_cache: bool = False, dask_address: str | None = None, mine_threads: int | None = None) -> dict:
     """iTool end to end.  ``config`` overrides the ``profile`` preset (the YAML shape of itool_core.config);
-    ``mcts`` / ``policy`` / ``preference`` / ``evaluation`` override MCTSConfig / PolicyConfig /
-    PreferenceConfig / EvalSpec; ``eval_limit`` is the seeded items per category (None = full categories)."""
+    ``mcts`` / ``policy`` / ``preference`` / ``evaluation`` override single sections of it; ``eval_limit`` is
+    the seeded items per category (None: the config's ``evaluation.limit``).  Mining runs its ``mcts.shards``
+    shards on threads, or on the Dask cluster at ``dask_address``; ``mine_threads`` pins torch's CPU threads
+    in each mining task (flows/mine.py)."""
     plan = Plan.build(profile, config, iterations, run_dir, eval_limit, mcts, policy, preference, evaluation,
                       no_warmup)
     T = stages.bind(plan.run_dir, refresh_cache)
@@ -65,16 +68,18 @@ def iterate(profile: str = "quick", config: dict[str, Any] | None = None, iterat
                 buf = clock(f"{it}/buffer", T.refresh_buffer, buffer=plan.d("cfg")["buffer"], pool=pool, policy=pi,
                             iteration=i, out_dir=stages.stage_dir(plan.run_dir, f"{it}/buffer",
                                                                   plan.d("cfg")["buffer"], pool["sha256"], pi))
-                pairs = clock(f"{it}/mine", T.mine_pairs, mcts=plan.d("mcts"), policy_cfg=plan.d("policy"),
-                              buffer_cfg=plan.d("cfg")["buffer"], buffer=buf, policy=pi,
-                              out_dir=stages.stage_dir(plan.run_dir, f"{it}/mine", plan.d("mcts"), plan.d("policy"),
-                                                       plan.d("cfg")["buffer"], buf["sha256"], pi))
+                pairs = clock.composite(f"{it}/mine", mining.mine, T=T, run_dir=plan.run_dir, name=f"{it}/mine",
+                                        mcts=plan.d("mcts"), policy_cfg=plan.d("policy"),
+                                        buffer_cfg=plan.d("cfg")["buffer"], tools_style=plan.style, buffer=buf,
+                                        policy=pi, engine=plan.cfg.engine, dask_address=dask_address,
+                                        torch_threads=mine_threads,
+                                        refresh_cache=refresh_cache)
                 upd = clock(f"{it}/preference", T.preference_update, preference=plan.d("preference"), pairs=pairs,
                             policy=pi, out_dir=stages.stage_dir(plan.run_dir, f"{it}/preference",
                                                                 plan.d("preference"), pairs["sha256"], pi))
                 pi = stages.policy_ref(upd["path"], upd["sha256"])
-                ev = clock(f"{it}/eval", T.evaluate_policy, spec=spec, tools_style=plan.style, policy=pi,
-                           label=f"iTool iteration {i}",
+                ev = clock(f"{it}/eval", T.evaluate_policy, spec=spec, tools_style=plan.style,
+                           engine=plan.cfg.engine, policy=pi, label=f"iTool iteration {i}",
                            out_dir=stages.stage_dir(plan.run_dir, f"{it}/eval", spec, plan.style, pi))
                 last_eval = ev
 
@@ -98,9 +103,9 @@ def iterate(profile: str = "quick", config: dict[str, Any] | None = None, iterat
         # ---- 3. final evaluation
         if last_eval is None or (final_eval_limit is not None and final_eval_limit != plan.spec.limit):
             final_spec = {**spec, "limit": final_eval_limit if final_eval_limit is not None else spec["limit"]}
-            last_eval = clock("final/eval", T.evaluate_policy, spec=final_spec, tools_style=plan.style, policy=pi,
-                              label="final", out_dir=stages.stage_dir(plan.run_dir, "final/eval", final_spec,
-                                                                      plan.style, pi))
+            last_eval = clock("final/eval", T.evaluate_policy, spec=final_spec, tools_style=plan.style,
+                              engine=plan.cfg.engine, policy=pi, label="final",
+                              out_dir=stages.stage_dir(plan.run_dir, "final/eval", final_spec, plan.style, pi))
         log_evaluation(tracker, parent, last_eval, step=plan.cfg.iterations, prefix="final/")
         tracker.log_metrics(parent, {f"wall_s_total/{k.replace('/', '.')}": v for k, v in clock.wall.items()})
 

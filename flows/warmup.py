@@ -27,42 +27,50 @@ class Plan:
     """Everything a flow run needs, validated before any stage starts (a bad key fails in a second, not after
     an hour of training).  Configs are dataclasses here and plain dicts (``to_dict``) at task boundaries."""
 
-    cfg: Any  # itool_core.config.RunConfig
-    mcts: Any
-    policy: Any
-    preference: Any
-    spec: Any  # itool_core.loop.EvalSpec
+    cfg: Any  # itool_core.config.RunConfig: every stage's section
     run_dir: Path
     no_warmup: bool = False
 
     @classmethod
     def build(cls, profile: str = "quick", config: dict | None = None, iterations: int | None = None,
-              run_dir: str | None = None, eval_limit: int | None = 20, mcts: dict | None = None,
+              run_dir: str | None = None, eval_limit: int | None = None, mcts: dict | None = None,
               policy: dict | None = None, preference: dict | None = None, evaluation: dict | None = None,
               no_warmup: bool = False) -> "Plan":
-        import dataclasses
-
+        """``config`` (the YAML shape of itool_core.config) overrides the ``profile`` preset; the section
+        arguments and ``iterations`` / ``eval_limit`` override single sections on top (the UI's knobs)."""
         from itool_core.config import RunConfig, from_dict
         from itool_core.config import profile as preset
-        from itool_core.loop import EvalSpec
-        from itool_core.mcts.policy import PolicyConfig
-        from itool_core.mcts.search import MCTSConfig
         from itool_core.models import itool_home
-        from itool_core.train.preference import PreferenceConfig
 
-        config = dict(config or {})
-        cfg = from_dict(RunConfig, config, preset(config.get("profile", profile)))
+        data = dict(config or {})
+        for name, part in (("mcts", mcts), ("policy", policy), ("preference", preference),
+                           ("evaluation", evaluation)):
+            if part:
+                data[name] = {**data.get(name, {}), **part}
         if iterations is not None:
-            cfg = dataclasses.replace(cfg, iterations=iterations)
-        spec = from_dict(EvalSpec, {"limit": eval_limit, **(evaluation or {})})
-        return cls(cfg=cfg,
-                   mcts=from_dict(MCTSConfig, {"seed": cfg.seed, **(mcts or {})}),
-                   policy=from_dict(PolicyConfig, policy or {}),
-                   preference=from_dict(PreferenceConfig, preference or {}),
-                   spec=spec,
-                   # absolute by default: a deployment's worker runs flows in a scratch directory
-                   run_dir=Path(run_dir or itool_home() / "runs" / cfg.profile).resolve(),
+            data["iterations"] = iterations
+        if eval_limit is not None:
+            data["evaluation"] = {**data.get("evaluation", {}), "limit": eval_limit}
+        cfg = from_dict(RunConfig, data, preset(data.get("profile", profile)))
+        # absolute by default: a deployment's worker runs flows in a scratch directory
+        return cls(cfg=cfg, run_dir=Path(run_dir or itool_home() / "runs" / cfg.profile).resolve(),
                    no_warmup=no_warmup)
+
+    @property
+    def mcts(self) -> Any:
+        return self.cfg.mcts
+
+    @property
+    def policy(self) -> Any:
+        return self.cfg.policy
+
+    @property
+    def preference(self) -> Any:
+        return self.cfg.preference
+
+    @property
+    def spec(self) -> Any:
+        return self.cfg.evaluation
 
     def d(self, part: str) -> dict:
         from itool_core.config import to_dict
@@ -75,9 +83,7 @@ class Plan:
 
     def params(self) -> dict:
         """The full configuration, as MLflow params."""
-        return {"run": self.d("cfg"), "mcts": self.d("mcts"), "policy": self.d("policy"),
-                "preference": self.d("preference"), "evaluation": self.d("spec"), "run_dir": str(self.run_dir),
-                "no_warmup": self.no_warmup}
+        return {"run": self.d("cfg"), "run_dir": str(self.run_dir), "no_warmup": self.no_warmup}
 
 
 @dataclass
@@ -96,6 +102,16 @@ class Clock:
         self.wall[name] = time.perf_counter() - t0
         self.states[name] = state.name
         out = state.result()  # raises the task's exception when it failed (after its retries)
+        if isinstance(out, dict) and isinstance(out.get("seconds"), (int, float)):
+            self.compute[name] = float(out["seconds"])
+        return out
+
+    def composite(self, name: str, fn: Any, **kwargs: Any) -> Any:
+        """Time a stage made of several tasks; ``fn`` returns ``(output, state name)``."""
+        t0 = time.perf_counter()
+        out, state = fn(**kwargs)
+        self.wall[name] = time.perf_counter() - t0
+        self.states[name] = state
         if isinstance(out, dict) and isinstance(out.get("seconds"), (int, float)):
             self.compute[name] = float(out["seconds"])
         return out
@@ -121,7 +137,8 @@ def warm_up(T: Any, plan: Plan, tracker: Tracker, parent: str, clock: Clock, row
 
     base = stages.policy_ref(resolve(cfg.model), fingerprint("base", cfg.model))
     if plan.spec.base:
-        ev = clock("eval_base", T.evaluate_policy, spec=spec, tools_style=plan.style, policy=base, label="base",
+        ev = clock("eval_base", T.evaluate_policy, spec=spec, tools_style=plan.style,
+                   engine=plan.cfg.engine, policy=base, label="base",
                    out_dir=stages.stage_dir(run_dir, "eval_base", spec, plan.style, base))
         rows.append(row_of("base", ev))
         log_evaluation(tracker, parent, ev, step=0, prefix="base/")
@@ -135,7 +152,8 @@ def warm_up(T: Any, plan: Plan, tracker: Tracker, parent: str, clock: Clock, row
                      out_dir=stages.stage_dir(run_dir, "warmup", cfg.model, sft_cfg, split["easy"]["sha256"],
                                               split["medium"]["sha256"], split["hard"]["sha256"]))
         policy = stages.policy_ref(warm["path"], warm["sha256"])
-        ev = clock("eval_sft", T.evaluate_policy, spec=spec, tools_style=plan.style, policy=policy,
+        ev = clock("eval_sft", T.evaluate_policy, spec=spec, tools_style=plan.style,
+                   engine=plan.cfg.engine, policy=policy,
                    label=f"SFT ({cfg.sft.mode})",
                    out_dir=stages.stage_dir(run_dir, "eval_sft", spec, plan.style, policy))
         rows.append(row_of(f"SFT ({cfg.sft.mode})", ev))
@@ -152,7 +170,7 @@ def warm_up(T: Any, plan: Plan, tracker: Tracker, parent: str, clock: Clock, row
 # print patch would forward those bytecode listings into the run's logs.
 @flow(name="itool-warmup", log_prints=False)
 def warmup(profile: str = "quick", config: dict | None = None, run_dir: str | None = None,
-           tracking_uri: str | None = None, eval_limit: int | None = 20, evaluation: dict | None = None,
+           tracking_uri: str | None = None, eval_limit: int | None = None, evaluation: dict | None = None,
            experiment: str = "itool", refresh_cache: bool = False) -> dict:
     """The warm-up half of iTool on its own: data, split, curriculum SFT and its evaluation."""
     plan = Plan.build(profile, config, run_dir=run_dir, eval_limit=eval_limit, evaluation=evaluation)

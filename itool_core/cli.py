@@ -138,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=2)
     demo.set_defaults(func=_cmd_demo)
 
+    cf = sub.add_parser("config", help="print the resolved experiment config (YAML, every field of every stage)")
+    src = cf.add_mutually_exclusive_group()
+    src.add_argument("--profile", default="quick", choices=["quick", "paper"])
+    src.add_argument("--config", help="a YAML file (its profile + its keys)")
+    cf.add_argument("-o", "--output", help="write it here (atomically) instead of printing")
+    cf.set_defaults(func=_cmd_config)
+
     for mod in _STAGE_MODULES:
         try:
             m = importlib.import_module(mod)
@@ -150,16 +157,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .config import dump_config, load_config, profile, to_dict
+
+    cfg = load_config(args.config) if args.config else profile(args.profile)
+    if args.output:
+        dump_config(cfg, args.output)
+    else:
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .artifacts import SchemaMismatch
+    from .config import ConfigError
     from .data.records import BadRow
 
     try:
         return int(args.func(args) or 0)
-    except (BadRow, SchemaMismatch, FileNotFoundError) as e:
+    except (BadRow, SchemaMismatch, ConfigError, FileNotFoundError) as e:
         # bad input is the user's to fix: one clear line naming the file/row/field, no traceback
         print(f"itool: error: {e}", file=sys.stderr)
         return 2

@@ -39,6 +39,14 @@ __all__ = [
     "SplitConfig",
     "SFTConfig",
     "BufferConfig",
+    "MCTSConfig",
+    "PolicyConfig",
+    "LOSSES",
+    "DEFAULT_BETA",
+    "REFERENCE_FREE",
+    "PreferenceConfig",
+    "DEFAULT_EVAL_CATEGORIES",
+    "EvalConfig",
     "RunConfig",
     "PROFILES",
     "PROFILE_OVERRIDES",
@@ -47,6 +55,7 @@ __all__ = [
     "to_dict",
     "load_config",
     "dump_config",
+    "CONFIG_DIR",
 ]
 
 TOOLS_STYLES = ("json", "compact")
@@ -177,6 +186,191 @@ class BufferConfig:
         _check_choice("buffer.tools_style", self.tools_style, TOOLS_STYLES)
 
 
+@dataclass(frozen=True)
+class MCTSConfig:
+    """Step-level MCTS (§4.3, Eq. 5–9) and the pair filters of the authors' release (METHOD_NOTES.md)."""
+
+    #: Rounds per tree; each selects a leaf by PUCT, expands it into ≤ k children, scores and rolls them out.
+    simulations: int = 8
+    #: Candidate steps sampled per expansion (deduplicated).
+    k: int = 3
+    #: Exploration weight c of PUCT (Eq. 5; the MCTS-DPO default).
+    c_puct: float = 1.0
+    #: Discount γ of the backup Q = r + γV (Eq. 8).
+    gamma: float = 0.9
+    #: Steps per answer; a deeper node is treated as a leaf of the search.
+    max_depth: int = 6
+    #: Scale of the self-evaluation confidence C(s) in R = O + C (Eq. 6–7).
+    confidence_weight: float = 1.0
+    #: Credit of a correct call prefix in the outcome O(s) (±1 only at a terminal state).
+    partial_weight: float = 0.5
+    seed: int = 0
+    #: A pair needs Q(chosen) − Q(rejected) ≥ this ...
+    min_q_gap: float = 0.1
+    #: ... chosen and rejected texts overlapping (difflib ratio) at most this much ...
+    max_overlap: float = 0.95
+    #: ... and Q(chosen) ≥ this.
+    min_chosen_q: float = -0.3
+    max_pairs_per_tree: int = 8
+    #: Trees searched lock-step in one engine batch (bounds memory and the engine's batch size).
+    trees_per_batch: int = 8
+    #: The selected examples are mined in this many independent shards (round-robin), one task each in the
+    #: flows (threads, or Dask workers with a cluster address).  Shards and chunks fix the sampling seeds,
+    #: so the same shards give the same pairs on any runner; a different count gives different samples.
+    shards: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("simulations", "k", "max_depth", "max_pairs_per_tree", "trees_per_batch", "shards"):
+            _check_range(f"mcts.{name}", getattr(self, name), 1)
+        _check_range("mcts.c_puct", self.c_puct, 0.0)
+        _check_range("mcts.gamma", self.gamma, 0.0, 1.0)
+        _check_range("mcts.max_overlap", self.max_overlap, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """How the search samples from the policy (expansion and rollout generation parameters)."""
+
+    #: Expansion sampling temperature (the authors' release uses 1.5 with 50-token steps).
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_step_tokens: int = 96
+    rollout_temperature: float = 0.7
+    max_rollout_tokens: int = 192
+    #: Follow-up calls for a stop string that fired inside a string literal.
+    continue_incomplete: int = 2
+
+    def __post_init__(self) -> None:
+        _check_range("policy.temperature", self.temperature, 0.0)
+        _check_range("policy.rollout_temperature", self.rollout_temperature, 0.0)
+        _check_range("policy.top_p", self.top_p, 0.0, 1.0, lo_open=True)
+        _check_range("policy.max_step_tokens", self.max_step_tokens, 1)
+        _check_range("policy.max_rollout_tokens", self.max_rollout_tokens, 1)
+        _check_range("policy.continue_incomplete", self.continue_incomplete, 0)
+
+
+LOSSES = ("dpo", "ipo", "simpo", "orpo")
+#: Per-loss β when ``PreferenceConfig.beta`` is None: DPO 0.1 (trl's default, the DPO paper's range 0.1–0.5);
+#: IPO τ 0.1 (trl's default); SimPO 2.0 (SimPO paper, β ∈ [2, 2.5] with length-normalised rewards);
+#: ORPO λ 0.1 (ORPO paper).
+DEFAULT_BETA = {"dpo": 0.1, "ipo": 0.1, "simpo": 2.0, "orpo": 0.1}
+#: Losses that use no reference model (the ``reference`` argument is ignored for them).
+REFERENCE_FREE = frozenset({"simpo", "orpo"})
+
+
+
+@dataclass(frozen=True)
+class PreferenceConfig:
+    """Preference update of one iteration (Eq. 10–11).  Defaults = the CPU profile (:meth:`cpu`).
+
+    CPU choices (DESIGN.md): ``lora_dropout=0`` (dropout masks cost 16 % of a step), ``bf16=True`` autocast
+    (≈ 2× faster with AMX), ``gradient_checkpointing=False`` (35 % faster; a 135M model's activations fit).
+    DPO on CPU is ≈ 30 s per 4 pairs × 512 tokens and 11–15 GB RSS: never run two trainings at once.
+    """
+
+    #: "dpo" (paper default, trl DPOTrainer loss_type ["sigmoid"]), "ipo" (DPOTrainer ["ipo"]),
+    #: "simpo" (trl.experimental CPOTrainer loss_type="simpo", cpo_alpha=0), "orpo" (trl.experimental ORPOTrainer).
+    loss: Literal["dpo", "ipo", "simpo", "orpo"] = "dpo"
+    #: β of the loss (IPO: τ; ORPO: λ); None → :data:`DEFAULT_BETA` of the loss (see :meth:`resolved_beta`).
+    beta: float | None = None
+    #: SimPO target margin as a share of β: γ = ratio · β (SimPO paper: γ/β ≈ 0.5).  trl's ``simpo_gamma`` is γ.
+    simpo_gamma_beta_ratio: float = 0.5
+    #: LoRA learning rate.  Full fine-tuning DPO would use ~5e-7–5e-6; a LoRA adapter needs more: ~5e-5 on an
+    #: 8B model, 1e-4 on the 135M CPU model.
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "linear"
+    #: Share of the steps with a linear learning-rate warm-up, in [0, 1).
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    #: Epochs over the pairs of this iteration (fresh pairs every iteration: one pass is the usual choice).
+    epochs: float = 1.0
+    #: Cap on optimiser steps (None: as many as the epochs give).
+    max_steps: int | None = None
+    #: Pairs per micro-batch (each pair = 2 sequences: chosen and rejected).
+    per_device_batch_size: int = 2
+    grad_accum_steps: int = 2
+    #: Prompt + longest completion, in tokens; longer pairs are dropped and counted, never truncated.
+    max_length: int = 1024
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    #: peft's "all-linear" (every linear layer but the output head — trl forbids a LoRA on lm_head since it
+    #: computes log-probs from ``lm_head.weight``) or an explicit tuple of module names.
+    target_modules: str | tuple[str, ...] = "all-linear"
+    #: bf16 mixed precision (autocast); the weights stay in ``model_dtype``.
+    bf16: bool = True
+    gradient_checkpointing: bool = False
+    #: dtype the policy (and an explicit reference) are loaded in: "float32" on CPU, "bfloat16" on GPU.
+    model_dtype: str = "float32"
+    seed: int = 0
+    #: Move the leading tokens both steps share from the completions into the prompt (pitfall 3).
+    trim_common_prefix: bool = True
+    logging_steps: int = 1
+    #: Save ``out_dir/merged`` (policy + adapter folded): the next iteration's policy and reference.
+    merge: bool = True
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ConfigError(f"preference.loss: {self.loss!r} is not one of {', '.join(map(repr, LOSSES))}")
+        if self.beta is not None and not self.beta > 0:
+            raise ConfigError(f"preference.beta: {self.beta!r} must be > 0")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"preference.learning_rate: {self.learning_rate!r} must be > 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"preference.warmup_ratio: {self.warmup_ratio!r} must be in [0, 1)")
+        if not self.epochs > 0:
+            raise ConfigError(f"preference.epochs: {self.epochs!r} must be > 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"preference.max_steps: {self.max_steps!r} must be >= 1 or None")
+        for name in ("per_device_batch_size", "grad_accum_steps", "lora_r", "lora_alpha", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"preference.{name}: {getattr(self, name)!r} must be >= 1")
+        if self.max_length < 2:
+            raise ConfigError(f"preference.max_length: {self.max_length!r} must be >= 2")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"preference.lora_dropout: {self.lora_dropout!r} must be in [0, 1)")
+        if self.simpo_gamma_beta_ratio < 0:
+            raise ConfigError(f"preference.simpo_gamma_beta_ratio: {self.simpo_gamma_beta_ratio!r} must be >= 0")
+        if self.model_dtype not in ("float32", "bfloat16", "float16"):
+            raise ConfigError(f"preference.model_dtype: {self.model_dtype!r} is not float32/bfloat16/float16")
+
+    def resolved_beta(self) -> float:
+        return float(self.beta) if self.beta is not None else DEFAULT_BETA[self.loss]
+
+    @property
+    def uses_reference(self) -> bool:
+        return self.loss not in REFERENCE_FREE
+
+
+#: BFCL's non-live AST categories + API-Bank: the subset the base model's row in docs/RESULTS.md was measured
+#: on.  Live categories cost 4x more per item on CPU (prompts up to 2.4k tokens); the paper profile adds them.
+DEFAULT_EVAL_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance",
+                           "apibank_level1", "apibank_level2")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Which evaluation runs after each stage: a seeded subset per category (``eval.bfcl.stable_subset`` —
+    growing ``limit`` only adds items), greedy decoding.  Always say the subset next to a number."""
+
+    categories: tuple[str, ...] = DEFAULT_EVAL_CATEGORIES
+    #: Items per category (None: full categories).
+    limit: int | None = 20
+    seed: int = 0
+    max_new_tokens: int = 96
+    batch_size: int = 16
+    #: Also evaluate the untrained base model (the table's first row).
+    base: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.categories:
+            raise ConfigError("evaluation.categories: give at least one category")
+        if self.limit is not None:
+            _check_range("evaluation.limit", self.limit, 1)
+        _check_range("evaluation.max_new_tokens", self.max_new_tokens, 1)
+        _check_range("evaluation.batch_size", self.batch_size, 1)
+
+
 # ------------------------------------------------------------------------------------------------- run
 
 
@@ -199,6 +393,10 @@ class RunConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     buffer: BufferConfig = field(default_factory=BufferConfig)
+    mcts: MCTSConfig = field(default_factory=MCTSConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         _check_choice("engine", self.engine, ("hf", "vllm"))
@@ -215,7 +413,12 @@ class RunConfig:
 PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     # The quick training set is measured and length-fitted with the compact tool rendering (data/build.py):
     # training, the buffer and evaluation must all use it.
-    "quick": {"sft": {"tools_style": "compact"}, "buffer": {"tools_style": "compact"}},
+    # Budgets: 3 × 16 optimiser steps of 4 examples (≈ 21 s/step here → ≈ 17 min), α = 10 % of the pool (15
+    # trees) — what fits a 2-core CPU; lr 5e-4 because 48 LoRA steps at the paper's 1e-4 barely move the model.
+    "quick": {"sft": {"tools_style": "compact", "max_steps_per_stage": 16, "learning_rate": 5e-4},
+              "buffer": {"tools_style": "compact", "alpha": 0.1},
+              # 15 trees × 4 rounds × k 3 ≈ minutes per iteration on 2 cores (MCTS-DPO's range: 5–64 rounds).
+              "mcts": {"simulations": 4, "k": 3}},
     "paper": {
         "model": "meta-llama/Llama-3.1-8B-Instruct",
         "data": "Team-ACE/ToolACE",
@@ -241,6 +444,34 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
             "logging_steps": 10,
         },
         "buffer": {"alpha": 0.2, "batch_size": 16},
+        # Within MCTS-DPO's ranges (5–64 simulations, 2–4 actions); shards = one per engine replica / GPU.
+        "mcts": {"simulations": 16, "k": 4, "trees_per_batch": 64},
+        # The authors' release samples expansions at T = 1.5 with 50-token steps; ours stops at a call's end.
+        "policy": {"max_step_tokens": 128, "max_rollout_tokens": 512},
+        # Llama-3.1-8B on one 80 GB GPU: bf16 weights, checkpointing on (activations dominate), LoRA r16/α32
+        # like the warm-up (§5.1), lr 5e-5, 10 % warm-up + cosine, effective batch 32 pairs.
+        "preference": {
+            "learning_rate": 5e-5,
+            "lr_scheduler": "cosine",
+            "warmup_ratio": 0.1,
+            "per_device_batch_size": 4,
+            "grad_accum_steps": 8,
+            "max_length": 4096,
+            "lora_dropout": 0.05,
+            "bf16": True,
+            "gradient_checkpointing": True,
+            "model_dtype": "bfloat16",
+            "logging_steps": 10,
+        },
+        # Full categories, live ones included (the paper's Table 1 reports BFCL overall / non-live / live).
+        "evaluation": {
+            "limit": None,
+            "categories": ["simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance",
+                           "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple",
+                           "live_irrelevance", "live_relevance", "apibank_level1", "apibank_level2"],
+            "max_new_tokens": 512,
+            "batch_size": 64,
+        },
     },
 }
 
@@ -390,6 +621,12 @@ def load_config(path: str | os.PathLike, cls: type = RunConfig) -> Any:
         base = profile(name)
         return from_dict(RunConfig, data, base)
     return from_dict(cls, data)
+
+
+#: The shipped experiment files (every field of every stage), one per profile: ``itool run --config`` them or
+#: copy one to start an experiment.  Generated by ``itool config --profile P -o ...``; a test keeps them equal
+#: to :func:`profile`.
+CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 def dump_config(cfg: Any, path: str | os.PathLike) -> Path:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 from .artifacts import atomic_write_json, read_table, sha256_file, sha256_tree, write_table
 from .calls import PromptStyle
+from .config import DEFAULT_EVAL_CATEGORIES, EvalConfig  # noqa: F401 (re-exported)
 from .data.records import Example
 from .schemas import EXAMPLES
 
@@ -34,20 +35,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
-DEFAULT_EVAL_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance",
-                           "live_simple", "live_multiple", "live_irrelevance", "apibank_level1", "apibank_level2")
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    """Which evaluation runs after each stage (a seeded, stable subset per category: say so next to numbers)."""
-
-    categories: tuple[str, ...] = DEFAULT_EVAL_CATEGORIES
-    limit: int | None = 20
-    seed: int = 0
-    max_new_tokens: int = 128
-    batch_size: int = 16
-    base: bool = True  # also evaluate the untrained base model
+#: The evaluation's config lives with the other stage configs (``RunConfig.evaluation``); the old name stays.
+EvalSpec = EvalConfig
 
 
 def _jsonable(x: Any) -> Any:
@@ -107,40 +96,36 @@ def _read_examples(path: str) -> list[Example]:
     return [Example.from_row(r) for r in read_table(path, EXAMPLES).to_pylist()]
 
 
-def _evaluate(model_dir: str, spec: EvalSpec, style: PromptStyle, out: Path, label: str) -> dict:
+def _evaluate(model_dir: str, spec: EvalSpec, style: PromptStyle, out: Path, label: str, engine: str = "hf") -> dict:
     from .eval.runner import evaluate
 
     summary = evaluate(model_dir, benchmarks=("bfcl", "apibank"), categories=list(spec.categories),
                        limit=spec.limit, seed=spec.seed, out_dir=out, batch_size=spec.batch_size,
                        max_new_tokens=spec.max_new_tokens, style=style, progress=False, print_tables=False,
-                       model_label=label)
+                       model_label=label, engine_kind=engine)
     return {"summary": summary, "dir": str(out)}
 
 
-def run_pipeline(cfg: Any, run_dir: str | Path, *, eval_spec: EvalSpec = EvalSpec(), mcts: Any = None,
-                 policy_cfg: Any = None, preference: Any = None, no_warmup: bool = False, no_rl: bool = False,
+def run_pipeline(cfg: Any, run_dir: str | Path, *, no_warmup: bool = False, no_rl: bool = False,
                  data_examples: Sequence[Example] | None = None, progress: Progress = print,
                  callback: Callable[[str, dict], None] | None = None) -> dict:
     """Run (or resume) the method end to end; return the summary table rows and stage timings.
 
-    ``cfg`` is a :class:`itool_core.config.RunConfig`; ``mcts`` / ``policy_cfg`` / ``preference`` default to
-    the stage dataclasses' defaults.  ``data_examples`` replaces the configured training data (tests).
+    ``cfg`` is a :class:`itool_core.config.RunConfig`: every stage reads its own section of it (``cfg.sft``,
+    ``cfg.mcts``, ``cfg.preference``, ``cfg.evaluation`` ...).  ``data_examples`` replaces the configured
+    training data (tests).
     """
     import torch
 
     from .data.replay import REPLAY_BUFFER, buffer_examples, refresh_buffer, select_hardest
     from .data.split import split_and_write
-    from .engines.hf import HFEngine
-    from .mcts.mine import mine
-    from .mcts.policy import PolicyConfig
-    from .mcts.search import MCTSConfig
+    from .engines import policy_engine
+    from .mcts.mine import mine_sharded
     from .models import load_policy, resolve
-    from .train.preference import PreferenceConfig, train_preference
+    from .train.preference import train_preference
     from .train.sft import train_sft
 
-    mcts = mcts or MCTSConfig(seed=cfg.seed)
-    policy_cfg = policy_cfg or PolicyConfig()
-    preference = preference or PreferenceConfig()
+    mcts, policy_cfg, preference, eval_spec = cfg.mcts, cfg.policy, cfg.preference, cfg.evaluation
     emit = callback or (lambda event, metrics: None)
     style = PromptStyle(cfg.sft.tools_style)
     run_dir = Path(run_dir)
@@ -174,7 +159,7 @@ def run_pipeline(cfg: Any, run_dir: str | Path, *, eval_spec: EvalSpec = EvalSpe
     base_model = resolve(cfg.model)
     if eval_spec.base:
         ev = stage("eval_base", fingerprint("eval", eval_spec, style, cfg.model),
-                   lambda d: _evaluate(base_model, eval_spec, style, d, "base"))
+                   lambda d: _evaluate(base_model, eval_spec, style, d, "base", cfg.engine))
         rows.append({"stage": "base", **ev["summary"]})
         emit("eval", {"stage": "base", "iteration": 0, **ev["summary"]})
 
@@ -192,7 +177,7 @@ def run_pipeline(cfg: Any, run_dir: str | Path, *, eval_spec: EvalSpec = EvalSpe
         policy = warm["merged"]
         policy_hash = warm["merged_sha256"]
         ev = stage("eval_sft", fingerprint("eval", eval_spec, style, policy_hash),
-                   lambda d: _evaluate(policy, eval_spec, style, d, f"SFT ({cfg.sft.mode})"))
+                   lambda d: _evaluate(policy, eval_spec, style, d, f"SFT ({cfg.sft.mode})", cfg.engine))
         rows.append({"stage": f"SFT ({cfg.sft.mode})", **ev["summary"]})
         emit("eval", {"stage": "sft", "iteration": 0, **ev["summary"]})
     else:
@@ -216,8 +201,8 @@ def run_pipeline(cfg: Any, run_dir: str | Path, *, eval_spec: EvalSpec = EvalSpe
         def mine_stage(d: Path, prev=prev, buf=buf) -> dict:
             chosen = select_hardest(read_table(buf["buffer"], REPLAY_BUFFER), cfg.buffer.alpha,
                                     cfg.buffer.keep_call_proportion)
-            engine = HFEngine(prev, batch_size=32, progress=False)
-            res = mine(engine, buffer_examples(chosen), d, mcts, policy_cfg, style)
+            engine = policy_engine(cfg.engine, prev)
+            res = mine_sharded(engine, buffer_examples(chosen), d, mcts, policy_cfg, style)
             return {"pairs": res.pairs.path, "sha256": res.pairs.sha256, "n_pairs": res.n_pairs,
                     "n_trees": res.n_trees, "stats": res.stats}
 
@@ -236,7 +221,8 @@ def run_pipeline(cfg: Any, run_dir: str | Path, *, eval_spec: EvalSpec = EvalSpe
         upd = stage(f"{it}/preference", fingerprint("preference", preference, mined["sha256"], prev_hash), pref_stage)
         policy, policy_hash = upd["merged"], upd["merged_sha256"]
         ev = stage(f"{it}/eval", fingerprint("eval", eval_spec, style, policy_hash),
-                   lambda d, policy=policy, i=i: _evaluate(policy, eval_spec, style, d, f"iTool iteration {i}"))
+                   lambda d, policy=policy, i=i: _evaluate(policy, eval_spec, style, d, f"iTool iteration {i}",
+                                                           cfg.engine))
         rows.append({"stage": f"iTool iteration {i}", "pairs": mined["n_pairs"], **ev["summary"]})
         emit("eval", {"stage": it, "iteration": i, **ev["summary"]})
 
@@ -271,27 +257,44 @@ def results_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def _cmd_run(args) -> int:
-    import dataclasses
+def apply_flags(cfg: Any, *, iterations: int | None = None, mixed_sft: bool = False, loss: str | None = None,
+                simulations: int | None = None, k: int | None = None, eval_limit: int | None = None,
+                full_eval: bool = False) -> Any:
+    """The command line's ablation / budget flags as a new :class:`RunConfig` (None = keep the config's value)."""
+    from dataclasses import replace
 
-    from .config import load_config, profile
-    from .mcts.search import MCTSConfig
-    from .train.preference import PreferenceConfig
+    if iterations is not None:
+        cfg = replace(cfg, iterations=iterations)
+    if mixed_sft:
+        cfg = replace(cfg, sft=replace(cfg.sft, mode="mixed"))
+    if loss:
+        cfg = replace(cfg, preference=replace(cfg.preference, loss=loss))
+    if simulations is not None:
+        cfg = replace(cfg, mcts=replace(cfg.mcts, simulations=simulations))
+    if k is not None:
+        cfg = replace(cfg, mcts=replace(cfg.mcts, k=k))
+    if full_eval:
+        cfg = replace(cfg, evaluation=replace(cfg.evaluation, limit=None))
+    elif eval_limit is not None:
+        cfg = replace(cfg, evaluation=replace(cfg.evaluation, limit=eval_limit))
+    return cfg
+
+
+def _cmd_run(args) -> int:
+    from .config import dump_config, load_config, profile
 
     cfg = load_config(args.config) if args.config else profile(args.profile)
-    if args.iterations is not None:
-        cfg = dataclasses.replace(cfg, iterations=args.iterations)
-    if args.mixed_sft:
-        cfg = dataclasses.replace(cfg, sft=dataclasses.replace(cfg.sft, mode="mixed"))
-    pref = PreferenceConfig(loss=args.loss) if args.loss else PreferenceConfig()
-    spec = EvalSpec(limit=args.eval_limit)
-    mcts = MCTSConfig(simulations=args.simulations, k=args.k, seed=cfg.seed)
+    cfg = apply_flags(cfg, iterations=args.iterations, mixed_sft=args.mixed_sft, loss=args.loss,
+                      simulations=args.simulations, k=args.k, eval_limit=args.eval_limit, full_eval=args.full_eval)
     run_dir = Path(args.run_dir or f"runs/{cfg.profile}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # the exact configuration of this run, loadable with --config
+    dump_config(cfg, run_dir / "config.yaml")
     t0 = time.time()
-    res = run_pipeline(cfg, run_dir, eval_spec=spec, mcts=mcts, preference=pref, no_warmup=args.no_warmup,
-                       no_rl=args.no_rl)
-    print(f"\n[itool] done in {time.time() - t0:.0f}s — eval subset: {spec.limit} seeded items per category "
-          f"(seed {spec.seed})\n")
+    res = run_pipeline(cfg, run_dir, no_warmup=args.no_warmup, no_rl=args.no_rl)
+    spec = cfg.evaluation
+    subset = "full categories" if spec.limit is None else f"{spec.limit} seeded items per category (seed {spec.seed})"
+    print(f"\n[itool] done in {time.time() - t0:.0f}s — eval subset: {subset}\n")
     print(results_table(res["rows"]))
     print("\nwall time per stage (s): " + ", ".join(f"{k}={v:.0f}" for k, v in res["timings"].items()))
     return 0
@@ -307,7 +310,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--no-rl", action="store_true", help="ablation: stop after the warm-up")
     p.add_argument("--mixed-sft", action="store_true", help="ablation: shuffled SFT instead of the curriculum")
     p.add_argument("--loss", choices=["dpo", "simpo", "ipo", "orpo"])
-    p.add_argument("--simulations", type=int, default=8)
-    p.add_argument("--k", type=int, default=3)
-    p.add_argument("--eval-limit", type=int, default=20, help="seeded items per evaluation category")
+    p.add_argument("--simulations", type=int, help="MCTS rounds per tree (default: the config's mcts.simulations)")
+    p.add_argument("--k", type=int, help="candidate steps per expansion (default: the config's mcts.k)")
+    p.add_argument("--eval-limit", type=int, help="seeded items per evaluation category (default: the config's)")
+    p.add_argument("--full-eval", action="store_true", help="evaluate on the full categories")
     p.set_defaults(func=_cmd_run)

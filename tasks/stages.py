@@ -18,6 +18,8 @@ hashable, so:
   out-of-memory on a shared GPU); :func:`is_transient` stops retries for bad input (``ValueError`` and its
   subclasses ``SchemaMismatch`` / ``BadRow`` / ``ConfigError``, ``TypeError``, ``KeyError``, a missing file),
   which would fail the same way again.
+* **Mining** is three tasks: ``select_shards`` (hardest α → ``mcts.shards`` Parquet shards), ``mine_shard``
+  (mapped over the shards by the flow's task runner: threads, or Dask workers) and ``merge_pairs``.
 * **Tags** — ``gpu`` on the SFT / mining / preference tasks, so a work pool or a tag concurrency limit
   (``prefect concurrency-limit create gpu 1``) keeps two trainings off one device.
 
@@ -39,7 +41,8 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 __all__ = [
     "CACHE_POLICY", "RETRY_DELAYS", "BAD_INPUT", "is_transient", "stage_dir", "policy_ref", "source_ref", "bind",
-    "load_data", "split_data", "warmup_sft", "refresh_buffer", "mine_pairs", "preference_update",
+    "load_data", "split_data", "warmup_sft", "refresh_buffer", "select_shards", "mine_shard", "merge_pairs",
+    "preference_update",
     "evaluate_policy", "ALL_TASKS",
 ]
 
@@ -193,28 +196,52 @@ def refresh_buffer(buffer: dict, pool: dict, policy: dict, iteration: int, out_d
     return {**ref.to_dict(), "h": replay.h_summary(table)["all"], "seconds": time.time() - t0}
 
 
-@_stage("mine-pairs", gpu=True)
-def mine_pairs(mcts: dict, policy_cfg: dict, buffer_cfg: dict, buffer: dict, policy: dict, out_dir: str) -> dict:
-    """Select the hardest α of the buffer and mine step-level preference pairs with MCTS (Eq. 5–9)."""
-    from itool_core.artifacts import read_table
-    from itool_core.calls import PromptStyle
-    from itool_core.config import BufferConfig, from_dict
+@_stage("select-shards")
+def select_shards(buffer_cfg: dict, mcts: dict, buffer: dict, out_dir: str) -> list[dict]:
+    """The hardest α of the buffer (tool-call / no-call in proportion), cut into ``mcts.shards`` round-robin
+    shards: one ``examples/1`` Parquet reference per shard, each mined by its own task."""
+    from itool_core.artifacts import read_table, write_table
+    from itool_core.config import BufferConfig, MCTSConfig, from_dict
     from itool_core.data import replay
-    from itool_core.engines.hf import HFEngine
-    from itool_core.mcts.mine import mine
-    from itool_core.mcts.policy import PolicyConfig
-    from itool_core.mcts.search import MCTSConfig
+    from itool_core.mcts.mine import shard_examples
+    from itool_core.schemas import EXAMPLES
 
-    t0 = time.time()
-    bcfg = from_dict(BufferConfig, buffer_cfg)
+    bcfg, mcfg = from_dict(BufferConfig, buffer_cfg), from_dict(MCTSConfig, mcts)
     chosen = replay.select_hardest(read_table(_check(buffer), replay.REPLAY_BUFFER), bcfg.alpha,
                                    bcfg.keep_call_proportion)
-    engine = HFEngine(policy["path"], batch_size=32, progress=False)
-    res = mine(engine, replay.buffer_examples(chosen), out_dir, from_dict(MCTSConfig, mcts),
-               from_dict(PolicyConfig, policy_cfg), PromptStyle(bcfg.tools_style))
+    shards = shard_examples(replay.buffer_examples(chosen), mcfg.shards)
+    return [write_table([e.to_row() for e in shard], Path(out_dir) / f"shard_{i}.parquet", EXAMPLES).to_dict()
+            for i, shard in enumerate(shards)]
+
+
+@_stage("mine-shard", gpu=True)
+def mine_shard(mcts: dict, policy_cfg: dict, tools_style: str, shard: dict, policy: dict, out_dir: str,
+               torch_threads: int | None = None, engine: str = "hf") -> dict:
+    """Step-level MCTS (Eq. 5–9) on one shard: its pairs Parquet + trees.  ``torch_threads`` pins the CPU
+    threads (a Dask worker starts with 1; pin the same value on every runner for bit-identical samples)."""
+    from itool_core.calls import PromptStyle
+    from itool_core.config import MCTSConfig, PolicyConfig, from_dict
+    from itool_core.engines import policy_engine
+    from itool_core.mcts.mine import mine
+
+    t0 = time.time()
+    gen = policy_engine(engine, policy["path"], num_threads=torch_threads)
+    res = mine(gen, _examples(shard), out_dir, from_dict(MCTSConfig, mcts), from_dict(PolicyConfig, policy_cfg),
+               PromptStyle(tools_style))
     return {**res.pairs.to_dict(), "n_pairs": res.n_pairs, "n_trees": res.n_trees,
             "stats": {k: v for k, v in res.stats.items() if isinstance(v, (int, float))},
             "seconds": time.time() - t0}
+
+
+@_stage("merge-pairs")
+def merge_pairs(shards: list[dict], out_dir: str) -> dict:
+    """The shards' pairs in shard order as one PAIRS Parquet: the preference update's input."""
+    from itool_core.mcts.mine import merge_mined, sum_stats
+
+    ref = merge_mined([_check(r) for r in shards], Path(out_dir) / "pairs.parquet")
+    return {**ref.to_dict(), "n_pairs": ref.rows, "n_trees": sum(r["n_trees"] for r in shards),
+            "stats": sum_stats([r.get("stats", {}) for r in shards]),
+            "seconds": max([r.get("seconds", 0.0) for r in shards], default=0.0)}
 
 
 @_stage("preference-update", gpu=True)
@@ -243,23 +270,24 @@ def preference_update(preference: dict, pairs: dict, policy: dict, out_dir: str)
 
 
 @_stage("evaluate")
-def evaluate_policy(spec: dict, tools_style: str, policy: dict, label: str, out_dir: str) -> dict:
+def evaluate_policy(spec: dict, tools_style: str, policy: dict, label: str, out_dir: str, engine: str = "hf") -> dict:
     """BFCL (categories + overall) and API-Bank L1/L2 on a seeded subset: the evaluation summary."""
     from itool_core.calls import PromptStyle
-    from itool_core.config import from_dict
+    from itool_core.config import EvalConfig, from_dict
     from itool_core.eval.runner import evaluate
-    from itool_core.loop import EvalSpec
 
     t0 = time.time()
-    s = from_dict(EvalSpec, spec)
+    s = from_dict(EvalConfig, spec)
     summary = evaluate(policy["path"], benchmarks=("bfcl", "apibank"), categories=list(s.categories), limit=s.limit,
                        seed=s.seed, out_dir=out_dir, batch_size=s.batch_size, max_new_tokens=s.max_new_tokens,
-                       style=PromptStyle(tools_style), progress=False, print_tables=False, model_label=label)
+                       style=PromptStyle(tools_style), progress=False, print_tables=False, model_label=label,
+                       engine_kind=engine)
     return {**json.loads(json.dumps(summary, default=str)), "dir": out_dir, "seconds": time.time() - t0}
 
 
 ALL_TASKS = {"load_data": load_data, "split_data": split_data, "warmup_sft": warmup_sft,
-             "refresh_buffer": refresh_buffer, "mine_pairs": mine_pairs, "preference_update": preference_update,
+             "refresh_buffer": refresh_buffer, "select_shards": select_shards, "mine_shard": mine_shard,
+             "merge_pairs": merge_pairs, "preference_update": preference_update,
              "evaluate_policy": evaluate_policy}
 
 

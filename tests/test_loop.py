@@ -5,13 +5,11 @@ import json
 import pytest
 
 from itool_core.calls import ToolCall
-from itool_core.config import BufferConfig, RunConfig, SFTConfig, SplitConfig
+from itool_core.config import (BufferConfig, EvalConfig, MCTSConfig, PolicyConfig, PreferenceConfig, RunConfig,
+                               SFTConfig, SplitConfig)
 from itool_core.data.records import Example
-from itool_core.loop import EvalSpec, results_table, run_pipeline
-from itool_core.mcts.policy import PolicyConfig
-from itool_core.mcts.search import MCTSConfig
+from itool_core.loop import results_table, run_pipeline
 from itool_core.models import save_policy, tiny_model
-from itool_core.train.preference import PreferenceConfig
 
 TOOLS = [{"name": "add", "description": "Add two numbers",
           "parameters": {"type": "dict", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
@@ -42,15 +40,15 @@ def tiny_dir(tmp_path_factory):
 
 
 def _cfg(tiny_dir):
-    return RunConfig(model=tiny_dir, iterations=1, split=SplitConfig(pool_fraction=0.3),
-                     sft=SFTConfig(max_steps_per_stage=1, per_device_batch_size=2, max_length=768),
-                     buffer=BufferConfig(alpha=0.5, batch_size=4))
+    return RunConfig(
+        model=tiny_dir, iterations=1, split=SplitConfig(pool_fraction=0.3),
+        sft=SFTConfig(max_steps_per_stage=1, per_device_batch_size=2, max_length=768),
+        buffer=BufferConfig(alpha=0.5, batch_size=4),
+        evaluation=EvalConfig(categories=("simple_python", "apibank_level1"), limit=1, max_new_tokens=4, base=False),
+        mcts=MCTSConfig(simulations=1, k=2, min_q_gap=0.0, min_chosen_q=-100.0, max_overlap=1.0),
+        policy=PolicyConfig(max_step_tokens=6, max_rollout_tokens=6, continue_incomplete=0),
+        preference=PreferenceConfig(max_steps=1, per_device_batch_size=1, grad_accum_steps=1, max_length=768))
 
-
-KW = dict(eval_spec=EvalSpec(categories=("simple_python", "apibank_level1"), limit=1, max_new_tokens=4, base=False),
-          mcts=MCTSConfig(simulations=1, k=2, min_q_gap=0.0, min_chosen_q=-100.0, max_overlap=1.0),
-          policy_cfg=PolicyConfig(max_step_tokens=6, max_rollout_tokens=6, continue_incomplete=0),
-          preference=PreferenceConfig(max_steps=1, per_device_batch_size=1, grad_accum_steps=1, max_length=768))
 
 
 def test_loop_end_to_end_and_resume_after_mining(tiny_dir, tmp_path, monkeypatch):
@@ -65,13 +63,13 @@ def test_loop_end_to_end_and_resume_after_mining(tiny_dir, tmp_path, monkeypatch
 
     monkeypatch.setattr(pref, "train_preference", dies)
     with pytest.raises(RuntimeError, match="killed"):
-        run_pipeline(_cfg(tiny_dir), tmp_path, data_examples=_data(), progress=lambda s: None, **KW)
+        run_pipeline(_cfg(tiny_dir), tmp_path, data_examples=_data(), progress=lambda s: None)
     assert (tmp_path / "iter_1" / "mine" / "done.json").is_file()
     assert not (tmp_path / "iter_1" / "preference" / "done.json").exists()
     mined_before = json.loads((tmp_path / "iter_1" / "mine" / "done.json").read_text())
 
     monkeypatch.setattr(pref, "train_preference", real)
-    res = run_pipeline(_cfg(tiny_dir), tmp_path, data_examples=_data(), progress=lambda s: None, **KW)
+    res = run_pipeline(_cfg(tiny_dir), tmp_path, data_examples=_data(), progress=lambda s: None)
     # everything up to mining is reused, the rest runs
     assert {"data", "split", "warmup", "eval_sft", "iter_1/buffer", "iter_1/mine"} <= set(res["skipped"])
     assert res["ran"] == ["iter_1/preference", "iter_1/eval"]
@@ -79,5 +77,5 @@ def test_loop_end_to_end_and_resume_after_mining(tiny_dir, tmp_path, monkeypatch
     assert [r["stage"] for r in res["rows"]] == ["SFT (curriculum)", "iTool iteration 1"]
     assert "iTool iteration 1" in results_table(res["rows"])
     # a third run with nothing changed does nothing
-    again = run_pipeline(_cfg(tiny_dir), tmp_path, data_examples=_data(), progress=lambda s: None, **KW)
+    again = run_pipeline(_cfg(tiny_dir), tmp_path, data_examples=_data(), progress=lambda s: None)
     assert again["ran"] == []

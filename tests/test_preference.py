@@ -103,10 +103,11 @@ def _full(row, side, eos):
 
 
 def test_config_profiles_defaults_and_validation():
-    cpu, gpu = PreferenceConfig.cpu(), PreferenceConfig.gpu_8b()
+    from itool_core.config import profile
+
+    cpu, gpu = profile("quick").preference, profile("paper").preference
     assert cpu == PreferenceConfig() and cpu.lora_dropout == 0.0 and cpu.bf16 and not cpu.gradient_checkpointing
     assert gpu.gradient_checkpointing and gpu.model_dtype == "bfloat16" and gpu.learning_rate == 5e-5
-    assert PreferenceConfig.gpu_8b(loss="simpo").loss == "simpo"
     with pytest.raises(Exception):
         cpu.beta = 0.5  # frozen
     assert {l: PreferenceConfig(loss=l).resolved_beta() for l in DEFAULT_BETA} == {

@@ -3,7 +3,9 @@ deployments registered by deployments/deploy.py, a process worker, ``prefect dep
 on the tiny model, then the MLflow runs checked over HTTP.  Every process started here is stopped (SIGTERM to
 its own process group, then SIGKILL) even when the test fails.
 
-Marked ``integration`` and ``slow`` (≈ 3 min on 2 cores): ``pytest -m integration tests/test_service.py``.
+A second test SIGKILLs the worker in the middle of the warm-up and re-runs the deployment.
+
+Marked ``integration`` and ``slow`` (≈ 5 min on 2 cores): ``pytest -m integration tests/test_service.py``.
 """
 
 from __future__ import annotations
@@ -76,66 +78,145 @@ class Procs:
                 p.wait(timeout=10)
 
 
-def test_deployment_run_itool_iterate_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """Prefect + MLflow servers, the tiny model and data, the deployments registered with their defaults."""
     from itool_core.models import save_policy, tiny_model
     from test_flows import _params
 
+    tmp = tmp_path_factory.mktemp("service")
     model, tok = tiny_model(seed=0)
-    tiny_dir = str(save_policy(model, tok, tmp_path / "tiny"))
-    data = write_table([e.to_row() for e in _data()], tmp_path / "data.parquet", EXAMPLES)
+    tiny_dir = str(save_policy(model, tok, tmp / "tiny"))
+    data = write_table([e.to_row() for e in _data()], tmp / "data.parquet", EXAMPLES)
     p_port, m_port = _free_port(), _free_port()
     api, mlflow_uri = f"http://127.0.0.1:{p_port}/api", f"http://127.0.0.1:{m_port}"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "ITOOL_HOME": str(tmp_path / "home"),
+    env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "PREFECT_API_URL": api,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "ITOOL_HOME": str(tmp / "home"),
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    params = _params(tiny_dir, data.path, tmp_path / "run", mlflow_uri)
+    params = _params(tiny_dir, data.path, tmp / "run", mlflow_uri)
     params.pop("profile")
-    procs = Procs(tmp_path)
+    procs = Procs(tmp)
     try:
         t0 = time.time()
         server = procs.start("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
                                                 "--port", str(p_port), "--analytics-off"], env)
         mlflow = procs.start("mlflow-server", [str(BIN / "mlflow"), "server", "--backend-store-uri",
-                                               f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination",
-                                               str(tmp_path / "mlartifacts"), "--host", "127.0.0.1", "--port",
+                                               f"sqlite:///{tmp / 'mlflow.db'}", "--artifacts-destination",
+                                               str(tmp / "mlartifacts"), "--host", "127.0.0.1", "--port",
                                                str(m_port), "--workers", "1"], env)
         _wait_http(f"{api}/health", server, 120)
         _wait_http(f"{mlflow_uri}/health", mlflow, 120)
         t_up = time.time() - t0
-
         dep = subprocess.run([sys.executable, "deployments/deploy.py", "--pool", "itool-test", "--cron", "0 0 1 1 *",
                               "--parameters", json.dumps(params)], env=env, cwd=ROOT, capture_output=True,
                              text=True, timeout=180)
         assert dep.returncode == 0, dep.stdout + dep.stderr
         assert "itool/iterate" in dep.stdout
-        ls = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], env=env, cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
-        assert "itool/iterate" in ls.stdout and "itool-evaluate/evaluate" in ls.stdout, ls.stdout + ls.stderr
-
-        procs.start("worker", [str(BIN / "prefect"), "worker", "start", "--pool", "itool-test", "--type",
-                               "process"], env)
-        t1 = time.time()
-        run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "itool/iterate", "--watch",
-                              "--watch-timeout", "900"], env=env, cwd=ROOT, capture_output=True, text=True,
-                             timeout=960)
-        t_run = time.time() - t1
-        worker_log = (tmp_path / "worker.log").read_text(errors="replace")[-4000:]
-        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + worker_log
-        assert "Completed" in run.stdout
-
-        from mlflow import MlflowClient
-
-        c = MlflowClient(tracking_uri=mlflow_uri)
-        exp = c.get_experiment_by_name("itool")
-        runs = c.search_runs([exp.experiment_id])
-        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-        assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-        kids = {r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
-        assert kids == {"warm-up", "iteration 1"}
-        assert {"bfcl/overall", "pairs_mined"} <= set(parents[0].data.metrics)
-        it1 = next(r for r in runs if r.info.run_name == "iteration 1")
-        assert "pairs" in {a.path for a in c.list_artifacts(it1.info.run_id)}  # proxied through the server
-        print(f"\nservers healthy after {t_up:.0f}s; deployment run watched to completion in {t_run:.0f}s")
+        print(f"\nservers healthy after {t_up:.0f}s")
+        yield {"tmp": tmp, "env": env, "params": params, "procs": procs, "mlflow_uri": mlflow_uri}
     finally:
         procs.stop_all()
+
+
+def _run_deployment(env: dict, params: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    args = [str(BIN / "prefect"), "deployment", "run", "itool/iterate", "--watch", "--watch-timeout", str(timeout)]
+    if params is not None:
+        args += ["--params", json.dumps(params)]
+    return subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout + 60)
+
+
+def test_deployment_run_itool_iterate_end_to_end(service):
+    env, procs, tmp, mlflow_uri = service["env"], service["procs"], service["tmp"], service["mlflow_uri"]
+    ls = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], env=env, cwd=ROOT, capture_output=True,
+                        text=True, timeout=120)
+    assert "itool/iterate" in ls.stdout and "itool-evaluate/evaluate" in ls.stdout, ls.stdout + ls.stderr
+
+    worker = procs.start("worker", [str(BIN / "prefect"), "worker", "start", "--pool", "itool-test", "--type",
+                                    "process"], env)
+    t1 = time.time()
+    run = _run_deployment(env)
+    t_run = time.time() - t1
+    worker_log = (tmp / "worker.log").read_text(errors="replace")[-4000:]
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + worker_log
+    assert "Completed" in run.stdout
+    os.killpg(worker.pid, signal.SIGTERM)
+    worker.wait(timeout=30)
+
+    from mlflow import MlflowClient
+
+    c = MlflowClient(tracking_uri=mlflow_uri)
+    exp = c.get_experiment_by_name("itool")
+    runs = c.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    kids = {r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+    assert kids == {"warm-up", "iteration 1"}
+    assert {"bfcl/overall", "pairs_mined"} <= set(parents[0].data.metrics)
+    it1 = next(r for r in runs if r.info.run_name == "iteration 1")
+    assert "pairs" in {a.path for a in c.list_artifacts(it1.info.run_id)}  # proxied through the server
+    print(f"deployment run watched to completion in {t_run:.0f}s")
+
+
+def _check_artifacts(run_dir: Path) -> int:
+    """Every artifact under ``run_dir`` is whole: Parquet files read with their schema tag, JSON parses, model
+    folders load.  Leftover ``.NAME.*.tmp`` files of a killed write are allowed (never at an artifact's path)."""
+    import pyarrow.parquet as pq
+
+    n = 0
+    for f in run_dir.rglob("*"):
+        if not f.is_file() or any(part.startswith(".") for part in f.relative_to(run_dir).parts[:-1]):
+            continue
+        if f.name.startswith(".") and f.name.endswith(".tmp"):
+            continue
+        if f.suffix == ".parquet":
+            assert pq.read_table(f).num_rows >= 0
+            n += 1
+        elif f.suffix == ".json":
+            json.loads(f.read_text())
+            n += 1
+        elif f.name == "model.safetensors":
+            from safetensors.torch import load_file
+
+            assert load_file(str(f))
+            n += 1
+    return n
+
+
+def test_worker_killed_mid_stage_then_rerun_reuses_finished_stages(service):
+    """SIGKILL the worker (and the flow-run process it started) while the warm-up SFT trains; a new worker and
+    a second ``prefect deployment run`` finish the run, with data and split served from the cache."""
+    env, procs, tmp = service["env"], service["procs"], service["tmp"]
+    run_dir = tmp / "killed-run"
+    params = {**service["params"], "run_dir": str(run_dir), "iterations": 1}
+    # a warm-up long enough to be caught in the middle (the tiny model trains ~10 steps/s)
+    params["config"] = {**params["config"], "sft": {**params["config"]["sft"], "max_steps_per_stage": 400,
+                                                    "epochs_per_stage": 400.0}}
+
+    worker = procs.start("worker-killed", [str(BIN / "prefect"), "worker", "start", "--pool", "itool-test",
+                                           "--type", "process"], env)
+    first = subprocess.Popen([str(BIN / "prefect"), "deployment", "run", "itool/iterate", "--params",
+                              json.dumps(params)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    first.wait(timeout=120)
+    # the warm-up has started writing when its trainer's stage folder appears
+    deadline = time.time() + 600
+    started = None
+    while time.time() < deadline and started is None:
+        started = next((d for d in (run_dir / "warmup").glob("*/*") if d.is_dir()), None) \
+            if (run_dir / "warmup").is_dir() else None
+        time.sleep(0.2)
+    assert started is not None, (tmp / "worker-killed.log").read_text(errors="replace")[-3000:]
+    os.killpg(worker.pid, signal.SIGKILL)  # the worker's session: the worker and the flow run it spawned
+    worker.wait(timeout=30)
+    time.sleep(2)
+    assert not (run_dir / "flow_summary.json").exists()  # the run really died before finishing
+
+    procs.start("worker-again", [str(BIN / "prefect"), "worker", "start", "--pool", "itool-test", "--type",
+                                 "process"], env)
+    run = _run_deployment(env, params)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    summary = json.loads((run_dir / "flow_summary.json").read_text())
+    assert {"data", "split"} <= set(summary["cached"]), summary  # finished before the kill: reused
+    assert "warmup" in summary["ran"]  # killed mid-way: redone from its start
+    assert _check_artifacts(run_dir) > 5

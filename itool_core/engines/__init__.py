@@ -11,7 +11,7 @@ from typing import Any
 
 from .base import Completion, Engine, GenerationParams, GenerationRequest, apply_stop
 
-__all__ = ["make_engine", "Engine", "Completion", "GenerationParams", "GenerationRequest", "apply_stop", "KINDS"]
+__all__ = ["make_engine", "policy_engine", "Engine", "Completion", "GenerationParams", "GenerationRequest", "apply_stop", "KINDS"]
 
 KINDS = ("hf", "vllm")
 
@@ -29,3 +29,11 @@ def make_engine(kind: str = "hf", model: Any = None, tokenizer: Any = None, **kw
             kwargs.setdefault("tokenizer", tokenizer)
         return VLLMEngine(model, **kwargs)
     raise ValueError(f"unknown engine kind {kind!r} (known: {', '.join(KINDS)})")
+
+
+def policy_engine(kind: str, model_path: str, *, batch_size: int = 32, num_threads: int | None = None) -> Engine:
+    """The engine a pipeline stage generates with: ``RunConfig.engine`` on a model folder.  The CPU knobs
+    (sequences per batch, torch threads) apply to the transformers engine; vLLM schedules its own batches."""
+    if kind == "hf":
+        return make_engine("hf", model=model_path, batch_size=batch_size, num_threads=num_threads, progress=False)
+    return make_engine(kind, model=model_path)

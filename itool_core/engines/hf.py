@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any, Sequence
 
 import torch
@@ -34,6 +35,9 @@ import torch
 from .base import Completion, GenerationParams, apply_stop
 
 log = logging.getLogger(__name__)
+
+#: Serialises seeded sampling across threads (see :meth:`HFEngine.generate`).
+_SAMPLING_LOCK = threading.RLock()
 
 __all__ = ["HFEngine"]
 
@@ -245,7 +249,10 @@ class HFEngine:
         per_batch = max(1, self.batch_size // params.n)
         results: list[list[Completion] | None] = [None] * len(prompts)
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        # The seeded RNG is process-global: two threads generating at once (the flows' thread runner mining two
+        # shards) would draw from each other's streams.  One sampler at a time keeps samples a function of
+        # (prompts, params, seed) alone; parallel shards that should really overlap run in processes (Dask).
+        with _SAMPLING_LOCK, torch.random.fork_rng(devices=devices):
             for b, idx in enumerate(self._batches(order, per_batch, "generate", [len(e) for e in encoded])):
                 if params.seed is not None:
                     torch.manual_seed(int(params.seed) + b)

@@ -17,9 +17,11 @@ from typing import Any, Callable, Sequence
 from ..artifacts import ArtifactRef, atomic_write_json, write_table
 from ..calls import PromptStyle, render_prompt
 from .pairs import PAIRS, mine_pairs
-from .policy import EnginePolicy, PolicyConfig
+from ..config import PolicyConfig
+from .policy import EnginePolicy
 from .reward import Outcome
-from .search import MCTSConfig, SearchItem, SearchStats, search_lockstep
+from ..config import MCTSConfig
+from .search import SearchItem, SearchStats, search_lockstep
 from .tree import Tree
 
 
@@ -52,8 +54,11 @@ def build_items(examples: Sequence[Any], tokenizer, style: PromptStyle = PromptS
 
 def mine(engine, examples: Sequence[Any], out_dir: str | Path, cfg: MCTSConfig = MCTSConfig(),
          policy_cfg: PolicyConfig = PolicyConfig(), style: PromptStyle = PromptStyle(),
-         trees_per_batch: int = 8, final_check_for: Callable[[Any], Callable | None] | None = None,
+         trees_per_batch: int | None = None, final_check_for: Callable[[Any], Callable | None] | None = None,
          callback: Callable[[str, dict], None] | None = None) -> MiningResult:
+    """Search one tree per example (lock-step, ``trees_per_batch`` at a time; default ``cfg.trees_per_batch``)
+    and write ``out_dir/pairs.parquet``, ``out_dir/trees/*.json`` and ``out_dir/mining.json``."""
+    trees_per_batch = trees_per_batch or cfg.trees_per_batch
     out_dir = Path(out_dir)
     trees_dir = out_dir / "trees"
     trees_dir.mkdir(parents=True, exist_ok=True)
@@ -84,3 +89,50 @@ def mine(engine, examples: Sequence[Any], out_dir: str | Path, cfg: MCTSConfig =
     atomic_write_json(out_dir / "mining.json", {"n_trees": len(examples), "n_pairs": len(rows), **summary,
                                                 "config": asdict(cfg), "policy": asdict(policy_cfg)})
     return MiningResult(ref, str(trees_dir), len(examples), len(rows), seconds, summary)
+
+
+# ------------------------------------------------------------------------------------------------- shards
+
+
+def shard_examples(examples: Sequence[Any], n_shards: int) -> list[list[Any]]:
+    """Round-robin ``n_shards`` shards (the input is hardest-first, so every shard gets a share of the hardest);
+    empty shards are dropped.  The shards fix the sampling seeds (:func:`mine`), so a runner that mines the same
+    shards — threads, Dask workers, or one after the other — gets the same pairs."""
+    if n_shards < 1:
+        raise ValueError(f"n_shards must be >= 1, got {n_shards}")
+    shards = [list(examples[i::n_shards]) for i in range(n_shards)]
+    return [s for s in shards if s]
+
+
+def merge_mined(pair_files: Sequence[str | Path], out_path: str | Path) -> ArtifactRef:
+    """Concatenate the shards' pair tables, in shard order, into one PAIRS Parquet (written atomically)."""
+    from ..artifacts import read_table
+
+    rows: list[dict[str, Any]] = []
+    for path in pair_files:
+        rows += read_table(path, PAIRS).to_pylist()
+    return write_table(rows, out_path, PAIRS)
+
+
+def mine_sharded(engine, examples: Sequence[Any], out_dir: str | Path, cfg: MCTSConfig = MCTSConfig(),
+                 policy_cfg: PolicyConfig = PolicyConfig(), style: PromptStyle = PromptStyle(),
+                 callback: Callable[[str, dict], None] | None = None) -> MiningResult:
+    """:func:`mine` on each of ``cfg.shards`` shards in turn (``out_dir/shard_<i>``), then the merged
+    ``out_dir/pairs.parquet`` — the same pairs the flows get by mining the shards as parallel tasks."""
+    out_dir = Path(out_dir)
+    t0 = time.time()
+    results = [mine(engine, shard, out_dir / f"shard_{i}", cfg, policy_cfg, style, callback=callback)
+               for i, shard in enumerate(shard_examples(examples, cfg.shards))]
+    ref = merge_mined([r.pairs.path for r in results], out_dir / "pairs.parquet")
+    stats = sum_stats([r.stats for r in results])
+    return MiningResult(ref, str(out_dir), sum(r.n_trees for r in results), ref.rows, time.time() - t0, stats)
+
+
+def sum_stats(stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Add the numeric counters of several shards' mining summaries (rates are recomputed by the caller)."""
+    out: dict[str, Any] = {}
+    for st in stats:
+        for k, v in st.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "trees_per_min":
+                out[k] = out.get(k, 0) + v
+    return out

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ..calls import render_target
+from ..config import PolicyConfig
 from ..engines.base import GenerationParams
 from .search import Candidate, State
 from .steps import CALL_STOP_STRINGS, first_step_end
@@ -35,16 +36,6 @@ EVAL_USER = (
     "Proposed partial answer:\n{partial}\n\n"
     "Is the proposed partial answer correct so far? Reply with one letter: A (incorrect) or B (correct)."
 )
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    temperature: float = 1.0  # expansion samples (the authors' release uses 1.5 with 50 tokens)
-    top_p: float = 1.0
-    max_step_tokens: int = 96
-    rollout_temperature: float = 0.7
-    max_rollout_tokens: int = 192
-    continue_incomplete: int = 2  # follow-up calls for a stop that fired inside a string literal
 
 
 class EnginePolicy:

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
+from ..config import MCTSConfig
 from .steps import split_steps
 from .tree import Node, Tree, backup, select_leaf
 
@@ -66,23 +67,6 @@ class SearchPolicy(Protocol):
 
     def confidence(self, states: Sequence[State]) -> list[float]:
         """P(the answer so far is correct) ∈ [0, 1] for each state (one batched forward pass)."""
-
-
-@dataclass(frozen=True)
-class MCTSConfig:
-    simulations: int = 8  # rounds per tree (each expands one leaf into ≤ k children)
-    k: int = 3  # candidate steps per expansion
-    c_puct: float = 1.0  # exploration weight of Eq. 5 (MCTS-DPO default)
-    gamma: float = 0.9  # discount of Eq. 8
-    max_depth: int = 6  # steps per answer; a deeper node is treated as a leaf of the search
-    confidence_weight: float = 1.0  # scale of C(s) in R = O + C
-    partial_weight: float = 0.5  # credit of a correct call prefix in O(s)
-    seed: int = 0
-    # pair filters of the authors' release (METHOD_NOTES), configurable
-    min_q_gap: float = 0.1
-    max_overlap: float = 0.95
-    min_chosen_q: float = -0.3
-    max_pairs_per_tree: int = 8
 
 
 @dataclass

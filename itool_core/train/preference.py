@@ -83,6 +83,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
+from ..config import DEFAULT_BETA, LOSSES, REFERENCE_FREE, PreferenceConfig
 from .common import peak_rss_mb, quiet_progress
 
 __all__ = [
@@ -101,134 +102,8 @@ __all__ = [
     "completion_logps",
 ]
 
-LOSSES = ("dpo", "ipo", "simpo", "orpo")
-#: Per-loss β when ``PreferenceConfig.beta`` is None: DPO 0.1 (trl's default, the DPO paper's range 0.1–0.5);
-#: IPO τ 0.1 (trl's default); SimPO 2.0 (SimPO paper, β ∈ [2, 2.5] with length-normalised rewards);
-#: ORPO λ 0.1 (ORPO paper).
-DEFAULT_BETA = {"dpo": 0.1, "ipo": 0.1, "simpo": 2.0, "orpo": 0.1}
-#: Losses that use no reference model (the ``reference`` argument is ignored for them).
-REFERENCE_FREE = frozenset({"simpo", "orpo"})
-
 #: ``callback(event, metrics)``; events "start", "log", "end" (see :func:`train_preference`).
 Callback = Callable[[str, dict], None]
-
-
-def _config_error(msg: str) -> Exception:
-    # The project's ConfigError (a ValueError) when config.py provides it; plain ValueError otherwise.
-    try:
-        from ..config import ConfigError
-
-        return ConfigError(msg)
-    except ImportError:  # pragma: no cover
-        return ValueError(msg)
-
-
-@dataclass(frozen=True)
-class PreferenceConfig:
-    """Preference update of one iteration (Eq. 10–11).  Defaults = the CPU profile (:meth:`cpu`).
-
-    CPU choices (DESIGN.md): ``lora_dropout=0`` (dropout masks cost 16 % of a step), ``bf16=True`` autocast
-    (≈ 2× faster with AMX), ``gradient_checkpointing=False`` (35 % faster; a 135M model's activations fit).
-    DPO on CPU is ≈ 30 s per 4 pairs × 512 tokens and 11–15 GB RSS: never run two trainings at once.
-    """
-
-    #: "dpo" (paper default, trl DPOTrainer loss_type ["sigmoid"]), "ipo" (DPOTrainer ["ipo"]),
-    #: "simpo" (trl.experimental CPOTrainer loss_type="simpo", cpo_alpha=0), "orpo" (trl.experimental ORPOTrainer).
-    loss: Literal["dpo", "ipo", "simpo", "orpo"] = "dpo"
-    #: β of the loss (IPO: τ; ORPO: λ); None → :data:`DEFAULT_BETA` of the loss (see :meth:`resolved_beta`).
-    beta: float | None = None
-    #: SimPO target margin as a share of β: γ = ratio · β (SimPO paper: γ/β ≈ 0.5).  trl's ``simpo_gamma`` is γ.
-    simpo_gamma_beta_ratio: float = 0.5
-    #: LoRA learning rate.  Full fine-tuning DPO would use ~5e-7–5e-6; a LoRA adapter needs more: ~5e-5 on an
-    #: 8B model, 1e-4 on the 135M CPU model.
-    learning_rate: float = 1e-4
-    lr_scheduler: str = "linear"
-    #: Share of the steps with a linear learning-rate warm-up, in [0, 1).
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    #: Epochs over the pairs of this iteration (fresh pairs every iteration: one pass is the usual choice).
-    epochs: float = 1.0
-    #: Cap on optimiser steps (None: as many as the epochs give).
-    max_steps: int | None = None
-    #: Pairs per micro-batch (each pair = 2 sequences: chosen and rejected).
-    per_device_batch_size: int = 2
-    grad_accum_steps: int = 2
-    #: Prompt + longest completion, in tokens; longer pairs are dropped and counted, never truncated.
-    max_length: int = 1024
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    #: peft's "all-linear" (every linear layer but the output head — trl forbids a LoRA on lm_head since it
-    #: computes log-probs from ``lm_head.weight``) or an explicit tuple of module names.
-    target_modules: str | tuple[str, ...] = "all-linear"
-    #: bf16 mixed precision (autocast); the weights stay in ``model_dtype``.
-    bf16: bool = True
-    gradient_checkpointing: bool = False
-    #: dtype the policy (and an explicit reference) are loaded in: "float32" on CPU, "bfloat16" on GPU.
-    model_dtype: str = "float32"
-    seed: int = 0
-    #: Move the leading tokens both steps share from the completions into the prompt (pitfall 3).
-    trim_common_prefix: bool = True
-    logging_steps: int = 1
-    #: Save ``out_dir/merged`` (policy + adapter folded): the next iteration's policy and reference.
-    merge: bool = True
-
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise _config_error(f"preference.loss: {self.loss!r} is not one of {', '.join(map(repr, LOSSES))}")
-        if self.beta is not None and not self.beta > 0:
-            raise _config_error(f"preference.beta: {self.beta!r} must be > 0")
-        if not self.learning_rate > 0:
-            raise _config_error(f"preference.learning_rate: {self.learning_rate!r} must be > 0")
-        if not 0 <= self.warmup_ratio < 1:
-            raise _config_error(f"preference.warmup_ratio: {self.warmup_ratio!r} must be in [0, 1)")
-        if not self.epochs > 0:
-            raise _config_error(f"preference.epochs: {self.epochs!r} must be > 0")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise _config_error(f"preference.max_steps: {self.max_steps!r} must be >= 1 or None")
-        for name in ("per_device_batch_size", "grad_accum_steps", "lora_r", "lora_alpha", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise _config_error(f"preference.{name}: {getattr(self, name)!r} must be >= 1")
-        if self.max_length < 2:
-            raise _config_error(f"preference.max_length: {self.max_length!r} must be >= 2")
-        if not 0 <= self.lora_dropout < 1:
-            raise _config_error(f"preference.lora_dropout: {self.lora_dropout!r} must be in [0, 1)")
-        if self.simpo_gamma_beta_ratio < 0:
-            raise _config_error(f"preference.simpo_gamma_beta_ratio: {self.simpo_gamma_beta_ratio!r} must be >= 0")
-        if self.model_dtype not in ("float32", "bfloat16", "float16"):
-            raise _config_error(f"preference.model_dtype: {self.model_dtype!r} is not float32/bfloat16/float16")
-
-    def resolved_beta(self) -> float:
-        return float(self.beta) if self.beta is not None else DEFAULT_BETA[self.loss]
-
-    @property
-    def uses_reference(self) -> bool:
-        return self.loss not in REFERENCE_FREE
-
-    @classmethod
-    def cpu(cls, **overrides: Any) -> "PreferenceConfig":
-        """SmolLM2-135M on a 2-core CPU: the dataclass defaults (2 pairs × 2 accumulation, ≤ 1024 tokens)."""
-        return cls(**overrides)
-
-    @classmethod
-    def gpu_8b(cls, **overrides: Any) -> "PreferenceConfig":
-        """Llama-3.1-8B-Instruct on one 80 GB GPU: bf16 weights, checkpointing on (activations dominate),
-        LoRA r16/α32 like the warm-up (§5.1), lr 5e-5, 10 % warm-up + cosine, effective batch 32 pairs."""
-        base = dict(
-            learning_rate=5e-5,
-            lr_scheduler="cosine",
-            warmup_ratio=0.1,
-            per_device_batch_size=4,
-            grad_accum_steps=8,
-            max_length=4096,
-            lora_dropout=0.05,  # dropout is only costly on CPU
-            bf16=True,
-            gradient_checkpointing=True,
-            model_dtype="bfloat16",
-            logging_steps=10,
-        )
-        base.update(overrides)
-        return cls(**base)
 
 
 # ------------------------------------------------------------------------------------------------------- data

@@ -1,0 +1,75 @@
+"""Experiment configs: one YAML file maps 1:1 onto the stage dataclasses; the shipped files equal the profiles."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from itool_core.config import (CONFIG_DIR, PROFILES, ConfigError, EvalConfig, MCTSConfig, PolicyConfig,
+                               PreferenceConfig, RunConfig, dump_config, load_config, profile, to_dict)
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_shipped_yaml_files_are_the_profiles(name):
+    # regenerate with: itool config --profile NAME -o itool_core/configs/NAME.yaml
+    assert load_config(CONFIG_DIR / f"{name}.yaml") == profile(name)
+    assert set(to_dict(profile(name))) == {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def test_every_stage_has_its_section_and_round_trips(tmp_path):
+    cfg = profile("quick")
+    for section, cls in (("mcts", MCTSConfig), ("policy", PolicyConfig), ("preference", PreferenceConfig),
+                         ("evaluation", EvalConfig)):
+        assert isinstance(getattr(cfg, section), cls)
+    cfg = dataclasses.replace(cfg, mcts=dataclasses.replace(cfg.mcts, simulations=7, shards=3),
+                              preference=dataclasses.replace(cfg.preference, loss="ipo", beta=0.3),
+                              evaluation=dataclasses.replace(cfg.evaluation, limit=None, categories=("multiple",)))
+    assert load_config(dump_config(cfg, tmp_path / "x.yaml")) == cfg
+
+
+def test_a_file_overrides_its_profile_section_by_section(tmp_path):
+    f = tmp_path / "exp.yaml"
+    f.write_text("profile: paper\nmcts:\n  simulations: 5\npreference:\n  loss: simpo\n")
+    cfg = load_config(f)
+    assert cfg.mcts.simulations == 5 and cfg.mcts.k == profile("paper").mcts.k
+    assert cfg.preference.loss == "simpo" and cfg.preference.gradient_checkpointing  # the paper's, kept
+    assert cfg.model == "meta-llama/Llama-3.1-8B-Instruct"
+
+
+@pytest.mark.parametrize("text, match", [
+    ("mcts:\n  simulatons: 3\n", "mcts.simulatons"),
+    ("mcts:\n  k: 0\n", "mcts.k"),
+    ("preference:\n  loss: kto\n", "preference.loss"),
+    ("evaluation:\n  limit: many\n", "evaluation.limit"),
+    ("policy:\n  top_p: 0\n", "policy.top_p"),
+])
+def test_bad_keys_and_values_name_the_key(tmp_path, text, match):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=match.replace(".", r"\.")):
+        load_config(f)
+
+
+def test_run_flags_override_the_config():
+    from itool_core.loop import apply_flags
+
+    base = profile("quick")
+    cfg = apply_flags(base, iterations=1, mixed_sft=True, loss="orpo", simulations=2, k=5, eval_limit=7)
+    assert (cfg.iterations, cfg.sft.mode, cfg.preference.loss, cfg.mcts.simulations, cfg.mcts.k,
+            cfg.evaluation.limit) == (1, "mixed", "orpo", 2, 5, 7)
+    assert apply_flags(base) == base
+    assert apply_flags(base, full_eval=True).evaluation.limit is None
+
+
+def test_itool_config_cli_prints_a_loadable_file(tmp_path, capsys):
+    from itool_core.cli import main
+
+    assert main(["config", "--profile", "paper"]) == 0
+    out = tmp_path / "paper.yaml"
+    out.write_text(capsys.readouterr().out)
+    assert load_config(out) == profile("paper")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sft:\n  lora_rr: 3\n")
+    assert main(["config", "--config", str(bad)]) == 2
+    assert "sft.lora_rr" in capsys.readouterr().err
