@@ -83,7 +83,8 @@ class Plan:
 
     def params(self) -> dict:
         """The full configuration, as MLflow params."""
-        return {"run": self.d("cfg"), "run_dir": str(self.run_dir), "no_warmup": self.no_warmup}
+        # keys = the YAML key paths (sft.learning_rate, mcts.simulations ...)
+        return {**self.d("cfg"), "run_dir": str(self.run_dir), "no_warmup": self.no_warmup}
 
 
 @dataclass
@@ -106,14 +107,14 @@ class Clock:
             self.compute[name] = float(out["seconds"])
         return out
 
-    def composite(self, name: str, fn: Any, **kwargs: Any) -> Any:
+    def composite(self, stage: str, fn: Any, **kwargs: Any) -> Any:
         """Time a stage made of several tasks; ``fn`` returns ``(output, state name)``."""
         t0 = time.perf_counter()
         out, state = fn(**kwargs)
-        self.wall[name] = time.perf_counter() - t0
-        self.states[name] = state
+        self.wall[stage] = time.perf_counter() - t0
+        self.states[stage] = state
         if isinstance(out, dict) and isinstance(out.get("seconds"), (int, float)):
-            self.compute[name] = float(out["seconds"])
+            self.compute[stage] = float(out["seconds"])
         return out
 
     def metrics(self, names: list[str] | None = None) -> dict[str, float]:

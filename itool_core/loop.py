@@ -126,6 +126,9 @@ def run_pipeline(cfg: Any, run_dir: str | Path, *, no_warmup: bool = False, no_r
     from .train.sft import train_sft
 
     mcts, policy_cfg, preference, eval_spec = cfg.mcts, cfg.policy, cfg.preference, cfg.evaluation
+    # the generation engine changes greedy outputs slightly, so it is part of an evaluation's key ("hf" adds
+    # nothing, which keeps the keys of runs made before the engine was configurable)
+    engine_key = () if cfg.engine == "hf" else (cfg.engine,)
     emit = callback or (lambda event, metrics: None)
     style = PromptStyle(cfg.sft.tools_style)
     run_dir = Path(run_dir)
@@ -158,7 +161,7 @@ def run_pipeline(cfg: Any, run_dir: str | Path, *, no_warmup: bool = False, no_r
 
     base_model = resolve(cfg.model)
     if eval_spec.base:
-        ev = stage("eval_base", fingerprint("eval", eval_spec, style, cfg.model),
+        ev = stage("eval_base", fingerprint("eval", eval_spec, style, cfg.model, *engine_key),
                    lambda d: _evaluate(base_model, eval_spec, style, d, "base", cfg.engine))
         rows.append({"stage": "base", **ev["summary"]})
         emit("eval", {"stage": "base", "iteration": 0, **ev["summary"]})
@@ -176,7 +179,7 @@ def run_pipeline(cfg: Any, run_dir: str | Path, *, no_warmup: bool = False, no_r
                                            split["hard"]["sha256"], cfg.model), warmup_stage)
         policy = warm["merged"]
         policy_hash = warm["merged_sha256"]
-        ev = stage("eval_sft", fingerprint("eval", eval_spec, style, policy_hash),
+        ev = stage("eval_sft", fingerprint("eval", eval_spec, style, policy_hash, *engine_key),
                    lambda d: _evaluate(policy, eval_spec, style, d, f"SFT ({cfg.sft.mode})", cfg.engine))
         rows.append({"stage": f"SFT ({cfg.sft.mode})", **ev["summary"]})
         emit("eval", {"stage": "sft", "iteration": 0, **ev["summary"]})
@@ -206,7 +209,8 @@ def run_pipeline(cfg: Any, run_dir: str | Path, *, no_warmup: bool = False, no_r
             return {"pairs": res.pairs.path, "sha256": res.pairs.sha256, "n_pairs": res.n_pairs,
                     "n_trees": res.n_trees, "stats": res.stats}
 
-        mined = stage(f"{it}/mine", fingerprint("mine", mcts, policy_cfg, cfg.buffer, style, buf["sha256"], prev_hash),
+        mined = stage(f"{it}/mine", fingerprint("mine", mcts, policy_cfg, cfg.buffer, style, buf["sha256"], prev_hash,
+                                                *engine_key),
                       mine_stage)
         emit("mine", {"iteration": i, "pairs": mined["n_pairs"], "trees": mined["n_trees"]})
 
@@ -220,7 +224,7 @@ def run_pipeline(cfg: Any, run_dir: str | Path, *, no_warmup: bool = False, no_r
 
         upd = stage(f"{it}/preference", fingerprint("preference", preference, mined["sha256"], prev_hash), pref_stage)
         policy, policy_hash = upd["merged"], upd["merged_sha256"]
-        ev = stage(f"{it}/eval", fingerprint("eval", eval_spec, style, policy_hash),
+        ev = stage(f"{it}/eval", fingerprint("eval", eval_spec, style, policy_hash, *engine_key),
                    lambda d, policy=policy, i=i: _evaluate(policy, eval_spec, style, d, f"iTool iteration {i}",
                                                            cfg.engine))
         rows.append({"stage": f"iTool iteration {i}", "pairs": mined["n_pairs"], **ev["summary"]})

@@ -63,7 +63,7 @@ def test_dask_local_cluster_mines_the_same_pairs_as_threads(inputs):
                 dask = _mine(str(tmp / "dask"), inputs["buffer"], inputs["policy"], cluster.scheduler_address)
             # the two shard tasks really ran in the cluster's worker processes
             assert len(stream.data) >= 2
-            assert {t["worker"] for t in stream.data} <= set(cluster.scheduler_info()["workers"])
+            assert {t["worker"] for t in stream.data} <= set(client.scheduler_info()["workers"])
     assert threads["n_trees"] == dask["n_trees"] == 4
     assert threads["n_pairs"] > 0
     a, b = read_table(threads["path"], PAIRS).to_pylist(), read_table(dask["path"], PAIRS).to_pylist()

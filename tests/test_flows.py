@@ -74,7 +74,9 @@ def _task_run_states(flow_run_id, expected: int, timeout: float = 30.0) -> list[
     while time.time() < deadline:
         with get_client(sync_client=True) as c:
             runs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        names = [r.state.name for r in runs if r.state is not None and r.state.is_final()]
+        # the itool-mine sub-flow appears in its parent as a task run of its own: not a stage
+        names = [r.state.name for r in runs if r.state is not None and r.state.is_final()
+                 and not r.name.startswith("itool-mine")]
         if len(names) >= expected:
             return names
         time.sleep(0.5)
@@ -111,7 +113,7 @@ def test_iterate_flow_runs_end_to_end_and_tracks_in_mlflow(two_runs):
     c = MlflowClient(tracking_uri=two_runs["uri"])
     parent = c.get_run(res["mlflow_run_id"])
     assert parent.info.status == "FINISHED"
-    assert parent.data.params["run.iterations"] == "1"
+    assert parent.data.params["iterations"] == "1"  # the YAML key paths
     assert parent.data.params["mcts.simulations"] == "1"
     assert parent.data.tags["prefect.flow_run_id"] == str(first["flow_run_id"])
     for key in ("bfcl/overall", "bfcl/simple_python", "apibank/level1", "pairs_mined", "final/bfcl/overall"):
