@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -80,12 +81,15 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-sequential", action="store_true")
+    ap.add_argument("--no-share-prefixes", action="store_true",
+                    help="engine without shared-prefix prefill (the behaviour before it existed)")
     ap.add_argument("--out", default="bench/results/mcts_speed.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     model, tok = tiny_model() if args.model == "tiny" else load_policy(args.model, dtype=args.dtype)
-    engine = HFEngine(model, tok, batch_size=args.batch_size, progress=False)
+    engine = HFEngine(model, tok, batch_size=args.batch_size, progress=False,
+                      share_prefixes=not args.no_share_prefixes)
     style = PromptStyle("compact")
     exs, _ = load("bfcl", categories=["simple_python"])
     examples = stable_subset(exs, args.trees, seed=0)
@@ -118,10 +122,13 @@ def main() -> None:
               f"{r['generated_tokens']:>10}{r['generated_tokens_per_s']:>12.1f}{r.get('engine_calls', 1):>14}")
     for k, v in summary.items():
         print(f"{k}: {v:.2f}")
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
     out = {"date": date.today().isoformat(), "machine": f"{platform.node()} {platform.processor()} "
-           f"{torch.get_num_threads()} threads", "args": vars(args), "rows": rows, "summary": summary}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
+           f"{torch.get_num_threads()} threads", "load_average_end": os.getloadavg(), "args": vars(args),
+           "rows": rows, "summary": summary}
+    from itool_core.artifacts import atomic_write_text
+
+    atomic_write_text(args.out, json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,9 @@ def _dtype(dtype: Any) -> torch.dtype | None:
             "float16": torch.float16, "fp16": torch.float16}[str(dtype)]
 
 
+_LOAD_LOCK = threading.Lock()
+
+
 def load_policy(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     *,
@@ -137,15 +141,19 @@ def load_policy(
     from transformers import AutoModelForCausalLM
 
     src = resolve(name_or_path)
-    tok = load_tokenizer(src, max_length)
     dt = _dtype(dtype) or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=dt)
-    if model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tok.pad_token_id
-    if adapter is not None:
-        from peft import PeftModel
+    # transformers initialises weights on the meta device through process-global patches of torch.nn: two
+    # threads loading at once (the flows' thread runner mining two shards) break each other's load
+    # ("Cannot copy out of meta tensor").  One load at a time per process.
+    with _LOAD_LOCK:
+        tok = load_tokenizer(src, max_length)
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=dt)
+        if model.generation_config.pad_token_id is None:
+            model.generation_config.pad_token_id = tok.pad_token_id
+        if adapter is not None:
+            from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
+            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
     model.to(device)
     model.eval()
     return model, tok

@@ -25,12 +25,13 @@ PROMPTS = [
 TOL = 2e-3  # log-prob agreement between batched/unbatched and generate/score passes (fp32 on CPU)
 
 
-@pytest.fixture(scope="module", params=["hf", pytest.param("vllm", marks=[
+@pytest.fixture(scope="module", params=["hf", "hf-shared-prefixes", pytest.param("vllm", marks=[
     pytest.mark.gpu, pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")])])
 def engine(request, tiny, tmp_path_factory):
     model, tok = tiny
-    if request.param == "hf":
-        return make_engine("hf", model=model, tokenizer=tok, batch_size=4, progress=False)
+    if request.param.startswith("hf"):
+        return make_engine("hf", model=model, tokenizer=tok, batch_size=4, progress=False,
+                           share_prefixes=request.param == "hf-shared-prefixes")
     folder = tmp_path_factory.mktemp("tiny-model")
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
@@ -208,6 +209,35 @@ def test_hf_prefill_once_equals_repeated_prefill_for_sampling(tiny):
         for c1, c2 in zip(x, y):
             assert c1.token_ids == c2.token_ids
             assert c1.logprobs == pytest.approx(c2.logprobs, abs=TOL)
+
+
+def test_hf_shared_prefixes_compute_what_each_prompt_computes_alone(tiny):
+    # Tree-search-shaped calls: siblings = one long prefix + short different suffixes, mixed with unrelated
+    # prompts.  Prefilling each shared prefix once must not change a greedy answer or a log-prob.
+    model, tok = tiny
+    plain = make_engine("hf", model=model, tokenizer=tok, batch_size=16, progress=False)
+    shared = make_engine("hf", model=model, tokenizer=tok, batch_size=16, progress=False, share_prefixes=True)
+    stem = PROMPTS[2] + "Sure. " * 20
+    prompts = [stem + s for s in ("[book(", "[book(n=2", "[find(", "")] + PROMPTS[:2] + [PROMPTS[0] + "x" * 3]
+    groups = shared._prefix_groups([shared.encode(p) for p in prompts])
+    assert any(len(m) == 4 and cut >= 40 for cut, m in groups)  # the four siblings share one prefill
+    p = GenerationParams(max_new_tokens=8)
+    a, b = plain.generate(prompts, p), shared.generate(prompts, p)
+    for x, y in zip(a, b):
+        assert x[0].token_ids == y[0].token_ids
+        assert x[0].logprobs == pytest.approx(y[0].logprobs, abs=TOL)
+    cands = ["A", "B"]
+    for x, y in zip(plain.next_token_logprobs(prompts, cands), shared.next_token_logprobs(prompts, cands)):
+        assert x == pytest.approx(y, abs=TOL)
+    # n > 1 samples from a shared prefix: seeded, well formed, and scored like generated
+    (outs, *_rest) = shared.generate(prompts[:2], GenerationParams(max_new_tokens=6, temperature=1.0, n=3, seed=5))
+    assert len(outs) == 3
+    again = shared.generate(prompts[:2], GenerationParams(max_new_tokens=6, temperature=1.0, n=3, seed=5))[0]
+    assert [c.token_ids for c in outs] == [c.token_ids for c in again]
+    for c in outs:
+        if c.token_ids:
+            (lp,) = plain.score([prompts[0]], [c.token_ids])
+            assert lp == pytest.approx(c.logprobs, abs=TOL)
 
 
 # ------------------------------------------------------------------------------ vLLM glue, without vLLM

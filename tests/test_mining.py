@@ -45,7 +45,7 @@ class SpyEngine:
 @pytest.fixture(scope="module")
 def spy(tiny):
     model, tok = tiny
-    return SpyEngine(HFEngine(model, tok, batch_size=16, progress=False))
+    return SpyEngine(HFEngine(model, tok, batch_size=16, progress=False, share_prefixes=True))  # as mining builds it
 
 
 LOOSE = dict(min_q_gap=0.0, min_chosen_q=-100.0, max_overlap=1.0)

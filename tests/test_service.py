@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -195,11 +196,11 @@ def test_worker_killed_mid_stage_then_rerun_reuses_finished_stages(service):
 
     worker = procs.start("worker-killed", [str(BIN / "prefect"), "worker", "start", "--pool", "itool-test",
                                            "--type", "process"], env)
-    first = subprocess.Popen([str(BIN / "prefect"), "deployment", "run", "itool/iterate", "--params",
-                              json.dumps(params)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    first.wait(timeout=120)
-    # the warm-up has started writing when its trainer's stage folder appears
+    first = subprocess.run([str(BIN / "prefect"), "deployment", "run", "itool/iterate", "--params",
+                            json.dumps(params)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stdout + first.stderr
+    flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", first.stdout).group(1)
+    # the warm-up has started writing when its trainer's first stage folder appears
     deadline = time.time() + 600
     started = None
     while time.time() < deadline and started is None:
@@ -207,10 +208,28 @@ def test_worker_killed_mid_stage_then_rerun_reuses_finished_stages(service):
             if (run_dir / "warmup").is_dir() else None
         time.sleep(0.2)
     assert started is not None, (tmp / "worker-killed.log").read_text(errors="replace")[-3000:]
-    os.killpg(worker.pid, signal.SIGKILL)  # the worker's session: the worker and the flow run it spawned
-    worker.wait(timeout=30)
-    time.sleep(2)
+
+    # the machine dies: SIGKILL the worker and everything it started (the flow-run process runs in a session
+    # of its own, so the worker's process group alone would leave it training)
+    import psutil
+
+    victims = [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]
+    assert any("prefect.engine" in " ".join(p.cmdline()) for p in victims)
+    for p in victims:
+        p.kill()
+    _gone, alive = psutil.wait_procs(victims, timeout=30)
+    assert not alive
     assert not (run_dir / "flow_summary.json").exists()  # the run really died before finishing
+
+    # A dead machine reports nothing: the server still shows the run Running, holding the deployment's
+    # concurrency slot (limit 1).  Mark it Crashed, as an operator (or Prefect's heartbeat automation) does.
+    mark = subprocess.run([sys.executable, "-c", (
+        "from prefect.client.orchestration import get_client\n"
+        "from prefect.states import Crashed\n"
+        "with get_client(sync_client=True) as c:\n"
+        f"    print(c.set_flow_run_state('{flow_run_id}', Crashed(message='worker killed')).status)\n")],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert mark.returncode == 0 and "ACCEPT" in mark.stdout, mark.stdout + mark.stderr
 
     procs.start("worker-again", [str(BIN / "prefect"), "worker", "start", "--pool", "itool-test", "--type",
                                  "process"], env)

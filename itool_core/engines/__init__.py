@@ -32,8 +32,10 @@ def make_engine(kind: str = "hf", model: Any = None, tokenizer: Any = None, **kw
 
 
 def policy_engine(kind: str, model_path: str, *, batch_size: int = 32, num_threads: int | None = None) -> Engine:
-    """The engine a pipeline stage generates with: ``RunConfig.engine`` on a model folder.  The CPU knobs
-    (sequences per batch, torch threads) apply to the transformers engine; vLLM schedules its own batches."""
+    """The engine the tree search generates with: ``RunConfig.engine`` on a model folder.  The CPU knobs
+    (sequences per batch, torch threads, one prefill per shared prefix) apply to the transformers engine;
+    vLLM schedules its own batches and caches prefixes itself."""
     if kind == "hf":
-        return make_engine("hf", model=model_path, batch_size=batch_size, num_threads=num_threads, progress=False)
+        return make_engine("hf", model=model_path, batch_size=batch_size, num_threads=num_threads, progress=False,
+                           share_prefixes=True)
     return make_engine(kind, model=model_path)

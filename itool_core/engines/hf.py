@@ -13,6 +13,15 @@ How it generates (see DESIGN.md "Speed facts"):
   SmolLM2-135M fp32, 2 threads, n = 8 samples of 32 tokens for three 374–472-token BFCL prompts: 15.6–16.4 s
   (47–49 tokens/s) against 32.7–42.6 s (18–23 tokens/s) when the prompt is repeated n times (what
   ``num_return_sequences`` does).  This is the primitive that expands the k children of a search node.
+* ``share_prefixes=True`` (what the tree search uses): prompts of one call that share a long prefix — the k
+  rollouts of one node's children, the self-evaluations of siblings — are grouped (sorted by their ids,
+  adjacent prompts whose common prefix keeps ≥ 80 % of the group's prefix and ≥ 32 tokens).  Each group's
+  prefix is prefilled ONCE for the whole batch (distinct prefixes left-padded together), the cache rows are
+  repeated per member and sample (``Cache.reorder_cache``), and every row continues with its own suffix,
+  left-padded after the prefix; the attention mask has zeros between prefix and suffix and positions follow
+  the mask, so each row computes what it would alone (contract-tested: greedy outputs equal the plain path).
+  On CPU, where prefill is compute-bound, this is what batching siblings together can save; one prompt per
+  call (one call per child) can share nothing.
 * Per-token log-probs of the RAW distribution (before temperature / top-p) are recorded by a logits processor
   that keeps only the previous step's ``log_softmax`` (memory O(batch × vocab) rather than
   ``output_logits``' O(batch × steps × vocab)).
@@ -90,6 +99,7 @@ class HFEngine:
         max_prompt_tokens: int | None = None,
         static_cache: bool = True,
         max_batch_tokens: int | None = 8192,
+        share_prefixes: bool = False,
     ) -> None:
         """``model`` is a loaded model (then ``tokenizer`` is required) or a name/path for ``models.load_policy``.
 
@@ -99,7 +109,8 @@ class HFEngine:
         of longer prompts (with a warning) instead of running past the model's context.  ``static_cache``
         preallocates the KV cache for single-sample generation (the prefill-once path for n > 1 keeps the
         dynamic cache, which it must repeat n times).  ``max_batch_tokens`` bounds prompts × padded length
-        per batch (None: only ``batch_size`` counts).
+        per batch (None: only ``batch_size`` counts).  ``share_prefixes`` prefills a prefix shared by several
+        prompts of one call once (see the module docstring).
         """
         if num_threads:
             torch.set_num_threads(int(num_threads))
@@ -130,6 +141,7 @@ class HFEngine:
         self.static_cache = static_cache
         self.max_batch_tokens = max_batch_tokens
         self.max_prompt_tokens = max_prompt_tokens
+        self.share_prefixes = share_prefixes
         self.eos_ids = self._eos_ids()
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.eos_ids[0]
@@ -253,6 +265,16 @@ class HFEngine:
         # shards) would draw from each other's streams.  One sampler at a time keeps samples a function of
         # (prompts, params, seed) alone; parallel shards that should really overlap run in processes (Dask).
         with _SAMPLING_LOCK, torch.random.fork_rng(devices=devices):
+            if self.share_prefixes:
+                chunks = self._group_chunks(encoded, per_batch * params.n, params.n)
+                for b, chunk in enumerate(self._progress(chunks, "generate")):
+                    if params.seed is not None:
+                        torch.manual_seed(int(params.seed) + b)
+                    outs = self._generate_shared(encoded, chunk, params)
+                    members = [i for _cut, idx in chunk for i in idx]
+                    for j, i in enumerate(members):
+                        results[i] = outs[j * params.n : (j + 1) * params.n]
+                return results  # type: ignore[return-value]
             for b, idx in enumerate(self._batches(order, per_batch, "generate", [len(e) for e in encoded])):
                 if params.seed is not None:
                     torch.manual_seed(int(params.seed) + b)
@@ -260,6 +282,98 @@ class HFEngine:
                 for j, i in enumerate(idx):
                     results[i] = outs[j * params.n : (j + 1) * params.n]
         return results  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------------------------ shared prefixes
+
+    def _prefix_groups(self, encoded: Sequence[Sequence[int]], min_prefix: int = 32,
+                       keep: float = 0.8) -> list[tuple[int, list[int]]]:
+        """``(cut, members)``: prompts sorted by their ids, adjacent ones joined while their common prefix stays
+        ≥ ``min_prefix`` tokens and ≥ ``keep`` × the group's prefix so far; ``cut`` = tokens of the shared
+        prefix that go to the cache (at most each member's length − 1: a row needs one uncached token)."""
+        groups: list[list[Any]] = []
+        for i in sorted(range(len(encoded)), key=lambda j: list(encoded[j])):
+            if groups:
+                g = groups[-1]
+                a, b = encoded[g[1][-1]], encoded[i]
+                lcp = next((t for t, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                shared = min(g[0], lcp)
+                if shared >= min_prefix and shared >= keep * g[0]:
+                    g[0] = shared
+                    g[1].append(i)
+                    continue
+            groups.append([len(encoded[i]), [i]])
+        return [(min(shared, min(len(encoded[i]) for i in members) - 1), members) for shared, members in groups]
+
+    def _group_chunks(self, encoded: Sequence[Sequence[int]], max_rows: int,
+                      n: int) -> list[list[tuple[int, list[int]]]]:
+        """Batches of prefix groups: at most ``max_rows`` rows (members × n) and ``max_batch_tokens`` padded
+        tokens (rows × (widest prefix + widest suffix)); a group larger than a batch is split."""
+        pieces: list[tuple[int, list[int]]] = []
+        per = max(1, max_rows // n)
+        for cut, members in self._prefix_groups(encoded):
+            pieces += [(cut, members[k:k + per]) for k in range(0, len(members), per)]
+        pieces.sort(key=lambda g: -max(len(encoded[i]) for i in g[1]))  # longest first, as the plain path
+        chunks: list[list[tuple[int, list[int]]]] = []
+        for piece in pieces:
+            if chunks:
+                cur = chunks[-1] + [piece]
+                rows = n * sum(len(m) for _c, m in cur)
+                width = max(c for c, _m in cur) + max(len(encoded[i]) - c for c, m in cur for i in m)
+                if rows <= max_rows and (not self.max_batch_tokens or rows * width <= self.max_batch_tokens):
+                    chunks[-1] = cur
+                    continue
+            chunks.append([piece])
+        return chunks
+
+    def _progress(self, chunks: list, desc: str):
+        show = self.progress if self.progress is not None else len(chunks) > 1
+        if show:
+            from tqdm.auto import tqdm
+
+            return tqdm(chunks, desc=desc, unit="batch", leave=False)
+        return chunks
+
+    def _shared_inputs(self, encoded: Sequence[Sequence[int]], chunk: list[tuple[int, list[int]]], n: int):
+        """Prefill each group's prefix once; return (cache, ids, mask) of all rows (members × n, in order) with
+        the cache covering the prefix columns, and the width of that prefix region."""
+        from transformers import DynamicCache
+
+        prefixes = [list(encoded[m[0]][:cut]) for cut, m in chunk]
+        cache = DynamicCache(config=self.model.config)
+        width_p = max(len(p) for p in prefixes)
+        if width_p:
+            # a group with nothing to share (1-token prompts) prefills a placeholder that no row attends to
+            pids, pmask, ppos = self._pad_left([p if p else [self.pad_id] for p in prefixes])
+            self.model(input_ids=pids, attention_mask=pmask, position_ids=ppos, past_key_values=cache,
+                       use_cache=True, logits_to_keep=1)
+        rows = [(g, i) for g, (_cut, members) in enumerate(chunk) for i in members for _ in range(n)]
+        if width_p:
+            cache.reorder_cache(torch.tensor([g for g, _i in rows], dtype=torch.long, device=self.device))
+        suffixes = [list(encoded[i][chunk[g][0]:]) for g, i in rows]
+        width_s = max(len(x) for x in suffixes)
+        ids = torch.full((len(rows), width_p + width_s), self.pad_id, dtype=torch.long, device=self.device)
+        mask = torch.zeros_like(ids)
+        for r, ((g, _i), suf) in enumerate(zip(rows, suffixes)):
+            if width_p and prefixes[g]:
+                ids[r, :width_p] = pids[g]
+                mask[r, :width_p] = pmask[g]
+            ids[r, width_p + width_s - len(suf):] = torch.tensor(suf, dtype=torch.long)
+            mask[r, width_p + width_s - len(suf):] = 1
+        return (cache if width_p else None), ids, mask, width_p
+
+    def _generate_shared(self, encoded: Sequence[Sequence[int]], chunk: list[tuple[int, list[int]]],
+                         p: GenerationParams) -> list[Completion]:
+        cache, ids, mask, _wp = self._shared_inputs(encoded, chunk, p.n)
+        recorder = _LogprobRecorder()
+        kwargs: dict[str, Any] = dict(generation_config=self._gen_config(p), logits_processor=[recorder],
+                                      stopping_criteria=self._stopping(p.stop))
+        if cache is not None:
+            kwargs["past_key_values"] = cache
+        out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        width = ids.shape[1]
+        gen = out.sequences[:, width:].cpu()
+        lps = recorder.finish(gen.to(recorder.prev.device) if recorder.prev is not None else gen)
+        return [self._completion(gen[r].tolist(), lps[r].tolist(), p) for r in range(gen.shape[0])]
 
     def _generate_batch(self, seqs: list[list[int]], p: GenerationParams) -> list[Completion]:
         ids, mask, pos = self._pad_left(seqs)
@@ -384,6 +498,17 @@ class HFEngine:
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         out: list[dict[str, float] | None] = [None] * len(encoded)
         sel = torch.tensor(cand, dtype=torch.long)
+        if self.share_prefixes:
+            for chunk in self._progress(self._group_chunks(encoded, self.batch_size, 1), "next-token"):
+                cache, ids, mask, width_p = self._shared_inputs(encoded, chunk, 1)
+                pos = (mask.cumsum(-1) - 1).clamp(min=0)
+                logits = self.model(input_ids=ids[:, width_p:], attention_mask=mask, position_ids=pos[:, width_p:],
+                                    past_key_values=cache, use_cache=cache is not None, logits_to_keep=1).logits
+                lp = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()[:, sel]
+                members = [i for _cut, idx in chunk for i in idx]
+                for r, i in enumerate(members):
+                    out[i] = {c: float(v) for c, v in zip(candidate_tokens, lp[r].tolist())}
+            return out  # type: ignore[return-value]
         for idx in self._batches(order, self.batch_size, "next-token", [len(e) for e in encoded]):
             ids, mask, pos = self._pad_left([encoded[i] for i in idx])
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits
