@@ -21,13 +21,13 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .artifacts import atomic_write_json, read_table, sha256_file, sha256_tree, write_table
 from .calls import PromptStyle
-from .config import DEFAULT_EVAL_CATEGORIES, EvalConfig  # noqa: F401 (re-exported)
+from .config import EvalConfig
 from .data.records import Example
 from .schemas import EXAMPLES
 

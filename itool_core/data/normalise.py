@@ -491,3 +491,18 @@ def read_records(src: str, split: str = "train") -> tuple[str, list[tuple[int, A
         ds = datasets.load_dataset(src, split=split)
         return f"hf://{src}", [(i, dict(row)) for i, row in enumerate(ds)]
     raise FileNotFoundError(f"{src}: no such file, and not a hub dataset id (owner/name)")
+
+
+def load_file_records(src: str, split: str, convert: Any, *, strict: bool = False,
+                      report_list: list | None = None) -> list:
+    """The loading skeleton of the file/hub formats (ToolACE, xLAM): read the rows (:func:`read_records`),
+    ``convert(decoded row, row index) -> Example | list[Example]`` each through ``records.convert_rows`` (bad
+    rows reported with file, row and field, or fatal with ``strict``), append the report to ``report_list``."""
+    from .records import LoadReport, convert_rows
+
+    label, rows = read_records(src, split=split)
+    report = LoadReport(label)
+    out = list(convert_rows(label, rows, lambda raw, rowno: convert(decode_row(raw), rowno), report, strict))
+    if report_list is not None:
+        report_list.append(report)
+    return out

@@ -26,13 +26,12 @@ from ..calls import ParseError, serialise_calls
 from .normalise import (
     SchemaError,
     check_calls,
-    decode_row,
+    load_file_records,
     normalise_tools,
     parse_calls_lenient,
-    read_records,
     rename_in_call_text,
 )
-from .records import Example, FieldError, LoadReport, convert_rows
+from .records import Example, FieldError, LoadReport
 
 __all__ = ["DEFAULT_HUB_ID", "extract_tools", "toolace_examples", "load_toolace"]
 
@@ -144,9 +143,4 @@ def load_toolace(
     split: str = "train",
 ) -> list[Example]:
     """ToolACE from a local JSON/JSONL file or a hub id (default :data:`DEFAULT_HUB_ID`)."""
-    label, rows = read_records(src or DEFAULT_HUB_ID, split=split)
-    report = LoadReport(label)
-    out = list(convert_rows(label, rows, lambda raw, rowno: toolace_examples(decode_row(raw), rowno), report, strict))
-    if report_list is not None:
-        report_list.append(report)
-    return out
+    return load_file_records(src or DEFAULT_HUB_ID, split, toolace_examples, strict=strict, report_list=report_list)

@@ -17,8 +17,8 @@ import json
 from typing import Any
 
 from ..calls import ToolCall
-from .normalise import SchemaError, check_calls, decode_row, normalise_tools, read_records
-from .records import Example, FieldError, LoadReport, convert_rows
+from .normalise import SchemaError, check_calls, load_file_records, normalise_tools
+from .records import Example, FieldError, LoadReport
 
 __all__ = ["DEFAULT_HUB_ID", "xlam_example", "load_xlam"]
 
@@ -84,18 +84,13 @@ def load_xlam(
     split: str = "train",
 ) -> list[Example]:
     """xLAM from a local JSON/JSONL file or a hub id (default :data:`DEFAULT_HUB_ID`)."""
-    label, rows = read_records(src or DEFAULT_HUB_ID, split=split)
-    report = LoadReport(label)
     seen: set[str] = set()
 
-    def convert(raw: Any, rowno: int) -> Example:
-        ex = xlam_example(decode_row(raw), rowno)
+    def convert(row: dict, rowno: int) -> Example:
+        ex = xlam_example(row, rowno)
         if ex.id in seen:
             raise FieldError("id", f"duplicate id {ex.meta['xlam_id']!r}")
         seen.add(ex.id)
         return ex
 
-    out = list(convert_rows(label, rows, convert, report, strict))
-    if report_list is not None:
-        report_list.append(report)
-    return out
+    return load_file_records(src or DEFAULT_HUB_ID, split, convert, strict=strict, report_list=report_list)

@@ -81,7 +81,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..config import DEFAULT_BETA, LOSSES, REFERENCE_FREE, PreferenceConfig
 from .common import peak_rss_mb, quiet_progress
