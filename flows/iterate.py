@@ -57,7 +57,7 @@ def iterate(profile: str = "quick", config: dict[str, Any] | None = None, iterat
 
         # ---- 1. warm-up
         start = warm_up(T, plan, tracker, parent, clock, rows)
-        pool, pi = start["split"]["pool"], start["policy"]
+        pool, pi, prev_eval = start["split"]["pool"], start["policy"], start.get("eval")
         publish_scores(rows, plan.spec, "warm-up")
 
         # ---- 2. iterations
@@ -77,11 +77,15 @@ def iterate(profile: str = "quick", config: dict[str, Any] | None = None, iterat
                 upd = clock(f"{it}/preference", T.preference_update, preference=plan.d("preference"), pairs=pairs,
                             policy=pi, out_dir=stages.stage_dir(plan.run_dir, f"{it}/preference",
                                                                 plan.d("preference"), pairs["sha256"], pi))
+                unchanged = upd["sha256"] == pi["sha256"] and prev_eval is not None  # no pairs: same weights
                 pi = stages.policy_ref(upd["path"], upd["sha256"])
-                ev = clock(f"{it}/eval", T.evaluate_policy, spec=spec, tools_style=plan.style,
-                           engine=plan.cfg.engine, policy=pi, label=f"iTool iteration {i}",
-                           out_dir=stages.stage_dir(plan.run_dir, f"{it}/eval", spec, plan.style, pi))
-                last_eval = ev
+                if unchanged:
+                    ev = prev_eval  # its scores are known; an evaluation would only repeat them
+                else:
+                    ev = clock(f"{it}/eval", T.evaluate_policy, spec=spec, tools_style=plan.style,
+                               engine=plan.cfg.engine, policy=pi, label=f"iTool iteration {i}",
+                               out_dir=stages.stage_dir(plan.run_dir, f"{it}/eval", spec, plan.style, pi))
+                last_eval = prev_eval = ev
 
                 # ---- tracking: scores at step=i on both runs; the details on the iteration's run
                 rows.append(row_of(f"iTool iteration {i}", ev, pairs=pairs["n_pairs"]))

@@ -144,7 +144,7 @@ def warm_up(T: Any, plan: Plan, tracker: Tracker, parent: str, clock: Clock, row
         rows.append(row_of("base", ev))
         log_evaluation(tracker, parent, ev, step=0, prefix="base/")
     if plan.no_warmup:
-        return {"split": split, "policy": base}
+        return {"split": split, "policy": base, "eval": ev if plan.spec.base else None}
 
     with tracker.run("warm-up", parent_run_id=parent, tags={"iteration": "0"}) as child:
         sft_cfg = plan.d("cfg")["sft"]
@@ -164,7 +164,7 @@ def warm_up(T: Any, plan: Plan, tracker: Tracker, parent: str, clock: Clock, row
         tracker.log_metrics(child, clock.metrics(["data", "split", "eval_base", "warmup", "eval_sft"]), step=0)
         for target in (child, parent):
             log_evaluation(tracker, target, ev, step=0, plot=target == child)
-    return {"split": split, "policy": policy}
+    return {"split": split, "policy": policy, "eval": ev}
 
 
 # log_prints stays off: dill (via datasets) captures dis.dis() output by swapping sys.stdout, and Prefect's

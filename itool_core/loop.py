@@ -168,6 +168,7 @@ def run_pipeline(cfg: Any, run_dir: str | Path, *, no_warmup: bool = False, no_r
 
     # ---- warm-up (curriculum or mixed SFT)
     policy = base_model
+    last_eval = ev if eval_spec.base else None
     if not no_warmup:
         def warmup_stage(d: Path) -> dict:
             parts = [(name, _read_examples(split[name]["path"])) for name in ("easy", "medium", "hard")]
@@ -182,6 +183,7 @@ def run_pipeline(cfg: Any, run_dir: str | Path, *, no_warmup: bool = False, no_r
         ev = stage("eval_sft", fingerprint("eval", eval_spec, style, policy_hash, *engine_key),
                    lambda d: _evaluate(policy, eval_spec, style, d, f"SFT ({cfg.sft.mode})", cfg.engine))
         rows.append({"stage": f"SFT ({cfg.sft.mode})", **ev["summary"]})
+        last_eval = ev
         emit("eval", {"stage": "sft", "iteration": 0, **ev["summary"]})
     else:
         policy_hash = fingerprint("base", cfg.model)
@@ -224,9 +226,15 @@ def run_pipeline(cfg: Any, run_dir: str | Path, *, no_warmup: bool = False, no_r
 
         upd = stage(f"{it}/preference", fingerprint("preference", preference, mined["sha256"], prev_hash), pref_stage)
         policy, policy_hash = upd["merged"], upd["merged_sha256"]
-        ev = stage(f"{it}/eval", fingerprint("eval", eval_spec, style, policy_hash, *engine_key),
-                   lambda d, policy=policy, i=i: _evaluate(policy, eval_spec, style, d, f"iTool iteration {i}",
-                                                           cfg.engine))
+        if policy_hash == prev_hash and last_eval is not None:
+            # no pairs → the same weights: their scores are known, an evaluation would only repeat them
+            progress(f"[itool] {it}/eval: policy unchanged (no pairs), scores of the previous stage reused")
+            ev = last_eval
+        else:
+            ev = stage(f"{it}/eval", fingerprint("eval", eval_spec, style, policy_hash, *engine_key),
+                       lambda d, policy=policy, i=i: _evaluate(policy, eval_spec, style, d, f"iTool iteration {i}",
+                                                               cfg.engine))
+        last_eval = ev
         rows.append({"stage": f"iTool iteration {i}", "pairs": mined["n_pairs"], **ev["summary"]})
         emit("eval", {"stage": it, "iteration": i, **ev["summary"]})
 

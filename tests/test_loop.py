@@ -79,3 +79,17 @@ def test_loop_end_to_end_and_resume_after_mining(tiny_dir, tmp_path, monkeypatch
     # a third run with nothing changed does nothing
     again = run_pipeline(_cfg(tiny_dir), tmp_path, data_examples=_data(), progress=lambda s: None)
     assert again["ran"] == []
+
+
+def test_an_iteration_without_pairs_keeps_the_policy_and_reuses_its_scores(tiny_dir, tmp_path):
+    import dataclasses
+
+    cfg = _cfg(tiny_dir)
+    cfg = dataclasses.replace(cfg, mcts=dataclasses.replace(cfg.mcts, min_q_gap=100.0))  # no pair can pass
+    lines: list[str] = []
+    res = run_pipeline(cfg, tmp_path, data_examples=_data(), progress=lines.append)
+    sft, it1 = res["rows"]
+    assert it1["pairs"] == 0 and res["final_policy"] == str(tmp_path / "warmup" / "merged")
+    assert "iter_1/eval" not in res["ran"]  # the same weights are not evaluated twice
+    assert it1["bfcl"] == sft["bfcl"] and it1["apibank"] == sft["apibank"]
+    assert any("policy unchanged" in line for line in lines)
