@@ -208,12 +208,7 @@ class HFEngine:
                     cur.append(i)
                     continue
             chunks.append([i])
-        show = self.progress if self.progress is not None else len(chunks) > 1
-        if show:
-            from tqdm.auto import tqdm
-
-            return tqdm(chunks, desc=desc, unit="batch", leave=False)
-        return chunks
+        return self._progress(chunks, desc)
 
     def _stopping(self, stop: tuple[str, ...]):
         if not stop:
