@@ -93,6 +93,9 @@ class SplitConfig:
     stratify_by: str | None = "category"
     #: Strata smaller than this are not guaranteed a proportional share; they are drawn from jointly.
     min_stratum: int = 10
+    #: Cut the easy/medium/hard thirds per answer kind so each stage keeps the set's no-call share (a plain
+    #: cut puts nearly all no-call examples into "easy" and the curriculum then unlearns abstention).
+    no_call_every_stage: bool = True
 
     def __post_init__(self) -> None:
         _check_range("split.pool_fraction", self.pool_fraction, 0.0, 1.0, lo_open=True)

@@ -129,7 +129,7 @@ def test_split_other_fractions_and_unstratified():
 
 def test_thirds_are_equal_and_ordered_by_difficulty():
     data = dataset()[:120]
-    easy, medium, hard = curriculum_thirds(data, seed=0)
+    easy, medium, hard = curriculum_thirds(data, seed=0, no_call_every_stage=False)
     assert len(easy) == len(medium) == len(hard) == 40
     score = dict(zip([e.id for e in data], difficulty_scores(data)))
     assert max(score[e.id] for e in easy) <= min(score[e.id] for e in medium)
@@ -138,14 +138,34 @@ def test_thirds_are_equal_and_ordered_by_difficulty():
     for k in range(3):  # each criterion grows on average from easy to hard
         assert mean(easy, k) < mean(hard, k)
     # deterministic and independent of input order
-    again = curriculum_thirds(random.Random(1).sample(data, len(data)), seed=0)
+    again = curriculum_thirds(random.Random(1).sample(data, len(data)), seed=0, no_call_every_stage=False)
     assert [[e.id for e in p] for p in again] == [[e.id for e in p] for p in (easy, medium, hard)]
 
 
 @pytest.mark.parametrize("n,sizes", [(9, (3, 3, 3)), (10, (3, 3, 4)), (11, (3, 4, 4)), (2, (0, 1, 1))])
 def test_thirds_sizes_put_the_remainder_on_the_hard_side(n, sizes):
-    parts = curriculum_thirds(dataset()[:n])
+    parts = curriculum_thirds(dataset()[:n], no_call_every_stage=False)
     assert tuple(len(p) for p in parts) == sizes
+
+
+def test_thirds_keep_the_no_call_share_in_every_stage():
+    data = dataset()[:120]
+    no_call = {e.id for e in data if not e.target}
+    assert 6 <= len(no_call) <= 60, "the fixture needs both kinds"
+    plain = curriculum_thirds(data, seed=0, no_call_every_stage=False)
+    parts = curriculum_thirds(data, seed=0)
+    # the plain cut piles no-call examples into "easy" (the failure this option exists for) ...
+    assert sum(e.id in no_call for e in plain[0]) > sum(e.id in no_call for e in plain[2])
+    # ... the default keeps their count per stage within one of a third
+    counts = [sum(e.id in no_call for e in p) for p in parts]
+    assert max(counts) - min(counts) <= 1 and sum(counts) == len(no_call)
+    assert sorted(e.id for p in parts for e in p) == sorted(e.id for e in data)
+    assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 2
+    # within each kind the order is still easy → medium → hard
+    score = dict(zip([e.id for e in data], difficulty_scores(data)))
+    for kind in (True, False):
+        ks = [[score[e.id] for e in p if (e.id in no_call) == kind] for p in parts]
+        assert max(ks[0]) <= min(ks[1]) and max(ks[1]) <= min(ks[2])
 
 
 def test_split_and_write_artifacts(tmp_path):

@@ -22,6 +22,8 @@ with average ranks for ties (so equal values get equal percentiles).  Why ranks 
 * the score is relative to the data set (it orders; it does not measure), which is all a three-way cut needs.
 
 A no-call example (``n_calls = 0``) scores easiest on the third criterion; its tool-set criteria still count.
+By default the thirds are cut per answer kind (no-call / call) so every stage keeps the no-call share
+(:func:`curriculum_thirds` says why).
 
 Ties in the score are broken by a seeded hash of the example id, so the order is total, stable under
 re-ordering of the input, and changes with the seed only among equally difficult examples.
@@ -146,19 +148,38 @@ def split_pool(examples: Sequence[Example], cfg: SplitConfig = SplitConfig()) ->
     return warmup, pool
 
 
-def curriculum_thirds(warmup: Sequence[Example], seed: int = 0) -> tuple[list[Example], list[Example], list[Example]]:
+def _cut_thirds(ordered: Sequence[Example]) -> tuple[list[Example], list[Example], list[Example]]:
+    n = len(ordered)
+    k, r = divmod(n, 3)
+    sizes = [k + (1 if i >= 3 - r else 0) for i in range(3)]
+    a, b = sizes[0], sizes[0] + sizes[1]
+    return list(ordered[:a]), list(ordered[a:b]), list(ordered[b:])
+
+
+def curriculum_thirds(warmup: Sequence[Example], seed: int = 0,
+                      no_call_every_stage: bool = True) -> tuple[list[Example], list[Example], list[Example]]:
     """``(easy, medium, hard)``: the warm-up set ordered by difficulty and cut into three equal parts.
 
     With ``N = 3k + r`` the sizes are ``k`` or ``k + 1`` and the extra examples go to the *harder* parts
     (``N = 10`` → 3, 3, 4), so no easy part is ever larger than a harder one.  Each part is in difficulty
     order (easiest first); the SFT trainer shuffles within a stage.
+
+    ``no_call_every_stage`` (the default): no-call and call examples are cut into thirds separately, by the
+    same score, and stage *i* is the union of both *i*-th thirds.  Why: ``n_calls = 0`` is the easiest value of
+    the third criterion, so a plain cut puts almost every no-call example into *easy*; sequential SFT then
+    spends its last two stages on nearly call-only data and unlearns abstention (default training set: the plain
+    cut puts 140 of the 205 warm-up no-call examples into *easy* and 27 into *hard*; a 48-step plain-cut
+    curriculum ended at 5 % on BFCL irrelevance, from the base model's 100 %).  Each stage keeps the data set's
+    no-call share instead (68 / 68 / 69), and within each kind the order is still easy → hard.  Sizes then differ by at most 2 between stages.
     """
     ordered = order_by_difficulty(warmup, seed)
-    n = len(ordered)
-    k, r = divmod(n, 3)
-    sizes = [k + (1 if i >= 3 - r else 0) for i in range(3)]
-    a, b = sizes[0], sizes[0] + sizes[1]
-    return ordered[:a], ordered[a:b], ordered[b:]
+    if not no_call_every_stage:
+        return _cut_thirds(ordered)
+    rank = {e.id: i for i, e in enumerate(ordered)}
+    no_call = _cut_thirds([e for e in ordered if not e.target])
+    calls = _cut_thirds([e for e in ordered if e.target])
+    merged = [sorted(a + b, key=lambda e: rank[e.id]) for a, b in zip(no_call, calls)]
+    return merged[0], merged[1], merged[2]
 
 
 def write_parts(parts: dict[str, Iterable[Example]], out_dir: str | os.PathLike) -> dict:
@@ -174,5 +195,5 @@ def write_parts(parts: dict[str, Iterable[Example]], out_dir: str | os.PathLike)
 def split_and_write(examples: Sequence[Example], cfg: SplitConfig, out_dir: str | os.PathLike) -> dict:
     """Split, cut the curriculum and write ``warmup``, ``pool``, ``easy``, ``medium``, ``hard`` artifacts."""
     warmup, pool = split_pool(examples, cfg)
-    easy, medium, hard = curriculum_thirds(warmup, cfg.seed)
+    easy, medium, hard = curriculum_thirds(warmup, cfg.seed, cfg.no_call_every_stage)
     return write_parts({"warmup": warmup, "pool": pool, "easy": easy, "medium": medium, "hard": hard}, out_dir)

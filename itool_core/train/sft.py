@@ -422,7 +422,7 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
     else:
         examples = [Example.from_row(r) for r in read_table(args.data, EXAMPLES).to_pylist()]
     warmup, pool = split_pool(examples, run_cfg.split)
-    easy, medium, hard = curriculum_thirds(warmup, run_cfg.split.seed)
+    easy, medium, hard = curriculum_thirds(warmup, run_cfg.split.seed, run_cfg.split.no_call_every_stage)
     out = Path(args.out)
     refs = write_parts({"warmup": warmup, "pool": pool, "easy": easy, "medium": medium, "hard": hard}, out / "data")
     print(f"[warmup] {len(examples)} examples → warm-up {len(warmup)} (easy {len(easy)} / medium {len(medium)} / "
