@@ -275,7 +275,8 @@ def test_warmup_cli_splits_trains_and_prints_one_line_per_stage(tmp_path, capsys
                str(tmp_path / "out"), "--config", str(tmp_path / "run.yaml"), "--max-steps", "1"])
     assert rc == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("[warmup] 12 examples → warm-up 11 (easy 3 / medium 4 / hard 4), pool 1")
+    # 11 = 4 no-call (1/1/2) + 7 call (2/2/3): the thirds are cut per answer kind (data/split.py)
+    assert lines[0].startswith("[warmup] 12 examples → warm-up 11 (easy 3 / medium 3 / hard 5), pool 1")
     stage_lines = [ln for ln in lines if ln.startswith("[warmup] stage")]
     assert [ln.split()[3] for ln in stage_lines] == ["easy", "medium", "hard"]
     assert all("steps=1" in ln and "tok/s" in ln for ln in stage_lines)
