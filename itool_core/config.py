@@ -65,6 +65,10 @@ class ConfigError(ValueError):
     """A configuration value or key that does not fit the dataclasses; the message names the key path."""
 
 
+#: Values of the ``bf16`` switches (SFT, preference): on, off, or on where the device does bf16 natively.
+BF16_CHOICES = (True, False, "auto")
+
+
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise ConfigError(f"{name}: {value!r} is not one of {', '.join(map(repr, choices))}")
@@ -108,8 +112,9 @@ class SplitConfig:
 class SFTConfig:
     """Warm-up LoRA SFT (§4.2, Eq. 2–3): easy → medium → hard, continuing one adapter; or "mixed" (Fig. 4).
 
-    CPU choices (measured, DESIGN.md): ``lora_dropout=0`` (dropout masks cost 16 % of a step), ``bf16=True``
-    autocast (20.6 → 11.8 s/step) and ``gradient_checkpointing=False`` (35 % faster; 6.8 GB instead of 4.6 GB
+    CPU choices (measured, DESIGN.md): ``lora_dropout=0`` (dropout masks cost 16 % of a step), ``bf16="auto"``
+    (autocast where bf16 is native — AMX: 20.6 → 11.8 s/step; fp32 on an AVX2-only CPU, where emulated bf16
+    is 10× slower) and ``gradient_checkpointing=False`` (35 % faster; 6.8 GB instead of 4.6 GB
     peak for SmolLM2-135M at 4 × 420 tokens, affordable — on an 8B model on GPU turn it on, as ``paper`` does).
     """
 
@@ -135,8 +140,9 @@ class SFTConfig:
     #: Prompt + answer tokens; longer examples are left out (and counted), never truncated — a cut answer
     #: would teach a call list without its end.
     max_length: int = 1024
-    #: bf16 mixed precision (autocast); the weights stay in ``model_dtype``.
-    bf16: bool = True
+    #: bf16 mixed precision (autocast); the weights stay in ``model_dtype``.  "auto": on where the device does
+    #: bf16 natively (GPU, CPU with AMX / AVX-512-BF16), off elsewhere (models.bf16_is_fast).
+    bf16: bool | str = "auto"
     gradient_checkpointing: bool = False
     #: dtype the base weights are loaded in when a name/path is given ("float32" on CPU, "bfloat16" on GPU).
     model_dtype: str = "float32"
@@ -150,6 +156,7 @@ class SFTConfig:
 
     def __post_init__(self) -> None:
         _check_choice("sft.mode", self.mode, ("curriculum", "mixed"))
+        _check_choice("sft.bf16", self.bf16, BF16_CHOICES)
         _check_choice("sft.tools_style", self.tools_style, TOOLS_STYLES)
         _check_choice("sft.model_dtype", self.model_dtype, ("float32", "bfloat16", "float16"))
         _check_range("sft.lora_r", self.lora_r, 1)
@@ -177,15 +184,16 @@ class BufferConfig:
     batch_size: int = 4
     #: Keep tool-call and no-call examples in the same proportion as in the buffer when selecting.
     keep_call_proportion: bool = True
-    #: "bfloat16": bf16 autocast (CPU AMX, ~2× faster than fp32); "float32": exact.
-    dtype: str = "bfloat16"
+    #: "bfloat16": bf16 autocast (CPU AMX, ~2× faster than fp32); "float32": exact; "auto": bfloat16 where the
+    #: device does bf16 natively, else float32.
+    dtype: str = "auto"
     #: Must equal sft.tools_style: h is measured on the prompt the policy was trained on.
     tools_style: str = "json"
 
     def __post_init__(self) -> None:
         _check_range("buffer.alpha", self.alpha, 0.0, 1.0, lo_open=True)
         _check_range("buffer.batch_size", self.batch_size, 1)
-        _check_choice("buffer.dtype", self.dtype, ("bfloat16", "float32"))
+        _check_choice("buffer.dtype", self.dtype, ("auto", "bfloat16", "float32"))
         _check_choice("buffer.tools_style", self.tools_style, TOOLS_STYLES)
 
 
@@ -300,8 +308,8 @@ class PreferenceConfig:
     #: peft's "all-linear" (every linear layer but the output head — trl forbids a LoRA on lm_head since it
     #: computes log-probs from ``lm_head.weight``) or an explicit tuple of module names.
     target_modules: str | tuple[str, ...] = "all-linear"
-    #: bf16 mixed precision (autocast); the weights stay in ``model_dtype``.
-    bf16: bool = True
+    #: bf16 mixed precision (autocast); the weights stay in ``model_dtype``.  "auto" as in SFTConfig.
+    bf16: bool | str = "auto"
     gradient_checkpointing: bool = False
     #: dtype the policy (and an explicit reference) are loaded in: "float32" on CPU, "bfloat16" on GPU.
     model_dtype: str = "float32"
@@ -334,6 +342,7 @@ class PreferenceConfig:
             raise ConfigError(f"preference.lora_dropout: {self.lora_dropout!r} must be in [0, 1)")
         if self.simpo_gamma_beta_ratio < 0:
             raise ConfigError(f"preference.simpo_gamma_beta_ratio: {self.simpo_gamma_beta_ratio!r} must be >= 0")
+        _check_choice("preference.bf16", self.bf16, BF16_CHOICES)
         if self.model_dtype not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"preference.model_dtype: {self.model_dtype!r} is not float32/bfloat16/float16")
 

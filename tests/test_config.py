@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
@@ -73,3 +74,21 @@ def test_itool_config_cli_prints_a_loadable_file(tmp_path, capsys):
     bad.write_text("sft:\n  lora_rr: 3\n")
     assert main(["config", "--config", str(bad)]) == 2
     assert "sft.lora_rr" in capsys.readouterr().err
+
+
+def test_bf16_switches_accept_auto_and_resolve_from_the_device():
+    from itool_core.config import BufferConfig, PreferenceConfig, SFTConfig
+    from itool_core.models import bf16_is_fast, resolve_bf16
+
+    assert SFTConfig().bf16 == PreferenceConfig().bf16 == BufferConfig().dtype == "auto"
+    for bad in ("yes", 1.5):
+        with pytest.raises(ConfigError, match="sft.bf16"):
+            SFTConfig(bf16=bad)
+        with pytest.raises(ConfigError, match="preference.bf16"):
+            PreferenceConfig(bf16=bad)
+    assert resolve_bf16(True) is True and resolve_bf16(False) is False
+    assert resolve_bf16("auto", "cpu") == bf16_is_fast("cpu")
+    # "auto" must agree with the CPU's own flags (emulated bf16 made an SFT step ~10x slower on an AVX2 CPU)
+    flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else None
+    if flags is not None:
+        assert bf16_is_fast("cpu") == ("amx_bf16" in flags or "avx512_bf16" in flags)

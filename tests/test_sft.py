@@ -280,6 +280,8 @@ def test_warmup_cli_splits_trains_and_prints_one_line_per_stage(tmp_path, capsys
     stage_lines = [ln for ln in lines if ln.startswith("[warmup] stage")]
     assert [ln.split()[3] for ln in stage_lines] == ["easy", "medium", "hard"]
     assert all("steps=1" in ln and "tok/s" in ln for ln in stage_lines)
+    progress = [ln.split()[1] for ln in lines if " step 1/1 loss " in ln]
+    assert progress == ["easy", "medium", "hard"]
     out = tmp_path / "out"
     assert {p.name for p in out.iterdir()} == {"data", "stage_1_easy", "stage_2_medium", "stage_3_hard", "merged",
                                                 "sft_result.json"}

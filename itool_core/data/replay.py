@@ -84,11 +84,15 @@ def answer_spans(tokenizer, examples: Sequence[Example], style: PromptStyle = Pr
 def _autocast(dtype: Any, device: str):
     import torch
 
+    from ..models import bf16_is_fast
+
+    if dtype == "auto":
+        dtype = "bfloat16" if bf16_is_fast(device) else "float32"
     if dtype in ("bfloat16", "bf16", torch.bfloat16):
         return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
     if dtype in ("float32", "fp32", torch.float32, None):
         return nullcontext()
-    raise ValueError(f"unsupported perplexity dtype {dtype!r} (bfloat16|float32)")
+    raise ValueError(f"unsupported perplexity dtype {dtype!r} (auto|bfloat16|float32)")
 
 
 def target_perplexity(
@@ -97,13 +101,14 @@ def target_perplexity(
     examples: Sequence[Example],
     style: PromptStyle = PromptStyle(),
     batch_size: int = 4,
-    dtype: Any = "bfloat16",
+    dtype: Any = "auto",
     *,
     return_lengths: bool = False,
 ) -> list[float] | tuple[list[float], list[int]]:
     """h = exp(mean NLL of the answer tokens) per example (Eq. 4), in input order.
 
-    ``dtype="bfloat16"`` runs the forward under bf16 autocast (weights untouched); ``"float32"`` is exact.
+    ``dtype="bfloat16"`` runs the forward under bf16 autocast (weights untouched); ``"float32"`` is exact; ``"auto"``
+    (default) is bfloat16 where the device does bf16 natively, else float32.
     With ``return_lengths`` also returns the number of answer tokens each h averages over.
     """
     import torch
@@ -320,7 +325,7 @@ def register_cli(subparsers) -> None:
     r.add_argument("--iteration", type=int, default=0)
     r.add_argument("--config", default=None, help="RunConfig YAML (default: the quick profile)")
     r.add_argument("--batch-size", type=int, default=None)
-    r.add_argument("--dtype", choices=["bfloat16", "float32"], default=None)
+    r.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default=None)
     r.add_argument("--limit", type=int, default=None, help="score only the first N pool examples")
     r.add_argument("--threads", type=int, default=2)
     r.set_defaults(func=_cmd_refresh)

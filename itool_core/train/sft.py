@@ -205,6 +205,8 @@ def build_trainer(peft_model, tokenizer, records: list[dict[str, list[int]]], cf
     import torch
     from datasets import Dataset
     from transformers import PrinterCallback
+
+    from ..models import resolve_bf16
     from trl import SFTConfig as TrlSFTConfig
     from trl import SFTTrainer
 
@@ -219,7 +221,7 @@ def build_trainer(peft_model, tokenizer, records: list[dict[str, list[int]]], cf
         weight_decay=cfg.weight_decay,
         max_length=cfg.max_length,
         completion_only_loss=True,  # labels −100 on the prompt: loss on the answer + end token only
-        bf16=cfg.bf16,
+        bf16=resolve_bf16(cfg.bf16, "cuda" if torch.cuda.is_available() else "cpu"),
         # trl's default is checkpointing ON; transformers 5 calls it activation_checkpointing and the new name
         # wins over trl's (deprecated) gradient_checkpointing=True default.
         activation_checkpointing=cfg.gradient_checkpointing,
@@ -428,8 +430,16 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
     print(f"[warmup] {len(examples)} examples → warm-up {len(warmup)} (easy {len(easy)} / medium {len(medium)} / "
           f"hard {len(hard)}), pool {len(pool)} → {refs['pool'].path}")
 
+    planned: dict[str, int] = {}
+
     def on_event(event: str, m: dict) -> None:
-        if event == "stage_end":
+        if event == "stage_start":
+            planned[m["stage"]] = m["steps"]
+        elif event == "log" and m.get("loss") is not None:
+            # a stage takes minutes to an hour on CPU: show that it moves
+            print(f"[warmup]   {m['stage']} step {m['stage_step']}/{planned.get(m['stage'], '?')} "
+                  f"loss {m['loss']:.3f}", flush=True)
+        elif event == "stage_end":
             print(_summary_line(m), flush=True)
 
     result = train_sft(model, [("easy", easy), ("medium", medium), ("hard", hard)], sft_cfg, out, on_event)
