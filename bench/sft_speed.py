@@ -20,6 +20,7 @@ DESIGN.md measured 11–16 s/step for 4 × 420 tokens with bf16 autocast, LoRA r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -40,7 +41,7 @@ from itool_core.calls import PromptStyle  # noqa: E402
 from itool_core.config import profile  # noqa: E402
 from itool_core.data.records import Example  # noqa: E402
 from itool_core.data.split import split_pool  # noqa: E402
-from itool_core.models import DEFAULT_MODEL, load_policy  # noqa: E402
+from itool_core.models import DEFAULT_MODEL, bf16_is_fast, load_policy, resolve_bf16  # noqa: E402
 from itool_core.train.sft import build_sft_records, train_sft  # noqa: E402
 
 
@@ -67,11 +68,12 @@ def _training_examples() -> tuple[list[Example], str]:
         return out, f"synthetic tool calls (loaders unavailable: {type(e).__name__})"
 
 
-def _calibrate(model) -> float:
-    """Seconds of one no-grad bf16-autocast forward of 4 × 512 random tokens: a yardstick of how busy the shared
-    CPU is (DESIGN.md measured 8 × 512 in 3.0 s on an idle machine, so about 1.5 s here when idle)."""
+def _calibrate(model, bf16: bool) -> float:
+    """Seconds of one no-grad forward of 4 × 512 random tokens (bf16 autocast when ``bf16``): a yardstick of how
+    busy the shared CPU is (DESIGN.md measured 8 × 512 in 3.0 s bf16 on an idle AMX machine, ≈ 1.5 s for 4 × 512)."""
     x = torch.randint(0, model.config.vocab_size, (4, 512), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
         model(input_ids=x[:1, :16])  # warm-up
         t0 = time.perf_counter()
         model(input_ids=x)
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=None, help="per-device batch (default: quick profile's)")
     ap.add_argument("--max-length", type=int, default=None)
-    ap.add_argument("--no-bf16", action="store_true", help="fp32 instead of bf16 autocast")
+    ap.add_argument("--no-bf16", action="store_true",
+                    help="fp32 even where bf16 is native (default: the profile's bf16='auto')")
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--tools", choices=["json", "compact"], default=None, help="tool rendering (default: profile's)")
     ap.add_argument("--seed", type=int, default=0)
@@ -117,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     model, tok = load_policy(args.model, dtype=cfg.model_dtype)
     load_s = time.perf_counter() - t0
-    calib = None if args.no_calibrate else _calibrate(model)
+    use_bf16 = resolve_bf16(cfg.bf16)
+    calib = None if args.no_calibrate else _calibrate(model, use_bf16)
     records, dropped = build_sft_records(sample, tok, PromptStyle(cfg.tools_style), cfg.max_length)
     lengths = [len(r["input_ids"]) for r in records]
     answer = [sum(r["completion_mask"]) for r in records]
@@ -147,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         "grad_accum": cfg.grad_accum_steps,
         "tokens_per_example_mean": statistics.mean(lengths),
         "answer_tokens_mean": statistics.mean(answer),
-        "bf16": cfg.bf16,
+        "bf16": use_bf16,
+        "cpu_native_bf16": bf16_is_fast("cpu"),
+        "cpu_model": next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                           if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists()
+        else platform.processor(),
         "gradient_checkpointing": cfg.gradient_checkpointing,
         "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "target": cfg.target_modules},
         "tools_style": cfg.tools_style,
@@ -166,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"SFT speed — {args.model}, {row['data']}")
     print(f"{st.steps} steps × batch {cfg.per_device_batch_size} (mean {row['tokens_per_example_mean']:.0f} tokens, "
-          f"answer {row['answer_tokens_mean']:.0f}), bf16={cfg.bf16}, checkpointing={cfg.gradient_checkpointing}, "
+          f"answer {row['answer_tokens_mean']:.0f}), bf16={use_bf16}, checkpointing={cfg.gradient_checkpointing}, "
           f"LoRA r{cfg.lora_r} {cfg.target_modules}, {torch.get_num_threads()} threads")
     print(f"{'tokens/s':>9} {'s/step':>7} {'steady':>7} {'wall s':>7} {'peak RSS GB':>12} {'loss first→last':>16}")
     print(f"{row['tokens_per_s']:>9.0f} {row['s_per_step']:>7.1f} {steady:>7.1f} {st.wall_s:>7.0f} "
@@ -175,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(row, indent=2) + "\n")
     if calib is not None:
-        print(f"yardstick: bf16 forward 4 × 512 tokens {calib:.1f} s (≈ 1.5 s on an idle machine, DESIGN.md)")
+        print(f"yardstick: {'bf16' if use_bf16 else 'fp32'} forward 4 × 512 tokens {calib:.1f} s "
+              "(bf16 ≈ 1.5 s on the idle AMX machine of DESIGN.md)")
     if max(row["loadavg_1min_before_after"]) > torch.get_num_threads() + 0.5:
         print(f"note: load average {row['loadavg_1min_before_after']} on a {torch.get_num_threads()}-thread run — "
               "other processes shared the CPU; times are inflated")
