@@ -166,11 +166,12 @@ def curriculum_thirds(warmup: Sequence[Example], seed: int = 0,
 
     ``no_call_every_stage`` (the default): no-call and call examples are cut into thirds separately, by the
     same score, and stage *i* is the union of both *i*-th thirds.  Why: ``n_calls = 0`` is the easiest value of
-    the third criterion, so a plain cut puts almost every no-call example into *easy*; sequential SFT then
-    spends its last two stages on nearly call-only data and unlearns abstention (default training set: the plain
-    cut puts 140 of the 205 warm-up no-call examples into *easy* and 27 into *hard*; a 48-step plain-cut
-    curriculum ended at 5 % on BFCL irrelevance, from the base model's 100 %).  Each stage keeps the data set's
-    no-call share instead (68 / 68 / 69), and within each kind the order is still easy → hard.  Sizes then differ by at most 2 between stages.
+    the third criterion, so a plain cut puts almost every no-call example into *easy* (default training set:
+    140 of the 205 warm-up no-call examples in *easy*, 27 in *hard*), and sequential SFT would show the last
+    stage — the one the policy leaves the warm-up with — almost no "no call" answers.  Each stage keeps the
+    set's no-call share instead (68 / 68 / 69), as ``select_hardest`` keeps it for the search, and within each
+    kind the order is still easy → hard.  (It is not enough on its own to keep BFCL irrelevance up at the quick
+    profile's 48 steps: docs/RESULTS.md.)  Sizes then differ by at most 2 between stages.
     """
     ordered = order_by_difficulty(warmup, seed)
     if not no_call_every_stage:
