@@ -224,7 +224,7 @@ def test_cli_build_writes_table_and_card(tmp_path, capsys):
 
     out = tmp_path / "train.parquet"
     rc = main(["data", "build", "--profile", "quick", "--no-augment", "parallel", "renamed", "--max-length", "0",
-               "-o", str(out)])
+               "--no-call-rate", "0.6", "-o", str(out)])
     assert rc == 0
     ref = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     table = read_table(out, EXAMPLES)
@@ -232,6 +232,8 @@ def test_cli_build_writes_table_and_card(tmp_path, capsys):
     card = json.loads((tmp_path / "train.card.json").read_text())
     assert card["rows"] == table.num_rows and card["artifact"]["sha256"] == ref["sha256"]
     assert set(card["by_augmentation"]) == {"none", "no_call", "distractors"}
+    # the default rate (0.2) gives about 0.3 no-call rows per original row; 0.6 must give far more
+    assert card["by_augmentation"]["no_call"] > 0.6 * card["by_augmentation"]["none"]
     assert (tmp_path / "train.card.md").read_text().startswith("# Training set card")
     rows = [Example.from_row(r) for r in table.to_pylist()]
     assert not any(e.meta.get("augmentation") in ("parallel", "renamed") for e in rows)

@@ -386,6 +386,8 @@ def write_training_set(examples: Sequence[Example], card: dict[str, Any], out: s
 
 def _cmd_build(args) -> int:
     cfg = aug.AugmentConfig(caps=aug.CapParams(max_share=args.max_share))
+    if args.no_call_rate is not None:
+        cfg = dataclasses.replace(cfg, no_call=dataclasses.replace(cfg.no_call, rate=args.no_call_rate))
     if args.no_augment:
         cfg = cfg.without(*args.no_augment)
     if args.no_caps:
@@ -422,6 +424,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--no-augment", nargs="+", default=[], choices=list(aug.AUGMENTATIONS), metavar="NAME",
                    help=f"switch augmentations off (ablation): {', '.join(aug.AUGMENTATIONS)}")
     p.add_argument("--no-caps", action="store_true", help="do not cap over-represented functions")
+    p.add_argument("--no-call-rate", type=float, default=None,
+                   help=f"share of call examples that get a no-call copy (default {aug.NoCallParams().rate}); "
+                        "raise it when a trained model stops abstaining (BFCL irrelevance)")
     p.add_argument("--max-share", type=float, default=aug.CapParams().max_share,
                    help="largest share of the target calls one function may hold")
     p.add_argument("--max-length", type=int, default=None,
