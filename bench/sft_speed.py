@@ -68,6 +68,15 @@ def _training_examples() -> tuple[list[Example], str]:
         return out, f"synthetic tool calls (loaders unavailable: {type(e).__name__})"
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; ``platform.processor()`` elsewhere)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.processor())
+
+
 def _calibrate(model, bf16: bool) -> float:
     """Seconds of one no-grad forward of 4 × 512 random tokens (bf16 autocast when ``bf16``): a yardstick of how
     busy the shared CPU is (DESIGN.md measured 8 × 512 in 3.0 s bf16 on an idle AMX machine, ≈ 1.5 s for 4 × 512)."""
@@ -153,9 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "answer_tokens_mean": statistics.mean(answer),
         "bf16": use_bf16,
         "cpu_native_bf16": bf16_is_fast("cpu"),
-        "cpu_model": next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                           if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists()
-        else platform.processor(),
+        "cpu_model": _cpu_model(),
         "gradient_checkpointing": cfg.gradient_checkpointing,
         "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "target": cfg.target_modules},
         "tools_style": cfg.tools_style,

@@ -141,9 +141,12 @@ def bf16_is_fast(device: str = "cpu") -> bool:
         return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def resolve_bf16(setting: bool | str, device: str = "cpu") -> bool:
-    """A config's ``bf16`` (True, False or "auto") as a bool: "auto" = :func:`bf16_is_fast` on ``device``."""
-    return bf16_is_fast(device) if setting == "auto" else bool(setting)
+def resolve_bf16(setting: bool | str, device: str | None = None) -> bool:
+    """A config's ``bf16`` (True, False or "auto") as a bool: "auto" = :func:`bf16_is_fast` on ``device``
+    (default: the device the trainers use — CUDA when available, else the CPU)."""
+    if setting != "auto":
+        return bool(setting)
+    return bf16_is_fast(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 _LOAD_LOCK = threading.Lock()

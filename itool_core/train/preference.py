@@ -336,7 +336,7 @@ def _trl_args(cfg: PreferenceConfig, output_dir: str, steps: int):
         weight_decay=cfg.weight_decay,
         max_length=cfg.max_length,
         beta=cfg.resolved_beta(),
-        bf16=resolve_bf16(cfg.bf16, "cuda" if torch.cuda.is_available() else "cpu"),
+        bf16=resolve_bf16(cfg.bf16),
         # trl defaults to checkpointing ON; transformers 5 calls it activation_checkpointing (the new name wins
         # over trl's deprecated gradient_checkpointing default).  A deliberate choice, see PreferenceConfig.
         activation_checkpointing=cfg.gradient_checkpointing,

@@ -221,7 +221,7 @@ def build_trainer(peft_model, tokenizer, records: list[dict[str, list[int]]], cf
         weight_decay=cfg.weight_decay,
         max_length=cfg.max_length,
         completion_only_loss=True,  # labels −100 on the prompt: loss on the answer + end token only
-        bf16=resolve_bf16(cfg.bf16, "cuda" if torch.cuda.is_available() else "cpu"),
+        bf16=resolve_bf16(cfg.bf16),
         # trl's default is checkpointing ON; transformers 5 calls it activation_checkpointing and the new name
         # wins over trl's (deprecated) gradient_checkpointing=True default.
         activation_checkpointing=cfg.gradient_checkpointing,
