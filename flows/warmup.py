@@ -40,7 +40,7 @@ class Plan:
         arguments and ``iterations`` / ``eval_limit`` override single sections on top (the UI's knobs)."""
         from itool_core.config import RunConfig, from_dict
         from itool_core.config import profile as preset
-        from itool_core.models import itool_home
+        from itool_core.models import itool_home, with_concrete_precision
 
         data = dict(config or {})
         for name, part in (("mcts", mcts), ("policy", policy), ("preference", preference),
@@ -51,7 +51,7 @@ class Plan:
             data["iterations"] = iterations
         if eval_limit is not None:
             data["evaluation"] = {**data.get("evaluation", {}), "limit": eval_limit}
-        cfg = from_dict(RunConfig, data, preset(data.get("profile", profile)))
+        cfg = with_concrete_precision(from_dict(RunConfig, data, preset(data.get("profile", profile))))
         # absolute by default: a deployment's worker runs flows in a scratch directory
         return cls(cfg=cfg, run_dir=Path(run_dir or itool_home() / "runs" / cfg.profile).resolve(),
                    no_warmup=no_warmup)

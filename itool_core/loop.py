@@ -3,7 +3,7 @@
 Each iteration i (§4.3, Fig. 2 of the paper):
 
 1. refresh the replay buffer's perplexities with the current policy π_{i−1} (Eq. 4);
-2. select the hardest α % (tool-call / no-call in proportion);
+2. select the hardest α % (tool-call / no-call in proportion; optionally below the top ``buffer.skip_hardest``);
 3. mine step-level preference pairs with lock-step MCTS (Eq. 5–9);
 4. preference update of π_{i−1} on those pairs with the reference π_{i−1} (Eq. 10–11), merge → π_i;
 5. evaluate π_i.
@@ -117,14 +117,15 @@ def run_pipeline(cfg: Any, run_dir: str | Path, *, no_warmup: bool = False, no_r
     """
     import torch
 
-    from .data.replay import REPLAY_BUFFER, buffer_examples, refresh_buffer, select_hardest
+    from .data.replay import REPLAY_BUFFER, buffer_examples, refresh_buffer, select_for_search
     from .data.split import split_and_write
     from .engines import policy_engine
     from .mcts.mine import mine_sharded
-    from .models import load_policy, resolve
+    from .models import load_policy, resolve, with_concrete_precision
     from .train.preference import train_preference
     from .train.sft import train_sft
 
+    cfg = with_concrete_precision(cfg)
     mcts, policy_cfg, preference, eval_spec = cfg.mcts, cfg.policy, cfg.preference, cfg.evaluation
     # the generation engine changes greedy outputs slightly, so it is part of an evaluation's key ("hf" adds
     # nothing, which keeps the keys of runs made before the engine was configurable)
@@ -204,8 +205,7 @@ def run_pipeline(cfg: Any, run_dir: str | Path, *, no_warmup: bool = False, no_r
         buf = stage(f"{it}/buffer", fingerprint("buffer", cfg.buffer, pool_hash, prev_hash), buffer_stage)
 
         def mine_stage(d: Path, prev=prev, buf=buf) -> dict:
-            chosen = select_hardest(read_table(buf["buffer"], REPLAY_BUFFER), cfg.buffer.alpha,
-                                    cfg.buffer.keep_call_proportion)
+            chosen = select_for_search(read_table(buf["buffer"], REPLAY_BUFFER), cfg.buffer)
             engine = policy_engine(cfg.engine, prev)
             res = mine_sharded(engine, buffer_examples(chosen), d, mcts, policy_cfg, style)
             return {"pairs": res.pairs.path, "sha256": res.pairs.sha256, "n_pairs": res.n_pairs,

@@ -198,8 +198,8 @@ def refresh_buffer(buffer: dict, pool: dict, policy: dict, iteration: int, out_d
 
 @_stage("select-shards")
 def select_shards(buffer_cfg: dict, mcts: dict, buffer: dict, out_dir: str) -> list[dict]:
-    """The hardest α of the buffer (tool-call / no-call in proportion), cut into ``mcts.shards`` round-robin
-    shards: one ``examples/1`` Parquet reference per shard, each mined by its own task."""
+    """The hardest α of the buffer (tool-call / no-call in proportion, below ``skip_hardest``), cut into
+    ``mcts.shards`` round-robin shards: one ``examples/1`` Parquet reference per shard, each mined by its own task."""
     from itool_core.artifacts import read_table, write_table
     from itool_core.config import BufferConfig, MCTSConfig, from_dict
     from itool_core.data import replay
@@ -207,8 +207,7 @@ def select_shards(buffer_cfg: dict, mcts: dict, buffer: dict, out_dir: str) -> l
     from itool_core.schemas import EXAMPLES
 
     bcfg, mcfg = from_dict(BufferConfig, buffer_cfg), from_dict(MCTSConfig, mcts)
-    chosen = replay.select_hardest(read_table(_check(buffer), replay.REPLAY_BUFFER), bcfg.alpha,
-                                   bcfg.keep_call_proportion)
+    chosen = replay.select_for_search(read_table(_check(buffer), replay.REPLAY_BUFFER), bcfg)
     shards = shard_examples(replay.buffer_examples(chosen), mcfg.shards)
     return [write_table([e.to_row() for e in shard], Path(out_dir) / f"shard_{i}.parquet", EXAMPLES).to_dict()
             for i, shard in enumerate(shards)]

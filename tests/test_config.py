@@ -92,3 +92,24 @@ def test_bf16_switches_accept_auto_and_resolve_from_the_device():
     flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else None
     if flags is not None:
         assert bf16_is_fast("cpu") == ("amx_bf16" in flags or "avx512_bf16" in flags)
+
+
+def test_fingerprints_name_the_precision_that_runs():
+    # "auto" is resolved before stages hash their config: an "auto" run on this machine and a run that spells
+    # out the precision "auto" picks here share their stages; the other explicit choice does not.
+    from dataclasses import replace
+
+    from itool_core.loop import fingerprint
+    from itool_core.models import bf16_is_fast, with_concrete_precision
+
+    auto = profile("quick")
+    fast = bf16_is_fast("cpu")
+    spelled = replace(auto, sft=replace(auto.sft, bf16=fast), preference=replace(auto.preference, bf16=fast),
+                      buffer=replace(auto.buffer, dtype="bfloat16" if fast else "float32"))
+    other = replace(auto, sft=replace(auto.sft, bf16=not fast))
+    c_auto, c_spelled, c_other = map(with_concrete_precision, (auto, spelled, other))
+    assert c_auto.sft.bf16 is fast and c_auto.preference.bf16 is fast
+    assert c_auto.buffer.dtype in ("bfloat16", "float32")
+    assert fingerprint("warmup", c_auto.sft) == fingerprint("warmup", c_spelled.sft)
+    assert fingerprint("warmup", c_auto.sft) != fingerprint("warmup", c_other.sft)
+    assert c_auto == c_spelled and with_concrete_precision(c_auto) == c_auto

@@ -8,7 +8,7 @@ import torch
 
 from itool_core.artifacts import read_table, write_table
 from itool_core.calls import ToolCall
-from itool_core.config import BufferConfig, SFTConfig
+from itool_core.config import BufferConfig, ConfigError, SFTConfig
 from itool_core.data.records import Example
 from itool_core.data.replay import (
     REPLAY_BUFFER,
@@ -16,6 +16,7 @@ from itool_core.data.replay import (
     buffer_examples,
     h_summary,
     refresh_buffer,
+    select_for_search,
     select_hardest,
     selection_counts,
     target_perplexity,
@@ -116,6 +117,28 @@ def test_select_hardest_keeps_the_call_no_call_proportion():
     assert [r["id"] for r in select_hardest(pa.Table.from_pylist(tied), 0.4)] == ["r01", "r02"]
 
 
+def test_skip_hardest_selects_a_band_below_the_top():
+    # calls by h: r00 r01 r02 r03 r04 r06 r08 (7); no-calls: r05 r07 r09 (3).  α = 0.3 → k = 3: call 2, no-call 1.
+    hs = [9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.5, 1.0]
+    rows = _buffer(hs, no_call={5, 7, 9})
+    assert [r["id"] for r in select_hardest(rows, 0.3)] == ["r00", "r01", "r05"]
+    # skip half of each group: calls skip round(3.5) = 4 → r04 r06; no-calls skip round(1.5) = 2 → r09
+    assert [r["id"] for r in select_hardest(rows, 0.3, skip_hardest=0.5)] == ["r04", "r06", "r09"]
+    # without the proportion: skip 5 of 10, take the next 3
+    assert [r["id"] for r in select_hardest(rows, 0.3, keep_call_proportion=False, skip_hardest=0.5)] == [
+        "r05", "r06", "r07"]
+    # near the bottom the window moves up: still k rows, the easiest ones
+    assert [r["id"] for r in select_hardest(rows, 0.3, keep_call_proportion=False, skip_hardest=0.9)] == [
+        "r07", "r08", "r09"]
+    # the config carries the same three settings
+    cfg = BufferConfig(alpha=0.3, skip_hardest=0.5)
+    assert select_for_search(rows, cfg) == select_hardest(rows, 0.3, skip_hardest=0.5)
+    with pytest.raises(ValueError, match="skip_hardest"):
+        select_hardest(rows, 0.3, skip_hardest=1.0)
+    with pytest.raises(ConfigError, match="buffer.skip_hardest"):
+        BufferConfig(skip_hardest=-0.1)
+
+
 @pytest.mark.parametrize("n_call,n_no,alpha,expected", [
     (28, 7, 0.2, (6, 1)),  # k = 7 exactly; 7·7/35 = 1.4 → 1
     (8, 2, 0.2, (2, 0)),  # k = 2; 2·2/10 = 0.4 → 0 (a share below one half rounds away)
@@ -165,9 +188,14 @@ def test_buffer_cli_refresh_and_select(tmp_path, capsys):
                  "-o", str(tmp_path / "buf.parquet"), "--batch-size", "2", "--iteration", "1"]) == 0
     out = capsys.readouterr().out
     assert "scored 5 pool examples" in out and "median" in out and "no_call" in out
-    assert main(["buffer", "select", str(tmp_path / "buf.parquet"), "--alpha", "0.4",
+    assert main(["buffer", "select", str(tmp_path / "buf.parquet"), "--alpha", "0.4", "--skip-hardest", "0",
                  "-o", str(tmp_path / "hard.parquet")]) == 0
     hard = read_table(tmp_path / "hard.parquet", EXAMPLES)
     assert hard.num_rows == 2
     buf = read_table(tmp_path / "buf.parquet", REPLAY_BUFFER).to_pylist()
     assert set(hard.column("id").to_pylist()) == {r["id"] for r in select_hardest(buf, 0.4)}
+    assert main(["buffer", "select", str(tmp_path / "buf.parquet"), "--alpha", "0.4", "--skip-hardest", "0.6",
+                 "-o", str(tmp_path / "band.parquet")]) == 0
+    band = read_table(tmp_path / "band.parquet", EXAMPLES).column("id").to_pylist()
+    assert set(band) == {r["id"] for r in select_hardest(buf, 0.4, skip_hardest=0.6)}
+    assert not set(band) & set(hard.column("id").to_pylist())

@@ -40,6 +40,7 @@ __all__ = [
     "target_perplexity",
     "refresh_buffer",
     "select_hardest",
+    "select_for_search",
     "selection_size",
     "selection_counts",
     "buffer_examples",
@@ -198,10 +199,23 @@ def selection_counts(n_call: int, n_no_call: int, alpha: float) -> tuple[int, in
     return min(n_call, k - k_no), k_no
 
 
+def _window(n: int, k: int, skip_hardest: float) -> slice:
+    # Start below the skipped hardest rows; shift up when fewer than k rows remain, so k rows are still taken.
+    start = min(_round_half_up(skip_hardest * n), n - k)
+    return slice(max(start, 0), max(start, 0) + k)
+
+
 def select_hardest(
-    buffer_rows: pa.Table | Iterable[Mapping[str, Any]], alpha: float = 0.2, keep_call_proportion: bool = True
+    buffer_rows: pa.Table | Iterable[Mapping[str, Any]], alpha: float = 0.2, keep_call_proportion: bool = True,
+    skip_hardest: float = 0.0,
 ) -> list[dict[str, Any]]:
     """The top α of the buffer by h, hardest first.
+
+    ``skip_hardest`` (a fraction, default 0 = the paper) first passes over that share of the hardest rows of
+    each group and takes the next α: a band of h instead of the very top.  A policy far from solving its
+    hardest examples gets only wrong siblings there and therefore no preference pair (RESULTS.md, quick run
+    on SmolLM2-135M); the band keeps the search where some sibling can succeed.  When fewer than the selection
+    size remain below the skipped share the window moves up, so the number of rows never changes.
 
     With ``keep_call_proportion`` the hardest ``k_call`` tool-call rows and the hardest ``k_no_call`` no-call
     rows are taken (:func:`selection_counts` gives the rounding), so the search sees abstention examples in
@@ -209,15 +223,23 @@ def select_hardest(
     saying "no call" (DESIGN.md: irrelevance collapses without no-call examples).  Without it, the top
     ``selection_size(N, α)`` rows.  Ties in h are broken by id, so the choice is deterministic.
     """
+    if not 0.0 <= skip_hardest < 1.0:
+        raise ValueError(f"skip_hardest is a fraction in [0, 1), got {skip_hardest!r}")
     rows = _rows(buffer_rows)
     ranked = sorted(rows, key=lambda r: (-float(r["h"]), str(r["id"])))
     if not keep_call_proportion:
-        return ranked[: selection_size(len(ranked), alpha)]
-    n_no = sum(1 for r in ranked if r["is_no_call"])
-    k_call, k_no = selection_counts(len(ranked) - n_no, n_no, alpha)
-    calls = [r for r in ranked if not r["is_no_call"]][:k_call]
-    no_calls = [r for r in ranked if r["is_no_call"]][:k_no]
+        return ranked[_window(len(ranked), selection_size(len(ranked), alpha), skip_hardest)]
+    calls = [r for r in ranked if not r["is_no_call"]]
+    no_calls = [r for r in ranked if r["is_no_call"]]
+    k_call, k_no = selection_counts(len(calls), len(no_calls), alpha)
+    calls = calls[_window(len(calls), k_call, skip_hardest)]
+    no_calls = no_calls[_window(len(no_calls), k_no, skip_hardest)]
     return sorted(calls + no_calls, key=lambda r: (-float(r["h"]), str(r["id"])))
+
+
+def select_for_search(buffer_rows: pa.Table | Iterable[Mapping[str, Any]], cfg: BufferConfig) -> list[dict[str, Any]]:
+    """:func:`select_hardest` with the selection settings of a :class:`BufferConfig` (α, proportion, band)."""
+    return select_hardest(buffer_rows, cfg.alpha, cfg.keep_call_proportion, cfg.skip_hardest)
 
 
 def buffer_examples(rows: pa.Table | Iterable[Mapping[str, Any]]) -> list[Example]:
@@ -271,7 +293,8 @@ def _buffer_cfg(args: argparse.Namespace) -> BufferConfig:
     cfg = (load_config(args.config) if args.config else profile("quick")).buffer
     changes = {k: v for k, v in (("batch_size", getattr(args, "batch_size", None)),
                                  ("dtype", getattr(args, "dtype", None)),
-                                 ("alpha", getattr(args, "alpha", None))) if v is not None}
+                                 ("alpha", getattr(args, "alpha", None)),
+                                 ("skip_hardest", getattr(args, "skip_hardest", None))) if v is not None}
     return dataclasses.replace(cfg, **changes)
 
 
@@ -306,10 +329,11 @@ def _cmd_select(args: argparse.Namespace) -> int:
     from ..artifacts import read_table, write_table
 
     cfg = _buffer_cfg(args)
-    rows = select_hardest(read_table(args.buffer, REPLAY_BUFFER), cfg.alpha, cfg.keep_call_proportion)
+    rows = select_for_search(read_table(args.buffer, REPLAY_BUFFER), cfg)
     ref = write_table([e.to_row() for e in buffer_examples(rows)], args.out, EXAMPLES)
     n_no = sum(1 for r in rows if r["is_no_call"])
-    print(f"[buffer] selected {len(rows)} hardest (α = {cfg.alpha:g}; {len(rows) - n_no} call, {n_no} no-call; "
+    print(f"[buffer] selected {len(rows)} (α = {cfg.alpha:g}, hardest {cfg.skip_hardest:g} skipped; "
+          f"{len(rows) - n_no} call, {n_no} no-call; "
           f"h ≥ {min((r['h'] for r in rows), default=float('nan')):.3f}) → {ref.path}")
     return 0
 
@@ -333,5 +357,7 @@ def register_cli(subparsers) -> None:
     s.add_argument("buffer")
     s.add_argument("-o", "--out", required=True)
     s.add_argument("--alpha", type=float, default=None, help="fraction, e.g. 0.2 (default: the config's)")
+    s.add_argument("--skip-hardest", type=float, default=None,
+                   help="fraction of the hardest rows passed over before taking α, e.g. 0.5 (default: the config's)")
     s.add_argument("--config", default=None)
     s.set_defaults(func=_cmd_select)

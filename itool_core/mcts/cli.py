@@ -20,7 +20,7 @@ def _cmd_mine(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     rows = read_table(args.buffer, REPLAY_BUFFER).to_pylist()
-    chosen = select_hardest(rows, args.alpha / 100.0)
+    chosen = select_hardest(rows, args.alpha / 100.0, skip_hardest=args.skip_hardest / 100.0)
     if args.max_trees:
         chosen = chosen[: args.max_trees]
     examples = buffer_examples(chosen)
@@ -47,6 +47,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--adapter", default=None, help="LoRA adapter folder on top of --model")
     p.add_argument("--buffer", required=True, help="replay buffer Parquet (itool buffer refresh)")
     p.add_argument("--alpha", type=float, default=20.0, help="percent of the buffer to search (hardest by h)")
+    p.add_argument("--skip-hardest", type=float, default=0.0,
+                   help="percent of the hardest rows passed over before the α are taken (a band of h)")
     p.add_argument("--simulations", type=int, default=8)
     p.add_argument("--k", type=int, default=3, help="candidate steps per expansion")
     p.add_argument("--c-puct", type=float, default=1.0)
