@@ -440,7 +440,9 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
               # 30 trees × 4 rounds × k 3 ≈ 10 min per iteration on 2 cores (MCTS-DPO's range: 5–64 rounds).
               # min_chosen_q −1: a 135M policy's rollouts from a correct first call still fail, so that call's
               # Q is ≈ −0.86 against −1.01 for a wrong one; the release's −0.3 drops exactly those pairs.
-              "mcts": {"simulations": 4, "k": 3, "min_chosen_q": -1.0}},
+              "mcts": {"simulations": 4, "k": 3, "min_chosen_q": -1.0},
+              # ≈ 10 pairs per iteration at this budget: one pass would be 2–3 optimiser steps of 4 pairs.
+              "preference": {"epochs": 3.0}},
     "paper": {
         "model": "meta-llama/Llama-3.1-8B-Instruct",
         "data": "Team-ACE/ToolACE",
