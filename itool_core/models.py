@@ -149,6 +149,14 @@ def resolve_bf16(setting: bool | str, device: str | None = None) -> bool:
     return bf16_is_fast(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+def resolve_dtype(setting: str, device: str = "cpu") -> str:
+    """A buffer ``dtype`` ("auto", "bfloat16" or "float32") as a concrete name: "auto" = bfloat16 where
+    :func:`bf16_is_fast` on ``device``, else float32."""
+    if setting != "auto":
+        return setting
+    return "bfloat16" if bf16_is_fast(device) else "float32"
+
+
 def with_concrete_precision(cfg: Any) -> Any:
     """A ``RunConfig`` with each "auto" precision (``sft.bf16``, ``preference.bf16``, ``buffer.dtype``) replaced by
     what it resolves to on this machine.  Stage fingerprints and cache keys hash the config, and they must
@@ -157,12 +165,9 @@ def with_concrete_precision(cfg: Any) -> Any:
     from dataclasses import replace
 
     device = "cuda" if str(getattr(cfg, "device", "cpu")).startswith("cuda") else "cpu"
-    buffer_dtype = cfg.buffer.dtype
-    if buffer_dtype == "auto":
-        buffer_dtype = "bfloat16" if bf16_is_fast(device) else "float32"
     return replace(cfg, sft=replace(cfg.sft, bf16=resolve_bf16(cfg.sft.bf16, device)),
                    preference=replace(cfg.preference, bf16=resolve_bf16(cfg.preference.bf16, device)),
-                   buffer=replace(cfg.buffer, dtype=buffer_dtype))
+                   buffer=replace(cfg.buffer, dtype=resolve_dtype(cfg.buffer.dtype, device)))
 
 
 _LOAD_LOCK = threading.Lock()

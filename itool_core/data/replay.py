@@ -85,10 +85,10 @@ def answer_spans(tokenizer, examples: Sequence[Example], style: PromptStyle = Pr
 def _autocast(dtype: Any, device: str):
     import torch
 
-    from ..models import bf16_is_fast
+    from ..models import resolve_dtype
 
     if dtype == "auto":
-        dtype = "bfloat16" if bf16_is_fast(device) else "float32"
+        dtype = resolve_dtype(dtype, device)
     if dtype in ("bfloat16", "bf16", torch.bfloat16):
         return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
     if dtype in ("float32", "fp32", torch.float32, None):
