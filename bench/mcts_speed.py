@@ -8,6 +8,10 @@ Prints a table and writes JSON (bench/results/mcts_speed.json):
 * raw: the engine's batched generation throughput on the same prompts (n = k, same step length) — the
   ceiling for (a).
 
+All rows use one engine (``share_prefixes`` and the cross-call prefix store, as mining builds it); the store
+is emptied before each row, so no row reuses what an earlier one prefilled.  ``--prefix-cache-mb 0`` or
+``--no-share-prefixes`` measure the engine without them.
+
 Goals (issue "Step-level MCTS"): (a) ≥ 5× (b) in trees/min, and (a)'s generated tokens/s ≥ 70 % of raw.
 
     .venv/bin/python bench/mcts_speed.py --trees 4 --simulations 2 --k 4
@@ -56,7 +60,20 @@ class CountingEngine:
         return self.engine.next_token_logprobs(prompts, cands)
 
 
+def store_stats(engine) -> dict:
+    st = engine.prefix_store
+    return {} if st is None else {"prefix_tokens_reused": st.reused_tokens, "prefix_tokens_prefilled": st.prefilled_tokens}
+
+
+def fresh_store(engine) -> None:
+    """Every row starts with an empty cross-call prefix store: no row may reuse what an earlier row computed."""
+    if engine.prefix_store is not None:
+        engine.prefix_store.clear()
+        engine.prefix_store.reused_tokens = engine.prefix_store.prefilled_tokens = 0
+
+
 def run(mode: str, engine, examples, cfg: MCTSConfig, pcfg: PolicyConfig, style: PromptStyle) -> dict:
+    fresh_store(engine)
     counting = CountingEngine(engine)
     policy = EnginePolicy(counting, {e.id: e for e in examples}, pcfg)
     items = build_items(examples, engine.tokenizer, style)
@@ -66,7 +83,7 @@ def run(mode: str, engine, examples, cfg: MCTSConfig, pcfg: PolicyConfig, style:
     return {"mode": mode, "seconds": secs, "trees_per_min": 60 * len(examples) / secs,
             "generated_tokens": counting.tokens, "generated_tokens_per_s": counting.tokens / secs,
             "engine_calls": counting.calls, "nodes": sum(1 for it in items for _ in it.tree.nodes()) - len(items),
-            "seconds_by_call": stats.seconds}
+            "seconds_by_call": stats.seconds, **store_stats(engine)}
 
 
 def main() -> None:
@@ -83,13 +100,16 @@ def main() -> None:
     ap.add_argument("--skip-sequential", action="store_true")
     ap.add_argument("--no-share-prefixes", action="store_true",
                     help="engine without shared-prefix prefill (the behaviour before it existed)")
+    ap.add_argument("--prefix-cache-mb", type=float, default=1024,
+                    help="K/V kept across engine calls (what mining uses); 0 = off (the behaviour before it existed)")
     ap.add_argument("--out", default="bench/results/mcts_speed.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     model, tok = tiny_model() if args.model == "tiny" else load_policy(args.model, dtype=args.dtype)
     engine = HFEngine(model, tok, batch_size=args.batch_size, progress=False,
-                      share_prefixes=not args.no_share_prefixes)
+                      share_prefixes=not args.no_share_prefixes,
+                      prefix_cache_mb=0 if args.no_share_prefixes else args.prefix_cache_mb)
     style = PromptStyle("compact")
     exs, _ = load("bfcl", categories=["simple_python"])
     examples = stable_subset(exs, args.trees, seed=0)
@@ -99,13 +119,14 @@ def main() -> None:
     # raw batched throughput on the same prompts: n = k samples of one step each
     items = build_items(examples, tok, style)
     engine.generate([items[0].tree.prompt_ids], GenerationParams(max_new_tokens=4))  # warm-up, not timed
+    fresh_store(engine)
     t0 = time.perf_counter()
     outs = engine.generate([it.tree.prompt_ids for it in items],
                            GenerationParams(max_new_tokens=args.step_tokens, temperature=1.0, n=args.k, seed=0))
     raw_secs = time.perf_counter() - t0
     raw_tokens = sum(len(c.token_ids) for cs in outs for c in cs)
     raw = {"mode": "raw batched generate", "seconds": raw_secs, "generated_tokens": raw_tokens,
-           "generated_tokens_per_s": raw_tokens / raw_secs}
+           "generated_tokens_per_s": raw_tokens / raw_secs, **store_stats(engine)}
 
     rows = [raw, run("lockstep", engine, examples, cfg, pcfg, style)]
     if not args.skip_sequential:

@@ -10,6 +10,7 @@ import importlib.util
 import math
 
 import pytest
+import torch
 
 from itool_core.engines import Engine, GenerationParams, make_engine
 from itool_core.engines.base import apply_stop
@@ -25,13 +26,14 @@ PROMPTS = [
 TOL = 2e-3  # log-prob agreement between batched/unbatched and generate/score passes (fp32 on CPU)
 
 
-@pytest.fixture(scope="module", params=["hf", "hf-shared-prefixes", pytest.param("vllm", marks=[
+@pytest.fixture(scope="module", params=["hf", "hf-shared-prefixes", "hf-prefix-cache", pytest.param("vllm", marks=[
     pytest.mark.gpu, pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")])])
 def engine(request, tiny, tmp_path_factory):
     model, tok = tiny
     if request.param.startswith("hf"):
         return make_engine("hf", model=model, tokenizer=tok, batch_size=4, progress=False,
-                           share_prefixes=request.param == "hf-shared-prefixes")
+                           share_prefixes=request.param != "hf",
+                           prefix_cache_mb=64 if request.param == "hf-prefix-cache" else 0)
     folder = tmp_path_factory.mktemp("tiny-model")
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
@@ -238,6 +240,46 @@ def test_hf_shared_prefixes_compute_what_each_prompt_computes_alone(tiny):
         if c.token_ids:
             (lp,) = plain.score([prompts[0]], [c.token_ids])
             assert lp == pytest.approx(c.logprobs, abs=TOL)
+
+
+def test_hf_prefix_store_reuses_earlier_calls_and_computes_the_same(tiny):
+    # Search-shaped sequence of calls: round 1 samples steps from two prompts, round 2 continues one of them
+    # with its step (the store must serve the shared part from round 1) and self-evaluates two partial answers
+    # that differ only at the end.  Every answer and log-prob must equal the plain engine's.
+    model, tok = tiny
+    plain = make_engine("hf", model=model, tokenizer=tok, batch_size=16, progress=False)
+    cached = make_engine("hf", model=model, tokenizer=tok, batch_size=16, progress=False, share_prefixes=True,
+                         prefix_cache_mb=64)
+    store = cached.prefix_store
+    stem = PROMPTS[2] + "Sure. " * 20
+    g = GenerationParams(max_new_tokens=6)
+    round1 = [stem + "[book(", PROMPTS[0] + "Paris " * 12]
+    a, b = plain.generate(round1, g), cached.generate(round1, g)
+    assert [x[0].token_ids for x in a] == [y[0].token_ids for y in b]
+    assert store.reused_tokens == 0 and store.prefilled_tokens > 0 and len(store.entries) == 2
+    held = [kv for _row, kvs, _size in store.entries.values() for kv in kvs]
+    snapshot = [(k.clone(), v.clone()) for k, v in held]
+    first = cached.encode(round1[0]) + b[0][0].token_ids
+    round2 = [first, first + cached.encode(" x")]
+    prefilled = store.prefilled_tokens
+    a, b = plain.generate(round2, g), cached.generate(round2, g)
+    for x, y in zip(a, b):
+        assert x[0].token_ids == y[0].token_ids
+        assert x[0].logprobs == pytest.approx(y[0].logprobs, abs=TOL)
+    assert store.reused_tokens >= len(cached.encode(stem)) - 2  # round 1's prefill served round 2
+    assert store.prefilled_tokens - prefilled < 10  # only the new step (and its continuation) was prefilled
+    for (k0, v0), (k1, v1) in zip(snapshot, held):  # stored rows are never written to in place
+        assert torch.equal(k0, k1) and torch.equal(v0, v1)
+    evals = [stem + "Partial: [book(n=2)]", stem + "Partial: [find(q='x')]"]
+    for x, y in zip(plain.next_token_logprobs(evals, ["A", "B"]), cached.next_token_logprobs(evals, ["A", "B"])):
+        assert x == pytest.approx(y, abs=TOL)
+    # the store stays within its budget: a 1-MB store evicts least recently used rows
+    small = make_engine("hf", model=model, tokenizer=tok, batch_size=16, progress=False, share_prefixes=True,
+                        prefix_cache_mb=0.05)
+    small.generate([stem + s for s in ("a", "b")] + [PROMPTS[0] * 3, PROMPTS[2] * 2], g)
+    assert 0 < small.prefix_store.bytes <= small.prefix_store.max_bytes
+    with pytest.raises(ValueError, match="share_prefixes"):
+        make_engine("hf", model=model, tokenizer=tok, prefix_cache_mb=8)
 
 
 # ------------------------------------------------------------------------------ vLLM glue, without vLLM

@@ -31,11 +31,16 @@ def make_engine(kind: str = "hf", model: Any = None, tokenizer: Any = None, **kw
     raise ValueError(f"unknown engine kind {kind!r} (known: {', '.join(KINDS)})")
 
 
+#: K/V the transformers engine keeps across the search's calls (about 22k prompt tokens of SmolLM2-135M in fp32,
+#: several rounds of a batch of 8 trees: tree prompts, leaf prompts and self-evaluation prompts).
+POLICY_PREFIX_CACHE_MB = 1024
+
+
 def policy_engine(kind: str, model_path: str, *, batch_size: int = 32, num_threads: int | None = None) -> Engine:
     """The engine the tree search generates with: ``RunConfig.engine`` on a model folder.  The CPU knobs
-    (sequences per batch, torch threads, one prefill per shared prefix) apply to the transformers engine;
-    vLLM schedules its own batches and caches prefixes itself."""
+    (sequences per batch, torch threads, one prefill per shared prefix, prefixes kept across calls) apply to
+    the transformers engine; vLLM schedules its own batches and caches prefixes itself."""
     if kind == "hf":
         return make_engine("hf", model=model_path, batch_size=batch_size, num_threads=num_threads, progress=False,
-                           share_prefixes=True)
+                           share_prefixes=True, prefix_cache_mb=POLICY_PREFIX_CACHE_MB)
     return make_engine(kind, model=model_path)

@@ -22,6 +22,13 @@ How it generates (see DESIGN.md "Speed facts"):
   the mask, so each row computes what it would alone (contract-tested: greedy outputs equal the plain path).
   On CPU, where prefill is compute-bound, this is what batching siblings together can save; one prompt per
   call (one call per child) can share nothing.
+* ``prefix_cache_mb > 0`` (with ``share_prefixes``; what mining uses) keeps those prefilled prefixes ACROSS
+  calls, as vLLM's automatic prefix caching does on GPU: an LRU store of unpadded K/V rows, bounded in MB.  A
+  new group prefix reuses the longest common prefix with any stored row and prefills only the rest.  The
+  tree search needs it because every round starts from what the last one computed: the leaves' prompts
+  extend earlier prompts, the rollouts of new children extend the prompt their step was sampled from, and the
+  next self-evaluations differ from the previous ones only after "Proposed partial answer"; without the
+  store each round prefilled every tree's ~600-token prompt again.
 * Per-token log-probs of the RAW distribution (before temperature / top-p) are recorded by a logits processor
   that keeps only the previous step's ``log_softmax`` (memory O(batch × vocab) rather than
   ``output_logits``' O(batch × steps × vocab)).
@@ -37,6 +44,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import OrderedDict
 from typing import Any, Sequence
 
 import torch
@@ -79,6 +87,65 @@ class _LogprobRecorder:
         return torch.stack(self.out[:steps], dim=1).cpu()
 
 
+class PrefixKVStore:
+    """K/V of prompt prefixes kept across engine calls: one unpadded row per entry, least recently used first out.
+
+    ``lookup(ids)`` returns the longest common prefix of ``ids`` with any stored row and that row's K/V cut to
+    it (views: the cache layers concatenate into new tensors, so a stored row is never written to).  ``put``
+    drops stored rows that the new one extends, then evicts the least recently used rows while the store holds
+    more than ``max_bytes``.  Counters say how many prompt tokens were reused vs prefilled.
+    """
+
+    def __init__(self, max_bytes: int, min_tokens: int = 16) -> None:
+        self.max_bytes = int(max_bytes)
+        self.min_tokens = min_tokens
+        self.entries: OrderedDict[int, tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], int]] = OrderedDict()
+        self.bytes = 0
+        self.reused_tokens = 0
+        self.prefilled_tokens = 0
+        self._next = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _lcp(a: torch.Tensor, b: torch.Tensor) -> int:
+        m = min(len(a), len(b))
+        diff = (a[:m] != b[:m]).nonzero()
+        return int(diff[0]) if len(diff) else m
+
+    def lookup(self, ids: Sequence[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        q = torch.tensor(list(ids), dtype=torch.long)
+        with self._lock:
+            best, best_key = 0, None
+            for key, (row, _kv, _b) in self.entries.items():
+                c = self._lcp(row, q)
+                if c > best:
+                    best, best_key = c, key
+            if best < self.min_tokens or best_key is None:
+                return 0, None
+            self.entries.move_to_end(best_key)
+            kv = self.entries[best_key][1]
+            return best, [(k[:, :, :best], v[:, :, :best]) for k, v in kv]
+
+    def put(self, ids: Sequence[int], kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        row = torch.tensor(list(ids), dtype=torch.long)
+        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            for key in [k for k, (r, _kv, _b) in self.entries.items() if len(r) <= len(row) and self._lcp(r, row) == len(r)]:
+                self.bytes -= self.entries.pop(key)[2]
+            self._next += 1
+            self.entries[self._next] = (row, kv, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                self.bytes -= self.entries.popitem(last=False)[1][2]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.entries.clear()
+            self.bytes = 0
+
+
 class HFEngine:
     """Engine protocol on a transformers causal LM (optionally a peft LoRA model)."""
 
@@ -100,6 +167,7 @@ class HFEngine:
         static_cache: bool = True,
         max_batch_tokens: int | None = 8192,
         share_prefixes: bool = False,
+        prefix_cache_mb: float = 0,
     ) -> None:
         """``model`` is a loaded model (then ``tokenizer`` is required) or a name/path for ``models.load_policy``.
 
@@ -110,7 +178,8 @@ class HFEngine:
         preallocates the KV cache for single-sample generation (the prefill-once path for n > 1 keeps the
         dynamic cache, which it must repeat n times).  ``max_batch_tokens`` bounds prompts × padded length
         per batch (None: only ``batch_size`` counts).  ``share_prefixes`` prefills a prefix shared by several
-        prompts of one call once (see the module docstring).
+        prompts of one call once (see the module docstring); ``prefix_cache_mb`` keeps those prefixes across
+        calls (needs ``share_prefixes``; 0 = off).
         """
         if num_threads:
             torch.set_num_threads(int(num_threads))
@@ -142,6 +211,9 @@ class HFEngine:
         self.max_batch_tokens = max_batch_tokens
         self.max_prompt_tokens = max_prompt_tokens
         self.share_prefixes = share_prefixes
+        if prefix_cache_mb and not share_prefixes:
+            raise ValueError("prefix_cache_mb needs share_prefixes=True (the store holds the shared prefixes)")
+        self.prefix_store = PrefixKVStore(int(prefix_cache_mb * 2**20)) if prefix_cache_mb else None
         self.eos_ids = self._eos_ids()
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.eos_ids[0]
@@ -336,7 +408,10 @@ class HFEngine:
         prefixes = [list(encoded[m[0]][:cut]) for cut, m in chunk]
         cache = DynamicCache(config=self.model.config)
         width_p = max(len(p) for p in prefixes)
-        if width_p:
+        if width_p and self.prefix_store is not None:
+            pids, pmask, _ppos = self._pad_left([p if p else [self.pad_id] for p in prefixes])
+            cache = self._stored_prefixes(prefixes, width_p)
+        elif width_p:
             # a group with nothing to share (1-token prompts) prefills a placeholder that no row attends to
             pids, pmask, ppos = self._pad_left([p if p else [self.pad_id] for p in prefixes])
             self.model(input_ids=pids, attention_mask=pmask, position_ids=ppos, past_key_values=cache,
@@ -355,6 +430,44 @@ class HFEngine:
             ids[r, width_p + width_s - len(suf):] = torch.tensor(suf, dtype=torch.long)
             mask[r, width_p + width_s - len(suf):] = 1
         return (cache if width_p else None), ids, mask, width_p
+
+    def _prefix_kv(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """K/V of one unpadded prefix: the stored part reused, the rest prefilled after it, the whole stored."""
+        from transformers import DynamicCache
+
+        store = self.prefix_store
+        have, kv = store.lookup(prefix)
+        store.reused_tokens += have
+        if have == len(prefix):
+            return kv  # type: ignore[return-value]
+        cache = DynamicCache(ddp_cache_data=kv, config=self.model.config) if kv else DynamicCache(config=self.model.config)
+        rest = torch.tensor([prefix[have:]], dtype=torch.long, device=self.device)
+        pos = torch.arange(have, len(prefix), device=self.device).unsqueeze(0)
+        self.model(input_ids=rest, attention_mask=torch.ones((1, len(prefix)), dtype=torch.long, device=self.device),
+                   position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        store.prefilled_tokens += len(prefix) - have
+        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        store.put(prefix, kv)
+        return kv
+
+    def _stored_prefixes(self, prefixes: list[list[int]], width_p: int):
+        """A left-padded cache of all group prefixes built from the store (each prefix prefilled alone, after its
+        longest stored prefix); padded columns hold zeros that the attention mask hides."""
+        from transformers import DynamicCache
+
+        rows = [self._prefix_kv(p) if p else None for p in prefixes]
+        ref = next(r for r in rows if r is not None)
+        layers = []
+        for li, (k0, v0) in enumerate(ref):
+            k = k0.new_zeros((len(prefixes), k0.shape[1], width_p, k0.shape[3]))
+            v = v0.new_zeros((len(prefixes), v0.shape[1], width_p, v0.shape[3]))
+            for g, r in enumerate(rows):
+                if r is not None:
+                    n = r[li][0].shape[2]
+                    k[g, :, width_p - n:] = r[li][0][0]
+                    v[g, :, width_p - n:] = r[li][1][0]
+            layers.append((k, v))
+        return DynamicCache(ddp_cache_data=layers, config=self.model.config)
 
     def _generate_shared(self, encoded: Sequence[Sequence[int]], chunk: list[tuple[int, list[int]]],
                          p: GenerationParams) -> list[Completion]:
