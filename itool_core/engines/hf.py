@@ -93,7 +93,9 @@ class PrefixKVStore:
     ``lookup(ids)`` returns the longest common prefix of ``ids`` with any stored row and that row's K/V cut to
     it (views: the cache layers concatenate into new tensors, so a stored row is never written to).  ``put``
     drops stored rows that the new one extends, then evicts the least recently used rows while the store holds
-    more than ``max_bytes``.  Counters say how many prompt tokens were reused vs prefilled.
+    more than ``max_bytes``.  Counters say how many prompt tokens were reused vs prefilled.  Rows are valid for
+    the weights that computed them: an engine whose model is trained in place must ``clear()`` its store (the
+    pipeline builds a new engine per policy, ``engines.policy_engine``).
     """
 
     def __init__(self, max_bytes: int, min_tokens: int = 16) -> None:
