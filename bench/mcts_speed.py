@@ -69,7 +69,6 @@ def fresh_store(engine) -> None:
     """Every row starts with an empty cross-call prefix store: no row may reuse what an earlier row computed."""
     if engine.prefix_store is not None:
         engine.prefix_store.clear()
-        engine.prefix_store.reused_tokens = engine.prefix_store.prefilled_tokens = 0
 
 
 def run(mode: str, engine, examples, cfg: MCTSConfig, pcfg: PolicyConfig, style: PromptStyle) -> dict:

@@ -143,9 +143,10 @@ class PrefixKVStore:
                 self.bytes -= self.entries.popitem(last=False)[1][2]
 
     def clear(self) -> None:
+        """Empty the store and zero its counters."""
         with self._lock:
             self.entries.clear()
-            self.bytes = 0
+            self.bytes = self.reused_tokens = self.prefilled_tokens = 0
 
 
 class HFEngine:
