@@ -273,7 +273,9 @@ def test_hf_prefix_store_reuses_earlier_calls_and_computes_the_same(tiny):
     evals = [stem + "Partial: [book(n=2)]", stem + "Partial: [find(q='x')]"]
     for x, y in zip(plain.next_token_logprobs(evals, ["A", "B"]), cached.next_token_logprobs(evals, ["A", "B"])):
         assert x == pytest.approx(y, abs=TOL)
-    # the store stays within its budget: a 1-MB store evicts least recently used rows
+    store.clear()
+    assert not store.entries and store.bytes == store.reused_tokens == store.prefilled_tokens == 0
+    # the store stays within its budget: a 50-kB store evicts least recently used rows
     small = make_engine("hf", model=model, tokenizer=tok, batch_size=16, progress=False, share_prefixes=True,
                         prefix_cache_mb=0.05)
     small.generate([stem + s for s in ("a", "b")] + [PROMPTS[0] * 3, PROMPTS[2] * 2], g)
