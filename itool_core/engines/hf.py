@@ -411,14 +411,14 @@ class HFEngine:
         prefixes = [list(encoded[m[0]][:cut]) for cut, m in chunk]
         cache = DynamicCache(config=self.model.config)
         width_p = max(len(p) for p in prefixes)
-        if width_p and self.prefix_store is not None:
-            pids, pmask, _ppos = self._pad_left([p if p else [self.pad_id] for p in prefixes])
-            cache = self._stored_prefixes(prefixes, width_p)
-        elif width_p:
-            # a group with nothing to share (1-token prompts) prefills a placeholder that no row attends to
+        if width_p:
+            # a group with nothing to share (1-token prompts) gets a placeholder that no row attends to
             pids, pmask, ppos = self._pad_left([p if p else [self.pad_id] for p in prefixes])
-            self.model(input_ids=pids, attention_mask=pmask, position_ids=ppos, past_key_values=cache,
-                       use_cache=True, logits_to_keep=1)
+            if self.prefix_store is not None:
+                cache = self._stored_prefixes(prefixes, width_p)
+            else:
+                self.model(input_ids=pids, attention_mask=pmask, position_ids=ppos, past_key_values=cache,
+                           use_cache=True, logits_to_keep=1)
         rows = [(g, i) for g, (_cut, members) in enumerate(chunk) for i in members for _ in range(n)]
         if width_p:
             cache.reorder_cache(torch.tensor([g for g, _i in rows], dtype=torch.long, device=self.device))
