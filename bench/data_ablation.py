@@ -78,11 +78,25 @@ def run_row(name: str, out: Path, args) -> dict:
     return {
         "row": name, "rows_in_set": card.get("rows"), "no_call_share": card.get("no_call_share"),
         **{c: cats[c]["accuracy"] for c in CATEGORIES if c in cats},
+        "irrelevance_answers": irrelevance_answers(row_dir / "eval" / "samples.parquet"),
         "bfcl_overall": s["bfcl"]["overall"],
         "apibank_level1": s.get("apibank", {}).get("level1", {}).get("accuracy"),
         "apibank_level2": s.get("apibank", {}).get("level2", {}).get("accuracy"),
         "n_per_category": args.limit, "timings": timings,
     }
+
+
+def irrelevance_answers(samples: Path) -> dict[str, int]:
+    """call / no_call / broken_call counts of the irrelevance answers, from the samples (evaluations written
+    before the summary counted them read the same): BFCL scores a broken call list — typically one cut off by
+    the token cap — as correct there, which is not abstention."""
+    import pandas as pd
+
+    from itool_core.eval.bfcl import ANSWER_KINDS, answer_kind
+
+    out = pd.read_parquet(samples, columns=["category", "output"])
+    kinds = out.loc[out["category"] == "irrelevance", "output"].map(answer_kind).value_counts()
+    return {k: int(kinds.get(k, 0)) for k in ANSWER_KINDS}
 
 
 def pct(v) -> str:
@@ -107,12 +121,15 @@ def main() -> None:
 
     out = Path(args.out_dir)
     results = [run_row(r, out, args) for r in rows]
-    head = ["set", "rows", "no-call %", *CATEGORIES, "BFCL overall", "API-Bank L1", "API-Bank L2"]
+    head = ["set", "rows", "no-call %", *CATEGORIES, "irrelevance answers: no call / broken call / call",
+            "BFCL overall", "API-Bank L1", "API-Bank L2"]
     print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in results:
         name = "default (full)" if r["row"] == "full" else f"without {r['row']}"
+        ia = r["irrelevance_answers"]
         cells = [name, str(r["rows_in_set"]), pct(r["no_call_share"]), *(pct(r.get(c)) for c in CATEGORIES),
-                 f"{100 * r['bfcl_overall']:.1f}", pct(r["apibank_level1"]), pct(r["apibank_level2"])]
+                 f"{ia['no_call']} / {ia['broken_call']} / {ia['call']}", f"{100 * r['bfcl_overall']:.1f}",
+                 pct(r["apibank_level1"]), pct(r["apibank_level2"])]
         print("| " + " | ".join(cells) + " |")
     atomic_write_text(args.json, json.dumps({
         "date": date.today().isoformat(), "machine": os.uname().nodename, "args": vars(args), "rows": results,

@@ -112,6 +112,35 @@ def test_ground_truth_scores_100_percent_on_every_single_turn_category(single_tu
         assert st["correct"] == expected, cat
 
 
+@pytest.mark.parametrize("text, kind", [
+    (NO_CALL_TEXT, "no_call"), ("[]", "no_call"), ("I cannot help with that.", "no_call"), ("", "no_call"),
+    ("[f(a=1)]", "call"), ("f(a=1)", "call"), ("```\n[f(a=1)]\n```", "call"),
+    ("[f(a=1), f(a=", "broken_call"), ("math.sqrt(x=", "broken_call"), ("```python\n[f(", "broken_call"),
+])
+def test_answer_kind(text, kind):
+    assert bf.answer_kind(text) == kind
+
+
+def test_summary_counts_answer_kinds_so_cut_off_lists_are_not_read_as_abstention(single_turn_examples, tmp_path):
+    """BFCL scores a call list cut by max_new_tokens as "no call" (irrelevance correct); the summary says so."""
+    irr = bf.stable_subset([e for e in single_turn_examples if e.category == "irrelevance"], 6, seed=0)
+    simple = bf.stable_subset([e for e in single_turn_examples if e.category == "simple_python"], 2, seed=0)
+    tok = JsonChatTokenizer()
+    script = {render_prompt(tok, ex.tools, ex.messages): text for ex, text in zip(irr, [
+        NO_CALL_TEXT, NO_CALL_TEXT, "[f(a=1), f(a=1), f(a=", "[g(b=", f"[{irr[4].tools[0]['name']}()]", "No."])}
+    script.update({render_prompt(tok, ex.tools, ex.messages): _gold_text(ex) for ex in simple})
+    summary = evaluate(ScriptedEngine(script), benchmarks="bfcl", examples=irr + simple, out_dir=tmp_path,
+                       print_tables=False)
+    b = summary["bfcl"]
+    assert b["categories"]["irrelevance"]["correct"] == 5  # BFCL's rule: only the decodable call is wrong
+    assert b["answer_kinds"]["irrelevance"] == {"call": 1, "no_call": 3, "broken_call": 2}
+    assert b["answer_kinds"]["simple_python"] == {"call": 2, "no_call": 0, "broken_call": 0}
+    assert json.loads((tmp_path / "summary.json").read_text())["bfcl"]["answer_kinds"] == b["answer_kinds"]
+    table = format_tables(summary)
+    row = next(line for line in table.splitlines() if line.startswith("| irrelevance "))
+    assert "broken call" in table and [c.strip() for c in row.strip("|").split("|")][-3:] == ["1", "3", "2"]
+
+
 def test_bfcl_prompts_shared_between_an_ast_category_and_live_irrelevance(single_turn_examples):
     """Documents the data defect above: the same prompt expects a call in one category and none in another."""
     seen = defaultdict(set)

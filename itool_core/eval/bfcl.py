@@ -16,7 +16,10 @@ What is BFCL's and what is ours:
   and positional arguments (bfcl silently drops them) are decode errors here; tuples are read as lists.
 * **Relevance: BFCL's rule** (``_evaluate_single_relevance_entry``): text that does not decode, or decodes to
   no call, is "no call".  irrelevance / live_irrelevance are correct iff there is no call; live_relevance iff
-  there is at least one.
+  there is at least one.  That rule also counts an answer cut off by ``max_new_tokens`` in the middle of a
+  call list as "no call": :func:`answer_kind` tells such ``broken_call`` answers from real abstentions, and the
+  evaluation summary counts the kinds per category (``answer_kinds``) so that an irrelevance score made of
+  truncated call lists is not read as abstention.
 * **Summary: the BFCL v3 formula** (:func:`summarise`): Non-live = unweighted mean of simple (simple_python),
   multiple, parallel, parallel_multiple, irrelevance; Live = count-weighted mean of live_simple,
   live_multiple, live_parallel, live_parallel_multiple, live_irrelevance, live_relevance; Multi-turn = mean
@@ -32,6 +35,7 @@ stand-in answers ``False`` for every name, which is right for prompt-mode models
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 import types
 from collections import defaultdict
@@ -53,6 +57,8 @@ __all__ = [
     "install_model_config_stub",
     "ast_checker",
     "decode",
+    "ANSWER_KINDS",
+    "answer_kind",
     "score_ast",
     "score_relevance",
     "score_single_turn",
@@ -128,6 +134,23 @@ def ast_checker():
 def decode(text: str) -> tuple[list[ToolCall] | None, str | None]:
     """Our parser, BFCL's normalisation (strip backticks/whitespace, bracket a bare call)."""
     return try_parse_calls(text if isinstance(text, str) else "")
+
+
+ANSWER_KINDS = ("call", "no_call", "broken_call")
+# A call list's opening: "[" or a (dotted) name followed by "(", after BFCL's own stripping of fences.
+_CALL_START = re.compile(r"^(?:```(?:python|tool_code)?\s*)?(?:\[|[A-Za-z_][\w.]*\s*\()")
+
+
+def answer_kind(text: str) -> str:
+    """What an answer does, whatever was asked: ``call`` (decodes to ≥ 1 call), ``no_call`` (decodes to ``[]``
+    or is prose, e.g. :data:`~itool_core.calls.NO_CALL_TEXT`) or ``broken_call`` (opens like a call list but
+    does not decode — usually cut by ``max_new_tokens``).  BFCL scores a broken call as no call."""
+    calls, _ = decode(text)
+    if calls:
+        return "call"
+    if calls is None and _CALL_START.match((text or "").strip()):
+        return "broken_call"
+    return "no_call"
 
 
 def _category(ex: Example) -> str:

@@ -232,6 +232,7 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     stats: dict[str, dict[str, int]] = defaultdict(lambda: {"correct": 0, "total": 0})
     errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    kinds: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(bf.ANSWER_KINDS, 0))
     timing: dict[str, dict[str, float]] = {}
 
     def record(ex: Example, bench: str, prompt: str, output: str, s: bf.SampleScore) -> None:
@@ -248,6 +249,7 @@ def evaluate(
         texts = _generate_texts(engine, prompts, params)
         for ex, p, t in zip(single, prompts, texts):
             record(ex, "bfcl", p, t, bf.score_single_turn(ex, t))
+            kinds[ex.category][bf.answer_kind(t)] += 1
         timing["bfcl_single_turn"] = _timing(t0, len(single))
 
     if multi:
@@ -293,6 +295,9 @@ def evaluate(
     bfcl_stats = {c: v for c, v in stats.items() if c not in APIBANK_CATEGORIES}
     if "bfcl" in benchmarks:
         summary["bfcl"] = bf.summarise(bfcl_stats)
+        # call / no_call / broken_call per single-turn category: an irrelevance score can be made of cut-off
+        # call lists (BFCL counts them as no call), which is not abstention.
+        summary["bfcl"]["answer_kinds"] = {c: dict(v) for c, v in kinds.items()}
     if "apibank" in benchmarks:
         summary["apibank"] = {
             c.replace("apibank_", ""): {"accuracy": v["correct"] / v["total"], **v}
@@ -348,8 +353,12 @@ def format_tables(summary: dict[str, Any]) -> str:
         parts.append(note)
         cats = b.get("categories", {})
         if cats:
-            rows = [[c, str(v["total"]), str(v["correct"]), _pct(v["accuracy"])] for c, v in cats.items()]
-            parts.append("BFCL per category\n" + _table(["category", "n", "correct", "acc %"], rows))
+            kinds = b.get("answer_kinds", {})
+            rows = [[c, str(v["total"]), str(v["correct"]), _pct(v["accuracy"]),
+                     *(str(kinds[c][k]) if c in kinds else "" for k in bf.ANSWER_KINDS)] for c, v in cats.items()]
+            head = ["category", "n", "correct", "acc %", "answered: call", "no call", "broken call"]
+            parts.append("BFCL per category (answered: what the outputs were, whatever was asked)\n"
+                         + _table(head, rows))
     a = summary.get("apibank")
     if a is not None:
         head = ["Model", "API-Bank L1", "API-Bank L2"]
