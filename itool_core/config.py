@@ -153,9 +153,14 @@ class SFTConfig:
     logging_steps: int = 1
     #: Save ``out_dir/merged`` (base + adapter folded) after the last stage.
     merge: bool = True
+    #: How the answer tokens' losses are averaged: "token" (trl's default: every answer token of the batch
+    #: weighs the same, so a 15-token "no call" answer weighs a quarter of a 60-token call list) or "example"
+    #: (each example's tokens averaged first, then the examples: every answer weighs the same).
+    loss_normalisation: Literal["token", "example"] = "token"
 
     def __post_init__(self) -> None:
         _check_choice("sft.mode", self.mode, ("curriculum", "mixed"))
+        _check_choice("sft.loss_normalisation", self.loss_normalisation, ("token", "example"))
         _check_choice("sft.bf16", self.bf16, BF16_CHOICES)
         _check_choice("sft.tools_style", self.tools_style, TOOLS_STYLES)
         _check_choice("sft.model_dtype", self.model_dtype, ("float32", "bfloat16", "float16"))

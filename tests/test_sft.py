@@ -28,6 +28,7 @@ from itool_core.train.common import quiet_progress
 from itool_core.train.sft import (
     build_sft_records,
     build_trainer,
+    example_mean_loss,
     planned_steps,
     sft_pair,
     tokenize_pair,
@@ -152,6 +153,67 @@ def test_sft_moves_lora_and_lowers_the_loss_on_its_batch(tmp_path):
     lora_b = [t for k, t in adapter.items() if "lora_B" in k]
     assert lora_b and all(t.abs().sum() > 0 for t in lora_b)  # B starts at zero: training moved every adapter
     assert result.merged_dir is None and json.loads((tmp_path / "sft_result.json").read_text())["mode"] == "curriculum"
+
+
+def test_example_mean_loss_weighs_every_answer_the_same():
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7, requires_grad=True)
+    labels = torch.tensor([[-100, -100, -100, -100, 3],  # one answer token (predicted from position 3)
+                           [-100, 1, 2, 4, 5]])          # four answer tokens
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:].clamp(min=0),
+                                            reduction="none")
+    mask = labels[:, 1:] != -100
+    per_example = [(nll[i] * mask[i]).sum() / mask[i].sum() for i in range(2)]
+    loss = example_mean_loss(SimpleNamespace(logits=logits), labels)
+    assert torch.allclose(loss, (per_example[0] + per_example[1]) / 2)
+    token_mean = (nll * mask).sum() / mask.sum()  # trl's normalisation: the short answer weighs 1/5
+    assert not torch.allclose(loss, token_mean)
+    loss.backward()
+    assert logits.grad[0, 3].abs().sum() > 0 and logits.grad[0, :3].abs().sum() == 0  # prompt positions untouched
+    empty = example_mean_loss(SimpleNamespace(logits=logits), torch.full_like(labels, -100))
+    assert empty.item() == 0.0 and empty.requires_grad
+
+
+def test_example_normalisation_is_the_mean_of_per_example_answer_nll(tmp_path):
+    """Through the real trl trainer: its loss on a batch == the mean over examples of each answer's mean NLL
+    (measured independently, by the buffer's perplexity code), so labels, shift and end token line up."""
+    import math
+
+    from peft import LoraConfig, get_peft_model
+
+    from itool_core.data.replay import target_perplexity
+
+    model, tok = tiny_model(seed=3)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    exs = examples(3)  # answers of different lengths: two calls and one "no call"
+    records, _ = build_sft_records(exs, tok)
+    cfg = dataclasses.replace(FAST, loss_normalisation="example", per_device_batch_size=3)
+    with quiet_progress():
+        trainer = build_trainer(peft_model, tok, records, cfg, 1, tmp_path)
+    assert trainer.loss_is_scaled_for_ga is False  # a per-batch mean: gradient accumulation divides it
+    st = train_sft(tiny_model(seed=3)[0], [("all", exs)], dataclasses.replace(cfg, epochs_per_stage=2.0, max_steps_per_stage=2,
+                   merge=False, lr_scheduler="constant"), tmp_path / "run", tokenizer=tok).stages[0]
+    assert st.steps == 2 and st.last_loss < st.first_loss  # it trains
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+    peft_model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(peft_model, dict(batch)).item()
+    expected = sum(math.log(h) for h in target_perplexity(peft_model, tok, exs, dtype="float32")) / len(exs)
+    assert loss == pytest.approx(expected, rel=1e-4)
+    # trl's own normalisation on the same batch: the per-example means weighted by answer length
+    n = [len(tokenize_pair(tok, *sft_pair(tok, ex))[1]) for ex in exs]
+    m = [math.log(h) for h in target_perplexity(peft_model, tok, exs, dtype="float32")]
+    with quiet_progress():
+        token = build_trainer(peft_model, tok, records, dataclasses.replace(cfg, loss_normalisation="token"), 1,
+                              tmp_path)
+    with torch.no_grad():
+        token_loss = token.compute_loss(peft_model, dict(batch)).item()
+    assert token_loss == pytest.approx(sum(a * b for a, b in zip(n, m)) / sum(n), rel=1e-4)
+    assert len(set(n)) > 1  # the two normalisations differ on this batch only because the lengths do
+    with pytest.raises(ConfigError, match="sft.loss_normalisation"):
+        SFTConfig(loss_normalisation="sequence")
 
 
 def test_curriculum_runs_easy_medium_hard_in_order_and_saves_each_stage(tmp_path):

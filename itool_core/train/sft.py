@@ -57,6 +57,7 @@ __all__ = [
     "planned_steps",
     "stage_dir_name",
     "build_trainer",
+    "example_mean_loss",
     "train_sft",
     "register_cli",
 ]
@@ -197,6 +198,44 @@ def _load(model_or_name: Any, tokenizer, cfg: SFTConfig):
     return model_or_name, tokenizer
 
 
+def example_mean_loss(outputs, labels, num_items_in_batch=None):
+    """Answer loss averaged per example, then over the examples (``sft.loss_normalisation = "example"``).
+
+    trl's loss sums the answer tokens of the batch and divides by their number, so an example weighs as much as
+    it has answer tokens.  A "no call" answer has ~15 tokens against 40–100 for a call list; its one informative
+    token — the first, "None" vs "[" — is then a small share of the gradient and abstention stays under-trained
+    (docs/RESULTS.md, "Abstention").  Here every example weighs the same.  ``outputs.logits`` are not shifted
+    yet; ``labels`` are -100 outside the answer.  The result is a per-batch mean: the trainer is told so
+    (``loss_is_scaled_for_ga = False``) and divides it under gradient accumulation.
+    """
+    import torch
+
+    logits = outputs.logits[:, :-1, :].float()
+    target = labels[:, 1:].to(logits.device)
+    mask = target != -100
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target.clamp(min=0), reduction="none")
+    per_example = (nll * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    has_answer = mask.any(dim=1)
+    # A batch without answer tokens gives a finite zero that still depends on the graph.
+    return per_example[has_answer].mean() if bool(has_answer.any()) else nll.sum() * 0.0
+
+
+def _example_mean_trainer(base):
+    """``base`` (trl's SFTTrainer) with :func:`example_mean_loss` — trl 1.x deprecates ``compute_loss_func``
+    (an extra forward pass per step) in favour of overriding ``compute_loss``, as done here."""
+
+    class ExampleMeanSFTTrainer(base):
+        loss_is_scaled_for_ga = False
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            fwd = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+            outputs = model(**fwd, use_cache=False)
+            loss = example_mean_loss(outputs, inputs["labels"])
+            return (loss, outputs) if return_outputs else loss
+
+    return ExampleMeanSFTTrainer
+
+
 def build_trainer(peft_model, tokenizer, records: list[dict[str, list[int]]], cfg: SFTConfig, max_steps: int,
                   output_dir: str | os.PathLike, *, seed: int | None = None, callbacks: Sequence[Any] = ()):
     """The trl ``SFTTrainer`` of one stage on :func:`build_sft_records` records (pre-tokenised: trl skips its
@@ -235,7 +274,8 @@ def build_trainer(peft_model, tokenizer, records: list[dict[str, list[int]]], cf
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
     )
-    trainer = SFTTrainer(
+    trainer_cls = SFTTrainer if cfg.loss_normalisation == "token" else _example_mean_trainer(SFTTrainer)
+    trainer = trainer_cls(
         model=peft_model,
         args=args,
         train_dataset=Dataset.from_list(list(records)),
@@ -415,6 +455,8 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
         sft_cfg = dataclasses.replace(sft_cfg, mode=args.mode)
     if args.max_steps is not None:
         sft_cfg = dataclasses.replace(sft_cfg, max_steps_per_stage=args.max_steps)
+    if args.loss_normalisation:
+        sft_cfg = dataclasses.replace(sft_cfg, loss_normalisation=args.loss_normalisation)
     model = args.model or run_cfg.model
 
     if args.data == "default":
@@ -458,5 +500,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--out", default="runs/warmup", help="output folder (data/, stage_*/, merged/)")
     p.add_argument("--config", default=None, help="RunConfig YAML (default: the quick profile)")
     p.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps per stage")
+    p.add_argument("--loss-normalisation", choices=["token", "example"], default=None,
+                   help="average the answer loss per token (trl's default) or per example (default: the config's)")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=_cmd_warmup)
