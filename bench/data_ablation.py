@@ -88,7 +88,7 @@ def run_row(name: str, out: Path, args) -> dict:
 
 def irrelevance_answers(samples: Path) -> dict[str, int]:
     """call / no_call / broken_call counts of the irrelevance answers, from the samples (evaluations written
-    before the summary counted them read the same): BFCL scores a broken call list — typically one cut off by
+    before the summary counted them read the same): BFCL scores a broken call list — malformed or cut off by
     the token cap — as correct there, which is not abstention."""
     import pandas as pd
 

@@ -16,10 +16,10 @@ What is BFCL's and what is ours:
   and positional arguments (bfcl silently drops them) are decode errors here; tuples are read as lists.
 * **Relevance: BFCL's rule** (``_evaluate_single_relevance_entry``): text that does not decode, or decodes to
   no call, is "no call".  irrelevance / live_irrelevance are correct iff there is no call; live_relevance iff
-  there is at least one.  That rule also counts an answer cut off by ``max_new_tokens`` in the middle of a
-  call list as "no call": :func:`answer_kind` tells such ``broken_call`` answers from real abstentions, and the
+  there is at least one.  That rule also counts a malformed call list, or one cut off by ``max_new_tokens``,
+  as "no call": :func:`answer_kind` tells such ``broken_call`` answers from real abstentions, and the
   evaluation summary counts the kinds per category (``answer_kinds``) so that an irrelevance score made of
-  truncated call lists is not read as abstention.
+  broken call lists is not read as abstention.
 * **Summary: the BFCL v3 formula** (:func:`summarise`): Non-live = unweighted mean of simple (simple_python),
   multiple, parallel, parallel_multiple, irrelevance; Live = count-weighted mean of live_simple,
   live_multiple, live_parallel, live_parallel_multiple, live_irrelevance, live_relevance; Multi-turn = mean
@@ -144,7 +144,8 @@ _CALL_START = re.compile(r"^(?:```(?:python|tool_code)?\s*)?(?:\[|[A-Za-z_][\w.]
 def answer_kind(text: str) -> str:
     """What an answer does, whatever was asked: ``call`` (decodes to ≥ 1 call), ``no_call`` (decodes to ``[]``
     or is prose, e.g. :data:`~itool_core.calls.NO_CALL_TEXT`) or ``broken_call`` (opens like a call list but
-    does not decode — usually cut by ``max_new_tokens``).  BFCL scores a broken call as no call."""
+    does not decode: positional arguments, stray elements, cut by ``max_new_tokens``).  BFCL scores a broken
+    call as no call."""
     calls, _ = decode(text)
     if calls:
         return "call"

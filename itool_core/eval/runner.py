@@ -295,7 +295,7 @@ def evaluate(
     bfcl_stats = {c: v for c, v in stats.items() if c not in APIBANK_CATEGORIES}
     if "bfcl" in benchmarks:
         summary["bfcl"] = bf.summarise(bfcl_stats)
-        # call / no_call / broken_call per single-turn category: an irrelevance score can be made of cut-off
+        # call / no_call / broken_call per single-turn category: an irrelevance score can be made of broken
         # call lists (BFCL counts them as no call), which is not abstention.
         summary["bfcl"]["answer_kinds"] = {c: dict(v) for c, v in kinds.items()}
     if "apibank" in benchmarks:

@@ -198,7 +198,7 @@ def _load(model_or_name: Any, tokenizer, cfg: SFTConfig):
     return model_or_name, tokenizer
 
 
-def example_mean_loss(outputs, labels, num_items_in_batch=None):
+def example_mean_loss(outputs, labels):
     """Answer loss averaged per example, then over the examples (``sft.loss_normalisation = "example"``).
 
     trl's loss sums the answer tokens of the batch and divides by their number, so an example weighs as much as
@@ -206,7 +206,9 @@ def example_mean_loss(outputs, labels, num_items_in_batch=None):
     token — the first, "None" vs "[" — is then a small share of the gradient and abstention stays under-trained
     (docs/RESULTS.md, "Abstention").  Here every example weighs the same.  ``outputs.logits`` are not shifted
     yet; ``labels`` are -100 outside the answer.  The result is a per-batch mean: the trainer is told so
-    (``loss_is_scaled_for_ga = False``) and divides it under gradient accumulation.
+    (``loss_is_scaled_for_ga = False``) and divides it under gradient accumulation.  It needs the full logits
+    (batch × length × vocabulary), which trl's token-level path avoids with a fused head: mind the memory on a
+    large vocabulary.
     """
     import torch
 
