@@ -25,7 +25,8 @@ def row_of(stage: str, summary: dict, **extra: Any) -> dict:
 
 
 def eval_metrics(summary: dict, prefix: str = "") -> dict[str, float]:
-    """``bfcl/overall``, ``bfcl/<group>``, ``bfcl/<category>``, ``apibank/level1|2`` (accuracies in [0, 1])."""
+    """``bfcl/overall``, ``bfcl/<group>``, ``bfcl/<category>``, ``apibank/level1|2`` (accuracies in [0, 1]) and
+    ``bfcl_answers/<category>/<call|no_call|broken_call>`` (shares of the answers)."""
     b, a = summary.get("bfcl") or {}, summary.get("apibank") or {}
     out: dict[str, float] = {}
     for k in ("overall", "non_live", "live", "multi_turn", "relevance", "irrelevance"):
@@ -33,6 +34,12 @@ def eval_metrics(summary: dict, prefix: str = "") -> dict[str, float]:
             out[f"{prefix}bfcl/{k}"] = float(b[k])
     for c, v in (b.get("categories") or {}).items():
         out[f"{prefix}bfcl/{c}"] = float(v["accuracy"])
+    # share of each answer kind per category: an irrelevance score made of broken call lists is not abstention
+    for c, kinds in (b.get("answer_kinds") or {}).items():
+        n = sum(kinds.values())
+        for kind, k in kinds.items():
+            if n:
+                out[f"{prefix}bfcl_answers/{c}/{kind}"] = k / n
     for level, v in a.items():
         if isinstance(v, dict) and "accuracy" in v:
             out[f"{prefix}apibank/{level}"] = float(v["accuracy"])
