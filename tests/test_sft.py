@@ -193,8 +193,9 @@ def test_example_normalisation_is_the_mean_of_per_example_answer_nll(tmp_path):
     with quiet_progress():
         trainer = build_trainer(peft_model, tok, records, cfg, 1, tmp_path)
     assert trainer.loss_is_scaled_for_ga is False  # a per-batch mean: gradient accumulation divides it
-    st = train_sft(tiny_model(seed=3)[0], [("all", exs)], dataclasses.replace(cfg, epochs_per_stage=2.0, max_steps_per_stage=2,
-                   merge=False, lr_scheduler="constant"), tmp_path / "run", tokenizer=tok).stages[0]
+    two_steps = dataclasses.replace(cfg, epochs_per_stage=2.0, max_steps_per_stage=2, merge=False,
+                                    lr_scheduler="constant")
+    st = train_sft(tiny_model(seed=3)[0], [("all", exs)], two_steps, tmp_path / "run", tokenizer=tok).stages[0]
     assert st.steps == 2 and st.last_loss < st.first_loss  # it trains
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
     peft_model.eval()
