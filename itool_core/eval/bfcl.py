@@ -137,7 +137,7 @@ def decode(text: str) -> tuple[list[ToolCall] | None, str | None]:
 
 
 ANSWER_KINDS = ("call", "no_call", "broken_call")
-# A call list's opening: "[" or a (dotted) name followed by "(", after BFCL's own stripping of fences.
+# A call list's opening: "[" or a (dotted) name followed by "(", after an optional opening code fence.
 _CALL_START = re.compile(r"^(?:```(?:python|tool_code)?\s*)?(?:\[|[A-Za-z_][\w.]*\s*\()")
 
 
