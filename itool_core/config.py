@@ -157,10 +157,15 @@ class SFTConfig:
     #: weighs the same, so a 15-token "no call" answer weighs a quarter of a 60-token call list) or "example"
     #: (each example's tokens averaged first, then the examples: every answer weighs the same).
     loss_normalisation: Literal["token", "example"] = "token"
+    #: Weight of each answer's first token — the call / no-call decision, "[" vs "None" — relative to the other
+    #: answer tokens (1 = unweighted).  Keeps the two answers' shares at their data frequencies (unlike
+    #: "example"), only gives the decision more of the gradient.
+    decision_weight: float = 1.0
 
     def __post_init__(self) -> None:
         _check_choice("sft.mode", self.mode, ("curriculum", "mixed"))
         _check_choice("sft.loss_normalisation", self.loss_normalisation, ("token", "example"))
+        _check_range("sft.decision_weight", self.decision_weight, 0.0, lo_open=True)
         _check_choice("sft.bf16", self.bf16, BF16_CHOICES)
         _check_choice("sft.tools_style", self.tools_style, TOOLS_STYLES)
         _check_choice("sft.model_dtype", self.model_dtype, ("float32", "bfloat16", "float16"))

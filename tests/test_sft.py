@@ -28,7 +28,7 @@ from itool_core.train.common import quiet_progress
 from itool_core.train.sft import (
     build_sft_records,
     build_trainer,
-    example_mean_loss,
+    answer_loss,
     planned_steps,
     sft_pair,
     tokenize_pair,
@@ -155,25 +155,42 @@ def test_sft_moves_lora_and_lowers_the_loss_on_its_batch(tmp_path):
     assert result.merged_dir is None and json.loads((tmp_path / "sft_result.json").read_text())["mode"] == "curriculum"
 
 
-def test_example_mean_loss_weighs_every_answer_the_same():
+def test_answer_loss_normalisations_and_decision_weight():
     from types import SimpleNamespace
 
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 7, requires_grad=True)
     labels = torch.tensor([[-100, -100, -100, -100, 3],  # one answer token (predicted from position 3)
-                           [-100, 1, 2, 4, 5]])          # four answer tokens
+                           [-100, 1, 2, 4, 5]])          # four answer tokens, the first predicted from position 0
+    out = SimpleNamespace(logits=logits)
     nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:].clamp(min=0),
                                             reduction="none")
     mask = labels[:, 1:] != -100
     per_example = [(nll[i] * mask[i]).sum() / mask[i].sum() for i in range(2)]
-    loss = example_mean_loss(SimpleNamespace(logits=logits), labels)
+    loss = answer_loss(out, labels)
     assert torch.allclose(loss, (per_example[0] + per_example[1]) / 2)
     token_mean = (nll * mask).sum() / mask.sum()  # trl's normalisation: the short answer weighs 1/5
+    assert torch.allclose(answer_loss(out, labels, normalisation="token"), token_mean)
     assert not torch.allclose(loss, token_mean)
+    # decision weight 3: each answer's first token (row 0 position 3, row 1 position 0) counts three times
+    w = torch.tensor([[0, 0, 0, 3.0], [3.0, 1, 1, 1]])
+    assert torch.allclose(answer_loss(out, labels, normalisation="token", decision_weight=3.0),
+                          (nll * w).sum() / w.sum())
+    assert torch.allclose(answer_loss(out, labels, decision_weight=3.0),
+                          (nll[0, 3] + (nll[1] * w[1]).sum() / w[1].sum()) / 2)  # a one-token answer: unchanged
     loss.backward()
     assert logits.grad[0, 3].abs().sum() > 0 and logits.grad[0, :3].abs().sum() == 0  # prompt positions untouched
-    empty = example_mean_loss(SimpleNamespace(logits=logits), torch.full_like(labels, -100))
+    logits.grad = None
+    answer_loss(out, labels, normalisation="token", decision_weight=3.0).backward()
+    g = logits.grad[1].abs().sum(dim=-1)  # row 1: the decision's gradient grows relative to the later tokens'
+    logits.grad = None
+    answer_loss(out, labels, normalisation="token").backward()
+    g1 = logits.grad[1].abs().sum(dim=-1)
+    assert torch.allclose(g[0] / g[1], 3 * g1[0] / g1[1])
+    empty = answer_loss(out, torch.full_like(labels, -100))
     assert empty.item() == 0.0 and empty.requires_grad
+    with pytest.raises(ConfigError, match="sft.decision_weight"):
+        SFTConfig(decision_weight=0.0)
 
 
 def test_example_normalisation_is_the_mean_of_per_example_answer_nll(tmp_path):
@@ -212,6 +229,19 @@ def test_example_normalisation_is_the_mean_of_per_example_answer_nll(tmp_path):
     with torch.no_grad():
         token_loss = token.compute_loss(peft_model, dict(batch)).item()
     assert token_loss == pytest.approx(sum(a * b for a, b in zip(n, m)) / sum(n), rel=1e-4)
+    with torch.no_grad():  # the hand-written token mean (taken when a decision weight is set) is trl's
+        ours = answer_loss(peft_model(**{k: batch[k] for k in ("input_ids", "attention_mask")}), batch["labels"],
+                           normalisation="token").item()
+    assert ours == pytest.approx(token_loss, rel=1e-4)
+    weighted = build_trainer(peft_model, tok, records, dataclasses.replace(cfg, loss_normalisation="token",
+                                                                           decision_weight=5.0), 1, tmp_path)
+    assert weighted.loss_is_scaled_for_ga is False
+    with torch.no_grad():
+        fwd = peft_model(**{k: batch[k] for k in ("input_ids", "attention_mask")})
+        assert weighted.compute_loss(peft_model, dict(batch)).item() == pytest.approx(
+            answer_loss(fwd, batch["labels"], normalisation="token", decision_weight=5.0).item(), rel=1e-5)
+        assert answer_loss(fwd, batch["labels"], normalisation="token", decision_weight=5.0).item() != \
+            pytest.approx(token_loss, rel=1e-3)
     assert len(set(n)) > 1  # the two normalisations differ on this batch only because the lengths do
     with pytest.raises(ConfigError, match="sft.loss_normalisation"):
         SFTConfig(loss_normalisation="sequence")

@@ -57,7 +57,7 @@ __all__ = [
     "planned_steps",
     "stage_dir_name",
     "build_trainer",
-    "example_mean_loss",
+    "answer_loss",
     "train_sft",
     "register_cli",
 ]
@@ -198,17 +198,23 @@ def _load(model_or_name: Any, tokenizer, cfg: SFTConfig):
     return model_or_name, tokenizer
 
 
-def example_mean_loss(outputs, labels):
-    """Answer loss averaged per example, then over the examples (``sft.loss_normalisation = "example"``).
+def answer_loss(outputs, labels, *, normalisation: str = "example", decision_weight: float = 1.0):
+    """The SFT loss on the answer tokens, weighted as ``sft.loss_normalisation`` and ``sft.decision_weight`` say.
 
-    trl's loss sums the answer tokens of the batch and divides by their number, so an example weighs as much as
-    it has answer tokens.  A "no call" answer has ~15 tokens against 40–100 for a call list; its one informative
-    token — the first, "None" vs "[" — is then a small share of the gradient and abstention stays under-trained
-    (docs/RESULTS.md, "Abstention").  Here every example weighs the same.  ``outputs.logits`` are not shifted
-    yet; ``labels`` are -100 outside the answer.  The result is a per-batch mean: the trainer is told so
-    (``loss_is_scaled_for_ga = False``) and divides it under gradient accumulation.  It needs the full logits
-    (batch × length × vocabulary), which trl's token-level path avoids with a fused head: mind the memory on a
-    large vocabulary.
+    ``normalisation="token"`` is trl's loss: every answer token of the batch weighs the same, so an example
+    weighs as much as it has answer tokens.  A "no call" answer has ~15 tokens against 40–100 for a call list,
+    and its one informative token — the first, "None" vs "[" — is a small share of the gradient: abstention
+    stays under-trained (docs/RESULTS.md, "Abstention").  ``"example"`` averages each example's tokens first,
+    then the examples: every answer weighs the same.  ``decision_weight`` multiplies the loss of each answer's
+    first token — the call / no-call decision — in either normalisation (the weights enter the denominators
+    too, so a weight of 1 is the plain mean).  Unlike ``"example"`` it leaves the two answers' shares of the
+    decision at their frequencies in the data; it only makes the decision a larger share of the gradient.
+
+    ``outputs.logits`` are not shifted yet; ``labels`` are -100 outside the answer (one answer per row: the
+    records are not packed).  The result is a per-batch mean: the trainer is told so (``loss_is_scaled_for_ga
+    = False``) and divides it under gradient accumulation — for ``"token"`` that is a mean of micro-batch
+    means, not trl's exact token mean over the accumulated batch.  It needs the full logits (batch × length ×
+    vocabulary), which trl's token-level path avoids with a fused head: mind the memory on a large vocabulary.
     """
     import torch
 
@@ -216,26 +222,33 @@ def example_mean_loss(outputs, labels):
     target = labels[:, 1:].to(logits.device)
     mask = target != -100
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target.clamp(min=0), reduction="none")
-    per_example = (nll * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    weight = mask.float()
+    first = mask & (mask.cumsum(dim=1) == 1)
+    weight = torch.where(first, weight * decision_weight, weight)
     has_answer = mask.any(dim=1)
-    # A batch without answer tokens gives a finite zero that still depends on the graph.
-    return per_example[has_answer].mean() if bool(has_answer.any()) else nll.sum() * 0.0
+    if not bool(has_answer.any()):
+        return nll.sum() * 0.0  # a finite zero that still depends on the graph
+    if normalisation == "token":
+        return (nll * weight).sum() / weight.sum()
+    per_example = (nll * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1e-12)
+    return per_example[has_answer].mean()
 
 
-def _example_mean_trainer(base):
-    """``base`` (trl's SFTTrainer) with :func:`example_mean_loss` — trl 1.x deprecates ``compute_loss_func``
+def _answer_loss_trainer(base, normalisation: str, decision_weight: float):
+    """``base`` (trl's SFTTrainer) with :func:`answer_loss` — trl 1.x deprecates ``compute_loss_func``
     (an extra forward pass per step) in favour of overriding ``compute_loss``, as done here."""
 
-    class ExampleMeanSFTTrainer(base):
+    class AnswerLossSFTTrainer(base):
         loss_is_scaled_for_ga = False
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             fwd = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
             outputs = model(**fwd, use_cache=False)
-            loss = example_mean_loss(outputs, inputs["labels"])
+            loss = answer_loss(outputs, inputs["labels"], normalisation=normalisation,
+                               decision_weight=decision_weight)
             return (loss, outputs) if return_outputs else loss
 
-    return ExampleMeanSFTTrainer
+    return AnswerLossSFTTrainer
 
 
 def build_trainer(peft_model, tokenizer, records: list[dict[str, list[int]]], cfg: SFTConfig, max_steps: int,
@@ -276,7 +289,8 @@ def build_trainer(peft_model, tokenizer, records: list[dict[str, list[int]]], cf
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
     )
-    trainer_cls = SFTTrainer if cfg.loss_normalisation == "token" else _example_mean_trainer(SFTTrainer)
+    trainer_cls = (SFTTrainer if cfg.loss_normalisation == "token" and cfg.decision_weight == 1.0
+                   else _answer_loss_trainer(SFTTrainer, cfg.loss_normalisation, cfg.decision_weight))
     trainer = trainer_cls(
         model=peft_model,
         args=args,
@@ -459,6 +473,8 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
         sft_cfg = dataclasses.replace(sft_cfg, max_steps_per_stage=args.max_steps)
     if args.loss_normalisation:
         sft_cfg = dataclasses.replace(sft_cfg, loss_normalisation=args.loss_normalisation)
+    if args.decision_weight is not None:
+        sft_cfg = dataclasses.replace(sft_cfg, decision_weight=args.decision_weight)
     model = args.model or run_cfg.model
 
     if args.data == "default":
@@ -504,5 +520,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps per stage")
     p.add_argument("--loss-normalisation", choices=["token", "example"], default=None,
                    help="average the answer loss per token (trl's default) or per example (default: the config's)")
+    p.add_argument("--decision-weight", type=float, default=None,
+                   help="weight of each answer's first token, the call / no-call decision (default: the config's, 1)")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=_cmd_warmup)
