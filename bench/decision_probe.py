@@ -1,0 +1,142 @@
+"""How a warmed-up model decides between a call and "no call": first-answer-token odds, bias vs discrimination.
+
+The first token of an answer is the decision — "[" opens a call list, "None" opens the no-call sentence
+(``itool_core.calls.NO_CALL_TEXT``).  For each group of prompts the script measures, at the first answer
+position, p("None"), p("["), how often "None" is the more likely of the two (what greedy decoding will say),
+and the log-odds ``log p("None") − log p("[")``.  Two numbers then separate the two ways abstention can fail:
+
+* **bias** — where the log-odds sit: on no-call prompts they must be > 0 for greedy decoding to abstain;
+* **discrimination** — how well the log-odds rank no-call prompts above call prompts, threshold-free: the
+  AUROC (Mann–Whitney) of BFCL irrelevance against BFCL simple + multiple, and of the training set's no-call
+  against its call examples.  0.5 = blind, 1.0 = a threshold exists that separates them perfectly.
+
+A model with AUROC near 1 and negative log-odds everywhere is under-trained on the decision's bias (more weight
+on it may fix it); AUROC near 0.5 means it cannot tell the questions apart, and no bias setting will help.
+
+    .venv/bin/python bench/decision_probe.py --model runs/sft_ex/merged --data runs/sft_ex/data --n 16 \\
+        --json bench/results/decision_probe_ex.json
+
+Prompts are rendered exactly as training and evaluation render them (``render_prompt``, ``--tools``).  Cost:
+one forward pass per prompt (≈ 0.2–0.5 s each for SmolLM2-135M on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from itool_core.artifacts import atomic_write_text, read_table  # noqa: E402
+from itool_core.calls import NO_CALL_TEXT, PromptStyle, render_prompt  # noqa: E402
+from itool_core.data.records import Example  # noqa: E402
+from itool_core.schemas import EXAMPLES  # noqa: E402
+
+STAGES = ("easy", "medium", "hard")
+
+
+def auroc(pos: list[float], neg: list[float]) -> float | None:
+    """P(score of a random positive > score of a random negative), ties counted half (Mann–Whitney U)."""
+    if not pos or not neg:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def first_token_ids(tok) -> tuple[int, int]:
+    none_id = tok(NO_CALL_TEXT, add_special_tokens=False).input_ids[0]
+    bracket_id = tok("[", add_special_tokens=False).input_ids[0]
+    return none_id, bracket_id
+
+
+def probe(model, tok, exs: list[Example], style: PromptStyle) -> list[dict]:
+    """Per prompt: p("None"), p("[") and their log-odds at the first answer position."""
+    import torch
+
+    none_id, bracket_id = first_token_ids(tok)
+    out = []
+    for ex in exs:
+        ids = tok(render_prompt(tok, ex.tools, ex.messages, style), return_tensors="pt",
+                  add_special_tokens=False).input_ids
+        with torch.no_grad():
+            lp = model(ids).logits[0, -1].float().log_softmax(-1)
+        out.append({"id": ex.id, "p_none": lp[none_id].exp().item(), "p_bracket": lp[bracket_id].exp().item(),
+                    "log_odds": (lp[none_id] - lp[bracket_id]).item()})
+    return out
+
+
+def summarise(name: str, rows: list[dict]) -> dict:
+    n = len(rows)
+    return {"group": name, "n": n,
+            "p_none": sum(r["p_none"] for r in rows) / n, "p_bracket": sum(r["p_bracket"] for r in rows) / n,
+            "none_wins": sum(r["log_odds"] > 0 for r in rows),
+            "log_odds_mean": sum(r["log_odds"] for r in rows) / n}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="merged model folder (itool warmup's out/merged)")
+    ap.add_argument("--data", default=None,
+                    help="the warm-up's split folder (out/data: easy/medium/hard.parquet); omit to probe BFCL only")
+    ap.add_argument("--n", type=int, default=16, help="training prompts per stage and kind (no-call / call)")
+    ap.add_argument("--bfcl-n", type=int, default=50, help="seeded BFCL questions per category")
+    ap.add_argument("--tools", default="compact", choices=["json", "compact"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None, help="write the table and per-prompt values here")
+    args = ap.parse_args(argv)
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from itool_core.data.bfcl import load_bfcl
+    from itool_core.eval.bfcl import stable_subset
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    style = PromptStyle(tools=args.tools)
+
+    groups: dict[str, list[dict]] = {}
+    if args.data:
+        for stage in STAGES:
+            exs = [Example.from_row(r) for r in read_table(Path(args.data) / f"{stage}.parquet", EXAMPLES).to_pylist()]
+            groups[f"train no-call {stage}"] = probe(model, tok, [e for e in exs if not e.target][: args.n], style)
+            groups[f"train call {stage}"] = probe(model, tok, [e for e in exs if e.target][: args.n], style)
+    bfcl = stable_subset(load_bfcl(["irrelevance", "simple_python", "multiple"]), args.bfcl_n, 0)
+    for cat in ("irrelevance", "simple_python", "multiple"):
+        groups[f"BFCL {cat}"] = probe(model, tok, [e for e in bfcl if e.category == cat], style)
+
+    def scores(prefix: str) -> list[float]:
+        return [r["log_odds"] for g, rows in groups.items() if g.startswith(prefix) for r in rows]
+
+    table = [summarise(g, rows) for g, rows in groups.items() if rows]
+    result = {
+        "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+        "model": args.model, "data": args.data, "tools": args.tools, "seconds": round(time.perf_counter() - t0, 1),
+        "table": table,
+        "auroc_bfcl": auroc(scores("BFCL irrelevance"), scores("BFCL simple_python") + scores("BFCL multiple")),
+        "auroc_train": auroc(scores("train no-call"), scores("train call")),
+        "prompts": groups,
+    }
+    print(f"{'prompts':26s} {'n':>4s} {'p(None)':>8s} {'p([)':>7s} {'None wins':>10s} {'log-odds':>9s}")
+    for row in table:
+        print(f"{row['group']:26s} {row['n']:4d} {row['p_none']:8.3f} {row['p_bracket']:7.3f} "
+              f"{row['none_wins']:>5d}/{row['n']:<4d} {row['log_odds_mean']:9.2f}")
+    fmt = lambda v: "n/a" if v is None or math.isnan(v) else f"{v:.3f}"  # noqa: E731
+    print(f"AUROC (log-odds) BFCL irrelevance vs simple+multiple: {fmt(result['auroc_bfcl'])}; "
+          f"training no-call vs call: {fmt(result['auroc_train'])}  ({result['seconds']} s)")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
