@@ -184,6 +184,38 @@ def test_no_call_rejects_related_tools():
     assert [e for e in A.no_call([q, other], A.NoCallParams(rate=1.0), 0) if e.meta["sources"] == ["q"]] == []
 
 
+def test_no_call_near_miss_keeps_the_topic_but_never_the_function():
+    """near_miss: tools on the question's topic (BFCL irrelevance style), never one that shares a name keyword
+    with the question's own function (it might answer), never for a question answered by a generic tool."""
+    circle = Example("q", "s", "c", [copy.deepcopy(AREA)],
+                     [{"role": "user", "content": "Area of a circle of radius 2?"}],
+                     [ToolCall("geometry_area_circle", {"radius": 2.0})])
+    tools = {
+        "perimeter": _tool("round_shape_perimeter", "Perimeter of a circle from its radius.", {"radius": "float"}),
+        "square": _tool("geometry_area_square", "Area of a square.", {"side": "float"}),  # shares "geometry", "area"
+        "flight": FLIGHT,                                                                  # off topic
+    }
+    pool = [Example(f"o/{k}", "s", "c", [t], [{"role": "user", "content": "x"}],
+                    [ToolCall(t["name"], {p: 1.0 for p in t["parameters"]["properties"]})]) for k, t in tools.items()]
+    table = Example("t", "s", "c", [copy.deepcopy(SQL)], [{"role": "user", "content": "Show the circle table."}],
+                    [ToolCall("sql.execute", {"sql_keyword": "SELECT", "table_name": "circle"})])
+    params = A.NoCallParams(rate=1.0, near_miss=1.0, max_tools=1)
+    out = {e.meta["sources"][0]: e for e in A.no_call([circle, table, *pool], params, 0)}
+    near = out["q"]
+    assert near.meta["near_miss"] is True and near.target == []
+    assert [t["name"] for t in near.tools] == ["round_shape_perimeter"]  # the one on-topic, differently named tool
+    # the generic-tool question gets unrelated tools only (round_shape_perimeter's description says "circle")
+    assert "near_miss" not in out["t"].meta
+    assert "round_shape_perimeter" not in {t["name"] for t in out["t"].tools}
+    # without near misses the same question gets no on-topic tool at all (the default, unchanged)
+    plain = {e.meta["sources"][0]: e
+             for e in A.no_call([circle, table, *pool], A.NoCallParams(rate=1.0, max_tools=1), 0)}
+    assert "near_miss" not in plain["q"].meta and {t["name"] for t in plain["q"].tools} == {"book_flight"}
+    # near_miss = 0 draws nothing extra from the seeded stream: earlier builds are reproduced
+    exs = _examples()
+    assert A.no_call(exs, A.NoCallParams(rate=0.7), 3) == A.no_call(exs, A.NoCallParams(rate=0.7, near_miss=0.0), 3)
+
+
 # ------------------------------------------------------------------------------------------------ parallel
 
 

@@ -24,7 +24,8 @@ The four augmentations, what each makes and which benchmark behaviour it targets
     An example's opening question (system message if any + first user message) paired with 1–3 tools of
     OTHER examples of the same source whose names and descriptions do not overlap the question or its own
     functions; target ``[]``, rendered as :data:`~itool_core.calls.NO_CALL_TEXT`, which BFCL decodes as no
-    call.  Teaches abstention when no tool fits.
+    call.  Teaches abstention when no tool fits.  With ``near_miss`` > 0 that share of the copies gets tools
+    on the question's topic that are still other functions (BFCL's irrelevance questions are of that kind).
 ``parallel`` → BFCL parallel (same function) and parallel_multiple (different functions)
     2–4 single-call single-turn questions of one source joined into one user message ("X. Also, Y.", a
     numbered list, or plain sentences) with the union of their tools (deduplicated by name); target = their
@@ -132,6 +133,14 @@ class NoCallParams:
     generic_tools: tuple[str, ...] = GENERIC_TOOLS
     #: A candidate tool may share at most this many description keywords with the question / its own function.
     max_shared_keywords: int = 1
+    #: Share of the no-call copies whose tools are *near misses* instead of unrelated ones: same source, on
+    #: the question's topic (name or description shares >= ``near_min_shared`` keywords with the question), but
+    #: a different function (no name keyword in common with the question's own functions).  BFCL's irrelevance
+    #: questions are built that way (an assist-average question offered ``player_stats.average_scoring``), and
+    #: unrelated tools alone teach only "abstain when the tools are off-topic" (docs/RESULTS.md, "Abstention").
+    #: 0 keeps the output of earlier builds unchanged (the seeded stream draws nothing extra).
+    near_miss: float = 0.0
+    near_min_shared: int = 1
 
 
 @dataclass(frozen=True)
@@ -286,6 +295,18 @@ def _unrelated(tool: dict, question_words: set[str], own: set[str], max_shared: 
     return len(desc_kw & (question_words | own)) <= max_shared
 
 
+def _near_miss(tool: dict, question_words: set[str], own_names_kw: set[str], min_shared: int) -> bool:
+    """Is ``tool`` on the question's topic but not a version of its own function?  Its name keywords share
+    nothing with the names of the question's functions (so ``get_stock_history`` is no near miss for a
+    ``get_stock_price`` question: it might answer it); name + description share >= ``min_shared`` keywords
+    with the question.  Less conservative than :func:`_unrelated` by nature — a differently named tool on the
+    same topic can occasionally still serve the question; the build's card counts these copies."""
+    name_kw, desc_kw = tool_keywords(tool)
+    if name_kw & own_names_kw:
+        return False
+    return len((name_kw | desc_kw) & question_words) >= min_shared
+
+
 def _own_keywords(ex: Example) -> set[str]:
     names = {c.name for c in ex.target}
     out: set[str] = set()
@@ -426,14 +447,28 @@ def no_call(examples: Sequence[Example], params: NoCallParams = NoCallParams(), 
         q = Example(ex.id, ex.source, ex.category, ex.tools, opening, ex.target)
         qwords = _content(_words(question_text(q)))
         own = _own_keywords(q) | set().union(*(set().union(*tool_keywords(t)) for t in ex.tools))
-        cands = [t for t in pool.get(ex.source, [])
-                 if t["name"] not in own_names and _unrelated(t, qwords, own, params.max_shared_keywords)]
-        if len(cands) < k:
-            continue
+        near = params.near_miss > 0 and rng.random() < params.near_miss
+        # A question answered by a generic tool (API-Bank's first step calls ToolSearcher) does not name the
+        # function that would serve it, so an on-topic tool could be that very function: unrelated tools only.
+        near = near and not any(c.name in params.generic_tools for c in ex.target)
+        if near:
+            own_names_kw = set().union(*(_content(_name_tokens(n)) for n in own_names))
+            cands = [t for t in pool.get(ex.source, [])
+                     if t["name"] not in own_names and _near_miss(t, qwords, own_names_kw, params.near_min_shared)]
+            if cands:
+                k = min(k, len(cands))
+            else:  # nothing on topic in this source: an unrelated copy instead
+                near = False
+        if not near:
+            cands = [t for t in pool.get(ex.source, [])
+                     if t["name"] not in own_names and _unrelated(t, qwords, own, params.max_shared_keywords)]
+            if len(cands) < k:
+                continue
         tools = rng.sample(cands, k)
+        extra = {"near_miss": True} if near else {}
         out.append(_new(ex, "no_call", f"aug/nocall/{ex.id}", "aug_no_call", tools, opening, [],
                         original_functions=sorted({c.name for c in ex.target}),
-                        dialogue_cut=len(opening) < len(ex.messages)))
+                        dialogue_cut=len(opening) < len(ex.messages), **extra))
     return out
 
 

@@ -215,6 +215,7 @@ def training_card(examples: Sequence[Example], lengths: Sequence[int] | None = N
         "by_category": dict(Counter(e.category for e in examples).most_common()),
         "no_call_rows": no_call,
         "no_call_share": no_call / rows if rows else 0.0,
+        "no_call_near_miss_rows": sum(1 for e in examples if e.meta.get("near_miss")),
         "calls_per_example": {str(k): v for k, v in sorted(Counter(len(e.target) for e in examples).items())},
         "target_calls": n_calls,
         "distinct_functions_called": len(funcs),
@@ -243,7 +244,8 @@ def card_markdown(card: dict[str, Any]) -> str:
     pct = lambda x: f"{100 * x:.1f} %"  # noqa: E731
     lines = [f"# Training set card — profile `{card.get('profile', '?')}`, seed {card.get('seed', '?')}", ""]
     lines.append(f"- rows: **{card['rows']}**; target calls: {card['target_calls']}")
-    lines.append(f"- no-call rows: {card['no_call_rows']} ({pct(card['no_call_share'])})")
+    lines.append(f"- no-call rows: {card['no_call_rows']} ({pct(card['no_call_share'])}), of which near misses: "
+                 f"{card.get('no_call_near_miss_rows', 0)}")
     lines.append(f"- distinct functions called: {card['distinct_functions_called']}; distinct tools offered: "
                  f"{card['distinct_tools_offered']}; largest function share: {pct(card['max_function_share'])}")
     if "tokens" in card:
@@ -388,6 +390,8 @@ def _cmd_build(args) -> int:
     cfg = aug.AugmentConfig(caps=aug.CapParams(max_share=args.max_share))
     if args.no_call_rate is not None:
         cfg = dataclasses.replace(cfg, no_call=dataclasses.replace(cfg.no_call, rate=args.no_call_rate))
+    if args.no_call_near_miss is not None:
+        cfg = dataclasses.replace(cfg, no_call=dataclasses.replace(cfg.no_call, near_miss=args.no_call_near_miss))
     if args.no_augment:
         cfg = cfg.without(*args.no_augment)
     if args.no_caps:
@@ -427,6 +431,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--no-call-rate", type=float, default=None,
                    help=f"share of call examples that get a no-call copy (default {aug.NoCallParams().rate}); "
                         "raise it when a trained model stops abstaining (BFCL irrelevance)")
+    p.add_argument("--no-call-near-miss", type=float, default=None,
+                   help="share of the no-call copies offered tools on the question's topic that are other functions "
+                        f"(default {aug.NoCallParams().near_miss}; BFCL irrelevance is built that way)")
     p.add_argument("--max-share", type=float, default=aug.CapParams().max_share,
                    help="largest share of the target calls one function may hold")
     p.add_argument("--max-length", type=int, default=None,
