@@ -224,7 +224,7 @@ def test_cli_build_writes_table_and_card(tmp_path, capsys):
 
     out = tmp_path / "train.parquet"
     rc = main(["data", "build", "--profile", "quick", "--no-augment", "parallel", "renamed", "--max-length", "0",
-               "--no-call-rate", "0.6", "-o", str(out)])
+               "--no-call-rate", "0.6", "--no-call-near-miss", "0.5", "-o", str(out)])
     assert rc == 0
     ref = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     table = read_table(out, EXAMPLES)
@@ -236,4 +236,7 @@ def test_cli_build_writes_table_and_card(tmp_path, capsys):
     assert card["by_augmentation"]["no_call"] > 0.6 * card["by_augmentation"]["none"]
     assert (tmp_path / "train.card.md").read_text().startswith("# Training set card")
     rows = [Example.from_row(r) for r in table.to_pylist()]
+    near = [e for e in rows if e.meta.get("near_miss")]
+    assert card["no_call_near_miss_rows"] == len(near) > 0 and all(not e.target for e in near)
+    assert len(near) < card["by_augmentation"]["no_call"]  # half asked; generic-tool questions never qualify
     assert not any(e.meta.get("augmentation") in ("parallel", "renamed") for e in rows)
