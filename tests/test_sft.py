@@ -366,7 +366,8 @@ def test_warmup_cli_splits_trains_and_prints_one_line_per_stage(tmp_path, capsys
     write_table([e.to_row() for e in examples(12)], tmp_path / "train.parquet", EXAMPLES)
     (tmp_path / "run.yaml").write_text("sft:\n  bf16: false\n  per_device_batch_size: 2\n  learning_rate: 0.01\n")
     rc = main(["warmup", "--data", str(tmp_path / "train.parquet"), "--model", str(model_dir), "--out",
-               str(tmp_path / "out"), "--config", str(tmp_path / "run.yaml"), "--max-steps", "1"])
+               str(tmp_path / "out"), "--config", str(tmp_path / "run.yaml"), "--max-steps", "1",
+               "--decision-weight", "3"])
     assert rc == 0
     lines = capsys.readouterr().out.splitlines()
     # 11 = 4 no-call (1/1/2) + 7 call (2/2/3): the thirds are cut per answer kind (data/split.py)
@@ -381,3 +382,5 @@ def test_warmup_cli_splits_trains_and_prints_one_line_per_stage(tmp_path, capsys
                                                 "sft_result.json"}
     assert {p.name for p in (out / "data").iterdir()} == {f"{n}.parquet" for n in
                                                          ("warmup", "pool", "easy", "medium", "hard")}
+    recorded = json.loads((out / "sft_result.json").read_text())["config"]
+    assert recorded["decision_weight"] == 3.0 and recorded["loss_normalisation"] == "token"
