@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from itool_core.artifacts import atomic_write_text, read_table  # noqa: E402
 from itool_core.calls import NO_CALL_TEXT, PromptStyle, render_prompt  # noqa: E402
 from itool_core.data.records import Example  # noqa: E402
+from itool_core.models import DEFAULT_MODEL  # noqa: E402
 from itool_core.schemas import EXAMPLES  # noqa: E402
 
 STAGES = ("easy", "medium", "hard")
@@ -82,7 +83,9 @@ def summarise(name: str, rows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", required=True, help="merged model folder (itool warmup's out/merged)")
+    ap.add_argument("--model", default=DEFAULT_MODEL,
+                    help="model folder (itool warmup's out/merged), hub id or embedded name")
+    ap.add_argument("--adapter", default=None, help="a LoRA adapter on --model (e.g. a warm-up stage_* folder)")
     ap.add_argument("--data", default=None,
                     help="the warm-up's split folder (out/data: easy/medium/hard.parquet); omit to probe BFCL only")
     ap.add_argument("--n", type=int, default=16, help="training prompts per stage and kind (no-call / call)")
@@ -93,15 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from itool_core.data.bfcl import load_bfcl
+    from itool_core.models import load_policy
     from itool_core.eval.bfcl import stable_subset
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    tok = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    model, tok = load_policy(args.model, adapter=args.adapter, dtype="float32")
     style = PromptStyle(tools=args.tools)
 
     groups: dict[str, list[dict]] = {}
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     table = [summarise(g, rows) for g, rows in groups.items() if rows]
     result = {
         "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-        "model": args.model, "data": args.data, "tools": args.tools, "seconds": round(time.perf_counter() - t0, 1),
+        "model": args.model, "adapter": args.adapter, "data": args.data, "tools": args.tools, "seconds": round(time.perf_counter() - t0, 1),
         "table": table,
         "auroc_bfcl": auroc(scores("BFCL irrelevance"), scores("BFCL simple_python") + scores("BFCL multiple")),
         "auroc_train": auroc(scores("train no-call"), scores("train call")),
