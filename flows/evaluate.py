@@ -37,9 +37,10 @@ def eval_metrics(summary: dict, prefix: str = "") -> dict[str, float]:
     # share of each answer kind per category: an irrelevance score made of broken call lists is not abstention
     for c, kinds in (b.get("answer_kinds") or {}).items():
         n = sum(kinds.values())
+        if not n:
+            continue
         for kind, k in kinds.items():
-            if n:
-                out[f"{prefix}bfcl_answers/{c}/{kind}"] = k / n
+            out[f"{prefix}bfcl_answers/{c}/{kind}"] = k / n
     for level, v in a.items():
         if isinstance(v, dict) and "accuracy" in v:
             out[f"{prefix}apibank/{level}"] = float(v["accuracy"])
