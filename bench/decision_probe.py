@@ -51,6 +51,16 @@ def auroc(pos: list[float], neg: list[float]) -> float | None:
     return wins / (len(pos) * len(neg))
 
 
+def auroc_se(a: float | None, n_pos: int, n_neg: int) -> float | None:
+    """Hanley & McNeil (1982) standard error of an AUROC ``a`` from ``n_pos`` positives and ``n_neg`` negatives
+    — at 30 irrelevance against 60 call questions it is ≈ 0.06, so only differences of ~0.15 mean anything."""
+    if a is None or not n_pos or not n_neg:
+        return None
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+    return math.sqrt(max(var, 0.0))
+
+
 def first_token_ids(tok) -> tuple[int, int]:
     none_id = tok(NO_CALL_TEXT, add_special_tokens=False).input_ids[0]
     bracket_id = tok("[", add_special_tokens=False).input_ids[0]
@@ -120,21 +130,27 @@ def main(argv: list[str] | None = None) -> int:
         return [r["log_odds"] for g, rows in groups.items() if g.startswith(prefix) for r in rows]
 
     table = [summarise(g, rows) for g, rows in groups.items() if rows]
+    bfcl_pos, bfcl_neg = scores("BFCL irrelevance"), scores("BFCL simple_python") + scores("BFCL multiple")
+    train_pos, train_neg = scores("train no-call"), scores("train call")
+    auroc_bfcl, auroc_train = auroc(bfcl_pos, bfcl_neg), auroc(train_pos, train_neg)
     result = {
         "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
         "model": args.model, "adapter": args.adapter, "data": args.data, "tools": args.tools, "seconds": round(time.perf_counter() - t0, 1),
         "table": table,
-        "auroc_bfcl": auroc(scores("BFCL irrelevance"), scores("BFCL simple_python") + scores("BFCL multiple")),
-        "auroc_train": auroc(scores("train no-call"), scores("train call")),
+        "auroc_bfcl": auroc_bfcl, "auroc_bfcl_se": auroc_se(auroc_bfcl, len(bfcl_pos), len(bfcl_neg)),
+        "auroc_train": auroc_train, "auroc_train_se": auroc_se(auroc_train, len(train_pos), len(train_neg)),
         "prompts": groups,
     }
     print(f"{'prompts':26s} {'n':>4s} {'p(None)':>8s} {'p([)':>7s} {'None wins':>10s} {'log-odds':>9s}")
     for row in table:
         print(f"{row['group']:26s} {row['n']:4d} {row['p_none']:8.3f} {row['p_bracket']:7.3f} "
               f"{row['none_wins']:>5d}/{row['n']:<4d} {row['log_odds_mean']:9.2f}")
-    fmt = lambda v: "n/a" if v is None or math.isnan(v) else f"{v:.3f}"  # noqa: E731
-    print(f"AUROC (log-odds) BFCL irrelevance vs simple+multiple: {fmt(result['auroc_bfcl'])}; "
-          f"training no-call vs call: {fmt(result['auroc_train'])}  ({result['seconds']} s)")
+    def fmt(key: str) -> str:
+        v, se = result[key], result[key + "_se"]
+        return "n/a" if v is None else f"{v:.3f} ± {se:.3f}"
+
+    print(f"AUROC (log-odds, ± Hanley-McNeil SE) BFCL irrelevance vs simple+multiple: {fmt('auroc_bfcl')}; "
+          f"training no-call vs call: {fmt('auroc_train')}  ({result['seconds']} s)")
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
     return 0
