@@ -277,6 +277,41 @@ def test_curriculum_runs_easy_medium_hard_in_order_and_saves_each_stage(tmp_path
     assert end["adapter_dir"].endswith("stage_3_hard") and end["peak_rss_mb"] > 0
 
 
+def test_resume_reuses_finished_stages_and_reproduces_the_uninterrupted_run(tmp_path):
+    exs = examples(6)
+    stages = [("easy", exs[:2]), ("medium", exs[2:4]), ("hard", exs[4:])]
+    cfg = dataclasses.replace(FAST, merge=False)
+    full, interrupted = tmp_path / "full", tmp_path / "interrupted"
+    model, tok = tiny_model(seed=4)
+    train_sft(model, stages, cfg, full, tokenizer=tok)
+    model, tok = tiny_model(seed=4)
+    train_sft(model, stages[:2], cfg, interrupted, tokenizer=tok)  # "dies" before the hard stage
+
+    events = []
+    model, tok = tiny_model(seed=4)
+    result = train_sft(model, stages, cfg, interrupted, lambda e, m: events.append((e, m)), tokenizer=tok,
+                       resume=True)
+    assert [s.resumed for s in result.stages] == [True, True, False]
+    assert [e for e, _ in events] == ["stage_start", "stage_end"] * 2 + ["stage_start", "log", "stage_end", "end"]
+    assert [m["step"] for e, m in events if e == "log"] == [3]  # the step count continues after resumed stages
+    assert result.stages[0].train_loss == json.loads((full / "stage_1_easy" / "stage_result.json").read_text())[
+        "result"]["train_loss"]
+    a = load_file(full / "stage_3_hard" / "adapter_model.safetensors")
+    b = load_file(interrupted / "stage_3_hard" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # a changed config or changed data is never resumed: every stage is trained again
+    for changed_cfg, changed_stages in [(dataclasses.replace(cfg, learning_rate=2e-2), stages),
+                                        (cfg, [("easy", exs[1:3]), ("medium", exs[2:4]), ("hard", exs[4:])])]:
+        model, tok = tiny_model(seed=4)
+        result = train_sft(model, changed_stages, changed_cfg, interrupted, tokenizer=tok, resume=True)
+        assert [s.resumed for s in result.stages] == [False, False, False]
+    # toggling merge does not change the weights, so it does not invalidate finished stages
+    model, tok = tiny_model(seed=4)
+    result = train_sft(model, stages, dataclasses.replace(cfg, merge=True), full, tokenizer=tok, resume=True)
+    assert [s.resumed for s in result.stages] == [True, True, True] and result.merged_dir
+
+
 def test_mixed_mode_trains_once_on_the_union_with_the_same_steps(tmp_path):
     model, tok = tiny_model(seed=3)
     exs = examples(6)
@@ -384,3 +419,13 @@ def test_warmup_cli_splits_trains_and_prints_one_line_per_stage(tmp_path, capsys
                                                          ("warmup", "pool", "easy", "medium", "hard")}
     recorded = json.loads((out / "sft_result.json").read_text())["config"]
     assert recorded["decision_weight"] == 3.0 and recorded["loss_normalisation"] == "token"
+
+    # the same command with --resume finds every stage finished and trains nothing
+    rc = main(["warmup", "--data", str(tmp_path / "train.parquet"), "--model", str(model_dir), "--out",
+               str(out), "--config", str(tmp_path / "run.yaml"), "--max-steps", "1", "--decision-weight", "3",
+               "--resume"])
+    assert rc == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[3] for ln in lines if ln.startswith("[warmup] stage") and ln.endswith("(resumed)")] == [
+        "easy", "medium", "hard"]
+    assert not [ln for ln in lines if " step 1/1 loss " in ln]  # no training step ran

@@ -140,6 +140,53 @@ class StageResult:
     wall_s: float
     peak_rss_mb: float
     adapter_dir: str
+    resumed: bool = False  # loaded from a finished stage folder of an earlier, interrupted run (``resume``)
+
+
+STAGE_MARKER = "stage_result.json"
+# Fields that do not change a stage's weights: toggling them must not invalidate finished stages.
+_NOT_IN_FINGERPRINT = ("merge", "logging_steps")
+
+
+def _model_identity(model: Any) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
+    return str(getattr(getattr(model, "config", None), "_name_or_path", type(model).__name__))
+
+
+def stage_fingerprint(previous: str, model_id: str, cfg: SFTConfig, index: int, name: str, steps: int,
+                      records: Sequence[dict[str, list[int]]]) -> str:
+    """A hash of everything a stage's saved adapter depends on: the previous stage's fingerprint (so a change
+    upstream invalidates every later stage), the base model, the weight-relevant config, and the exact token
+    records and step count of this stage.  Training is deterministic given these (each stage's trainer is
+    re-seeded with ``cfg.seed + index − 1`` and starts a fresh optimiser), so a resumed run reproduces an
+    uninterrupted one."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    conf = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
+    h.update(json.dumps([previous, model_id, conf, index, name, steps], sort_keys=True, default=str).encode())
+    for r in records:
+        h.update(json.dumps([r["input_ids"], r["completion_mask"]]).encode())
+    return h.hexdigest()
+
+
+def _finished_stage(stage_dir: Path, fingerprint: str) -> StageResult | None:
+    """The :class:`StageResult` a finished stage folder recorded, if it was trained from the same inputs."""
+    import json
+
+    marker = stage_dir / STAGE_MARKER
+    if not (marker.is_file() and (stage_dir / "adapter_model.safetensors").is_file()):
+        return None
+    try:
+        saved = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("fingerprint") != fingerprint:
+        return None
+    fields = {k: saved["result"][k] for k in StageResult.__dataclass_fields__ if k in saved["result"]}
+    return StageResult(**{**fields, "adapter_dir": str(stage_dir), "resumed": True})
 
 
 @dataclass
@@ -310,6 +357,7 @@ def train_sft(
     callback: Callback | None = None,
     *,
     tokenizer: Any = None,
+    resume: bool = False,
 ) -> SFTResult:
     """LoRA SFT over ``stages`` (``[("easy", [...]), ("medium", [...]), ("hard", [...])]``).
 
@@ -325,6 +373,12 @@ def train_sft(
     ``callback(event, metrics)`` receives ``"stage_start"`` {stage, index, n_examples, n_dropped_too_long,
     steps}, ``"log"`` {stage, step (global), stage_step, loss, learning_rate, grad_norm}, ``"stage_end"``
     (a :class:`StageResult` as dict) and ``"end"`` (``SFTResult.to_dict()``).
+
+    ``resume=True`` reuses a stage folder finished by an earlier run into the same ``out_dir`` when its
+    recorded :func:`stage_fingerprint` matches (same base model, config, data and steps — and the same for
+    every stage before it): the adapter is loaded instead of trained, its ``StageResult`` comes back with
+    ``resumed=True``, and the events are ``stage_start`` (with ``resumed``) and ``stage_end`` without logs.  A
+    warm-up that dies in its third stage then restarts there — on CPU a stage is up to an hour.
     """
     if not stages:
         raise ValueError("train_sft: no stages given")
@@ -332,12 +386,13 @@ def train_sft(
     if len(set(names)) != len(names):
         raise ValueError(f"train_sft: stage names must be unique, got {names}")
     with quiet_progress():
-        return _train_sft(model, stages, cfg, out_dir, callback or (lambda event, metrics: None), tokenizer)
+        return _train_sft(model, stages, cfg, out_dir, callback or (lambda event, metrics: None), tokenizer,
+                          resume)
 
 
-def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer) -> SFTResult:
+def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer, resume: bool) -> SFTResult:
     import torch
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model, load_peft_weights, set_peft_model_state_dict
 
     from ..artifacts import atomic_write_json
     from ..models import save_policy
@@ -347,6 +402,7 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
     out.mkdir(parents=True, exist_ok=True)
     style = PromptStyle(cfg.tools_style)
 
+    model_id = _model_identity(model)
     model, tok = _load(model, tokenizer, cfg)
     tok.padding_side = "right"  # training pads on the right (causal LM: positions stay 0..n-1)
 
@@ -381,12 +437,22 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
 
     results: list[StageResult] = []
     step_offset = 0
+    fingerprint = ""
     for index, (name, records, dropped, steps) in enumerate(runs, start=1):
         if not records:
             raise ValueError(f"stage {name!r}: no trainable example ({len(dropped)} longer than "
                              f"max_length={cfg.max_length})")
+        fingerprint = stage_fingerprint(fingerprint, model_id, cfg, index, name, steps, records)
+        stage_dir = out / stage_dir_name(index, name)
+        done = _finished_stage(stage_dir, fingerprint) if resume else None
         emit("stage_start", {"stage": name, "index": index, "n_examples": len(records),
-                             "n_dropped_too_long": len(dropped), "steps": steps})
+                             "n_dropped_too_long": len(dropped), "steps": steps, "resumed": done is not None})
+        if done is not None:
+            set_peft_model_state_dict(peft_model, load_peft_weights(str(stage_dir)))
+            results.append(done)
+            emit("stage_end", asdict(done))
+            step_offset += done.steps
+            continue
         log_history: list[dict] = []
         with tempfile.TemporaryDirectory(prefix=".trainer.", dir=out) as scratch:
             trainer = build_trainer(peft_model, tok, records, cfg, steps, scratch, seed=cfg.seed + index - 1,
@@ -398,7 +464,6 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
             done_steps = int(train_out.global_step)
             del trainer
             gc.collect()
-        stage_dir = out / stage_dir_name(index, name)
         save_policy(peft_model, tok, stage_dir)
         res = StageResult(
             name=name,
@@ -416,6 +481,8 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
             peak_rss_mb=peak_rss_mb(),
             adapter_dir=str(stage_dir),
         )
+        # written after the adapter folder is in place: a crash in between only means the stage is retrained
+        atomic_write_json(stage_dir / STAGE_MARKER, {"fingerprint": fingerprint, "result": asdict(res)})
         results.append(res)
         emit("stage_end", asdict(res))
         step_offset += done_steps
@@ -451,7 +518,7 @@ def _summary_line(m: dict) -> str:
     return (f"[warmup] stage {m['index']} {m['name']:<7} n={m['n_examples']:<5} dropped={m['n_dropped_too_long']:<3} "
             f"steps={m['steps']:<4} loss {first} → {last} (mean {m['train_loss']:.3f})  "
             f"{m['tokens_per_s']:.0f} tok/s  {m['s_per_step']:.1f} s/step  {m['wall_s']:.0f} s  "
-            f"peak {m['peak_rss_mb'] / 1024:.1f} GB  → {m['adapter_dir']}")
+            f"peak {m['peak_rss_mb'] / 1024:.1f} GB  → {m['adapter_dir']}" + ("  (resumed)" if m.get("resumed") else ""))
 
 
 def _cmd_warmup(args: argparse.Namespace) -> int:
@@ -502,7 +569,8 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
         elif event == "stage_end":
             print(_summary_line(m), flush=True)
 
-    result = train_sft(model, [("easy", easy), ("medium", medium), ("hard", hard)], sft_cfg, out, on_event)
+    result = train_sft(model, [("easy", easy), ("medium", medium), ("hard", hard)], sft_cfg, out, on_event,
+                       resume=args.resume)
     print(f"[warmup] {result.mode} done in {result.wall_s:.0f} s; adapter {result.adapter_dir}; "
           f"merged {result.merged_dir}")
     return 0
@@ -522,5 +590,8 @@ def register_cli(subparsers) -> None:
                    help="average the answer loss per token (trl's default) or per example (default: the config's)")
     p.add_argument("--decision-weight", type=float, default=None,
                    help="weight of each answer's first token, the call / no-call decision (default: the config's, 1)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse stages an interrupted run into the same --out finished with the same model, config "
+                        "and data (checked by fingerprint); train the rest")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=_cmd_warmup)
