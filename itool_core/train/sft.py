@@ -375,8 +375,8 @@ def train_sft(
     (a :class:`StageResult` as dict) and ``"end"`` (``SFTResult.to_dict()``).
 
     ``resume=True`` reuses a stage folder finished by an earlier run into the same ``out_dir`` when its
-    recorded :func:`stage_fingerprint` matches (same base model, config, data and steps — and the same for
-    every stage before it): the adapter is loaded instead of trained, its ``StageResult`` comes back with
+    recorded :func:`stage_fingerprint` matches (same base model — by name or path, a model object by its
+    ``name_or_path``, not by its weights — config, data and steps, and the same for every stage before it): the adapter is loaded instead of trained, its ``StageResult`` comes back with
     ``resumed=True``, and the events are ``stage_start`` (with ``resumed``) and ``stage_end`` without logs.  A
     warm-up that dies in its third stage then restarts there — on CPU a stage is up to an hour.
     """
