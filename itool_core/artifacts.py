@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -45,6 +45,24 @@ class ArtifactRef:
         actual = sha256_file(self.path)
         if actual != self.sha256:
             raise ValueError(f"{self.path}: content changed (sha256 {actual[:12]}… != {self.sha256[:12]}…)")
+
+
+def _jsonable(x: Any) -> Any:
+    if is_dataclass(x):
+        return {k: _jsonable(v) for k, v in asdict(x).items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short, stable hash of JSON-able parts (dataclasses, paths, nested lists): the key a finished stage is
+    recorded under, so a re-run can tell whether its inputs changed."""
+    return hashlib.sha256(json.dumps(_jsonable(parts), sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

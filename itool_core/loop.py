@@ -17,15 +17,14 @@ functions as tasks; this module is what ``itool run`` calls directly.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .artifacts import atomic_write_json, read_table, sha256_file, sha256_tree, write_table
+from .artifacts import atomic_write_json, fingerprint, read_table, sha256_file, sha256_tree, write_table
 from .calls import PromptStyle
 from .config import EvalConfig
 from .data.records import Example
@@ -37,22 +36,6 @@ Progress = Callable[[str], None]
 
 #: The evaluation's config lives with the other stage configs (``RunConfig.evaluation``); the old name stays.
 EvalSpec = EvalConfig
-
-
-def _jsonable(x: Any) -> Any:
-    if is_dataclass(x):
-        return {k: _jsonable(v) for k, v in asdict(x).items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, Path):
-        return str(x)
-    return x
-
-
-def fingerprint(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(_jsonable(parts), sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def content_hash(path: str | Path) -> str:

@@ -161,15 +161,11 @@ def stage_fingerprint(previous: str, model_id: str, cfg: SFTConfig, index: int, 
     records and step count of this stage.  Training is deterministic given these (each stage's trainer is
     re-seeded with ``cfg.seed + index − 1`` and starts a fresh optimiser), so a resumed run reproduces an
     uninterrupted one."""
-    import hashlib
-    import json
+    from ..artifacts import fingerprint
 
-    h = hashlib.sha256()
     conf = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
-    h.update(json.dumps([previous, model_id, conf, index, name, steps], sort_keys=True, default=str).encode())
-    for r in records:
-        h.update(json.dumps([r["input_ids"], r["completion_mask"]]).encode())
-    return h.hexdigest()
+    return fingerprint(previous, model_id, conf, index, name, steps,
+                       [(r["input_ids"], r["completion_mask"]) for r in records])
 
 
 def _finished_stage(stage_dir: Path, fingerprint: str) -> StageResult | None:
