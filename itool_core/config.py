@@ -161,6 +161,10 @@ class SFTConfig:
     #: answer tokens (1 = unweighted).  Keeps the two answers' shares at their data frequencies (unlike
     #: "example"), only gives the decision more of the gradient.
     decision_weight: float = 1.0
+    #: Save a resumable trainer checkpoint (adapter, optimiser, scheduler, RNG states) every this many optimiser
+    #: steps of a stage, so that a run resumed with ``resume`` continues an unfinished stage where it stopped
+    #: instead of retraining it (0 = off).  Does not change the weights.
+    checkpoint_steps: int = 20
 
     def __post_init__(self) -> None:
         _check_choice("sft.mode", self.mode, ("curriculum", "mixed"))
@@ -180,6 +184,7 @@ class SFTConfig:
         _check_range("sft.grad_accum_steps", self.grad_accum_steps, 1)
         _check_range("sft.max_length", self.max_length, 16)
         _check_range("sft.logging_steps", self.logging_steps, 1)
+        _check_range("sft.checkpoint_steps", self.checkpoint_steps, 0)
         if self.max_steps_per_stage is not None:
             _check_range("sft.max_steps_per_stage", self.max_steps_per_stage, 1)
 

@@ -312,6 +312,58 @@ def test_resume_reuses_finished_stages_and_reproduces_the_uninterrupted_run(tmp_
     assert [s.resumed for s in result.stages] == [True, True, True] and result.merged_dir
 
 
+class _Crash(Exception):
+    pass
+
+
+def test_resume_continues_an_unfinished_stage_from_its_checkpoint_bit_for_bit(tmp_path):
+    exs = examples(12)
+    stages = [("easy", exs[:4]), ("hard", exs[4:])]  # hard: 8 examples, batch 2 -> 4 steps
+    cfg = dataclasses.replace(FAST, max_steps_per_stage=None, merge=False, checkpoint_steps=2)
+    full, interrupted = tmp_path / "full", tmp_path / "interrupted"
+    model, tok = tiny_model(seed=5)
+    reference = train_sft(model, stages, dataclasses.replace(cfg, checkpoint_steps=0), full, tokenizer=tok)
+    assert [s.steps for s in reference.stages] == [2, 4]
+
+    def crash_in_hard_step_3(event, m):  # logs come before the step's checkpoint: checkpoint-2 is the newest
+        if event == "log" and m["stage"] == "hard" and m["stage_step"] == 3:
+            raise _Crash
+    model, tok = tiny_model(seed=5)
+    with pytest.raises(_Crash):
+        train_sft(model, stages, cfg, interrupted, crash_in_hard_step_3, tokenizer=tok)
+    ckpt = interrupted / ".checkpoints" / "stage_2_hard"
+    assert (ckpt / "checkpoint-2" / "trainer_state.json").is_file()
+    (ckpt / "checkpoint-4").mkdir()  # a save cut short: no trainer_state.json, must be ignored
+
+    events = []
+    model, tok = tiny_model(seed=5)
+    result = train_sft(model, stages, cfg, interrupted, lambda e, m: events.append((e, m)), tokenizer=tok,
+                       resume=True)
+    hard = result.stages[1]
+    assert [s.resumed for s in result.stages] == [True, False] and hard.resumed_at_step == 2
+    assert [m["stage_step"] for e, m in events if e == "log"] == [3, 4]  # only the missing steps are trained
+    a = load_file(full / "stage_2_hard" / "adapter_model.safetensors")
+    b = load_file(interrupted / "stage_2_hard" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the whole stage's losses and tokens, as the uninterrupted run reports them
+    ref = reference.stages[1]
+    assert hard.train_loss == pytest.approx(ref.train_loss, rel=1e-6)
+    assert (hard.first_loss, hard.last_loss, hard.tokens) == (ref.first_loss, ref.last_loss, ref.tokens)
+    assert not (interrupted / ".checkpoints").exists()  # removed once the stage is finished
+
+    # a checkpoint of other inputs is never continued: the stage is trained from its start
+    model, tok = tiny_model(seed=5)
+    with pytest.raises(_Crash):
+        train_sft(model, stages, cfg, interrupted, crash_in_hard_step_3, tokenizer=tok)
+    (interrupted / "stage_2_hard" / "stage_result.json").unlink()
+    events = []
+    model, tok = tiny_model(seed=5)
+    result = train_sft(model, stages, dataclasses.replace(cfg, learning_rate=2e-2), interrupted,
+                       lambda e, m: events.append((e, m)), tokenizer=tok, resume=True)
+    assert result.stages[1].resumed_at_step == 0
+    assert [m["stage_step"] for e, m in events if e == "log" and m["stage"] == "hard"] == [1, 2, 3, 4]
+
+
 def test_mixed_mode_trains_once_on_the_union_with_the_same_steps(tmp_path):
     model, tok = tiny_model(seed=3)
     exs = examples(6)
@@ -402,7 +454,7 @@ def test_warmup_cli_splits_trains_and_prints_one_line_per_stage(tmp_path, capsys
     (tmp_path / "run.yaml").write_text("sft:\n  bf16: false\n  per_device_batch_size: 2\n  learning_rate: 0.01\n")
     rc = main(["warmup", "--data", str(tmp_path / "train.parquet"), "--model", str(model_dir), "--out",
                str(tmp_path / "out"), "--config", str(tmp_path / "run.yaml"), "--max-steps", "1",
-               "--decision-weight", "3"])
+               "--decision-weight", "3", "--checkpoint-every", "5"])
     assert rc == 0
     lines = capsys.readouterr().out.splitlines()
     # 11 = 4 no-call (1/1/2) + 7 call (2/2/3): the thirds are cut per answer kind (data/split.py)
@@ -419,8 +471,10 @@ def test_warmup_cli_splits_trains_and_prints_one_line_per_stage(tmp_path, capsys
                                                          ("warmup", "pool", "easy", "medium", "hard")}
     recorded = json.loads((out / "sft_result.json").read_text())["config"]
     assert recorded["decision_weight"] == 3.0 and recorded["loss_normalisation"] == "token"
+    assert recorded["checkpoint_steps"] == 5
 
-    # the same command with --resume finds every stage finished and trains nothing
+    # the same command with --resume finds every stage finished and trains nothing (checkpointing is not part
+    # of a stage's fingerprint: resumed without the flag)
     rc = main(["warmup", "--data", str(tmp_path / "train.parquet"), "--model", str(model_dir), "--out",
                str(out), "--config", str(tmp_path / "run.yaml"), "--max-steps", "1", "--decision-weight", "3",
                "--resume"])

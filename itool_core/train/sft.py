@@ -35,8 +35,10 @@ import gc
 import math
 import os
 import random
+import shutil
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -141,11 +143,18 @@ class StageResult:
     peak_rss_mb: float
     adapter_dir: str
     resumed: bool = False  # loaded from a finished stage folder of an earlier, interrupted run (``resume``)
+    #: > 0: this stage continued from a mid-stage checkpoint of an interrupted run (``resume``) after this
+    #: many steps; ``tokens``, ``train_loss`` and the losses cover the whole stage, ``wall_s``, ``s_per_step``
+    #: and ``tokens_per_s`` only the steps trained in this run.
+    resumed_at_step: int = 0
 
 
 STAGE_MARKER = "stage_result.json"
+#: ``out_dir/.checkpoints/stage_<i>_<name>/``: the trainer checkpoints of the stage being trained, removed
+#: when it finishes (a dot folder: not an artefact of the run).
+CHECKPOINTS = ".checkpoints"
 # Fields that do not change a stage's weights: toggling them must not invalidate finished stages.
-_NOT_IN_FINGERPRINT = ("merge", "logging_steps")
+_NOT_IN_FINGERPRINT = ("merge", "logging_steps", "checkpoint_steps")
 
 
 def _model_identity(model: Any) -> str:
@@ -185,6 +194,49 @@ def _finished_stage(stage_dir: Path, fingerprint: str) -> StageResult | None:
     return StageResult(**{**fields, "adapter_dir": str(stage_dir), "resumed": True})
 
 
+def _last_checkpoint(ckpt_root: Path, fingerprint: str) -> Path | None:
+    """The newest complete trainer checkpoint an interrupted run left for a stage with the same inputs.
+
+    transformers writes ``trainer_state.json`` last, so a folder without it was cut mid-save: it is removed
+    (the previous complete checkpoint is only rotated out after the next one is complete)."""
+    import json
+
+    try:
+        if json.loads((ckpt_root / "fingerprint.json").read_text()).get("fingerprint") != fingerprint:
+            return None
+    except (OSError, ValueError):
+        return None
+    complete = []
+    for d in ckpt_root.glob("checkpoint-*"):
+        if not d.name.removeprefix("checkpoint-").isdigit():
+            continue
+        if (d / "trainer_state.json").is_file():
+            complete.append(d)
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+    return max(complete, key=lambda d: int(d.name.removeprefix("checkpoint-")), default=None)
+
+
+def _checkpoint_state(checkpoint: Path) -> dict:
+    import json
+
+    return json.loads((checkpoint / "trainer_state.json").read_text())
+
+
+def _stage_loss(log_history: list[dict], resumed_at: int, steps: int, post_resume_mean: float) -> float:
+    """The stage's mean training loss when it was resumed at step ``resumed_at``: the trainer's
+    ``training_loss`` only averages the steps of the resumed run; the checkpoint's log history holds the rest
+    (each logged loss is the mean since the previous log, so it weighs as many steps as it spans)."""
+    if resumed_at <= 0:
+        return post_resume_mean
+    before, last = 0.0, 0
+    for rec in log_history:
+        if "loss" in rec and rec.get("step", 0) <= resumed_at:
+            before += rec["loss"] * (rec["step"] - last)
+            last = rec["step"]
+    return (before + post_resume_mean * (steps - resumed_at)) / steps
+
+
 @dataclass
 class SFTResult:
     mode: str
@@ -210,7 +262,7 @@ class SFTResult:
 
 
 
-def _make_log_callback(emit: Callback, stage: str, step_offset: int, log_history: list):
+def _make_log_callback(emit: Callback, stage: str, step_offset: int):
     from transformers import TrainerCallback
 
     class _Forward(TrainerCallback):
@@ -222,7 +274,6 @@ def _make_log_callback(emit: Callback, stage: str, step_offset: int, log_history
             for k in ("loss", "learning_rate", "grad_norm", "num_input_tokens_seen"):
                 if k in logs:
                     rec[k] = float(logs[k])
-            log_history.append(rec)
             emit("log", rec)
 
     return _Forward()
@@ -295,10 +346,12 @@ def _answer_loss_trainer(base, normalisation: str, decision_weight: float):
 
 
 def build_trainer(peft_model, tokenizer, records: list[dict[str, list[int]]], cfg: SFTConfig, max_steps: int,
-                  output_dir: str | os.PathLike, *, seed: int | None = None, callbacks: Sequence[Any] = ()):
+                  output_dir: str | os.PathLike, *, seed: int | None = None, callbacks: Sequence[Any] = (),
+                  checkpoint_steps: int = 0):
     """The trl ``SFTTrainer`` of one stage on :func:`build_sft_records` records (pre-tokenised: trl skips its
     tokenisation and builds labels from ``completion_mask``).  Exposed so a test can inspect the exact labels
-    the loss sees (``trainer.train_dataset[i]["labels"]``)."""
+    the loss sees (``trainer.train_dataset[i]["labels"]``).  ``checkpoint_steps > 0`` saves a resumable
+    checkpoint (only the newest is kept) into ``output_dir`` every that many steps."""
     import torch
     from datasets import Dataset
     from transformers import PrinterCallback
@@ -308,7 +361,7 @@ def build_trainer(peft_model, tokenizer, records: list[dict[str, list[int]]], cf
     from trl import SFTTrainer
 
     args = TrlSFTConfig(
-        output_dir=str(output_dir),  # nothing is saved there (save_strategy="no"); train_sft saves the adapters
+        output_dir=str(output_dir),  # only checkpoints go there; train_sft saves the stage adapters itself
         max_steps=max_steps,
         per_device_train_batch_size=cfg.per_device_batch_size,
         gradient_accumulation_steps=cfg.grad_accum_steps,
@@ -326,7 +379,9 @@ def build_trainer(peft_model, tokenizer, records: list[dict[str, list[int]]], cf
         seed=cfg.seed if seed is None else seed,
         logging_steps=cfg.logging_steps,
         logging_strategy="steps",
-        save_strategy="no",
+        save_strategy="steps" if checkpoint_steps > 0 else "no",
+        save_steps=checkpoint_steps or 500,
+        save_total_limit=1,
         report_to="none",
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
@@ -374,7 +429,11 @@ def train_sft(
     recorded :func:`stage_fingerprint` matches (same base model — by name or path, a model object by its
     ``name_or_path``, not by its weights — config, data and steps, and the same for every stage before it): the adapter is loaded instead of trained, its ``StageResult`` comes back with
     ``resumed=True``, and the events are ``stage_start`` (with ``resumed``) and ``stage_end`` without logs.  A
-    warm-up that dies in its third stage then restarts there — on CPU a stage is up to an hour.
+    warm-up that dies in its third stage then restarts there — on CPU a stage is up to an hour and a half.
+    Within a stage, ``cfg.checkpoint_steps`` saves a trainer checkpoint (adapter, optimiser, scheduler, RNG)
+    under ``out_dir/.checkpoints/``; a resumed run continues an unfinished stage from its newest checkpoint
+    when the stage's fingerprint matches (``StageResult.resumed_at_step``, ``stage_start``'s
+    ``resumed_at_step``), and reproduces the uninterrupted run's weights.
     """
     if not stages:
         raise ValueError("train_sft: no stages given")
@@ -441,23 +500,39 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
         fingerprint = stage_fingerprint(fingerprint, model_id, cfg, index, name, steps, records)
         stage_dir = out / stage_dir_name(index, name)
         done = _finished_stage(stage_dir, fingerprint) if resume else None
+        ckpt_root = out / CHECKPOINTS / stage_dir.name
+        resume_from = _last_checkpoint(ckpt_root, fingerprint) if resume and done is None else None
+        resumed_at = _checkpoint_state(resume_from)["global_step"] if resume_from else 0
         emit("stage_start", {"stage": name, "index": index, "n_examples": len(records),
-                             "n_dropped_too_long": len(dropped), "steps": steps, "resumed": done is not None})
+                             "n_dropped_too_long": len(dropped), "steps": steps, "resumed": done is not None,
+                             "resumed_at_step": resumed_at})
         if done is not None:
             set_peft_model_state_dict(peft_model, load_peft_weights(str(stage_dir)))
             results.append(done)
             emit("stage_end", asdict(done))
             step_offset += done.steps
             continue
-        log_history: list[dict] = []
-        with tempfile.TemporaryDirectory(prefix=".trainer.", dir=out) as scratch:
+        checkpointing = 0 < cfg.checkpoint_steps < steps  # a checkpoint at the last step would never be used
+        if resume_from is None and ckpt_root.exists():
+            shutil.rmtree(ckpt_root)  # another stage's, or resume is off: never continue from it
+        if checkpointing and resume_from is None:
+            ckpt_root.mkdir(parents=True)
+            atomic_write_json(ckpt_root / "fingerprint.json", {"fingerprint": fingerprint})
+        trainer_dir = (nullcontext(str(ckpt_root)) if checkpointing or resume_from
+                       else tempfile.TemporaryDirectory(prefix=".trainer.", dir=out))
+        with trainer_dir as scratch:
             trainer = build_trainer(peft_model, tok, records, cfg, steps, scratch, seed=cfg.seed + index - 1,
-                                    callbacks=[_make_log_callback(emit, name, step_offset, log_history)])
+                                    callbacks=[_make_log_callback(emit, name, step_offset)],
+                                    checkpoint_steps=cfg.checkpoint_steps if checkpointing else 0)
+            tokens_before = _checkpoint_state(resume_from).get("num_input_tokens_seen", 0) if resume_from else 0
             t0 = time.perf_counter()
-            train_out = trainer.train()
+            train_out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             wall = time.perf_counter() - t0
             tokens = int(trainer.state.num_input_tokens_seen)
             done_steps = int(train_out.global_step)
+            # the trainer's own history: on a resumed stage it also holds the logs before the checkpoint
+            stage_logs = [r for r in trainer.state.log_history if "loss" in r]
+            train_loss = _stage_loss(stage_logs, resumed_at, done_steps, float(train_out.training_loss))
             del trainer
             gc.collect()
         save_policy(peft_model, tok, stage_dir)
@@ -467,18 +542,22 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
             n_examples=len(records),
             n_dropped_too_long=len(dropped),
             steps=done_steps,
-            train_loss=float(train_out.training_loss),
-            first_loss=log_history[0]["loss"] if log_history else None,
-            last_loss=log_history[-1]["loss"] if log_history else None,
+            train_loss=train_loss,
+            first_loss=stage_logs[0]["loss"] if stage_logs else None,
+            last_loss=stage_logs[-1]["loss"] if stage_logs else None,
             tokens=tokens,
-            tokens_per_s=tokens / wall if wall > 0 else 0.0,
-            s_per_step=wall / done_steps if done_steps else 0.0,
+            tokens_per_s=(tokens - tokens_before) / wall if wall > 0 else 0.0,
+            s_per_step=wall / (done_steps - resumed_at) if done_steps > resumed_at else 0.0,
             wall_s=wall,
             peak_rss_mb=peak_rss_mb(),
             adapter_dir=str(stage_dir),
+            resumed_at_step=resumed_at,
         )
         # written after the adapter folder is in place: a crash in between only means the stage is retrained
         atomic_write_json(stage_dir / STAGE_MARKER, {"fingerprint": fingerprint, "result": asdict(res)})
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+        if ckpt_root.parent.is_dir() and not any(ckpt_root.parent.iterdir()):
+            ckpt_root.parent.rmdir()
         results.append(res)
         emit("stage_end", asdict(res))
         step_offset += done_steps
@@ -514,7 +593,8 @@ def _summary_line(m: dict) -> str:
     return (f"[warmup] stage {m['index']} {m['name']:<7} n={m['n_examples']:<5} dropped={m['n_dropped_too_long']:<3} "
             f"steps={m['steps']:<4} loss {first} → {last} (mean {m['train_loss']:.3f})  "
             f"{m['tokens_per_s']:.0f} tok/s  {m['s_per_step']:.1f} s/step  {m['wall_s']:.0f} s  "
-            f"peak {m['peak_rss_mb'] / 1024:.1f} GB  → {m['adapter_dir']}" + ("  (resumed)" if m.get("resumed") else ""))
+            f"peak {m['peak_rss_mb'] / 1024:.1f} GB  → {m['adapter_dir']}" + ("  (resumed)" if m.get("resumed") else "")
+            + (f"  (continued from step {m['resumed_at_step']})" if m.get("resumed_at_step") else ""))
 
 
 def _cmd_warmup(args: argparse.Namespace) -> int:
@@ -538,6 +618,8 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
         sft_cfg = dataclasses.replace(sft_cfg, loss_normalisation=args.loss_normalisation)
     if args.decision_weight is not None:
         sft_cfg = dataclasses.replace(sft_cfg, decision_weight=args.decision_weight)
+    if args.checkpoint_every is not None:
+        sft_cfg = dataclasses.replace(sft_cfg, checkpoint_steps=args.checkpoint_every)
     model = args.model or run_cfg.model
 
     if args.data == "default":
@@ -588,6 +670,8 @@ def register_cli(subparsers) -> None:
                    help="weight of each answer's first token, the call / no-call decision (default: the config's, 1)")
     p.add_argument("--resume", action="store_true",
                    help="reuse stages an interrupted run into the same --out finished with the same model, config "
-                        "and data (checked by fingerprint); train the rest")
+                        "and data (checked by fingerprint); continue an unfinished stage from its last checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="save a resumable checkpoint every N steps of a stage (0: off; default: the config's, 20)")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=_cmd_warmup)
