@@ -114,6 +114,22 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def write_marker(path: str | os.PathLike, fp: str, **fields: Any) -> None:
+    """Record that the work behind ``path`` finished from inputs with fingerprint ``fp`` (atomically: a marker
+    is whole or absent).  Written last, after the work's own files are in place."""
+    atomic_write_json(path, {"fingerprint": fp, **fields})
+
+
+def read_marker(path: str | os.PathLike, fp: str) -> dict[str, Any] | None:
+    """The fields of a :func:`write_marker` marker recorded under fingerprint ``fp``; None when there is no
+    marker, it is unreadable, or the inputs changed since (another fingerprint) — then the work is redone."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) and saved.get("fingerprint") == fp else None
+
+
 def _as_table(data: pa.Table | Iterable[Mapping[str, Any]] | Any, schema: TableSchema) -> pa.Table:
     if isinstance(data, pa.Table):
         table = data

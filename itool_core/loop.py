@@ -17,14 +17,14 @@ functions as tasks; this module is what ``itool run`` calls directly.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .artifacts import atomic_write_json, fingerprint, read_table, sha256_file, sha256_tree, write_table
+from .artifacts import (atomic_write_json, fingerprint, read_marker, read_table, sha256_file, sha256_tree,
+                        write_marker, write_table)
 from .calls import PromptStyle
 from .config import EvalConfig
 from .data.records import Example
@@ -56,19 +56,18 @@ class StageRunner:
     def __call__(self, name: str, fp: str, fn: Callable[[Path], dict]) -> dict:
         d = self.root / name
         marker = d / "done.json"
-        if marker.is_file():
-            done = json.loads(marker.read_text())
-            if done.get("fingerprint") == fp:
-                self.progress(f"[itool] {name}: done already ({done.get('seconds', 0):.0f}s), skipped")
-                self.skipped.append(name)
-                self.timings[name] = done.get("seconds", 0.0)
-                return done["outputs"]
+        done = read_marker(marker, fp)
+        if done is not None:
+            self.progress(f"[itool] {name}: done already ({done.get('seconds', 0):.0f}s), skipped")
+            self.skipped.append(name)
+            self.timings[name] = done.get("seconds", 0.0)
+            return done["outputs"]
         d.mkdir(parents=True, exist_ok=True)
         self.progress(f"[itool] {name}: running")
         t0 = time.time()
         outputs = fn(d)
         secs = time.time() - t0
-        atomic_write_json(marker, {"fingerprint": fp, "outputs": outputs, "seconds": secs})
+        write_marker(marker, fp, outputs=outputs, seconds=secs)
         self.timings[name] = secs
         self.ran.append(name)
         self.progress(f"[itool] {name}: finished in {secs:.0f}s")

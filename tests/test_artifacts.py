@@ -10,7 +10,8 @@ import time
 import pyarrow as pa
 import pytest
 
-from itool_core.artifacts import SchemaMismatch, atomic_write_json, read_table, ref_for, sha256_file, write_table
+from itool_core.artifacts import (SchemaMismatch, atomic_write_json, read_marker, read_table, ref_for, sha256_file,
+                                  write_marker, write_table)
 from itool_core.calls import ToolCall
 from itool_core.data.records import Example
 from itool_core.schemas import EXAMPLES
@@ -107,3 +108,15 @@ def test_atomic_json_replaces_whole_file(tmp_path):
     atomic_write_json(p, {"b": 2})
     assert p.read_text().strip() == '{\n  "b": 2\n}'
     assert [x.name for x in tmp_path.iterdir()] == ["s.json"]
+
+
+def test_marker_is_read_back_only_under_its_fingerprint(tmp_path):
+    p = tmp_path / "done.json"
+    assert read_marker(p, "abc") is None  # nothing finished yet
+    write_marker(p, "abc", outputs={"x": 1}, seconds=2.5)
+    assert read_marker(p, "abc") == {"fingerprint": "abc", "outputs": {"x": 1}, "seconds": 2.5}
+    assert read_marker(p, "abd") is None  # the inputs changed: redo the work
+    p.write_text('{"fingerprint": "abc", "outp')  # a marker cut by a foreign writer reads as absent
+    assert read_marker(p, "abc") is None
+    p.write_text('["abc"]')
+    assert read_marker(p, "abc") is None

@@ -153,6 +153,7 @@ STAGE_MARKER = "stage_result.json"
 #: ``out_dir/.checkpoints/stage_<i>_<name>/``: the trainer checkpoints of the stage being trained, removed
 #: when it finishes (a dot folder: not an artefact of the run).
 CHECKPOINTS = ".checkpoints"
+CHECKPOINT_MARKER = "fingerprint.json"  # in a stage's checkpoint folder: the inputs its checkpoints belong to
 # Fields that do not change a stage's weights: toggling them must not invalidate finished stages.
 _NOT_IN_FINGERPRINT = ("merge", "logging_steps", "checkpoint_steps")
 
@@ -179,16 +180,10 @@ def stage_fingerprint(previous: str, model_id: str, cfg: SFTConfig, index: int, 
 
 def _finished_stage(stage_dir: Path, fingerprint: str) -> StageResult | None:
     """The :class:`StageResult` a finished stage folder recorded, if it was trained from the same inputs."""
-    import json
+    from ..artifacts import read_marker
 
-    marker = stage_dir / STAGE_MARKER
-    if not (marker.is_file() and (stage_dir / "adapter_model.safetensors").is_file()):
-        return None
-    try:
-        saved = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return None
-    if saved.get("fingerprint") != fingerprint:
+    saved = read_marker(stage_dir / STAGE_MARKER, fingerprint)
+    if saved is None or not (stage_dir / "adapter_model.safetensors").is_file():
         return None
     fields = {k: saved["result"][k] for k in StageResult.__dataclass_fields__ if k in saved["result"]}
     return StageResult(**{**fields, "adapter_dir": str(stage_dir), "resumed": True})
@@ -199,12 +194,9 @@ def _last_checkpoint(ckpt_root: Path, fingerprint: str) -> Path | None:
 
     transformers writes ``trainer_state.json`` last, so a folder without it was cut mid-save: it is removed
     (the previous complete checkpoint is only rotated out after the next one is complete)."""
-    import json
+    from ..artifacts import read_marker
 
-    try:
-        if json.loads((ckpt_root / "fingerprint.json").read_text()).get("fingerprint") != fingerprint:
-            return None
-    except (OSError, ValueError):
+    if read_marker(ckpt_root / CHECKPOINT_MARKER, fingerprint) is None:
         return None
     complete = []
     for d in ckpt_root.glob("checkpoint-*"):
@@ -449,7 +441,7 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model, load_peft_weights, set_peft_model_state_dict
 
-    from ..artifacts import atomic_write_json
+    from ..artifacts import atomic_write_json, write_marker
     from ..models import save_policy
 
     t_run = time.perf_counter()
@@ -517,7 +509,7 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
             shutil.rmtree(ckpt_root)  # another stage's, or resume is off: never continue from it
         if checkpointing and resume_from is None:
             ckpt_root.mkdir(parents=True)
-            atomic_write_json(ckpt_root / "fingerprint.json", {"fingerprint": fingerprint})
+            write_marker(ckpt_root / CHECKPOINT_MARKER, fingerprint)
         trainer_dir = (nullcontext(str(ckpt_root)) if checkpointing or resume_from
                        else tempfile.TemporaryDirectory(prefix=".trainer.", dir=out))
         with trainer_dir as scratch:
@@ -554,7 +546,7 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
             resumed_at_step=resumed_at,
         )
         # written after the adapter folder is in place: a crash in between only means the stage is retrained
-        atomic_write_json(stage_dir / STAGE_MARKER, {"fingerprint": fingerprint, "result": asdict(res)})
+        write_marker(stage_dir / STAGE_MARKER, fingerprint, result=asdict(res))
         shutil.rmtree(ckpt_root, ignore_errors=True)
         if ckpt_root.parent.is_dir() and not any(ckpt_root.parent.iterdir()):
             ckpt_root.parent.rmdir()
