@@ -7,8 +7,11 @@ and the log-odds ``log p("None") − log p("[")``.  Two numbers then separate th
 
 * **bias** — where the log-odds sit: on no-call prompts they must be > 0 for greedy decoding to abstain;
 * **discrimination** — how well the log-odds rank no-call prompts above call prompts, threshold-free: the
-  AUROC (Mann–Whitney) of BFCL irrelevance against BFCL simple + multiple, and of the training set's no-call
-  against its call examples.  0.5 = blind, 1.0 = a threshold exists that separates them perfectly.
+  AUROC (Mann–Whitney) of BFCL irrelevance against BFCL simple + multiple, of the training set's no-call
+  against its call examples (prompts the model was trained on), and of the held-out pool's (the same
+  distribution, never trained on in the warm-up: ``out/data/pool.parquet``).  0.5 = blind, 1.0 = a threshold
+  exists that separates them perfectly.  Training vs pool separates memorising from learning the decision;
+  pool vs BFCL separates learning it from transferring it to BFCL's questions.
 
 A model with AUROC near 1 and negative log-odds everywhere is under-trained on the decision's bias (more weight
 on it may fix it); AUROC near 0.5 means it cannot tell the questions apart, and no bias setting will help.
@@ -99,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=None,
                     help="the warm-up's split folder (out/data: easy/medium/hard.parquet); omit to probe BFCL only")
     ap.add_argument("--n", type=int, default=16, help="training prompts per stage and kind (no-call / call)")
+    ap.add_argument("--pool-n", type=int, default=200,
+                    help="held-out pool prompts per kind (no-call / call), from --data's pool.parquet (0: skip)")
     ap.add_argument("--bfcl-n", type=int, default=50, help="seeded BFCL questions per category")
     ap.add_argument("--tools", default="compact", choices=["json", "compact"])
     ap.add_argument("--threads", type=int, default=2)
@@ -122,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
             exs = [Example.from_row(r) for r in read_table(Path(args.data) / f"{stage}.parquet", EXAMPLES).to_pylist()]
             groups[f"train no-call {stage}"] = probe(model, tok, [e for e in exs if not e.target][: args.n], style)
             groups[f"train call {stage}"] = probe(model, tok, [e for e in exs if e.target][: args.n], style)
+        pool_file = Path(args.data) / "pool.parquet"
+        if pool_file.is_file() and args.pool_n:
+            exs = [Example.from_row(r) for r in read_table(pool_file, EXAMPLES).to_pylist()]
+            groups["pool no-call"] = probe(model, tok, [e for e in exs if not e.target][: args.pool_n], style)
+            groups["pool call"] = probe(model, tok, [e for e in exs if e.target][: args.pool_n], style)
     bfcl = stable_subset(load_bfcl(["irrelevance", "simple_python", "multiple"]), args.bfcl_n, 0)
     for cat in ("irrelevance", "simple_python", "multiple"):
         groups[f"BFCL {cat}"] = probe(model, tok, [e for e in bfcl if e.category == cat], style)
@@ -132,13 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     table = [summarise(g, rows) for g, rows in groups.items() if rows]
     bfcl_pos, bfcl_neg = scores("BFCL irrelevance"), scores("BFCL simple_python") + scores("BFCL multiple")
     train_pos, train_neg = scores("train no-call"), scores("train call")
+    pool_pos, pool_neg = scores("pool no-call"), scores("pool call")
     auroc_bfcl, auroc_train = auroc(bfcl_pos, bfcl_neg), auroc(train_pos, train_neg)
+    auroc_pool = auroc(pool_pos, pool_neg)
     result = {
         "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
         "model": args.model, "adapter": args.adapter, "data": args.data, "tools": args.tools, "seconds": round(time.perf_counter() - t0, 1),
         "table": table,
         "auroc_bfcl": auroc_bfcl, "auroc_bfcl_se": auroc_se(auroc_bfcl, len(bfcl_pos), len(bfcl_neg)),
         "auroc_train": auroc_train, "auroc_train_se": auroc_se(auroc_train, len(train_pos), len(train_neg)),
+        "auroc_pool": auroc_pool, "auroc_pool_se": auroc_se(auroc_pool, len(pool_pos), len(pool_neg)),
         "prompts": groups,
     }
     print(f"{'prompts':26s} {'n':>4s} {'p(None)':>8s} {'p([)':>7s} {'None wins':>10s} {'log-odds':>9s}")
@@ -150,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         return "n/a" if v is None else f"{v:.3f} ± {se:.3f}"
 
     print(f"AUROC (log-odds, ± Hanley-McNeil SE) BFCL irrelevance vs simple+multiple: {fmt('auroc_bfcl')}; "
-          f"training no-call vs call: {fmt('auroc_train')}  ({result['seconds']} s)")
+          f"training no-call vs call: {fmt('auroc_train')}; held-out pool no-call vs call: {fmt('auroc_pool')}  "
+          f"({result['seconds']} s)")
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
     return 0

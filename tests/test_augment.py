@@ -216,6 +216,47 @@ def test_no_call_near_miss_keeps_the_topic_but_never_the_function():
     assert A.no_call(exs, A.NoCallParams(rate=0.7), 3) == A.no_call(exs, A.NoCallParams(rate=0.7, near_miss=0.0), 3)
 
 
+def _two_sources():
+    exs = [e for e in _examples() if len(e.messages) == 1]
+    return [Example(f"{src}/{e.id}", src, e.category, e.tools, e.messages, e.target, dict(e.meta))
+            for src in ("a", "b") for e in exs]
+
+
+def test_source_rates_equalise_the_no_call_share_per_source():
+    exs = _two_sources()
+    # source a's call examples are doubled by some augmentation, b's are not
+    rows = exs + [Example(e.id + "/copy", e.source, e.category, e.tools, e.messages, e.target) for e in exs
+                  if e.source == "a"]
+    rates = A.source_rates(exs, rows, share=0.2)
+    # n / (n + calls) = 0.2  <=>  n = calls / 4 = rate * questions
+    assert rates == pytest.approx({"a": 0.5, "b": 0.25})
+    assert A.source_rates(exs, rows, share=0.9)["a"] == 1.0  # never more than one copy per question
+    # a question asked in two examples (two steps of one dialogue) is drawn twice but copied once:
+    # 1 - (1 - r)^2 = 0.25  <=>  r = 1 - sqrt(0.75)
+    twice = exs + [Example(e.id + "/step2", e.source, e.category, e.tools, e.messages, e.target) for e in exs
+                   if e.source == "b"]
+    assert A.source_rates(twice, exs, share=0.2)["b"] == pytest.approx(1 - 0.75 ** 0.5)
+    # the per-source rates drive the draw: all of a's questions, none of b's
+    out = A.no_call(exs, A.NoCallParams(), 0, rates={"a": 1.0, "b": 0.0})
+    assert out and {e.source for e in out} == {"a"}
+    with pytest.raises(ValueError, match="source_share"):
+        A.NoCallParams(source_share=1.0)
+
+
+def test_augment_with_source_share_rates_from_the_other_augmentations():
+    exs = _two_sources()
+    cfg = A.AugmentConfig(no_call=A.NoCallParams(source_share=0.3), renamed=A.RenameParams(rate=1.0),
+                          parallel=A.ParallelParams(n_same=4, n_different=4))
+    out = A.augment(exs, cfg, seed=3)
+    others = [e for k, v in out.items() if k != "no_call" for e in v]
+    rates = A.source_rates(exs, [*exs, *others], 0.3)
+    assert _rows(out["no_call"]) == _rows(A.no_call(exs, cfg.no_call, 3, rates))
+    plain = A.augment(exs, A.AugmentConfig(renamed=A.RenameParams(rate=1.0),
+                                           parallel=A.ParallelParams(n_same=4, n_different=4)), seed=3)
+    assert {k: _rows(v) for k, v in plain.items() if k != "no_call"} == {
+        k: _rows(v) for k, v in out.items() if k != "no_call"}
+
+
 # ------------------------------------------------------------------------------------------------ parallel
 
 

@@ -135,6 +135,7 @@ def test_card_on_hand_made():
     exs = [Example(f"e{i}", "s", "c", [], [], [ToolCall("f", {})] * (i % 3)) for i in range(6)]
     card = training_card(exs, [100, 300, 500, 700, 900, 1100], profile="quick", seed=0)
     assert card["no_call_rows"] == 2 and card["calls_per_example"] == {"0": 2, "1": 2, "2": 2}
+    assert card["no_call_share_by_source"] == {"s": pytest.approx(2 / 6)}
     assert card["top_functions"][0] == {"name": "f", "calls": 6, "share": 1.0}
     assert sum(card["token_histogram"].values()) == 6
     assert "| s | none | 6 |" in card_markdown(card)
@@ -240,3 +241,19 @@ def test_cli_build_writes_table_and_card(tmp_path, capsys):
     assert card["no_call_near_miss_rows"] == len(near) > 0 and all(not e.target for e in near)
     assert len(near) < card["by_augmentation"]["no_call"]  # half asked; generic-tool questions never qualify
     assert not any(e.meta.get("augmentation") in ("parallel", "renamed") for e in rows)
+
+
+@needs_data
+def test_cli_source_share_gives_every_source_the_same_no_call_share(tmp_path, capsys):
+    from itool_core.cli import main
+
+    plain, balanced = tmp_path / "plain.parquet", tmp_path / "balanced.parquet"
+    assert main(["data", "build", "--profile", "quick", "--max-length", "0", "-o", str(plain)]) == 0
+    assert main(["data", "build", "--profile", "quick", "--max-length", "0", "--no-call-source-share", "0.2",
+                 "-o", str(balanced)]) == 0
+    assert "per source: apibank" in capsys.readouterr().out
+    shares = {n: json.loads((tmp_path / f"{n}.card.json").read_text())["no_call_share_by_source"]
+              for n in ("plain", "balanced")}
+    # one global rate: the augmentations multiply BFCL's call rows, so its prompts rarely mean "no call"
+    assert shares["plain"]["bfcl_unused"] < shares["plain"]["apibank"] - 0.08
+    assert shares["balanced"] == {"apibank": pytest.approx(0.2, abs=0.03), "bfcl_unused": pytest.approx(0.2, abs=0.03)}

@@ -64,7 +64,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..calls import (
     PromptStyle,
@@ -141,6 +141,16 @@ class NoCallParams:
     #: 0 keeps the output of earlier builds unchanged (the seeded stream draws nothing extra).
     near_miss: float = 0.0
     near_min_shared: int = 1
+    #: When set, ``rate`` is replaced per source by the rate that makes the no-call copies this share of the
+    #: source's rows in the augmented set (:func:`source_rates`).  The other augmentations multiply some
+    #: sources' call examples (BFCL's: parallel joins, renamed copies, distractors), so one global rate gives
+    #: BFCL-style prompts a no-call share of ~9 % against ~22 % for API-Bank's, and the model learns the
+    #: prompt's style as a cue for abstaining (docs/RESULTS.md, "Abstention IV").  None: one ``rate`` for all.
+    source_share: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.source_share is not None and not 0.0 < self.source_share < 1.0:
+            raise ValueError(f"no_call.source_share: {self.source_share!r} must be in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -420,7 +430,41 @@ def _opening(ex: Example) -> list[dict] | None:
     return None
 
 
-def no_call(examples: Sequence[Example], params: NoCallParams = NoCallParams(), seed: int = 0) -> list[Example]:
+def _question_key(opening: list[dict]) -> str:
+    return json.dumps([(m.get("role"), " ".join(_words(str(m.get("content") or "")))) for m in opening])
+
+
+def source_rates(questions_from: Sequence[Example], rows: Sequence[Example], share: float) -> dict[str, float]:
+    """Per source, the no-call rate under which :func:`no_call` on ``questions_from`` is expected to add
+    ``share`` of that source's rows to ``rows`` (the set without no-call copies): ``n / (n + calls) = share``.
+
+    :func:`no_call` draws once per *example* but copies each distinct question once (an API-Bank dialogue has
+    one example per step, all with the same opening), so a question seen in ``m`` examples is copied with
+    probability ``1 − (1 − rate)^m``; the rate is solved from the sum of those (bisection), and is 1 when the
+    source has too few questions.  Approximate: a question without enough unrelated tools is skipped."""
+    calls = Counter(e.source for e in rows if e.target)
+    seen: dict[str, Counter] = {}
+    for ex in questions_from:
+        opening = _opening(ex)
+        if opening is not None and ex.target:
+            seen.setdefault(ex.source, Counter())[_question_key(opening)] += 1
+    rates = {}
+    for src, per_question in seen.items():
+        want = share / (1.0 - share) * calls[src]
+        expected = lambda r: sum(1.0 - (1.0 - r) ** m for m in per_question.values())  # noqa: E731
+        if expected(1.0) <= want:
+            rates[src] = 1.0
+            continue
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if expected(mid) < want else (lo, mid)
+        rates[src] = (lo + hi) / 2
+    return rates
+
+
+def no_call(examples: Sequence[Example], params: NoCallParams = NoCallParams(), seed: int = 0,
+            rates: Mapping[str, float] | None = None) -> list[Example]:
     """Questions paired with tools that cannot answer them → target ``[]`` (rendered as NO_CALL_TEXT).
 
     Teaches BFCL's relevance rule: when no given function fits, answer text that does not decode as a call.
@@ -428,6 +472,7 @@ def no_call(examples: Sequence[Example], params: NoCallParams = NoCallParams(), 
     turns are dropped, they would refer to calls that no longer exist).  All of the example's tools are
     removed; the new ones come from other examples of the same source and pass :func:`_unrelated` against the
     question and every tool of the example (a dialogue's retrieved APIs are its "own" functions too).
+    ``rates``: a rate per source (:func:`source_rates`) instead of ``params.rate``.
     """
     rng = _rng(seed, "no_call")
     exs = _sorted(examples)
@@ -436,9 +481,10 @@ def no_call(examples: Sequence[Example], params: NoCallParams = NoCallParams(), 
     asked: set[str] = set()
     for ex in exs:
         opening = _opening(ex)
-        if opening is None or not ex.target or rng.random() >= params.rate:
+        rate = params.rate if rates is None else rates.get(ex.source, params.rate)
+        if opening is None or not ex.target or rng.random() >= rate:
             continue
-        key = json.dumps([(m.get("role"), " ".join(_words(str(m.get("content") or "")))) for m in opening])
+        key = _question_key(opening)
         if key in asked:  # API-Bank has one example per step of a dialogue: one no-call copy per question
             continue
         asked.add(key)
@@ -934,17 +980,22 @@ def augment(
 ) -> dict[str, list[Example]]:
     """Run every enabled augmentation on ``examples`` (each from the same inputs, its own seeded stream).
 
-    Augmentations do not feed each other, so switching one off for an ablation leaves the others identical.
-    ``no_call_sources`` (default ``examples``): where no-call questions come from.  The build passes the set
-    *before* the source caps: a no-call example has no call, so it cannot over-represent a function, and the
-    questions the caps dropped (hundreds of API-Bank ``ToolSearcher`` requests) still widen the no-call set.
+    Augmentations do not feed each other, so switching one off for an ablation leaves the others identical —
+    except under ``cfg.no_call.source_share``, where the no-call rates are computed from the rows the others
+    produce.  ``no_call_sources`` (default ``examples``): where no-call questions come from.  The build passes
+    the set *before* the source caps: a no-call example has no call, so it cannot over-represent a function,
+    and the questions the caps dropped (hundreds of API-Bank ``ToolSearcher`` requests) still widen the
+    no-call set.
     """
-    out = {}
-    for name in AUGMENTATIONS:
-        if name in cfg.enabled:
-            src = no_call_sources if name == "no_call" and no_call_sources is not None else examples
-            out[name] = _FUNCS[name](src, getattr(cfg, name), seed)
-    return out
+    out = {name: _FUNCS[name](examples, getattr(cfg, name), seed)
+           for name in AUGMENTATIONS if name in cfg.enabled and name != "no_call"}
+    if "no_call" in cfg.enabled:
+        src = no_call_sources if no_call_sources is not None else examples
+        rates = None
+        if cfg.no_call.source_share is not None:
+            rates = source_rates(src, [*examples, *(e for v in out.values() for e in v)], cfg.no_call.source_share)
+        out["no_call"] = no_call(src, cfg.no_call, seed, rates)
+    return {name: out[name] for name in AUGMENTATIONS if name in out}
 
 
 # -------------------------------------------------------------------------------------------------- checking

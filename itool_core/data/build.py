@@ -216,6 +216,10 @@ def training_card(examples: Sequence[Example], lengths: Sequence[int] | None = N
         "no_call_rows": no_call,
         "no_call_share": no_call / rows if rows else 0.0,
         "no_call_near_miss_rows": sum(1 for e in examples if e.meta.get("near_miss")),
+        # per source: the prompt's style must be no cue for abstaining (NoCallParams.source_share)
+        "no_call_share_by_source": {
+            src: sum(1 for e in examples if e.source == src and not e.target) / n
+            for src, n in sorted(Counter(e.source for e in examples).items())},
         "calls_per_example": {str(k): v for k, v in sorted(Counter(len(e.target) for e in examples).items())},
         "target_calls": n_calls,
         "distinct_functions_called": len(funcs),
@@ -245,7 +249,8 @@ def card_markdown(card: dict[str, Any]) -> str:
     lines = [f"# Training set card — profile `{card.get('profile', '?')}`, seed {card.get('seed', '?')}", ""]
     lines.append(f"- rows: **{card['rows']}**; target calls: {card['target_calls']}")
     lines.append(f"- no-call rows: {card['no_call_rows']} ({pct(card['no_call_share'])}), of which near misses: "
-                 f"{card.get('no_call_near_miss_rows', 0)}")
+                 f"{card.get('no_call_near_miss_rows', 0)}; per source: "
+                 + ", ".join(f"{s} {pct(x)}" for s, x in card.get("no_call_share_by_source", {}).items()))
     lines.append(f"- distinct functions called: {card['distinct_functions_called']}; distinct tools offered: "
                  f"{card['distinct_tools_offered']}; largest function share: {pct(card['max_function_share'])}")
     if "tokens" in card:
@@ -392,6 +397,9 @@ def _cmd_build(args) -> int:
         cfg = dataclasses.replace(cfg, no_call=dataclasses.replace(cfg.no_call, rate=args.no_call_rate))
     if args.no_call_near_miss is not None:
         cfg = dataclasses.replace(cfg, no_call=dataclasses.replace(cfg.no_call, near_miss=args.no_call_near_miss))
+    if args.no_call_source_share is not None:
+        cfg = dataclasses.replace(cfg, no_call=dataclasses.replace(cfg.no_call,
+                                                                   source_share=args.no_call_source_share))
     if args.no_augment:
         cfg = cfg.without(*args.no_augment)
     if args.no_caps:
@@ -434,6 +442,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--no-call-near-miss", type=float, default=None,
                    help="share of the no-call copies offered tools on the question's topic that are other functions "
                         f"(default {aug.NoCallParams().near_miss}; BFCL irrelevance is built that way)")
+    p.add_argument("--no-call-source-share", type=float, default=None,
+                   help="make no-call copies this share of every source's rows (replaces --no-call-rate per "
+                        "source), so that the prompt's style is no cue for abstaining; default: one rate for all")
     p.add_argument("--max-share", type=float, default=aug.CapParams().max_share,
                    help="largest share of the target calls one function may hold")
     p.add_argument("--max-length", type=int, default=None,
