@@ -81,8 +81,8 @@ def probe(model, tok, exs: list[Example], style: PromptStyle) -> list[dict]:
                   add_special_tokens=False).input_ids
         with torch.no_grad():
             lp = model(ids).logits[0, -1].float().log_softmax(-1)
-        out.append({"id": ex.id, "p_none": lp[none_id].exp().item(), "p_bracket": lp[bracket_id].exp().item(),
-                    "log_odds": (lp[none_id] - lp[bracket_id]).item()})
+        out.append({"id": ex.id, "source": ex.source, "p_none": lp[none_id].exp().item(),
+                    "p_bracket": lp[bracket_id].exp().item(), "log_odds": (lp[none_id] - lp[bracket_id]).item()})
     return out
 
 
@@ -92,6 +92,13 @@ def summarise(name: str, rows: list[dict]) -> dict:
             "p_none": sum(r["p_none"] for r in rows) / n, "p_bracket": sum(r["p_bracket"] for r in rows) / n,
             "none_wins": sum(r["log_odds"] > 0 for r in rows),
             "log_odds_mean": sum(r["log_odds"] for r in rows) / n}
+
+
+def source_row(no_call: list[float], call: list[float]) -> dict:
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    a = auroc(no_call, call)
+    return {"n_no_call": len(no_call), "n_call": len(call), "log_odds_no_call": mean(no_call),
+            "log_odds_call": mean(call), "auroc": a, "auroc_se": auroc_se(a, len(no_call), len(call))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,6 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     bfcl_pos, bfcl_neg = scores("BFCL irrelevance"), scores("BFCL simple_python") + scores("BFCL multiple")
     train_pos, train_neg = scores("train no-call"), scores("train call")
     pool_pos, pool_neg = scores("pool no-call"), scores("pool call")
+    # Per source over the training + pool prompts: is the prompt's style (BFCL's vs API-Bank's) a cue?
+    by_source: dict[str, dict] = {}
+    for g, rows in groups.items():
+        if g.startswith(("train", "pool")):
+            for r in rows:
+                kind = "no_call" if "no-call" in g else "call"
+                by_source.setdefault(r["source"], {"no_call": [], "call": []})[kind].append(r["log_odds"])
+    source_table = {src: source_row(v["no_call"], v["call"]) for src, v in sorted(by_source.items())}
     auroc_bfcl, auroc_train = auroc(bfcl_pos, bfcl_neg), auroc(train_pos, train_neg)
     auroc_pool = auroc(pool_pos, pool_neg)
     result = {
@@ -152,12 +167,19 @@ def main(argv: list[str] | None = None) -> int:
         "auroc_bfcl": auroc_bfcl, "auroc_bfcl_se": auroc_se(auroc_bfcl, len(bfcl_pos), len(bfcl_neg)),
         "auroc_train": auroc_train, "auroc_train_se": auroc_se(auroc_train, len(train_pos), len(train_neg)),
         "auroc_pool": auroc_pool, "auroc_pool_se": auroc_se(auroc_pool, len(pool_pos), len(pool_neg)),
+        "by_source": source_table,
         "prompts": groups,
     }
     print(f"{'prompts':26s} {'n':>4s} {'p(None)':>8s} {'p([)':>7s} {'None wins':>10s} {'log-odds':>9s}")
     for row in table:
         print(f"{row['group']:26s} {row['n']:4d} {row['p_none']:8.3f} {row['p_bracket']:7.3f} "
               f"{row['none_wins']:>5d}/{row['n']:<4d} {row['log_odds_mean']:9.2f}")
+    for src, row in source_table.items():
+        lo = " / ".join("-" if x is None else f"{x:.2f}" for x in (row["log_odds_no_call"], row["log_odds_call"]))
+        a = "n/a" if row["auroc"] is None else f"{row['auroc']:.3f} ± {row['auroc_se']:.3f}"
+        print(f"source {src:19s} no-call {row['n_no_call']:3d} / call {row['n_call']:3d}  mean log-odds {lo}  "
+              f"AUROC {a}")
+
     def fmt(key: str) -> str:
         v, se = result[key], result[key + "_se"]
         return "n/a" if v is None else f"{v:.3f} ± {se:.3f}"
