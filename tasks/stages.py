@@ -170,7 +170,8 @@ def warmup_sft(model: str, sft: dict, easy: dict, medium: dict, hard: dict, out_
             history.append({"step": int(metrics.get("step", len(history))), "loss": float(metrics["loss"])})
 
     parts = [("easy", _examples(easy)), ("medium", _examples(medium)), ("hard", _examples(hard))]
-    # resume: a retry after a crash restarts at the first unfinished stage (out_dir is fingerprinted per input)
+    # resume: a retry after a crash reuses finished stages and continues the unfinished one from its last
+    # checkpoint (sft.checkpoint_steps; out_dir is fingerprinted per input)
     res = train_sft(resolve(model), parts, from_dict(SFTConfig, sft), out_dir, callback=collect, resume=True)
     merged = res.merged_dir or res.adapter_dir
     return {**policy_ref(merged, content_hash(merged)), "adapter": res.adapter_dir,

@@ -494,7 +494,8 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
         done = _finished_stage(stage_dir, fingerprint) if resume else None
         ckpt_root = out / CHECKPOINTS / stage_dir.name
         resume_from = _last_checkpoint(ckpt_root, fingerprint) if resume and done is None else None
-        resumed_at = _checkpoint_state(resume_from)["global_step"] if resume_from else 0
+        ckpt_state = _checkpoint_state(resume_from) if resume_from else {}
+        resumed_at = int(ckpt_state.get("global_step", 0))
         emit("stage_start", {"stage": name, "index": index, "n_examples": len(records),
                              "n_dropped_too_long": len(dropped), "steps": steps, "resumed": done is not None,
                              "resumed_at_step": resumed_at})
@@ -516,7 +517,7 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
             trainer = build_trainer(peft_model, tok, records, cfg, steps, scratch, seed=cfg.seed + index - 1,
                                     callbacks=[_make_log_callback(emit, name, step_offset)],
                                     checkpoint_steps=cfg.checkpoint_steps if checkpointing else 0)
-            tokens_before = _checkpoint_state(resume_from).get("num_input_tokens_seen", 0) if resume_from else 0
+            tokens_before = int(ckpt_state.get("num_input_tokens_seen", 0))
             t0 = time.perf_counter()
             train_out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             wall = time.perf_counter() - t0
