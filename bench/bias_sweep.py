@@ -1,0 +1,120 @@
+"""What a model's call / no-call *ranking* allows: BFCL scores if its decision were shifted by b nats.
+
+``bench/decision_probe.py`` measures, per BFCL question, the first-answer-token log-odds
+``log p("None") − log p("[")`` — the model's call / no-call decision.  Its AUROC says how well the decision
+ranks irrelevance questions above call questions, but not what that ranking is worth in the benchmark's own
+terms.  This script answers that, from numbers already measured and without running the model: for each shift
+``b`` it predicts that greedy decoding abstains where ``log_odds + b > 0``, and scores
+
+* an abstention on a call category (simple, multiple) as wrong, on irrelevance as right;
+* a call decision with the evaluation's own greedy output (``itool eval``'s samples.parquet) when that output
+  did not abstain: a shift of the "None" logit at the first answer token changes nothing once another token
+  has won it, so the verdict stands;
+* a call decision where the evaluated output abstained as unknown (what it would have called was never
+  generated) — the table gives the score with those counted wrong and right (``lo–hi``); it arises only for
+  b < 0 or where probe and evaluation disagree.
+
+Approximation: only "None" and "[" compete (an opening such as ``f(x=1)`` without brackets, 2 of 300 answers of
+the 144-step model, is treated as "["; the probe's mass on the two tokens is ≈ 0.95 for the warmed-up models).  ``mismatch`` counts questions where the probe at b = 0 disagrees with the
+evaluated output's opening ("None…" vs "[…") — the check that probe and evaluation see the same decision.
+
+A shift is what a larger or smaller no-call share, a decision weight or a logit bias would do to the whole
+distribution at once (session 9 measured ~4 nats for 9 → 21 % BFCL-style no-call rows); the sweep says which b,
+if any, meets a target (e.g. irrelevance ≥ 70 % with simple / multiple within 5 points of a reference).
+
+    .venv/bin/python bench/bias_sweep.py --probe bench/results/decision_probe_q144_n100.json \\
+        --samples runs/eval/q144_a/samples.parquet --json bench/results/bias_sweep_q144.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from itool_core.artifacts import atomic_write_text  # noqa: E402
+
+NO_CALL_CATEGORIES = ("irrelevance",)
+DEFAULT_SHIFTS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+
+
+def opening(output: str) -> str:
+    """ "no_call", "call" or "other" (prose, or a call without its list brackets) — the evaluated answer's decision."""
+    text = (output or "").lstrip()
+    if text.startswith("None"):
+        return "no_call"
+    return "call" if text.startswith("[") else "other"
+
+
+def sweep(probe_rows: dict[str, list[dict]], samples: list[dict], shifts) -> dict:
+    """Per shift and BFCL category: predicted abstentions and the score range (see the module docstring).
+
+    ``probe_rows``: decision_probe's ``prompts`` ("BFCL <category>" → rows with ``id`` and ``log_odds``);
+    ``samples``: itool eval rows with ``id``, ``category``, ``output``, ``valid``.
+    """
+    by_id = {s["id"]: s for s in samples}
+    cats: dict[str, list[tuple[float, dict]]] = {}
+    for group, rows in probe_rows.items():
+        if not group.startswith("BFCL "):
+            continue
+        for r in rows:
+            if r["id"] in by_id:
+                cats.setdefault(group.split(" ", 1)[1], []).append((r["log_odds"], by_id[r["id"]]))
+    mismatch = {c: sum((lo > 0) != (opening(s["output"]) == "no_call")
+                       for lo, s in items if opening(s["output"]) != "other") for c, items in cats.items()}
+    table = []
+    for b in shifts:
+        row = {"shift": b}
+        for c, items in cats.items():
+            abstain_right = c in NO_CALL_CATEGORIES
+            declined = right = unknown = 0
+            for lo, s in items:
+                if lo + b > 0:
+                    declined += 1
+                    right += abstain_right
+                elif opening(s["output"]) == "no_call":
+                    unknown += 1
+                else:
+                    right += bool(s["valid"])
+            row[c] = {"n": len(items), "declined": declined, "score_lo": right, "score_hi": right + unknown}
+        table.append(row)
+    return {"categories": sorted(cats), "mismatch_at_0": mismatch, "table": table}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--probe", required=True, help="decision_probe.py --json output (with BFCL questions)")
+    ap.add_argument("--samples", required=True, help="itool eval's samples.parquet on the same questions")
+    ap.add_argument("--shifts", default=",".join(str(b) for b in DEFAULT_SHIFTS),
+                    help="comma-separated shifts in nats (positive: towards no call)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+
+    import pandas as pd
+
+    probe = json.loads(Path(args.probe).read_text())
+    samples = pd.read_parquet(args.samples, columns=["id", "category", "output", "valid"]).to_dict("records")
+    result = sweep(probe["prompts"], samples, [float(b) for b in args.shifts.split(",")])
+    result.update(probe=args.probe, samples=args.samples)
+    cats = result["categories"]
+    print(f"{'shift':>6s} " + " ".join(f"{c + ' declined / score':>34s}" for c in cats))
+    for row in result["table"]:
+        cells = []
+        for c in cats:
+            v = row[c]
+            score = f"{v['score_lo']}" if v["score_lo"] == v["score_hi"] else f"{v['score_lo']}–{v['score_hi']}"
+            cells.append(f"{v['declined']:>3d} / {score:>7s} of {v['n']}")
+        print(f"{row['shift']:6.2f} " + " ".join(f"{x:>34s}" for x in cells))
+    print("probe vs evaluated opening disagree at b = 0: "
+          + ", ".join(f"{c} {n}" for c, n in result["mismatch_at_0"].items()))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
