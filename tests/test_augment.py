@@ -241,6 +241,23 @@ def test_source_rates_equalise_the_no_call_share_per_source():
     assert out and {e.source for e in out} == {"a"}
     with pytest.raises(ValueError, match="source_share"):
         A.NoCallParams(source_share=1.0)
+    # a share per source: only the named sources get a rate (the others keep NoCallParams.rate)
+    assert A.source_rates(exs, rows, share={"b": 0.2}) == pytest.approx({"b": 0.25})
+    with pytest.raises(ValueError, match=r"source_share\['a'\]"):
+        A.NoCallParams(source_share={"a": 0.0})
+
+
+def test_augment_with_a_share_for_one_source_leaves_the_other_at_the_rate():
+    exs = _two_sources()
+    rate = A.NoCallParams().rate
+    out = A.augment(exs, A.AugmentConfig(no_call=A.NoCallParams(source_share={"a": 0.4}), enabled=("no_call",)),
+                    seed=3)["no_call"]
+    assert hash(A.NoCallParams(source_share={"a": 0.4})) == hash(A.NoCallParams(source_share={"a": 0.4}))
+    rates = A.source_rates(exs, exs, {"a": 0.4})
+    assert set(rates) == {"a"}
+    assert _rows(out) == _rows(A.no_call(exs, A.NoCallParams(), 3, {"a": rates["a"], "b": rate}))
+    with pytest.raises(ValueError, match=r"names \['bfcl'\], not a source"):
+        A.augment(exs, A.AugmentConfig(no_call=A.NoCallParams(source_share={"bfcl": 0.2})), seed=3)
 
 
 def test_augment_with_source_share_rates_from_the_other_augmentations():

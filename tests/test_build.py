@@ -257,3 +257,10 @@ def test_cli_source_share_gives_every_source_the_same_no_call_share(tmp_path, ca
     # one global rate: the augmentations multiply BFCL's call rows, so its prompts rarely mean "no call"
     assert shares["plain"]["bfcl_unused"] < shares["plain"]["apibank"] - 0.08
     assert shares["balanced"] == {"apibank": pytest.approx(0.2, abs=0.03), "bfcl_unused": pytest.approx(0.2, abs=0.03)}
+    # one source only: BFCL's share moves, API-Bank's stays where the global rate put it
+    one = tmp_path / "one.parquet"
+    assert main(["data", "build", "--profile", "quick", "--max-length", "0", "--no-call-source-share",
+                 "bfcl_unused=0.125", "-o", str(one)]) == 0
+    share = json.loads((tmp_path / "one.card.json").read_text())["no_call_share_by_source"]
+    assert share["bfcl_unused"] == pytest.approx(0.125, abs=0.02)
+    assert share["apibank"] == pytest.approx(shares["plain"]["apibank"], abs=0.02)

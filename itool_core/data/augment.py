@@ -146,12 +146,25 @@ class NoCallParams:
     #: sources' call examples (BFCL's: parallel joins, renamed copies, distractors), so one global rate gives
     #: BFCL-style prompts a no-call share of ~9 % against ~22 % for API-Bank's, and the model learns the
     #: prompt's style as a cue for abstaining.  Balancing it moved a 135M model's bias on BFCL-style prompts
-    #: by ~4 nats, not its ranking (docs/RESULTS.md, "Abstention IV").  None: one ``rate`` for all.
-    source_share: float | None = None
+    #: by ~4 nats, not its ranking (docs/RESULTS.md, "Abstention IV").  None: one ``rate`` for all.  A mapping
+    #: source → share sets only the named sources (the others keep ``rate``): the bias on one source's prompts
+    #: can then be moved without changing what the other source teaches.
+    #: (Kept as sorted (source, share) pairs so that the config stays hashable; ``shares`` gives it back.)
+    source_share: float | Mapping[str, float] | tuple[tuple[str, float], ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.source_share is not None and not 0.0 < self.source_share < 1.0:
-            raise ValueError(f"no_call.source_share: {self.source_share!r} must be in (0, 1)")
+        if isinstance(self.source_share, Mapping):
+            object.__setattr__(self, "source_share", tuple(sorted(self.source_share.items())))
+        shares = dict(self.source_share) if isinstance(self.source_share, tuple) else {"": self.source_share}
+        for src, share in shares.items():
+            if share is not None and not 0.0 < share < 1.0:
+                where = f"[{src!r}]" if src else ""
+                raise ValueError(f"no_call.source_share{where}: {share!r} must be in (0, 1)")
+
+    @property
+    def shares(self) -> float | dict[str, float] | None:
+        """``source_share`` as given: one share, a share per source, or None."""
+        return dict(self.source_share) if isinstance(self.source_share, tuple) else self.source_share
 
 
 @dataclass(frozen=True)
@@ -435,9 +448,11 @@ def _question_key(opening: list[dict]) -> str:
     return json.dumps([(m.get("role"), " ".join(_words(str(m.get("content") or "")))) for m in opening])
 
 
-def source_rates(questions_from: Sequence[Example], rows: Sequence[Example], share: float) -> dict[str, float]:
+def source_rates(questions_from: Sequence[Example], rows: Sequence[Example],
+                 share: float | Mapping[str, float]) -> dict[str, float]:
     """Per source, the no-call rate under which :func:`no_call` on ``questions_from`` is expected to add
     ``share`` of that source's rows to ``rows`` (the set without no-call copies): ``n / (n + calls) = share``.
+    ``share`` is one share for every source or a share per source (sources not named get no rate).
 
     :func:`no_call` draws once per *example* but copies each distinct question once (an API-Bank dialogue has
     one example per step, all with the same opening), so a question seen in ``m`` examples is copied with
@@ -451,7 +466,10 @@ def source_rates(questions_from: Sequence[Example], rows: Sequence[Example], sha
             seen.setdefault(ex.source, Counter())[_question_key(opening)] += 1
     rates = {}
     for src, per_question in seen.items():
-        want = share / (1.0 - share) * calls[src]
+        target = share.get(src) if isinstance(share, Mapping) else share
+        if target is None:
+            continue
+        want = target / (1.0 - target) * calls[src]
         expected = lambda r: sum(1.0 - (1.0 - r) ** m for m in per_question.values())  # noqa: E731
         if expected(1.0) <= want:
             rates[src] = 1.0
@@ -993,8 +1011,12 @@ def augment(
     if "no_call" in cfg.enabled:
         src = no_call_sources if no_call_sources is not None else examples
         rates = None
-        if cfg.no_call.source_share is not None:
-            rates = source_rates(src, [*examples, *(e for v in out.values() for e in v)], cfg.no_call.source_share)
+        share = cfg.no_call.shares
+        if share is not None:
+            if isinstance(share, Mapping) and (unknown := sorted(set(share) - {e.source for e in src})):
+                raise ValueError(f"no_call.source_share names {unknown}, not a source of the set "
+                                 f"(its sources: {sorted({e.source for e in src})})")
+            rates = source_rates(src, [*examples, *(e for v in out.values() for e in v)], share)
         out["no_call"] = no_call(src, cfg.no_call, seed, rates)
     return {name: out[name] for name in AUGMENTATIONS if name in out}
 

@@ -32,6 +32,7 @@ shares, and everything each step dropped.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import random
@@ -391,6 +392,19 @@ def write_training_set(examples: Sequence[Example], card: dict[str, Any], out: s
 # -------------------------------------------------------------------------------------------------------- CLI
 
 
+def _source_share(text: str) -> float | dict[str, float]:
+    """``0.2`` (every source) or ``bfcl_unused=0.125,apibank=0.2`` (the named sources only)."""
+    if "=" not in text:
+        return float(text)
+    shares = {}
+    for part in text.split(","):
+        src, sep, value = part.partition("=")
+        if not sep or not src.strip():
+            raise argparse.ArgumentTypeError(f"{part!r}: expected SOURCE=SHARE")
+        shares[src.strip()] = float(value)
+    return shares
+
+
 def _cmd_build(args) -> int:
     cfg = aug.AugmentConfig(caps=aug.CapParams(max_share=args.max_share))
     if args.no_call_rate is not None:
@@ -442,9 +456,10 @@ def register_cli(subparsers) -> None:
     p.add_argument("--no-call-near-miss", type=float, default=None,
                    help="share of the no-call copies offered tools on the question's topic that are other functions "
                         f"(default {aug.NoCallParams().near_miss}; BFCL irrelevance is built that way)")
-    p.add_argument("--no-call-source-share", type=float, default=None,
+    p.add_argument("--no-call-source-share", type=_source_share, default=None, metavar="S | SOURCE=S,...",
                    help="make no-call copies this share of every source's rows (replaces --no-call-rate per "
-                        "source), so that the prompt's style is no cue for abstaining; default: one rate for all")
+                        "source), so that the prompt's style is no cue for abstaining; SOURCE=S[,SOURCE=S] sets "
+                        "only the named sources (e.g. bfcl_unused=0.125); default: one rate for all")
     p.add_argument("--max-share", type=float, default=aug.CapParams().max_share,
                    help="largest share of the target calls one function may hold")
     p.add_argument("--max-length", type=int, default=None,
