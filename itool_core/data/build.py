@@ -459,7 +459,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--no-call-source-share", type=_source_share, default=None, metavar="S | SOURCE=S,...",
                    help="make no-call copies this share of every source's rows (replaces --no-call-rate per "
                         "source), so that the prompt's style is no cue for abstaining; SOURCE=S[,SOURCE=S] sets "
-                        "only the named sources (e.g. bfcl_unused=0.125); default: one rate for all")
+                        "only the named sources (e.g. bfcl_unused=0.125); default: one rate for all. The length "
+                        "fit and caps run afterwards and can raise the realised share by ~2 points; the card "
+                        "prints it")
     p.add_argument("--max-share", type=float, default=aug.CapParams().max_share,
                    help="largest share of the target calls one function may hold")
     p.add_argument("--max-length", type=int, default=None,
