@@ -7,25 +7,19 @@ answer token the loss sees — checked here on a seeded random model of SmolLM2'
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
+from conftest import load_bench
 from itool_core.calls import PromptStyle, ToolCall
 from itool_core.data.records import Example
 from itool_core.train.sft import sft_pair, tokenize_pair
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def dp():
-    spec = importlib.util.spec_from_file_location("decision_probe", ROOT / "bench" / "decision_probe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("decision_probe")
 
 
 def test_auroc_is_mann_whitney(dp):
