@@ -15,8 +15,9 @@ terms.  This script answers that, from numbers already measured and without runn
   b < 0 or where probe and evaluation disagree.
 
 Approximation: only "None" and "[" compete (an opening such as ``f(x=1)`` without brackets, 2 of 300 answers of
-the 144-step model, is treated as "["; the probe's mass on the two tokens is ≈ 0.95 for the warmed-up models).  ``mismatch`` counts questions where the probe at b = 0 disagrees with the
-evaluated output's opening ("None…" vs "[…") — the check that probe and evaluation see the same decision.
+the 144-step model, is treated as "["; the probe's mass on the two tokens is ≈ 0.95 for the warmed-up models).
+``mismatch`` counts questions where the probe at b = 0 disagrees with the evaluated output's opening ("None…" vs
+"[…") — the check that probe and evaluation see the same decision.
 
 A shift is what a larger or smaller no-call share, a decision weight or a logit bias would do to the whole
 distribution at once (session 9 measured ~4 nats for 9 → 21 % BFCL-style no-call rows); the sweep says which b,
