@@ -38,15 +38,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from itool_core.artifacts import atomic_write_text  # noqa: E402
+from itool_core.calls import NO_CALL_TEXT  # noqa: E402
 
 NO_CALL_CATEGORIES = ("irrelevance",)
 DEFAULT_SHIFTS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 
 
 def opening(output: str) -> str:
-    """ "no_call", "call" or "other" (prose, or a call without its list brackets) — the evaluated answer's decision."""
+    """The evaluated answer's decision: "no_call", "call" or "other" (prose, or a call without its brackets)."""
     text = (output or "").lstrip()
-    if text.startswith("None"):
+    if text.startswith(NO_CALL_TEXT.split()[0]):  # the decision token the probe reads
         return "no_call"
     return "call" if text.startswith("[") else "other"
 
@@ -58,29 +59,31 @@ def sweep(probe_rows: dict[str, list[dict]], samples: list[dict], shifts) -> dic
     ``samples``: itool eval rows with ``id``, ``category``, ``output``, ``valid``.
     """
     by_id = {s["id"]: s for s in samples}
-    cats: dict[str, list[tuple[float, dict]]] = {}
+    # per category: (log-odds, the evaluated answer's opening, its verdict)
+    cats: dict[str, list[tuple[float, str, bool]]] = {}
     for group, rows in probe_rows.items():
         if not group.startswith("BFCL "):
             continue
         for r in rows:
-            if r["id"] in by_id:
-                cats.setdefault(group.split(" ", 1)[1], []).append((r["log_odds"], by_id[r["id"]]))
-    mismatch = {c: sum((lo > 0) != (opening(s["output"]) == "no_call")
-                       for lo, s in items if opening(s["output"]) != "other") for c, items in cats.items()}
+            if (s := by_id.get(r["id"])) is not None:
+                item = (r["log_odds"], opening(s["output"]), bool(s["valid"]))
+                cats.setdefault(group.split(" ", 1)[1], []).append(item)
+    mismatch = {c: sum((lo > 0) != (op == "no_call") for lo, op, _ in items if op != "other")
+                for c, items in cats.items()}
     table = []
     for b in shifts:
         row = {"shift": b}
         for c, items in cats.items():
             abstain_right = c in NO_CALL_CATEGORIES
             declined = right = unknown = 0
-            for lo, s in items:
+            for lo, op, valid in items:
                 if lo + b > 0:
                     declined += 1
                     right += abstain_right
-                elif opening(s["output"]) == "no_call":
+                elif op == "no_call":
                     unknown += 1
                 else:
-                    right += bool(s["valid"])
+                    right += valid
             row[c] = {"n": len(items), "declined": declined, "score_lo": right, "score_hi": right + unknown}
         table.append(row)
     return {"categories": sorted(cats), "mismatch_at_0": mismatch, "table": table}
