@@ -63,8 +63,39 @@ def test_cli_writes_json(bs, tmp_path):
 
     (tmp_path / "probe.json").write_text(json.dumps({"prompts": PROBE}))
     pd.DataFrame(SAMPLES).to_parquet(tmp_path / "samples.parquet")
+    (tmp_path / "summary.json").write_text(json.dumps({"bfcl": {"categories": {"simple_python": {"accuracy": 1.0}}}}))
     assert bs.main(["--probe", str(tmp_path / "probe.json"), "--samples", str(tmp_path / "samples.parquet"),
-                    "--shifts", "0,1", "--json", str(tmp_path / "out.json")]) == 0
+                    "--shifts", "0,1", "--reference", str(tmp_path / "summary.json"), "--max-loss", "40",
+                    "--json", str(tmp_path / "out.json")]) == 0
     out = json.loads((tmp_path / "out.json").read_text())
     assert [row["shift"] for row in out["table"]] == [0.0, 1.0]
     assert out["table"][1]["simple_python"]["declined"] == 2
+    assert out["frontier"]["best"]["shift"] == 0.0  # simple 2/3 is 33 points below 100; 1/3 is not within 40
+
+
+def test_frontier_scores_every_shift_where_a_decision_changes(bs):
+    # decisions change at b = 0.5, 1, 2, 3 (each question's −log-odds above 0); counted by hand:
+    #   b ≤ 0.5: irrelevance 2/3, simple 2/3;  b = 1: simple 1/3 (s1 declines);
+    #   b = 2: irrelevance 3/3 (i2 declines), simple 1/3;  b ≥ 3: simple 0/3 (s2 declines)
+    ref = {"simple_python": 200 / 3}
+    wide = bs.frontier(PROBE, SAMPLES, ref, max_loss=34, target=100)
+    assert wide["best"] == pytest.approx({"shift": 2.0, "irrelevance": 100.0, "simple_python": 100 / 3})
+    assert wide["target"] == wide["best"]
+    narrow = bs.frontier(PROBE, SAMPLES, ref, max_loss=5, target=100)
+    assert narrow["best"] == pytest.approx({"shift": 0.0, "irrelevance": 200 / 3, "simple_python": 200 / 3})
+    assert narrow["target"]["shift"] == 2.0
+    assert bs.frontier(PROBE, SAMPLES, {"simple_python": 100.0}, max_loss=5, target=100)["best"] is None
+    with pytest.raises(ValueError, match="simple_python"):
+        bs.frontier(PROBE, SAMPLES, {"multiple": 30.0}, max_loss=5, target=70)
+
+
+def test_reference_from_an_eval_summary(bs, tmp_path):
+    import json
+
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"bfcl": {"categories": {"multiple": {"accuracy": 0.28, "correct": 28, "total": 100},
+                                                        "irrelevance": {"accuracy": 0.22}}}}))
+    assert bs.reference_scores(str(path)) == {"multiple": 28.0}  # exactly: 0.28 × 100 is 28.000000000000004
+    path.write_text("{}")
+    with pytest.raises(ValueError, match="summary.json"):
+        bs.reference_scores(str(path))
