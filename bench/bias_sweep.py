@@ -54,14 +54,9 @@ def opening(output: str) -> str:
     return "call" if text.startswith("[") else "other"
 
 
-def sweep(probe_rows: dict[str, list[dict]], samples: list[dict], shifts) -> dict:
-    """Per shift and BFCL category: predicted abstentions and the score range (see the module docstring).
-
-    ``probe_rows``: decision_probe's ``prompts`` ("BFCL <category>" → rows with ``id`` and ``log_odds``);
-    ``samples``: itool eval rows with ``id``, ``category``, ``output``, ``valid``.
-    """
+def join(probe_rows: dict[str, list[dict]], samples: list[dict]) -> dict[str, list[tuple[float, str, bool]]]:
+    """Per BFCL category, the questions both probed and evaluated: (log-odds, the answer's opening, its verdict)."""
     by_id = {s["id"]: s for s in samples}
-    # per category: (log-odds, the evaluated answer's opening, its verdict)
     cats: dict[str, list[tuple[float, str, bool]]] = {}
     for group, rows in probe_rows.items():
         if not group.startswith("BFCL "):
@@ -70,6 +65,16 @@ def sweep(probe_rows: dict[str, list[dict]], samples: list[dict], shifts) -> dic
             if (s := by_id.get(r["id"])) is not None:
                 item = (r["log_odds"], opening(s["output"]), bool(s["valid"]))
                 cats.setdefault(group.split(" ", 1)[1], []).append(item)
+    return cats
+
+
+def sweep(probe_rows: dict[str, list[dict]], samples: list[dict], shifts) -> dict:
+    """Per shift and BFCL category: predicted abstentions and the score range (see the module docstring).
+
+    ``probe_rows``: decision_probe's ``prompts`` ("BFCL <category>" → rows with ``id`` and ``log_odds``);
+    ``samples``: itool eval rows with ``id``, ``category``, ``output``, ``valid``.
+    """
+    cats = join(probe_rows, samples)
     mismatch = {c: sum((lo > 0) != (op == "no_call") for lo, op, _ in items if op != "other")
                 for c, items in cats.items()}
     table = []
@@ -101,7 +106,7 @@ def frontier(probe_rows: dict[str, list[dict]], samples: list[dict], reference: 
     reference (scored with unknowns counted wrong) — and ``target`` — the smallest shift reaching ``target``
     points of irrelevance, with what it costs.  Either is None where no shift qualifies.
     """
-    los = [r["log_odds"] for group, rows in probe_rows.items() if group.startswith("BFCL ") for r in rows]
+    los = [lo for items in join(probe_rows, samples).values() for lo, _, _ in items]
     # at b = −lo exactly that question still calls (lo + b > 0 is strict), so every point is a right-closed end
     points = sorted({0.0} | {-lo for lo in los if -lo > 0} | {max([0.0] + [-lo for lo in los]) + 1.0})
     rows = sweep(probe_rows, samples, points)["table"]
