@@ -1,4 +1,4 @@
-# Two commands for a new user: `make demo` (the main job on the embedded defaults) and `make test`.
+# Two commands for a new user: `make demo` (the whole method, minutes) and `make test`.
 # Each creates or reuses .venv and installs what it needs, the CPU torch wheel first.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -21,11 +21,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The whole method (warm-up → 2 iterations → evaluation) through the Prefect flow, on the embedded model with
+# demo budgets; prints the score table, the plot's path and where the MLflow runs are.
 demo: install
-	$(PY) -m itool_core.cli demo
+	$(PY) -m flows.cli demo
 
 run: install
-	$(PY) -m itool_core.cli run --profile quick
+	$(PY) -m flows.cli run --profile quick
 
 test: install
 	$(PYTEST) -q -m "not slow and not gpu" --timeout 1200

@@ -49,7 +49,7 @@ def main() -> int:
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the tiny data set and parameters live with the tests
 
     from test_flows import _params
-    from test_loop import _data
+    from tiny_data import _data
 
     from flows.iterate import iterate
     from itool_core.artifacts import write_table

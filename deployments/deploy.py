@@ -1,8 +1,9 @@
 """One command that registers the iTool deployments with a Prefect server:
 
 * ``itool/iterate``          the whole method (flows/iterate.py), nightly cron schedule, at most one run at a time;
-* ``itool-evaluate/evaluate`` one model on BFCL + API-Bank (flows/evaluate.py), on demand;
-* ``itool-warmup/warmup``     data + split + curriculum SFT (flows/warmup.py), on demand.
+* ``itool-evaluate/evaluate`` one model on BFCL + API-Bank (flows/evaluate.py), on demand.
+
+(The warm-up alone is ``itool/iterate`` with ``iterations: 0``: the same flow, the same cached stages.)
 
 All run on a ``process`` work pool (created if missing) from this checkout (``from_source`` of the repository
 folder), so a worker on the same machine — ``prefect worker start --pool itool-process`` — needs no image.
@@ -49,7 +50,7 @@ def ensure_process_pool(name: str) -> None:
 
 def build_deployments(cron: str = DEFAULT_CRON, timezone: str = "UTC", parameters: dict | None = None,
                       paused: bool = False, source: str | Path = ROOT) -> list:
-    """The three RunnerDeployments (not yet sent to the server)."""
+    """The two RunnerDeployments (not yet sent to the server)."""
     from prefect import Flow
     from prefect.schedules import Cron
 
@@ -57,7 +58,6 @@ def build_deployments(cron: str = DEFAULT_CRON, timezone: str = "UTC", parameter
     shared = {k: params[k] for k in ("profile", "run_dir", "tracking_uri", "eval_limit", "experiment") if k in params}
     iterate = Flow.from_source(str(source), "flows/iterate.py:iterate")
     evaluate = Flow.from_source(str(source), "flows/evaluate.py:evaluate")
-    warmup = Flow.from_source(str(source), "flows/warmup.py:warmup")
     return [
         iterate.to_deployment(
             name="iterate", schedules=[Cron(cron, timezone=timezone)], paused=paused, parameters=params,
@@ -67,8 +67,6 @@ def build_deployments(cron: str = DEFAULT_CRON, timezone: str = "UTC", parameter
                         "update → evaluation (cached per stage; MLflow tracked)."),
         evaluate.to_deployment(name="evaluate", parameters=shared, tags=["itool"],
                                description="Evaluate one model on BFCL + API-Bank L1/L2."),
-        warmup.to_deployment(name="warmup", parameters=shared, tags=["itool", "gpu"],
-                             description="Data, split and curriculum SFT only."),
     ]
 
 
@@ -87,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cron", default=DEFAULT_CRON, help="schedule of itool/iterate (default: nightly 02:00)")
     p.add_argument("--timezone", default="UTC")
     p.add_argument("--paused", action="store_true", help="create the schedule paused")
-    p.add_argument("--profile", help="default parameter: quick | paper")
+    p.add_argument("--profile", help="default parameter: quick | demo | paper")
     p.add_argument("--iterations", type=int)
     p.add_argument("--eval-limit", type=int)
     p.add_argument("--run-dir", help="absolute run folder on the worker (default $ITOOL_HOME/runs/<profile>)")
@@ -99,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
               "tracking_uri": a.tracking_uri, **json.loads(a.parameters)}
     ids = deploy_all(a.pool, cron=a.cron, timezone=a.timezone, parameters=params, paused=a.paused)
     print(f"deployed {len(ids)} deployments to work pool {a.pool!r}:")
-    for name in ("itool/iterate", "itool-evaluate/evaluate", "itool-warmup/warmup"):
+    for name in ("itool/iterate", "itool-evaluate/evaluate"):
         print(f"  {name}")
     print(f"\nstart a worker:  prefect worker start --pool {a.pool}\n"
           "trigger a run:   prefect deployment run itool/iterate --watch")

@@ -1,7 +1,7 @@
-"""Orchestration layer, part 2: the Prefect flows.
+"""Orchestration layer, part 2: the Prefect flows and the ``itool`` command.
 
-``itool`` (flows/iterate.py, deployment ``itool/iterate``) — the whole method; ``itool-warmup``
-(flows/warmup.py) — data, split and curriculum SFT; ``itool-evaluate`` (flows/evaluate.py) — one model on
-BFCL + API-Bank.  ``python -m flows.cli`` runs any of them locally.  Flows call tasks (tasks/stages.py) and
-log through tasks/tracking.py; nothing in itool_core knows about them.
+``itool`` (flows/iterate.py, deployment ``itool/iterate``) — the whole method, the one definition ``itool run`` /
+``itool demo`` / ``make demo`` and the deployment all run; ``itool-mine`` (flows/mine.py) — its mining sub-flow
+on threads or Dask; ``itool-evaluate`` (flows/evaluate.py) — one model on BFCL + API-Bank.  Flows call the
+stage tasks (tasks/stages.py) and log through tasks/tracking.py; nothing in itool_core knows about them.
 """

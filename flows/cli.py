@@ -1,9 +1,11 @@
-"""Run a flow locally, without a deployment: ``python -m flows.cli iterate --profile quick --iterations 1``.
+"""The ``itool`` command: the core's commands (``itool_core.cli``: data, eval, warmup, mine, config …) plus
+``itool run``, which runs the ``itool`` Prefect flow — the same flow ``prefect deployment run itool/iterate``
+runs on a worker — in this process.
 
-The flow runs in this process (Prefect starts a temporary local server when ``PREFECT_API_URL`` is unset,
-~8–25 s); every stage is cached under the run folder, so running the same command again resumes / skips.
-``--set key=value`` overrides one config key in the YAML shape (``--set sft.max_steps_per_stage=2``); the
-value is parsed as YAML.  For a scheduled service see deployments/deploy.py and docs/SERVICE.md.
+Without ``PREFECT_API_URL`` Prefect starts a temporary local server for the run (~8–25 s); every stage is cached
+under the run folder, so running the same command again resumes where a killed run stopped, or redoes nothing.
+``--set key=value`` overrides one config key in the YAML shape (``--set sft.max_steps_per_stage=2``; the value
+is parsed as YAML); the ablation flags are shorthands for such keys.  ``python -m flows.cli`` is the same command.
 """
 
 from __future__ import annotations
@@ -12,19 +14,33 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 
 def _setdefault_env() -> None:
-    # DESIGN.md: no analytics; keep Prefect's state under ITOOL_HOME rather than ~/.prefect unless told.
+    # No analytics; Prefect's state under ITOOL_HOME rather than ~/.prefect unless told; its SQLite database
+    # cannot be created in a folder that does not exist.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if "PREFECT_HOME" not in os.environ:
         from itool_core.models import itool_home
 
         os.environ["PREFECT_HOME"] = str(itool_home() / "prefect")
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
 
-def _overrides(pairs: list[str]) -> dict[str, Any]:
+def set_key(out: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """Set ``a.b.c`` = ``value`` in a nested dict (the YAML shape of the run config)."""
+    node = out
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+    return out
+
+
+def overrides(pairs: list[str]) -> dict[str, Any]:
+    """``--set key=value`` items as a nested dict; values are YAML (``2``, ``true``, ``[a, b]``, ``null``)."""
     import yaml
 
     out: dict[str, Any] = {}
@@ -32,74 +48,105 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise SystemExit(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
+        set_key(out, key.strip(), yaml.safe_load(value))
     return out
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="quick", choices=["quick", "paper"])
-    p.add_argument("--run-dir", help="default $ITOOL_HOME/runs/<profile>")
+def run_overrides(a: argparse.Namespace) -> dict[str, Any]:
+    """The YAML-shaped overrides of ``itool run``: the ``--config`` file's keys, then the flags, then ``--set``."""
+    from itool_core.config import load_config, to_dict
+
+    out: dict[str, Any] = to_dict(load_config(a.config)) if a.config else {}
+    flags = {"iterations": 0 if a.no_rl else a.iterations, "sft.mode": "mixed" if a.mixed_sft else None,
+             "preference.loss": a.loss, "mcts.simulations": a.simulations, "mcts.k": a.k,
+             "evaluation.limit": a.eval_limit}
+    for key, value in flags.items():
+        if value is not None:
+            set_key(out, key, value)
+    if a.full_eval:
+        set_key(out, "evaluation.limit", None)
+    for key, value in _flatten(overrides(a.set)).items():
+        set_key(out, key, value)
+    return out
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    from itool_core.config import RunConfig, from_dict, profile
+
+    over = run_overrides(a)
+    name = over.get("profile", a.profile)
+    from_dict(RunConfig, over, profile(name))  # a bad key fails here, before Prefect starts (ConfigError)
+    _setdefault_env()
+    from flows.iterate import iterate
+
+    res = iterate(profile=name, config=over, run_dir=a.run_dir, tracking_uri=a.tracking_uri,
+                  no_warmup=a.no_warmup, experiment=a.experiment, refresh_cache=a.refresh_cache,
+                  dask_address=a.dask_address, mine_threads=a.mine_threads)
+    print()
+    print(Path(res["report"]).read_text(encoding="utf-8"))
+    print("wall time per stage (s): " + ", ".join(f"{k}={v:.0f}" for k, v in res["wall_s"].items()
+                                                if k.count("/") <= 1))
+    print(f"ran: {', '.join(res['ran']) or '-'}\ncached: {', '.join(res['cached']) or '-'}")
+    print(f"\nplot: {res['plot']}\nreport: {res['report']}\nrun folder: {res['run_dir']}")
+    from flows.common import tracking_hint
+
+    print(tracking_hint(res["tracking_uri"]))
+    return 0
+
+
+def register_run(sub: Any) -> None:
+    """``itool run`` (any profile) and ``itool demo`` (``run --profile demo``: the whole method in minutes)."""
+    _run_args(sub.add_parser("run", aliases=["iterate"], description=__doc__.split("\n\n")[0],
+                             help="the whole method as the Prefect flow itool: data → split → warm-up → N "
+                                  "iterations (buffer, MCTS, preference) → evaluation → report"), "quick")
+    _run_args(sub.add_parser("demo", help="the whole method on the embedded model with demo budgets (minutes on a "
+                                          "laptop CPU): itool run --profile demo"), "demo")
+
+
+def _run_args(p: argparse.ArgumentParser, default_profile: str) -> None:
+    from itool_core.config import PROFILES
+
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--profile", default=default_profile, choices=sorted(PROFILES),
+                     help=f"preset (default {default_profile})")
+    src.add_argument("--config", help="YAML experiment file (its profile + its keys)")
+    p.add_argument("--run-dir", help="where every stage's artifacts go (default $ITOOL_HOME/runs/<profile>); "
+                                     "re-run the same command to resume")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override in the YAML shape, e.g. sft.max_steps_per_stage=2 (repeatable)")
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--no-warmup", action="store_true", help="ablation: skip the curriculum SFT")
+    p.add_argument("--no-rl", action="store_true", help="ablation: stop after the warm-up (iterations 0)")
+    p.add_argument("--mixed-sft", action="store_true", help="ablation: shuffled SFT instead of the curriculum")
+    p.add_argument("--loss", choices=["dpo", "simpo", "ipo", "orpo"])
+    p.add_argument("--simulations", type=int, help="MCTS rounds per tree (mcts.simulations)")
+    p.add_argument("--k", type=int, help="candidate steps per expansion (mcts.k)")
+    p.add_argument("--eval-limit", type=int, help="seeded items per evaluation category (evaluation.limit)")
+    p.add_argument("--full-eval", action="store_true", help="evaluate on the full categories")
     p.add_argument("--tracking-uri", help="MLflow URI (default $MLFLOW_TRACKING_URI, else SQLite under ITOOL_HOME)")
-    p.add_argument("--eval-limit", type=int,
-                   help="seeded items per category (0 = full categories; default: the profile's evaluation.limit)")
-    p.add_argument("--experiment", default="itool")
-    p.add_argument("--refresh-cache", action="store_true", help="recompute every stage (e.g. after a core change)")
+    p.add_argument("--experiment", default="itool", help="MLflow experiment")
+    p.add_argument("--refresh-cache", action="store_true", help="recompute every stage")
+    p.add_argument("--dask-address", help="mine the shards on this Dask scheduler (tcp://host:8786)")
+    p.add_argument("--mine-threads", type=int, help="torch CPU threads per mining task")
+    p.set_defaults(func=_cmd_run)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m flows.cli", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="flow", required=True)
-    it = sub.add_parser("iterate", help="the whole method (flow itool)")
-    _common(it)
-    it.add_argument("--iterations", type=int)
-    it.add_argument("--final-eval-limit", type=int)
-    it.add_argument("--no-warmup", action="store_true")
-    it.add_argument("--dask-address", help="mine the shards on this Dask scheduler (tcp://host:8786)")
-    it.add_argument("--mine-threads", type=int, help="torch CPU threads per mining task")
-    it.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override, e.g. sft.max_steps_per_stage=2 (repeatable); "
-                         "prefix mcts./policy./preference./evaluation. for those stages")
-    wu = sub.add_parser("warmup", help="data, split, curriculum SFT (flow itool-warmup)")
-    _common(wu)
-    wu.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    ev = sub.add_parser("evaluate", help="one model on BFCL + API-Bank (flow itool-evaluate)")
-    _common(ev)
-    ev.add_argument("model", help="embedded name, model folder or hub id")
-    a = ap.parse_args(argv)
-    _setdefault_env()
-    full = {"limit": None} if a.eval_limit == 0 else None  # None as a flow parameter means "the config's"
-    common = dict(profile=a.profile, run_dir=a.run_dir, tracking_uri=a.tracking_uri,
-                  eval_limit=a.eval_limit or None, experiment=a.experiment, refresh_cache=a.refresh_cache)
-    if a.flow == "evaluate":
-        from flows.evaluate import evaluate
+    from itool_core import cli as core_cli
 
-        res = evaluate(model=a.model, evaluation=full, **common)
-        print(json.dumps({"mlflow_run_id": res["mlflow_run_id"]}))
-        return 0
-    over = _overrides(a.set)
-    stage_over = {k: over.pop(k) for k in ("mcts", "policy", "preference", "evaluation") if k in over}
-    if full:
-        stage_over["evaluation"] = {**stage_over.get("evaluation", {}), **full}
-    if a.flow == "warmup":
-        from flows.warmup import warmup
-
-        res = warmup(config=over, evaluation=stage_over.get("evaluation"), **common)
-    else:
-        from flows.iterate import iterate
-
-        res = iterate(config=over, iterations=a.iterations, final_eval_limit=a.final_eval_limit,
-                      no_warmup=a.no_warmup, dask_address=a.dask_address, mine_threads=a.mine_threads,
-                      **stage_over, **common)
-        print(f"ran: {', '.join(res['ran']) or '-'}\ncached: {', '.join(res['cached']) or '-'}")
-    from itool_core.loop import results_table
-
-    print(results_table(res["rows"]))
-    print(json.dumps({"mlflow_run_id": res["mlflow_run_id"], "run_dir": res["run_dir"]}))
-    return 0
+    parser = core_cli.build_parser()
+    register_run(next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)))
+    return core_cli.run(parser, argv)
 
 
 if __name__ == "__main__":

@@ -1,34 +1,40 @@
-"""Flow ``itool`` (deployment ``itool/iterate``): the whole method, warm-up then N iterations, tracked in MLflow.
+"""Flow ``itool`` (deployment ``itool/iterate``): the whole method — the one definition that ``itool run``, ``make
+demo`` and ``prefect deployment run itool/iterate`` all execute.
 
 Reads top to bottom like §4 of the paper:
 
-1. warm-up (flows/warmup.py): data → split → curriculum SFT (skipped when cached, or with ``no_warmup``);
-2. iterations i = 1..N: refresh the replay buffer with π_{i−1} (Eq. 4) → mine step-level pairs by MCTS on
-   the hardest α (Eq. 5–9) → preference update with reference π_{i−1} (Eq. 10–11) → evaluate π_i;
-3. a final evaluation of π_N (a larger subset with ``final_eval_limit``; otherwise the last iteration's).
+1. warm-up: data → split → (base evaluation) → curriculum SFT (Eq. 2–3) → evaluation (skipped with
+   ``no_warmup``);
+2. iterations i = 1..N: refresh the replay buffer with π_{i−1} (Eq. 4) → mine step-level pairs by MCTS on the
+   hardest α (Eq. 5–9) → preference update with reference π_{i−1} (Eq. 10–11) → evaluate π_i;
+3. the report: scores per stage with n and 95 % intervals, each stage against the previous one on the same
+   items (McNemar), a PNG of the scores per stage (``<run_dir>/report.md``, ``scores.png``).
 
-Every stage is a cached Prefect task exchanging references, so re-running the flow with the same parameters
-redoes nothing, and a run that died in iteration 3 resumes there.  MLflow (through tasks/tracking.py only):
-one parent run per flow run with the full config as params and the scores at ``step=iteration``; one nested
-run per iteration with losses, pairs mined, wall time per stage, the pairs file, the evaluation files and a
-BFCL / API-Bank bar plot.  After every iteration the score table is published as a Prefect markdown
-artifact.  The flow is named ``itool`` so that the command users type is ``prefect deployment run
-itool/iterate``.
+Every stage is a cached task (tasks/stages.py): re-running the flow with the same parameters redoes nothing,
+and a run that died in iteration 2 resumes there.  MLflow (through tasks/tracking.py only): one parent run per
+flow run with the full config as params and the scores at ``step=iteration``; one nested run per stage group
+(warm-up, iteration i) with losses, pairs, wall time per stage, the pairs file, the evaluation files and a bar
+plot.  After every stage group the score table is published as a Prefect markdown artifact.  The flow is named
+``itool`` so that the command users type is ``prefect deployment run itool/iterate``.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
 
+from itool_core.artifacts import atomic_write_json, atomic_write_text
+from itool_core.report import StageScores, plot_scores, report_markdown
 from tasks import stages
+from tasks.stages import StageRunner
 from tasks.tracking import Tracker
 
 from flows import mine as mining
-from flows.evaluate import log_evaluation, publish_scores, row_of
-from flows.warmup import Clock, Plan, warm_up
+from flows.common import (Plan, as_json, base_model_ref, data_source_ref, log_evaluation, publish_scores,
+                          scores_of)
 
 
 # log_prints stays off: dill (via datasets) captures dis.dis() output by swapping sys.stdout, and Prefect's
@@ -36,89 +42,110 @@ from flows.warmup import Clock, Plan, warm_up
 @flow(name="itool", log_prints=False)
 def iterate(profile: str = "quick", config: dict[str, Any] | None = None, iterations: int | None = None,
             run_dir: str | None = None, tracking_uri: str | None = None, eval_limit: int | None = None,
-            final_eval_limit: int | None = None, mcts: dict[str, Any] | None = None,
-            policy: dict[str, Any] | None = None, preference: dict[str, Any] | None = None,
-            evaluation: dict[str, Any] | None = None, no_warmup: bool = False, experiment: str = "itool",
-            refresh_cache: bool = False, dask_address: str | None = None, mine_threads: int | None = None) -> dict:
+            mcts: dict[str, Any] | None = None, policy: dict[str, Any] | None = None,
+            preference: dict[str, Any] | None = None, evaluation: dict[str, Any] | None = None,
+            no_warmup: bool = False, experiment: str = "itool", refresh_cache: bool = False,
+            dask_address: str | None = None, mine_threads: int | None = None) -> dict:
     """iTool end to end.  ``config`` overrides the ``profile`` preset (the YAML shape of itool_core.config);
     ``mcts`` / ``policy`` / ``preference`` / ``evaluation`` override single sections of it; ``eval_limit`` is
     the seeded items per category (None: the config's ``evaluation.limit``).  Mining runs its ``mcts.shards``
-    shards on threads, or on the Dask cluster at ``dask_address``; ``mine_threads`` pins torch's CPU threads
-    in each mining task (flows/mine.py)."""
+    shards on threads, or on the Dask cluster at ``dask_address``; ``mine_threads`` pins torch's CPU threads in
+    each mining task (flows/mine.py)."""
+    t_start = time.perf_counter()
     plan = Plan.build(profile, config, iterations, run_dir, eval_limit, mcts, policy, preference, evaluation,
                       no_warmup)
-    T = stages.bind(plan.run_dir, refresh_cache)
+    cfg, style = plan.cfg, plan.style
+    stage = StageRunner(plan.run_dir, refresh_cache)
     tracker = Tracker(tracking_uri, experiment)
-    rows: list[dict] = []
-    clock = Clock()
-    spec = plan.d("spec")
+    scores: list[StageScores] = []
     with tracker.run(f"itool {flow_run.name}", tags={"prefect.flow_run_id": str(flow_run.id)}) as parent:
         tracker.log_params(parent, plan.params())
 
         # ---- 1. warm-up
-        start = warm_up(T, plan, tracker, parent, clock, rows)
-        pool, pi, prev_eval = start["split"]["pool"], start["policy"], start.get("eval")
-        publish_scores(rows, plan.spec, "warm-up")
+        data = stage("data", stages.load_data, data=cfg.data, build_profile=cfg.profile, seed=cfg.seed,
+                     source=data_source_ref(cfg.data))
+        split = stage("split", stages.split_data, split=cfg.split, train=data)
+        pi = base_model_ref(cfg.model)
+        ev = None
+        if cfg.evaluation.base:
+            ev = stage("eval_base", stages.evaluate_policy, evaluation=cfg.evaluation, tools_style=style, policy=pi,
+                       label="base", engine=cfg.engine)
+            scores.append(scores_of(ev))
+            log_evaluation(tracker, parent, ev, step=0, prefix="base/")
+        if not plan.no_warmup:
+            with tracker.run("warm-up", parent_run_id=parent, tags={"iteration": "0"}) as child:
+                warm = stage("warmup", stages.warmup_sft, model=pi, sft=cfg.sft, split=split)
+                pi = warm.policy
+                ev = stage("eval_sft", stages.evaluate_policy, evaluation=cfg.evaluation, tools_style=style,
+                           policy=pi, label=f"SFT ({cfg.sft.mode})", engine=cfg.engine)
+                scores.append(scores_of(ev))
+                for h in warm.history:
+                    tracker.log_metrics(child, {"sft/loss": h["loss"]}, step=int(h["step"]))
+                tracker.log_metrics(child, {f"sft/{s['name']}/train_loss": s["train_loss"] for s in warm.stages})
+                tracker.log_metrics(child, stage.metrics(["data", "split", "eval_base", "warmup", "eval_sft"]))
+                log_evaluation(tracker, child, ev, step=0)
+                log_evaluation(tracker, parent, ev, step=0, plot=False)
+        publish_scores(scores, plan.subset(), "warm-up")
 
         # ---- 2. iterations
-        last_eval = None
-        for i in range(1, plan.cfg.iterations + 1):
+        for i in range(1, cfg.iterations + 1):
             it = f"iter_{i}"
             with tracker.run(f"iteration {i}", parent_run_id=parent, tags={"iteration": str(i)}) as child:
-                buf = clock(f"{it}/buffer", T.refresh_buffer, buffer=plan.d("cfg")["buffer"], pool=pool, policy=pi,
-                            iteration=i, out_dir=stages.stage_dir(plan.run_dir, f"{it}/buffer",
-                                                                  plan.d("cfg")["buffer"], pool["sha256"], pi))
-                pairs = clock.composite(f"{it}/mine", mining.mine, T=T, run_dir=plan.run_dir, name=f"{it}/mine",
-                                        mcts=plan.d("mcts"), policy_cfg=plan.d("policy"),
-                                        buffer_cfg=plan.d("cfg")["buffer"], tools_style=plan.style, buffer=buf,
-                                        policy=pi, engine=plan.cfg.engine, dask_address=dask_address,
-                                        torch_threads=mine_threads,
-                                        refresh_cache=refresh_cache)
-                upd = clock(f"{it}/preference", T.preference_update, preference=plan.d("preference"), pairs=pairs,
-                            policy=pi, out_dir=stages.stage_dir(plan.run_dir, f"{it}/preference",
-                                                                plan.d("preference"), pairs["sha256"], pi))
-                unchanged = upd["sha256"] == pi["sha256"] and prev_eval is not None  # no pairs: same weights
-                pi = stages.policy_ref(upd["path"], upd["sha256"])
-                if unchanged:
-                    ev = prev_eval  # its scores are known; an evaluation would only repeat them
+                buf = stage(f"{it}/buffer", stages.refresh_buffer, buffer=cfg.buffer, pool=split.pool, policy=pi,
+                            iteration=i)
+                pairs = mining.mine(stage, f"{it}/mine", buffer=buf, buffer_cfg=cfg.buffer, mcts=cfg.mcts,
+                                    policy_cfg=cfg.policy, tools_style=style, policy=pi, engine=cfg.engine,
+                                    dask_address=dask_address, torch_threads=mine_threads)
+                upd = stage(f"{it}/preference", stages.preference_update, preference=cfg.preference, pairs=pairs,
+                            policy=pi)
+                if upd.policy == pi and ev is not None:
+                    # no pairs → the same weights: their scores are known, an evaluation would only repeat them
+                    stage.progress(f"[itool] {it}/eval: policy unchanged (no pairs), previous scores carried over")
+                    ev = stages.Evaluation(label=f"iTool iteration {i}", summary=ev.summary, dir=ev.dir, seconds=0.0)
                 else:
-                    ev = clock(f"{it}/eval", T.evaluate_policy, spec=spec, tools_style=plan.style,
-                               engine=plan.cfg.engine, policy=pi, label=f"iTool iteration {i}",
-                               out_dir=stages.stage_dir(plan.run_dir, f"{it}/eval", spec, plan.style, pi))
-                last_eval = prev_eval = ev
+                    ev = stage(f"{it}/eval", stages.evaluate_policy, evaluation=cfg.evaluation, tools_style=style,
+                               policy=upd.policy, label=f"iTool iteration {i}", engine=cfg.engine)
+                pi = upd.policy
+                scores.append(scores_of(ev, pairs=pairs.n_pairs))
 
                 # ---- tracking: scores at step=i on both runs; the details on the iteration's run
-                rows.append(row_of(f"iTool iteration {i}", ev, pairs=pairs["n_pairs"]))
                 log_evaluation(tracker, parent, ev, step=i, plot=False)
                 log_evaluation(tracker, child, ev, step=i)
-                summary = {"pairs_mined": pairs["n_pairs"], "trees": pairs["n_trees"], "buffer/h_mean":
-                           (buf.get("h") or {}).get("mean"), "preference/train_loss": upd.get("train_loss"),
-                           **{f"preference/{k}": v for k, v in (upd.get("metrics") or {}).items()}}
-                tracker.log_metrics(parent, {"pairs_mined": pairs["n_pairs"]}, step=i)
-                tracker.log_metrics(child, {**summary, **clock.metrics([f"{it}/{s}" for s in
-                                                                        ("buffer", "mine", "preference", "eval")])},
-                                    step=i)
-                for h in upd.get("history", []):
+                tracker.log_metrics(parent, {"pairs_mined": pairs.n_pairs}, step=i)
+                tracker.log_metrics(child, {"pairs_mined": pairs.n_pairs, "trees": pairs.n_trees,
+                                            "buffer/h_mean": buf.h.get("mean"),
+                                            "preference/train_loss": upd.train_loss,
+                                            **{f"preference/{k}": v for k, v in upd.metrics.items()},
+                                            **stage.metrics([f"{it}/{s}" for s in ("buffer", "mine", "preference",
+                                                                                   "eval")])}, step=i)
+                for h in upd.history:
                     tracker.log_metrics(child, {f"preference_step/{k}": v for k, v in h.items() if k != "step"},
                                         step=int(h.get("step", 0)))
-                tracker.log_artifact(child, pairs["path"], "pairs")
-                publish_scores(rows, plan.spec, f"after iteration {i}")
+                tracker.log_artifact(child, pairs.pairs.path, "pairs")
+            publish_scores(scores, plan.subset(), f"after iteration {i}")
 
-        # ---- 3. final evaluation
-        if last_eval is None or (final_eval_limit is not None and final_eval_limit != plan.spec.limit):
-            final_spec = {**spec, "limit": final_eval_limit if final_eval_limit is not None else spec["limit"]}
-            last_eval = clock("final/eval", T.evaluate_policy, spec=final_spec, tools_style=plan.style,
-                              engine=plan.cfg.engine, policy=pi, label="final",
-                              out_dir=stages.stage_dir(plan.run_dir, "final/eval", final_spec, plan.style, pi))
-        log_evaluation(tracker, parent, last_eval, step=plan.cfg.iterations, prefix="final/")
-        tracker.log_metrics(parent, {f"wall_s_total/{k.replace('/', '.')}": v for k, v in clock.wall.items()})
+        # ---- 3. the report
+        title = f"iTool — profile {cfg.profile}, {cfg.iterations} iteration(s)"
+        md = f"# {title}\n\n" + report_markdown(scores, plan.subset(), note=_budget_note(cfg.profile))
+        report, png = plan.run_dir / "report.md", plan.run_dir / "scores.png"
+        atomic_write_text(report, md)
+        plot_scores(scores, png, title=title)
+        for f in (report, png):
+            tracker.log_artifact(parent, f, "report")
+        if ev is not None:
+            log_evaluation(tracker, parent, ev, step=cfg.iterations, prefix="final/", plot=False)
+        tracker.log_metrics(parent, {f"wall_s_total/{k.replace('/', '.')}": v for k, v in stage.wall.items()})
 
-    from itool_core.artifacts import atomic_write_json
-
-    result = {"rows": rows, "final_policy": pi["path"], "final": {k: last_eval.get(k) for k in ("bfcl", "apibank")},
-              "mlflow_run_id": parent, "run_dir": str(plan.run_dir), "wall_s": clock.wall,
-              "compute_s": clock.compute, "states": clock.states,
-              "ran": [k for k, v in clock.states.items() if v != "Cached"],
-              "cached": [k for k, v in clock.states.items() if v == "Cached"]}
+    result = {"rows": [as_json(s) for s in scores], "final_policy": pi.path, "mlflow_run_id": parent,
+              "tracking_uri": tracker.uri, "run_dir": str(plan.run_dir), "report": str(report), "plot": str(png),
+              "wall_s": stage.wall, "compute_s": stage.compute, "states": stage.states, "ran": stage.ran,
+              "cached": stage.cached, "flow_wall_s": time.perf_counter() - t_start}
     atomic_write_json(plan.run_dir / "flow_summary.json", result)
     return result
+
+
+def _budget_note(profile: str) -> str:
+    if profile == "demo":
+        return ("**Demo budgets** (a few optimiser steps, trees and items): this run shows the method working end "
+                "to end; its scores are not a quality claim — with 3 items per category an interval spans ±50 points.")
+    return ""

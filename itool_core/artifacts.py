@@ -47,6 +47,27 @@ class ArtifactRef:
             raise ValueError(f"{self.path}: content changed (sha256 {actual[:12]}… != {self.sha256[:12]}…)")
 
 
+@dataclass(frozen=True)
+class ContentRef:
+    """A file or folder named by its content: a model folder (merged policy), a data source file.
+
+    ``sha256`` is the content hash (:func:`sha256_file` / :func:`sha256_tree`), or — for a hub id that is not on
+    disk — a :func:`fingerprint` of the name (hashing an 8B checkpoint on every run would cost minutes)."""
+
+    path: str
+    sha256: str
+
+    @classmethod
+    def of(cls, path: str | os.PathLike) -> "ContentRef":
+        p = Path(path)
+        return cls(str(p), sha256_tree(p) if p.is_dir() else sha256_file(p))
+
+    @classmethod
+    def named(cls, name: str, path: str | None = None) -> "ContentRef":
+        """A model known by name (embedded or hub id): keyed by the name, not by hashing its weights."""
+        return cls(str(path or name), fingerprint("model", name))
+
+
 def _jsonable(x: Any) -> Any:
     if is_dataclass(x):
         return {k: _jsonable(v) for k, v in asdict(x).items()}
@@ -57,6 +78,10 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, Path):
         return str(x)
     return x
+
+
+#: Plain JSON values of dataclasses, paths and nested containers (what :func:`fingerprint` hashes).
+jsonable = _jsonable
 
 
 def fingerprint(*parts: Any) -> str:

@@ -1,7 +1,9 @@
-"""``itool`` command line: data import/stats, the demo job, and each stage's sub-command.
+"""The core's command line: data import/stats, ``inspect``, ``config`` and each stage's own sub-command.
 
 Stage modules contribute their own sub-commands through a ``register_cli(subparsers)`` function so the CLI
-stays a thin dispatcher and each stage documents its flags next to its code.
+stays a thin dispatcher and each stage documents its flags next to its code.  The installed ``itool`` command
+is ``flows.cli:main``: these commands plus ``itool run`` / ``itool demo``, which run the Prefect flow (core
+never imports the orchestration layer).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ _STAGE_MODULES = [
     "itool_core.train.sft",
     "itool_core.data.replay",
     "itool_core.mcts.cli",
-    "itool_core.loop",
 ]
 
 
@@ -62,8 +63,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    """The main job until the training stages land: model, data, statistics, one BFCL answer."""
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    """A first look without training: model, data statistics, one BFCL answer of the base model."""
     import torch
 
     from .calls import render_prompt, try_parse_calls
@@ -74,21 +75,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.time()
     model, tok = load_policy(args.model)
-    print(f"[demo] model {args.model} loaded in {time.time() - t0:.1f}s "
+    print(f"[inspect] model {args.model} loaded in {time.time() - t0:.1f}s "
           f"({sum(p.numel() for p in model.parameters()) / 1e6:.0f} M parameters)")
 
     train, reports = load_default_training_set(args.apibank_dir)
     for r in reports:
-        print("[demo] " + r.summary())
-    print("[demo] default training set (BFCL unused sets + API-Bank training set):")
+        print("[inspect] " + r.summary())
+    print("[inspect] default training set (BFCL unused sets + API-Bank training set):")
     print(format_stats(table_stats(train, tok, max_length=tok.model_max_length)))
 
     bfcl, _ = load("bfcl")
-    print("[demo] BFCL evaluation set:")
+    print("[inspect] BFCL evaluation set:")
     print(format_stats(table_stats(bfcl)))
     for level in (1, 2):
         ab, _ = load("apibank", args.apibank_dir, level=level)
-        print(f"[demo] API-Bank level-{level}: {len(ab)} items")
+        print(f"[inspect] API-Bank level-{level}: {len(ab)} items")
 
     ex = next(e for e in bfcl if e.category == "simple_python")
     prompt = render_prompt(tok, ex.tools, ex.messages)
@@ -98,10 +99,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         out = model.generate(**ids, max_new_tokens=args.max_new_tokens, do_sample=False)
     answer = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     calls, err = try_parse_calls(answer)
-    print(f"[demo] BFCL {ex.id}: {ex.messages[-1]['content']}")
-    print(f"[demo] answer ({time.time() - t0:.1f}s): {answer!r}")
-    print(f"[demo] parsed calls: {[str(c) for c in calls] if calls is not None else 'none (' + err + ')'}")
-    print(f"[demo] expected:     {[str(c) for c in ex.target]}")
+    print(f"[inspect] BFCL {ex.id}: {ex.messages[-1]['content']}")
+    print(f"[inspect] answer ({time.time() - t0:.1f}s): {answer!r}")
+    print(f"[inspect] parsed calls: {[str(c) for c in calls] if calls is not None else 'none (' + err + ')'}")
+    print(f"[inspect] expected:     {[str(c) for c in ex.target]}")
     return 0
 
 
@@ -131,16 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=_cmd_stats)
 
-    demo = sub.add_parser("demo", help="load the embedded model and data, print statistics, answer one BFCL question")
-    demo.add_argument("--model", default="smollm2-135m-instruct")
-    demo.add_argument("--apibank-dir", default=None)
-    demo.add_argument("--max-new-tokens", type=int, default=48)
-    demo.add_argument("--threads", type=int, default=2)
-    demo.set_defaults(func=_cmd_demo)
+    ins = sub.add_parser("inspect", help="load the embedded model and data, print statistics, answer one BFCL question")
+    ins.add_argument("--model", default="smollm2-135m-instruct")
+    ins.add_argument("--apibank-dir", default=None)
+    ins.add_argument("--max-new-tokens", type=int, default=48)
+    ins.add_argument("--threads", type=int, default=2)
+    ins.set_defaults(func=_cmd_inspect)
 
     cf = sub.add_parser("config", help="print the resolved experiment config (YAML, every field of every stage)")
     src = cf.add_mutually_exclusive_group()
-    src.add_argument("--profile", default="quick", choices=["quick", "paper"])
+    from .config import PROFILES
+
+    src.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     src.add_argument("--config", help="a YAML file (its profile + its keys)")
     cf.add_argument("-o", "--output", help="write it here (atomically) instead of printing")
     cf.set_defaults(func=_cmd_config)
@@ -171,7 +174,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser(), argv)
+
+
+def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` with ``parser`` and run the chosen command; bad input ends in one line, exit 2."""
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .artifacts import SchemaMismatch

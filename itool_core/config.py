@@ -458,6 +458,22 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
               "mcts": {"simulations": 4, "k": 3, "min_chosen_q": -1.0},
               # ≈ 10 pairs per iteration at this budget: one pass would be 2–3 optimiser steps of 4 pairs.
               "preference": {"epochs": 3.0}},
+    # The whole method in minutes on 2 CPU cores (``make demo``): the quick profile's settings with budgets cut
+    # to a few steps / trees / items.  It shows the pipeline working; its scores mean nothing (n = 3 per
+    # category: ±50 points).
+    "demo": {"iterations": 2,
+             # ≈ 27 pool examples: the perplexity refresh costs 1–2 s per example on a 2-core CPU
+             "split": {"pool_fraction": 0.02},
+             "sft": {"tools_style": "compact", "max_steps_per_stage": 2, "learning_rate": 5e-4,
+                     "per_device_batch_size": 2},
+             "buffer": {"tools_style": "compact", "alpha": 0.2, "skip_hardest": 0.5},
+             "mcts": {"simulations": 2, "k": 2, "min_chosen_q": -1.0, "min_q_gap": 0.0},
+             "policy": {"max_step_tokens": 64, "max_rollout_tokens": 96, "continue_incomplete": 1},
+             "preference": {"max_steps": 2, "per_device_batch_size": 1, "grad_accum_steps": 1},
+             # generation is the cost of an evaluation (≈ 3 s per item here): 4 categories × 3 items, 64 tokens
+             # (a single call in the compact rendering is 15–40 tokens)
+             "evaluation": {"limit": 3, "max_new_tokens": 64,
+                            "categories": ["simple_python", "multiple", "irrelevance", "apibank_level1"]}},
     "paper": {
         "model": "meta-llama/Llama-3.1-8B-Instruct",
         "data": "Team-ACE/ToolACE",

@@ -40,13 +40,13 @@ def test_bad_rows_are_reported_and_strict_fails(tmp_path):
     assert not (tmp_path / "y.parquet").exists()
 
 
-def test_demo_main_job_runs(tmp_path, capsys):
-    """`make demo` = `itool demo`: model, data statistics, one BFCL answer (tiny model here for speed)."""
+def test_inspect_runs(tmp_path, capsys):
+    """`itool inspect`: model, data statistics, one BFCL answer (tiny model here for speed)."""
     from itool_core.models import save_policy, tiny_model
 
     model, tok = tiny_model()
     folder = save_policy(model, tok, tmp_path / "tiny")
-    assert main(["demo", "--model", str(folder), "--max-new-tokens", "4"]) == 0
+    assert main(["inspect", "--model", str(folder), "--max-new-tokens", "4"]) == 0
     out = capsys.readouterr().out
     assert "default training set" in out and "API-Bank level-1: 399 items" in out and "level-2: 135 items" in out
-    assert "[demo] BFCL simple_python_0" in out.replace("bfcl/", "") and "[demo] parsed calls:" in out
+    assert "[inspect] BFCL simple_python_0" in out.replace("bfcl/", "") and "[inspect] parsed calls:" in out

@@ -52,15 +52,35 @@ def test_bad_keys_and_values_name_the_key(tmp_path, text, match):
         load_config(f)
 
 
-def test_run_flags_override_the_config():
-    from itool_core.loop import apply_flags
+def test_run_flags_override_the_config(tmp_path):
+    import argparse
 
-    base = profile("quick")
-    cfg = apply_flags(base, iterations=1, mixed_sft=True, loss="orpo", simulations=2, k=5, eval_limit=7)
+    from flows.cli import register_run, run_overrides
+    from itool_core.config import RunConfig, from_dict
+
+    p = argparse.ArgumentParser()
+    register_run(p.add_subparsers(dest="command"))
+
+    def resolved(*argv):
+        a = p.parse_args(["run", *argv])
+        over = run_overrides(a)
+        return from_dict(RunConfig, over, profile(over.get("profile", a.profile)))
+
+    cfg = resolved("--iterations", "1", "--mixed-sft", "--loss", "orpo", "--simulations", "2", "--k", "5",
+                   "--eval-limit", "7", "--set", "sft.learning_rate=0.0003", "--set", "evaluation.base=false")
     assert (cfg.iterations, cfg.sft.mode, cfg.preference.loss, cfg.mcts.simulations, cfg.mcts.k,
-            cfg.evaluation.limit) == (1, "mixed", "orpo", 2, 5, 7)
-    assert apply_flags(base) == base
-    assert apply_flags(base, full_eval=True).evaluation.limit is None
+            cfg.evaluation.limit, cfg.sft.learning_rate, cfg.evaluation.base) == (1, "mixed", "orpo", 2, 5, 7,
+                                                                                  3e-4, False)
+    assert resolved() == profile("quick")
+    assert resolved("--full-eval").evaluation.limit is None
+    assert resolved("--no-rl").iterations == 0
+    # a file's keys, then the flags on top
+    f = tmp_path / "exp.yaml"
+    f.write_text("profile: demo\nmcts:\n  k: 4\n")
+    cfg = resolved("--config", str(f), "--simulations", "3")
+    assert (cfg.profile, cfg.mcts.k, cfg.mcts.simulations) == ("demo", 4, 3)
+    a = p.parse_args(["demo"])
+    assert a.profile == "demo" and a.func is p.parse_args(["run"]).func
 
 
 def test_itool_config_cli_prints_a_loadable_file(tmp_path, capsys):
@@ -99,7 +119,7 @@ def test_fingerprints_name_the_precision_that_runs():
     # out the precision "auto" picks here share their stages; the other explicit choice does not.
     from dataclasses import replace
 
-    from itool_core.loop import fingerprint
+    from itool_core.artifacts import fingerprint
     from itool_core.models import bf16_is_fast, with_concrete_precision
 
     auto = profile("quick")

@@ -1,22 +1,27 @@
-"""The Prefect flows on the tiny model, against a temporary Prefect server (``prefect_test_harness``).
+"""The pipeline — the ``itool`` Prefect flow — on the tiny model, against a temporary Prefect server
+(``prefect_test_harness``).
 
-* the ``itool`` flow runs end to end (1 iteration, tiny budgets) and tracks a parent + nested MLflow runs
-  in a real SQLite store;
+* the flow runs end to end (1 iteration, tiny budgets), writes the report (table with n and intervals, paired
+  comparison, PNG) and tracks a parent + nested MLflow runs in a real SQLite store;
 * a second run with the same inputs is served from the cache for every stage, across flow runs;
 * changing only the evaluation settings re-runs only the evaluations;
+* a failed stage, or a ``kill -9`` of the process in the middle of an iteration, resumes there: the finished
+  stages come from the cache, no half-written file is left;
+* an iteration without pairs keeps the policy and its scores;
 * a transient failure is retried, bad input fails at once.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
 from itool_core.artifacts import write_table
 from itool_core.schemas import EXAMPLES
 
-from test_loop import _data  # the tiny tool-use data set of the loop test
+from tiny_data import _data  # the tiny tool-use data set
 
 prefect = pytest.importorskip("prefect")
 pytest.importorskip("mlflow")
@@ -26,10 +31,11 @@ from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from tasks import stages  # noqa: E402
 
-STAGES = ["data", "split", "warmup", "eval_sft", "iter_1/buffer", "iter_1/mine", "iter_1/preference", "iter_1/eval"]
-#: Task runs of the itool flow run itself: mining is select-shards + merge-pairs there, and its mine-shard tasks
-#: run in the itool-mine sub-flow run.
-FLOW_TASKS = len(STAGES) + 1
+STAGES = ["data", "split", "warmup", "eval_sft", "iter_1/buffer", "iter_1/mine/select", "iter_1/mine/pairs",
+          "iter_1/mine", "iter_1/preference", "iter_1/eval"]
+#: Task runs of the itool flow run itself: "iter_1/mine" is the composite of select + merge (tasks of this flow
+#: run) and the mine-shard tasks of the itool-mine sub-flow run.
+FLOW_TASKS = len(STAGES) - 1
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +90,17 @@ def _task_run_states(flow_run_id, expected: int, timeout: float = 30.0) -> list[
 
 
 @pytest.fixture(scope="module")
-def two_runs(harness, tiny_dir, tmp_path_factory):
+def data_path(tmp_path_factory):
+    return write_table([e.to_row() for e in _data()], tmp_path_factory.mktemp("data") / "data.parquet", EXAMPLES).path
+
+
+@pytest.fixture(scope="module")
+def two_runs(harness, tiny_dir, data_path, tmp_path_factory):
     from flows.iterate import iterate
 
     tmp = tmp_path_factory.mktemp("flow")
-    data = write_table([e.to_row() for e in _data()], tmp / "data.parquet", EXAMPLES)
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    params = _params(tiny_dir, data.path, tmp / "run", uri)
+    params = _params(tiny_dir, data_path, tmp / "run", uri)
     out = {"tmp": tmp, "uri": uri, "params": params}
     for key in ("first", "second"):
         t0 = time.time()
@@ -104,9 +114,17 @@ def test_iterate_flow_runs_end_to_end_and_tracks_in_mlflow(two_runs):
     first = two_runs["first"]
     assert first["state"].is_completed()
     res = first["result"]
-    assert [r["stage"] for r in res["rows"]] == ["SFT (curriculum)", "iTool iteration 1"]
+    assert [r["label"] for r in res["rows"]] == ["SFT (curriculum)", "iTool iteration 1"]
     assert res["ran"] == STAGES and res["cached"] == []
-    assert (two_runs["tmp"] / "run" / "flow_summary.json").is_file()
+    run_dir = two_runs["tmp"] / "run"
+    assert (run_dir / "flow_summary.json").is_file()
+    # the report: n and the Wilson interval per category, the paired comparison, a real PNG
+    report = (run_dir / "report.md").read_text()
+    assert "95 % Wilson interval" in report and "simple_python (n=1)" in report
+    assert "iTool iteration 1 vs SFT (curriculum)" in report and "McNemar p" in report
+    assert (run_dir / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cat = res["rows"][0]["summary"]["bfcl"]["categories"]["simple_python"]
+    assert cat["total"] == 1 and len(cat["ci95"]) == 2
 
     from mlflow import MlflowClient
 
@@ -116,10 +134,13 @@ def test_iterate_flow_runs_end_to_end_and_tracks_in_mlflow(two_runs):
     assert parent.data.params["iterations"] == "1"  # the YAML key paths
     assert parent.data.params["mcts.simulations"] == "1"
     assert parent.data.tags["prefect.flow_run_id"] == str(first["flow_run_id"])
-    for key in ("bfcl/overall", "bfcl/simple_python", "apibank/level1", "pairs_mined", "final/bfcl/overall"):
+    for key in ("bfcl/overall", "bfcl/simple_python", "bfcl/simple_python/ci95_lo", "bfcl/simple_python/n",
+                "apibank/level1", "pairs_mined", "final/bfcl/overall"):
         assert key in parent.data.metrics, key
     hist = c.get_metric_history(parent.info.run_id, "bfcl/overall")
     assert sorted(m.step for m in hist) == [0, 1]  # after SFT (iteration 0) and after iteration 1
+    assert {a.path for a in c.list_artifacts(parent.info.run_id, "report")} == {"report/report.md",
+                                                                               "report/scores.png"}
 
     children = c.search_runs([parent.info.experiment_id],
                              filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
@@ -156,19 +177,113 @@ def test_changing_only_the_evaluation_reruns_only_the_evaluations(two_runs):
     assert set(res["cached"]) == set(STAGES) - {"eval_sft", "iter_1/eval"}
 
 
+def _half_written(run_dir: Path) -> list[str]:
+    """Temporary files of atomic writes left behind, and Parquet files that do not read back."""
+    from itool_core.artifacts import read_table
+
+    bad = [str(p) for p in run_dir.rglob("*.tmp")]
+    for p in run_dir.rglob("*.parquet"):
+        try:
+            read_table(p)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is what this looks for
+            bad.append(f"{p}: {e}")
+    return bad
+
+
+def test_a_failed_stage_resumes_there(harness, tiny_dir, data_path, tmp_path, monkeypatch):
+    import itool_core.train.preference as pref
+
+    from flows.iterate import iterate
+
+    real = pref.train_preference
+
+    def dies(*a, **k):
+        raise RuntimeError("killed during the preference update")
+
+    params = _params(tiny_dir, data_path, tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setattr(pref, "train_preference", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        iterate(**params)
+    monkeypatch.setattr(pref, "train_preference", real)
+    res = iterate(**params)
+    assert res["ran"] == ["iter_1/preference", "iter_1/eval"]
+    assert res["cached"] == STAGES[:-2]
+    again = iterate(**params)
+    assert again["ran"] == []
+
+
+def test_kill_9_in_the_middle_of_an_iteration_resumes_there(harness, tiny_dir, data_path, tmp_path):
+    """A real ``kill -9`` of the process running the flow while the preference update trains: the re-run takes
+    data … mining from the cache, redoes the preference update, and no stage left a half-written file."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.iterate import iterate
+
+    run_dir = tmp_path / "run"
+    params = _params(tiny_dir, data_path, run_dir, f"sqlite:///{tmp_path / 'mlflow.db'}",
+                     preference={"max_steps": 40, "per_device_batch_size": 1, "grad_accum_steps": 1,
+                                 "max_length": 768})
+    root = Path(__file__).resolve().parents[1]
+    code = ("import json, sys; from flows.iterate import iterate; iterate(**json.loads(sys.argv[1]))")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(root)}
+    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(params)], cwd=root, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        # the trainer's first checkpoint-free step: the preference stage folder exists and training has begun
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if any((run_dir / "iter_1" / "preference").glob("*/*")):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    assert not any((run_dir / "iter_1" / "preference").rglob("preference_result.json"))  # really mid-stage
+    assert _half_written(run_dir) == []
+    res = iterate(**params)
+    assert res["cached"] == STAGES[:-2]
+    assert res["ran"] == ["iter_1/preference", "iter_1/eval"]
+    assert _half_written(run_dir) == []
+
+
+def test_an_iteration_without_pairs_keeps_the_policy_and_its_scores(harness, tiny_dir, data_path, tmp_path):
+    from flows.iterate import iterate
+
+    params = _params(tiny_dir, data_path, tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params["mcts"] = {**params["mcts"], "min_q_gap": 100.0}  # no pair can pass
+    res = iterate(**params)
+    sft, it1 = res["rows"]
+    assert it1["pairs"] == 0 and "iter_1/eval" not in res["states"]  # the same weights are not evaluated twice
+    assert it1["summary"] == sft["summary"]
+    assert res["final_policy"].startswith(str(tmp_path / "run" / "warmup"))
+
+
 # ------------------------------------------------------------------------------------------- retries
 
 
 @pytest.fixture()
 def train_ref(tmp_path):
-    return write_table([e.to_row() for e in _data()], tmp_path / "train.parquet", EXAMPLES).to_dict()
+    return write_table([e.to_row() for e in _data()], tmp_path / "train.parquet", EXAMPLES)
 
 
 def _split_once(run_dir, train, out_dir):
+    from itool_core.config import SplitConfig
+
     @flow(name="split-once")
     def split_once():
-        T = stages.bind(run_dir, retry_delay_seconds=0)
-        state = T.split_data(split={"pool_fraction": 0.3}, train=train, out_dir=str(out_dir), return_state=True)
+        t = stages.StageRunner(run_dir, retry_delay_seconds=0).bind(stages.split_data)
+        state = t(split=SplitConfig(pool_fraction=0.3), train=train, out_dir=str(out_dir), return_state=True)
         # plain values out: a flow returning a failed State would itself end failed
         return {"completed": state.is_completed(), "failed": state.is_failed(), "message": state.message or "",
                 "result": state.result() if state.is_completed() else None}
@@ -196,10 +311,12 @@ def test_transient_failure_is_retried(harness, tmp_path, train_ref, monkeypatch)
     out = _split_once(tmp_path / "run", train_ref, tmp_path / "split")
     assert out["completed"], out
     assert calls["n"] == 2
-    assert set(out["result"]) == {"warmup", "pool", "easy", "medium", "hard"}
+    assert isinstance(out["result"], stages.Split) and out["result"].pool.rows == 9
 
 
 def test_bad_input_fails_fast_without_retries(harness, tmp_path, train_ref, monkeypatch):
+    import dataclasses
+
     from itool_core.data.records import BadRow
 
     calls = _flaky(monkeypatch, BadRow("train.json", 3, "tools", "not a list"), failures=5)
@@ -208,7 +325,7 @@ def test_bad_input_fails_fast_without_retries(harness, tmp_path, train_ref, monk
     assert calls["n"] == 1  # retries=2 configured, none used
     # a stale reference (the file changed after it was referenced) is bad input too
     calls["n"] = 0
-    stale = {**train_ref, "sha256": "0" * 64}
+    stale = dataclasses.replace(train_ref, sha256="0" * 64)
     out = _split_once(tmp_path / "run2", stale, tmp_path / "split2")
     assert out["failed"] and "content changed" in out["message"], out
     assert calls["n"] == 0
@@ -224,3 +341,16 @@ def test_retry_condition_classifies_errors():
         assert stages.is_transient(None, None, Failed(data=exc)) is False, exc
     for exc in (OSError("x"), RuntimeError("CUDA error: out of memory"), ConnectionError("x"), TimeoutError("x")):
         assert stages.is_transient(None, None, Failed(data=exc)) is True, exc
+
+
+def test_cache_key_follows_inputs_config_and_code_version(monkeypatch):
+    from itool_core.artifacts import ArtifactRef
+    from itool_core.config import SplitConfig
+
+    ref = ArtifactRef("a.parquet", "1" * 64, "examples/1", 3)
+    key = stages.stage_key("split", {"split": SplitConfig(), "train": ref})
+    assert key == stages.stage_key("split", {"split": SplitConfig(), "train": ref})
+    assert key != stages.stage_key("split", {"split": SplitConfig(seed=1), "train": ref})
+    assert key != stages.stage_key("split", {"split": SplitConfig(), "train": ArtifactRef("a.parquet", "2" * 64)})
+    monkeypatch.setattr(stages, "code_version", lambda: "another version")
+    assert key != stages.stage_key("split", {"split": SplitConfig(), "train": ref})

@@ -26,7 +26,7 @@ import pytest
 from itool_core.artifacts import write_table
 from itool_core.schemas import EXAMPLES
 
-from test_loop import _data
+from tiny_data import _data
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -66,7 +66,7 @@ def test_default_uri_follows_itool_home(tmp_path, monkeypatch):
 
 def test_eval_metrics_carry_the_answer_kinds(tracker):
     """The evaluation summary → MLflow metrics, answer kinds included, logged on the real store."""
-    from flows.evaluate import eval_metrics
+    from flows.common import eval_metrics
 
     summary = {"bfcl": {"overall": 0.2, "irrelevance": 0.6, "categories": {"irrelevance": {"accuracy": 0.6}},
                         "answer_kinds": {"irrelevance": {"call": 4, "no_call": 1, "broken_call": 5}}},
@@ -74,7 +74,8 @@ def test_eval_metrics_carry_the_answer_kinds(tracker):
     m = eval_metrics(summary, prefix="sft/")
     assert m == {"sft/bfcl/overall": 0.2, "sft/bfcl/irrelevance": 0.6,
                  "sft/bfcl_answers/irrelevance/call": 0.4, "sft/bfcl_answers/irrelevance/no_call": 0.1,
-                 "sft/bfcl_answers/irrelevance/broken_call": 0.5, "sft/apibank/level1": 0.1}
+                 "sft/bfcl_answers/irrelevance/broken_call": 0.5, "sft/apibank/level1": 0.1,
+                 "sft/apibank/level1/n": 10.0}
     with tracker.run("eval") as run:
         tracker.log_metrics(run, m, step=1)
     assert tracker.client.get_run(run).data.metrics["sft/bfcl_answers/irrelevance/no_call"] == pytest.approx(0.1)

@@ -79,6 +79,8 @@ class BuildProfile:
 PROFILES: dict[str, BuildProfile] = {
     # SmolLM2-135M on CPU: compact tools, 1024 tokens (≥ 99 % of the default set fits before trimming).
     "quick": BuildProfile("quick", max_length=1024, tools_style="compact"),
+    # The demo run trains the same model on the same set as quick.
+    "demo": BuildProfile("demo", max_length=1024, tools_style="compact"),
     # An 8B model on a GPU: BFCL's verbatim JSON tool rendering and a long context.
     "paper": BuildProfile("paper", max_length=4096, tools_style="json"),
 }

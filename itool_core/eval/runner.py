@@ -39,6 +39,7 @@ from ..engines.base import GenerationParams
 from ..schemas import TableSchema, register
 from . import apibank as ab
 from . import bfcl as bf
+from .stats import wilson
 from .bfcl_multi_turn import MAXIMUM_STEP_LIMIT, run_multi_turn
 
 log = logging.getLogger(__name__)
@@ -295,12 +296,15 @@ def evaluate(
     bfcl_stats = {c: v for c, v in stats.items() if c not in APIBANK_CATEGORIES}
     if "bfcl" in benchmarks:
         summary["bfcl"] = bf.summarise(bfcl_stats)
+        for v in summary["bfcl"]["categories"].values():
+            v["ci95"] = list(wilson(v["correct"], v["total"]))
         # call / no_call / broken_call per single-turn category: an irrelevance score can be made of broken
         # call lists (BFCL counts them as no call), which is not abstention.
         summary["bfcl"]["answer_kinds"] = {c: dict(v) for c, v in kinds.items()}
     if "apibank" in benchmarks:
         summary["apibank"] = {
-            c.replace("apibank_", ""): {"accuracy": v["correct"] / v["total"], **v}
+            c.replace("apibank_", ""): {"accuracy": v["correct"] / v["total"], **v,
+                                        "ci95": list(wilson(v["correct"], v["total"]))}
             for c, v in stats.items()
             if c in APIBANK_CATEGORIES and v["total"]
         }
@@ -331,6 +335,11 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}"
 
 
+def _ci(v: dict[str, Any]) -> str:
+    lo, hi = v.get("ci95") or wilson(int(v["correct"]), int(v["total"]))
+    return f"{100 * lo:.0f}–{100 * hi:.0f}"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     line = lambda r: "| " + " | ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"
@@ -354,9 +363,9 @@ def format_tables(summary: dict[str, Any]) -> str:
         cats = b.get("categories", {})
         if cats:
             kinds = b.get("answer_kinds", {})
-            rows = [[c, str(v["total"]), str(v["correct"]), _pct(v["accuracy"]),
+            rows = [[c, str(v["total"]), str(v["correct"]), _pct(v["accuracy"]), _ci(v),
                      *(str(kinds[c][k]) if c in kinds else "" for k in bf.ANSWER_KINDS)] for c, v in cats.items()]
-            head = ["category", "n", "correct", "acc %", "answered: call", "no call", "broken call"]
+            head = ["category", "n", "correct", "acc %", "95 % CI", "answered: call", "no call", "broken call"]
             parts.append("BFCL per category (answered: what the outputs were, whatever was asked)\n"
                          + _table(head, rows))
     a = summary.get("apibank")
@@ -364,7 +373,7 @@ def format_tables(summary: dict[str, Any]) -> str:
         head = ["Model", "API-Bank L1", "API-Bank L2"]
         l1, l2 = a.get("level1"), a.get("level2")
         row = [str(summary.get("model")), _pct(l1["accuracy"]) if l1 else "n/a", _pct(l2["accuracy"]) if l2 else "n/a"]
-        counts = ", ".join(f"{k}: {v['correct']}/{v['total']}" for k, v in a.items())
+        counts = ", ".join(f"{k}: {v['correct']}/{v['total']}, 95 % CI {_ci(v)} %" for k, v in a.items())
         parts.append("Table 2 — API-Bank (accuracy %)\n" + _table(head, [row]) + (f"\n({counts})" if counts else ""))
     t = summary.get("timing", {}).get("total")
     if t:
@@ -378,6 +387,12 @@ def format_tables(summary: dict[str, Any]) -> str:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from ..config import load_config, profile
+
+    # The defaults are the pipeline's evaluation settings (the profile's ``evaluation`` section and its tool
+    # rendering), so a number from ``itool eval`` compares with the pipeline's number for the same model.
+    cfg = load_config(args.config) if args.config else profile(args.profile)
+    spec = cfg.evaluation
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or f"runs/eval/{time.strftime('%Y%m%d-%H%M%S')}"
@@ -387,17 +402,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     summary = evaluate(
         args.model,
         adapter=args.adapter,
-        engine_kind=args.engine,
+        engine_kind=args.engine or cfg.engine,
         engine_kwargs=engine_kwargs,
         benchmarks=args.benchmarks,
-        categories=args.categories,
-        limit=args.limit,
-        seed=args.seed,
+        categories=args.categories if args.categories is not None else list(spec.categories),
+        limit=None if args.full else (args.limit if args.limit is not None else spec.limit),
+        seed=spec.seed if args.seed is None else args.seed,
         out_dir=out,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or spec.batch_size,
         num_threads=args.threads,
-        max_new_tokens=args.max_new_tokens,
-        style=PromptStyle(args.tools),
+        max_new_tokens=args.max_new_tokens or spec.max_new_tokens,
+        style=PromptStyle(args.tools or cfg.sft.tools_style),
         apibank_prompt=args.apibank_prompt,
         apibank_dir=args.apibank_dir,
         max_steps=args.max_steps,
@@ -409,22 +424,33 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers) -> None:
     """Add ``itool eval`` to the project CLI."""
-    p = subparsers.add_parser("eval", help="evaluate a model on BFCL v3 and API-Bank L1/L2")
+    from ..config import PROFILES
+
+    p = subparsers.add_parser("eval", help="evaluate a model on BFCL v3 and API-Bank L1/L2",
+                              description="Defaults: the evaluation settings of --profile (or --config), the "
+                                          "same the pipeline evaluates its stages with.")
     p.add_argument("--model", default="smollm2-135m-instruct", help="model name, folder or hub id")
     p.add_argument("--adapter", default=None, help="LoRA adapter folder")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="settings preset (default quick)")
+    src.add_argument("--config", help="YAML experiment file: its evaluation section and tool rendering")
     p.add_argument("--benchmarks", default="bfcl,apibank", help="comma-separated: bfcl, apibank")
     p.add_argument("--categories", default=None,
-                   help="comma-separated BFCL categories and/or apibank_level1, apibank_level2")
-    p.add_argument("--limit", type=int, default=None, help="at most N items per category (seeded, stable subset)")
-    p.add_argument("--seed", type=int, default=0)
+                   help="comma-separated BFCL categories and/or apibank_level1, apibank_level2 "
+                        "(default: the profile's evaluation.categories)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="at most N items per category (seeded, stable subset; default: the profile's)")
+    p.add_argument("--full", action="store_true", help="full categories (no subset)")
+    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", default=None, help="output folder (default runs/eval/<time>)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=MAXIMUM_STEP_LIMIT, help="multi-turn: executing steps per turn")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--engine", default="hf", choices=["hf", "vllm"])
+    p.add_argument("--engine", default=None, choices=["hf", "vllm"], help="default: the profile's engine")
     p.add_argument("--dtype", default=None, help="hf engine weights dtype (float32, bfloat16)")
-    p.add_argument("--tools", default="json", choices=["json", "compact"], help="tool rendering in the prompt")
+    p.add_argument("--tools", default=None, choices=["json", "compact"],
+                   help="tool rendering in the prompt (default: the profile's sft.tools_style)")
     p.add_argument("--apibank-prompt", default="ours", choices=list(ab.PROMPTS))
     p.add_argument("--apibank-dir", default=None)
     p.set_defaults(func=_cmd_eval)
