@@ -1,7 +1,7 @@
 """Stage caching, measured: wall time of the ``itool`` flow on a first run, on an unchanged re-run (every stage
 ``Cached``) and after changing only the evaluation settings (only the two evaluations re-run).
 
-``--model tiny`` (default): the tiny random model and the tiny data set of tests/test_loop.py (1 iteration,
+``--model tiny`` (default): the tiny random model and the tiny data set of tests/tiny_data.py (1 iteration,
 the tiny budgets of tests/test_flows.py) — the first run is ~1 min, so the re-run's fixed cost (flow start,
 one cache lookup per task, MLflow logging) is a visible share of it.  ``--model smollm2``: the embedded
 SmolLM2-135M on the default training set with the quick profile's prompt and small real budgets (2 SFT steps
@@ -87,7 +87,7 @@ def main() -> int:
     print("\n| run | flow wall (s) | stage tasks (s) | stages ran | stages cached |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['run']} | {r['wall_s']} | {r['stages_wall_s']} | {len(r['ran'])} | {len(r['cached'])} |")
-    setup = ("tiny model, tests/test_loop.py data, 1 iteration, tests/test_flows.py budgets" if args.model == "tiny"
+    setup = ("tiny model, tests/tiny_data.py data, 1 iteration, tests/test_flows.py budgets" if args.model == "tiny"
              else "SmolLM2-135M, default training set, quick profile with " + json.dumps(
                  {k: params[k] for k in ("config", "evaluation", "mcts", "preference")}))
     ratio = rows[1]["wall_s"] / rows[0]["wall_s"]

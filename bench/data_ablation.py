@@ -6,7 +6,7 @@ model up on it with the quick profile (``itool warmup``: same curriculum, same s
 evaluates it on the same seeded subset (``itool eval``), then prints one table and writes JSON.  The ``full``
 row is the default set itself.  Each stage is skipped when its output exists, so an interrupted run resumes.
 
-Cost on a 2-core CPU (dev-cpu-2, docs/RESULTS.md): ≈ 25 min of SFT + ≈ 42 min of evaluation at 100 questions per
+Cost on a 2-core CPU (dev-cpu-2, docs/notebook/RESULTS.md): ≈ 25 min of SFT + ≈ 42 min of evaluation at 100 questions per
 category for each row, ≈ 7 h for all six.  On a GPU box add ``--config`` with a larger budget.
 
     .venv/bin/python bench/data_ablation.py --out-dir runs/ablation --limit 100

@@ -22,6 +22,8 @@ def _setdefault_env() -> None:
     # No analytics; Prefect's state under ITOOL_HOME rather than ~/.prefect unless told; its SQLite database
     # cannot be created in a folder that does not exist.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the run's own "[itool] stage …" lines are the progress report; Prefect's per-task INFO lines would bury them
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     if "PREFECT_HOME" not in os.environ:
         from itool_core.models import itool_home
 

@@ -27,6 +27,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from itool_core.artifacts import atomic_write_json, atomic_write_text
+from itool_core.config import dump_config
 from itool_core.report import StageScores, plot_scores, report_markdown
 from tasks import stages
 from tasks.stages import StageRunner
@@ -60,6 +61,8 @@ def iterate(profile: str = "quick", config: dict[str, Any] | None = None, iterat
     scores: list[StageScores] = []
     with tracker.run(f"itool {flow_run.name}", tags={"prefect.flow_run_id": str(flow_run.id)}) as parent:
         tracker.log_params(parent, plan.params())
+        # the exact configuration of this run, loadable with `itool run --config`
+        tracker.log_artifact(parent, dump_config(cfg, plan.run_dir / "config.yaml"), "report")
 
         # ---- 1. warm-up
         data = stage("data", stages.load_data, data=cfg.data, build_profile=cfg.profile, seed=cfg.seed,

@@ -201,7 +201,7 @@ class BufferConfig:
     keep_call_proportion: bool = True
     #: Fraction of the hardest rows (per call/no-call group) passed over before the α are taken: 0 is the paper
     #: (the very top); 0.5 searches the band just below the median h.  For a policy that never solves its
-    #: hardest examples (a 135M model): there every sibling is wrong and no pair survives (RESULTS.md).
+    #: hardest examples (a 135M model): there every sibling is wrong and no pair survives (docs/notebook/RESULTS.md).
     skip_hardest: float = 0.0
     #: "bfloat16": bf16 autocast (CPU AMX, ~2× faster than fp32); "float32": exact; "auto": bfloat16 where the
     #: device does bf16 natively, else float32.
@@ -374,7 +374,7 @@ class PreferenceConfig:
         return self.loss not in REFERENCE_FREE
 
 
-#: BFCL's non-live AST categories + API-Bank: the subset the base model's row in docs/RESULTS.md was measured
+#: BFCL's non-live AST categories + API-Bank: the subset the base model's row in docs/notebook/RESULTS.md was measured
 #: on.  Live categories cost 4x more per item on CPU (prompts up to 2.4k tokens); the paper profile adds them.
 DEFAULT_EVAL_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance",
                            "apibank_level1", "apibank_level2")
@@ -448,7 +448,7 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     # Budgets: 3 × 16 optimiser steps of 4 examples (≈ 15–30 s/step here → ≈ 20 min), lr 5e-4 because 48 LoRA
     # steps at the paper's 1e-4 barely move the model.
     # Buffer: the paper's α = 20 %, but taken below the hardest half (skip_hardest 0.5).  Measured on the
-    # warmed-up SmolLM2-135M (RESULTS.md): its hardest 10 % gave 0 pairs in 15 trees (every sibling wrong);
+    # warmed-up SmolLM2-135M (docs/notebook/RESULTS.md): its hardest 10 % gave 0 pairs in 15 trees (every sibling wrong);
     # the band below the median gave the only pairs.
     "quick": {"sft": {"tools_style": "compact", "max_steps_per_stage": 16, "learning_rate": 5e-4},
               "buffer": {"tools_style": "compact", "alpha": 0.2, "skip_hardest": 0.5},

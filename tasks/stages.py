@@ -112,6 +112,13 @@ def _examples(ref: ArtifactRef) -> list:
     return [Example.from_row(r) for r in read_table(_check(ref), EXAMPLES).to_pylist()]
 
 
+def _floats(d: dict[str, Any]) -> dict[str, float]:
+    """The numeric entries of ``d`` as floats: a record's fields must have the types its annotation gives, or the
+    copy Prefect reads back from the cache (validated against the annotation: 5 → 5.0) would hash differently
+    from the record the first run handed on, and the next stage would miss its cache."""
+    return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def _stage(name: str, gpu: bool = False):
     return task(name=name, tags=["itool", "gpu"] if gpu else ["itool"], cache_key_fn=_cache_key,
                 persist_result=True, result_serializer="json", retries=2, retry_delay_seconds=RETRY_DELAYS,
@@ -252,7 +259,7 @@ def refresh_buffer(buffer: BufferConfig, pool: ArtifactRef, policy: ContentRef, 
     model, tok = load_policy(policy.path)
     table = replay.refresh_buffer(model, tok, _examples(pool), buffer, iteration=iteration)
     ref = write_table(table, Path(out_dir) / "buffer.parquet", replay.REPLAY_BUFFER)
-    return Buffer(table=ref, h=replay.h_summary(table)["all"], seconds=time.time() - t0)
+    return Buffer(table=ref, h=_floats(replay.h_summary(table)["all"]), seconds=time.time() - t0)
 
 
 @_stage("select-shards")
@@ -283,7 +290,7 @@ def mine_shard(mcts: MCTSConfig, policy_cfg: PolicyConfig, tools_style: str, sha
     gen = policy_engine(engine, policy.path, num_threads=torch_threads)
     res = mine(gen, _examples(shard), out_dir, mcts, policy_cfg, PromptStyle(tools_style))
     return Mined(pairs=res.pairs, n_pairs=res.n_pairs, n_trees=res.n_trees,
-                 stats={k: v for k, v in res.stats.items() if isinstance(v, (int, float))},
+                 stats=_floats(res.stats),
                  seconds=time.time() - t0)
 
 
@@ -294,7 +301,7 @@ def merge_pairs(shards: list[Mined], out_dir: str) -> Mined:
 
     ref = merge_mined([_check(m.pairs) for m in shards], Path(out_dir) / "pairs.parquet")
     return Mined(pairs=ref, n_pairs=ref.rows, n_trees=sum(m.n_trees for m in shards),
-                 stats=sum_stats([m.stats for m in shards]),
+                 stats=_floats(sum_stats([m.stats for m in shards])),
                  seconds=max([m.seconds for m in shards], default=0.0))
 
 
@@ -317,7 +324,7 @@ def preference_update(preference: PreferenceConfig, pairs: Mined, policy: Conten
                            callback=collect)
     merged = res.merged_dir or res.adapter_dir
     return Trained(policy=ContentRef.of(merged), adapter=res.adapter_dir, seconds=time.time() - t0,
-                   train_loss=res.train_loss, steps=res.steps, metrics=dict(res.metrics), history=history)
+                   train_loss=res.train_loss, steps=res.steps, metrics=_floats(res.metrics), history=history)
 
 
 @_stage("evaluate")

@@ -50,3 +50,18 @@ def test_inspect_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "default training set" in out and "API-Bank level-1: 399 items" in out and "level-2: 135 items" in out
     assert "[inspect] BFCL simple_python_0" in out.replace("bfcl/", "") and "[inspect] parsed calls:" in out
+
+
+def test_itool_run_rejects_a_bad_key_before_any_stage(capsys, monkeypatch):
+    """`itool run` = the flow; a misspelt key fails in the command line, before Prefect or a stage starts."""
+    import flows.iterate
+    from flows.cli import main as itool
+
+    def never(**kw):  # pragma: no cover - reaching the flow is the failure
+        raise AssertionError("the flow must not start")
+
+    monkeypatch.setattr(flows.iterate, "iterate", never)
+    assert itool(["run", "--profile", "demo", "--set", "mcts.simulatons=3"]) == 2
+    assert "mcts.simulatons" in capsys.readouterr().err
+    assert itool(["demo", "--set", "evaluation.limit=0"]) == 2
+    assert "evaluation.limit" in capsys.readouterr().err

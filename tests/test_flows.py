@@ -139,8 +139,8 @@ def test_iterate_flow_runs_end_to_end_and_tracks_in_mlflow(two_runs):
         assert key in parent.data.metrics, key
     hist = c.get_metric_history(parent.info.run_id, "bfcl/overall")
     assert sorted(m.step for m in hist) == [0, 1]  # after SFT (iteration 0) and after iteration 1
-    assert {a.path for a in c.list_artifacts(parent.info.run_id, "report")} == {"report/report.md",
-                                                                               "report/scores.png"}
+    assert {a.path for a in c.list_artifacts(parent.info.run_id, "report")} == {
+        "report/report.md", "report/scores.png", "report/config.yaml"}
 
     children = c.search_runs([parent.info.experiment_id],
                              filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
@@ -178,13 +178,25 @@ def test_changing_only_the_evaluation_reruns_only_the_evaluations(two_runs):
 
 
 def _half_written(run_dir: Path) -> list[str]:
-    """Temporary files of atomic writes left behind, and Parquet files that do not read back."""
+    """Files under their final name that do not read back whole: Parquet (with its schema tag), JSON, model
+    weights.  A killed atomic write leaves only its hidden ``.NAME.*.tmp`` file, which no reader opens."""
+    import json
+
+    from safetensors.torch import load_file
+
     from itool_core.artifacts import read_table
 
-    bad = [str(p) for p in run_dir.rglob("*.tmp")]
-    for p in run_dir.rglob("*.parquet"):
+    bad = []
+    for p in run_dir.rglob("*"):
+        if not p.is_file() or (p.name.startswith(".") and p.name.endswith(".tmp")) or ".prefect-results" in p.parts:
+            continue
         try:
-            read_table(p)
+            if p.suffix == ".parquet":
+                read_table(p)
+            elif p.suffix == ".json":
+                json.loads(p.read_text())
+            elif p.suffix == ".safetensors":
+                load_file(str(p))
         except Exception as e:  # noqa: BLE001 - any unreadable file is what this looks for
             bad.append(f"{p}: {e}")
     return bad

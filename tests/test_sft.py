@@ -398,7 +398,7 @@ def test_profiles_hold_the_paper_setting():
     assert (paper.sft.lora_r, paper.sft.lora_alpha, paper.sft.learning_rate, paper.sft.epochs_per_stage) == (
         16, 32, 1e-4, 3.0)
     assert paper.buffer.alpha == 0.2 and paper.split.pool_fraction == 0.1
-    # the paper's α, but below the hardest half: the 135M policy mines no pair from its hardest 10 % (RESULTS.md)
+    # the paper's α, but below the hardest half: the 135M policy mines no pair from its hardest 10 % (docs/notebook/RESULTS.md)
     assert (quick.buffer.alpha, quick.buffer.skip_hardest, paper.buffer.skip_hardest) == (0.2, 0.5, 0.0)
     with pytest.raises(ConfigError, match="unknown profile"):
         profile("huge")

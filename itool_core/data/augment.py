@@ -137,7 +137,7 @@ class NoCallParams:
     #: the question's topic (name or description shares >= ``near_min_shared`` keywords with the question), but
     #: a different function (no name keyword in common with the question's own functions).  BFCL's irrelevance
     #: questions are built that way (an assist-average question offered ``player_stats.average_scoring``), and
-    #: unrelated tools alone teach only "abstain when the tools are off-topic" (docs/RESULTS.md, "Abstention").
+    #: unrelated tools alone teach only "abstain when the tools are off-topic" (docs/notebook/RESULTS.md, "Abstention").
     #: 0 keeps the output of earlier builds unchanged (the seeded stream draws nothing extra).
     near_miss: float = 0.0
     near_min_shared: int = 1
@@ -146,7 +146,7 @@ class NoCallParams:
     #: sources' call examples (BFCL's: parallel joins, renamed copies, distractors), so one global rate gives
     #: BFCL-style prompts a no-call share of ~9 % against ~22 % for API-Bank's, and the model learns the
     #: prompt's style as a cue for abstaining.  Balancing it moved a 135M model's bias on BFCL-style prompts
-    #: by ~4 nats, not its ranking (docs/RESULTS.md, "Abstention IV").  None: one ``rate`` for all.  A mapping
+    #: by ~4 nats, not its ranking (docs/notebook/RESULTS.md, "Abstention IV").  None: one ``rate`` for all.  A mapping
     #: source → share sets only the named sources (the others keep ``rate``): the bias on one source's prompts
     #: can then be moved without changing what the other source teaches.
     #: (Kept as sorted (source, share) pairs so that the config stays hashable; ``shares`` gives it back.)

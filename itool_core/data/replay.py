@@ -213,7 +213,7 @@ def select_hardest(
 
     ``skip_hardest`` (a fraction, default 0 = the paper) first passes over that share of the hardest rows of
     each group and takes the next α: a band of h instead of the very top.  A policy far from solving its
-    hardest examples gets only wrong siblings there and therefore no preference pair (RESULTS.md, quick run
+    hardest examples gets only wrong siblings there and therefore no preference pair (docs/notebook/RESULTS.md, quick run
     on SmolLM2-135M); the band keeps the search where some sibling can succeed.  When fewer than the selection
     size remain below the skipped share the window moves up, so the number of rows never changes.
 

@@ -171,7 +171,7 @@ def curriculum_thirds(warmup: Sequence[Example], seed: int = 0,
     stage — the one the policy leaves the warm-up with — almost no "no call" answers.  Each stage keeps the
     set's no-call share instead (68 / 68 / 69), as ``select_hardest`` keeps it for the search, and within each
     kind the order is still easy → hard.  (It is not enough on its own to keep BFCL irrelevance up at the quick
-    profile's 48 steps: docs/RESULTS.md.)  Sizes then differ by at most 2 between stages.
+    profile's 48 steps: docs/notebook/RESULTS.md.)  Sizes then differ by at most 2 between stages.
     """
     ordered = order_by_difficulty(warmup, seed)
     if not no_call_every_stage:

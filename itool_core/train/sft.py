@@ -290,7 +290,7 @@ def answer_loss(outputs, labels, *, normalisation: str = "example", decision_wei
     ``normalisation="token"`` is trl's loss: every answer token of the batch weighs the same, so an example
     weighs as much as it has answer tokens.  A "no call" answer has ~15 tokens against 40–100 for a call list,
     and its one informative token — the first, "None" vs "[" — is a small share of the gradient: abstention
-    stays under-trained (docs/RESULTS.md, "Abstention").  ``"example"`` averages each example's tokens first,
+    stays under-trained (docs/notebook/RESULTS.md, "Abstention").  ``"example"`` averages each example's tokens first,
     then the examples: every answer weighs the same.  ``decision_weight`` multiplies the loss of each answer's
     first token — the call / no-call decision — in either normalisation (the weights enter the denominators
     too, so a weight of 1 is the plain mean).  Unlike ``"example"`` it leaves the two answers' shares of the
