@@ -26,7 +26,7 @@ import math
 import re
 from typing import Any, Sequence
 
-from ..calls import PromptStyle, ToolCall, render_prompt, try_parse_calls
+from ..calls import PromptStyle, ToolCall, number_key, render_prompt, try_parse_calls
 from ..data.records import Example
 from .bfcl import SampleScore
 
@@ -64,7 +64,7 @@ def normalise_value(v: Any, _depth: int = 0) -> Any:
     if isinstance(v, bool):
         return ("str", "true" if v else "false")
     if isinstance(v, (int, float)):
-        return ("num", float(v))
+        return number_key(v)  # an int beyond every float must not abort the whole evaluation
     if v is None:
         return ("str", "none")
     if isinstance(v, str):
