@@ -51,6 +51,7 @@ __all__ = [
     "calls_match",
     "number_key",
     "lists_for_tuples",
+    "tuples_to_lists",
     "calls_from_json",
     "calls_to_json",
     "render_tools",
@@ -298,18 +299,19 @@ def calls_to_json(calls: Sequence[ToolCall]) -> str:
     return json.dumps([c.to_json() for c in calls], ensure_ascii=False)
 
 
-def _lists(v: Any) -> Any:
+def tuples_to_lists(v: Any) -> Any:
+    """``v`` with every tuple (at any depth) made a list: the value's JSON form."""
     if isinstance(v, (list, tuple)):
-        return [_lists(x) for x in v]
+        return [tuples_to_lists(x) for x in v]
     if isinstance(v, dict):
-        return {k: _lists(x) for k, x in v.items()}
+        return {k: tuples_to_lists(x) for k, x in v.items()}
     return v
 
 
 def lists_for_tuples(calls: Sequence[ToolCall]) -> tuple[list[ToolCall], bool]:
     """``(calls with every tuple made a list, whether there was one)``: a training target's stored form, so a
     target compares and renders the same before and after its JSON round trip."""
-    return [ToolCall(c.name, _lists(c.arguments)) for c in calls], any(_has_tuple(c.arguments) for c in calls)
+    return [ToolCall(c.name, tuples_to_lists(c.arguments)) for c in calls], any(_has_tuple(c.arguments) for c in calls)
 
 
 def calls_from_json(text: str | list) -> list[ToolCall]:
