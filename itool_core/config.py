@@ -408,7 +408,9 @@ class EvalConfig:
             if c not in known:
                 near = difflib.get_close_matches(str(c), known, n=1)
                 hint = f"did you mean {near[0]!r}? " if near else ""
-                raise ConfigError(f"evaluation.categories[{i}]: unknown category {c!r} ({hint}known: {', '.join(known)})")
+                raise ConfigError(
+                    f"evaluation.categories[{i}]: unknown category {c!r} ({hint}known: {', '.join(known)})"
+                )
         if self.limit is not None:
             _check_range("evaluation.limit", self.limit, 1)
         _check_range("evaluation.max_new_tokens", self.max_new_tokens, 1)

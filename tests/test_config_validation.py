@@ -47,7 +47,8 @@ def test_unreadable_config_files_are_config_errors(tmp_path):
 ])
 def test_unknown_evaluation_category_names_its_index(tmp_path, cats, index, bad):
     p = _write(tmp_path, f"evaluation:\n  categories: {cats}\n")
-    with pytest.raises(ConfigError, match=rf"evaluation\.categories\[{index}\]: unknown category {bad!r} \(.*known: simple_python"):
+    want = rf"evaluation\.categories\[{index}\]: unknown category {bad!r} \(.*known: simple_python"
+    with pytest.raises(ConfigError, match=want):
         load_config(p)
 
 

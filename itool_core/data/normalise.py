@@ -554,8 +554,8 @@ def read_records(src: str, split: str = "train") -> tuple[str, list[tuple[int, A
             ds = datasets.load_dataset(src, split=split)
         except Exception as e:  # network, offline mode, unknown id, missing split: all "cannot load this source"
             first = (str(e).splitlines() or [""])[0][:300]
-            raise BadRow(f"hf://{src}", "-", "<source>", f"hub dataset cannot be loaded ({type(e).__name__}: "
-                                                          f"{first}); offline, pass a local JSON / JSON Lines file") from None
+            why = f"hub dataset cannot be loaded ({type(e).__name__}: {first}); offline, pass a local JSON file"
+            raise BadRow(f"hf://{src}", "-", "<source>", why) from None
         return f"hf://{src}", [(i, dict(row)) for i, row in enumerate(ds)]
     raise FileNotFoundError(f"{src}: no such file, and not a hub dataset id (owner/name)")
 

@@ -17,26 +17,21 @@ What is BFCL's and what is ours:
   (:func:`itool_core.calls.parse_calls`) still decodes ``SampleScore.calls`` — what the samples table records
   and the tree search / training use.
 
-.. _bfcl-differences:
+**Every intentional difference from bfcl-eval's pipeline** — the one list (``tests/test_bfcl_parity.py``
+checks on a few hundred generated outputs over simple / multiple / parallel / parallel_multiple /
+irrelevance that there are no others):
 
-**Every intentional difference from bfcl-eval's pipeline** (``tests/test_bfcl_parity.py`` checks that
-there are no others on a few hundred generated outputs per AST / irrelevance category):
-
-================================== =============================== ===================================== ==========================
-model output                       bfcl-eval                        here                                  why
-================================== =============================== ===================================== ==========================
-binary operation in a value        ``eval`` of its text             decode failure (AST:                  never execute model text
-(``x=1+2``, ``x=2**10**9``)        (arbitrary code)                 ``ast_decoder:decoder_failed``;
-                                                                    relevance: no call)
-lambda in a value                  decode failure (``TypeError``)   decode failure, before bfcl           same verdict
-text over 200 000 characters       decoded                          decode failure                        bounded cost per output
-checker raises (``repr`` of an     the whole evaluation aborts      that output is wrong                  one bad output must not
-int past the int-to-str limit,                                      (``checker:exception``)               end the run
-``float()`` of a huge int)
-multi-turn: any output that our    bfcl executes                    not executed: the turn ends as         only canonical literal
-strict parser refuses (positional  ``repr`` of its decoded values   "no call"                              call text reaches the
-args, bare names, nested calls)                                                                            executor's ``eval``
-================================== =============================== ===================================== ==========================
+1. *A binary operation in a value* (``x=1+2``, ``x=2**10**9``): bfcl-eval ``eval``s its text (arbitrary
+   code); here the output does not decode (AST: ``ast_decoder:decoder_failed``; relevance: no call), because
+   model text is never executed.  (A lambda fails bfcl's decoder too, before its ``eval``: same verdict.)
+2. *Text over 200 000 characters*: bfcl-eval decodes it; here it does not decode (bounded cost per output).
+3. *The checker raises* (``repr`` of an int past Python's int-to-str digit limit in its error message,
+   ``float()`` of an int past the float range): bfcl-eval's runner aborts the whole evaluation; here that
+   output is wrong (``checker:exception``) and the run goes on.
+4. *Multi-turn* (:mod:`.bfcl_multi_turn`): outputs are decoded by the project's strict parser and only
+   canonical literal call text reaches the executor's ``eval``, so an output bfcl-eval decodes leniently
+   (positional arguments dropped, a bare name read as its string, a nested call kept as its text) ends the
+   turn as "no call" here instead of being executed.
 
 * **Relevance: BFCL's rule** (``_evaluate_single_relevance_entry``): text that does not decode, or decodes to
   no call, is "no call".  irrelevance / live_irrelevance are correct iff there is no call; live_relevance iff
