@@ -265,3 +265,19 @@ def test_documented_difference_binary_operations_are_decode_failures(value, cat)
     else:
         assert not s.valid and s.error_type == "ast_decoder:decoder_failed"
     assert bf.answer_kind(text) == "broken_call"
+
+
+@pytest.mark.parametrize("wrap", [
+    "[f(a={})]", "f(a={})", "  f(a={})  ", "'[f(a={})]'", "```python\n[f(a={})]\n```", "`f(a={})`",
+    "[f(a=[{}])]", "[f(a={{'k': {}}})]", "[f(a=({},))]", "[f(a=g(b={}))]", "[f(a=x[{}])]", "[f(a=-({}))]",
+    "[f(a=1), g(b={})]",
+])
+def test_guard_keeps_every_binary_operation_from_bfcl_eval(tmp_path, wrap):
+    marker = tmp_path / "ran"
+    text = wrap.format(f"__import__('pathlib').Path({str(marker)!r}).touch() + 1")
+    decoded, err = bf.bfcl_decode(text)
+    # where the wrapped text parses at all, it is the guard that stops it (else a syntax error, in bfcl too)
+    assert decoded is None and ("binary operation" in err or err.startswith("SyntaxError"))
+    ex = next(e for e in load_bfcl(["irrelevance"]))
+    assert bf.score_single_turn(ex, text).valid and bf.answer_kind(text) in ("broken_call", "no_call")
+    assert not marker.exists()

@@ -63,7 +63,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from ..calls import MAX_TEXT_CHARS, PromptStyle, ToolCall, render_prompt, try_parse_calls
+from ..calls import MAX_TEXT_CHARS, PromptStyle, ToolCall, normalise_answer_text, render_prompt, try_parse_calls
 from ..data.bfcl import AST_CATEGORIES, MULTI_TURN_CATEGORIES, RELEVANCE_CATEGORIES, V3_CATEGORIES
 from ..data.records import Example
 
@@ -162,12 +162,7 @@ def decode(text: str) -> tuple[list[ToolCall] | None, str | None]:
 def _bfcl_source(text: str) -> str:
     # Exactly the string bfcl-eval's ast_parse hands to ast.parse (default_decode_ast_prompting's bracketing,
     # then ast_parse's quote strip), so the guard below inspects the very tree bfcl's decoder walks.
-    s = text.strip("`\n ")
-    if not s.startswith("["):
-        s = "[" + s
-    if not s.endswith("]"):
-        s = s + "]"
-    return s.strip().strip("'")
+    return normalise_answer_text(text).strip().strip("'")
 
 
 def _bfcl_decoder():
