@@ -84,6 +84,10 @@ def test_mcts_outcome_reward_takes_huge_numbers(lit):
         assert o(f"[f(x={lit})]", True) == -1.0
         assert o(f"[f(x={lit}), ", False) == -1.0
         assert o(f"[f(x=2), g(y={lit})]", True) == -1.0
+    def bfcl_like_check(calls):  # bfcl-eval's checker: float() of an int param, repr() in its messages
+        return float(calls[0].arguments.get("x", 0)) == 2.0
+
+    assert Outcome(gold, bfcl_like_check)(f"[f(x={lit})]", True) == -1.0
     big = Outcome([ToolCall("f", {"x": 10**400})])
     assert big("[f(x=1" + "0" * 400 + ")]", True) == 1.0
     assert big("[f(x=1e308)]", True) == -1.0

@@ -14,7 +14,8 @@ repairs noted in ``meta["target_notes"]``).
   against its API simulators and compares results; we compare the call itself.
 * **Correct** when the output holds exactly one call, its API name equals the reference's, and the argument
   dicts are equal after normalising values: strings are stripped, lower-cased and their whitespace collapsed;
-  numbers and numeric strings compare as numbers (``5`` = ``'5'`` = ``5.0``); booleans compare with their
+  numbers and numeric strings compare as numbers (``5`` = ``'5'`` = ``5.0``; an integer past the float
+  range compares exactly instead of raising); booleans compare with their
   text (``True`` = ``'true'``); a string holding a list/dict literal compares as that list/dict (the data
   write some lists as quoted text); lists and dicts compare element-wise.
 """
