@@ -79,7 +79,6 @@ __all__ = [
     "ast_checker",
     "decode",
     "bfcl_decode",
-    "has_call",
     "ANSWER_KINDS",
     "answer_kind",
     "score_ast",
@@ -199,13 +198,10 @@ def bfcl_decode(text: str) -> tuple[list | None, str | None]:
 
 
 def _decode_for_relevance(text: str) -> tuple[bool, list | None, str | None]:
+    """``(has a call, decoded, why not decoded)``: bfcl-eval's relevance test is "decodes, and not to an empty
+    output" (``is_empty_output``)."""
     decoded, err = bfcl_decode(text)
     return decoded is not None and not _bfcl_decoder()[2](decoded), decoded, err
-
-
-def has_call(text: str) -> bool:
-    """bfcl-eval's relevance test: the output decodes, in function-calling format, to at least one call."""
-    return _decode_for_relevance(text)[0]
 
 
 ANSWER_KINDS = ("call", "no_call", "broken_call")
