@@ -27,6 +27,29 @@ class SchemaMismatch(ValueError):
     """A table does not have the columns/types/version its reader expects."""
 
 
+class OutputPathError(OSError):
+    """An output path that cannot be written (under an existing file, in a read-only folder, a folder)."""
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """``path`` as a :class:`Path` if a file can be created there; :class:`OutputPathError` naming it if not.
+
+    Call it before the work whose result goes there, so a bad ``-o`` fails in a second, not after the run.
+    (A superuser passes the permission check on a read-only folder; the write itself then still fails as
+    :class:`OutputPathError` through :func:`atomic_path`.)"""
+    p = Path(path)
+    if p.is_dir():
+        raise OutputPathError(f"{path}: is a folder; give a file name")
+    anc = p.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if anc.exists() and not anc.is_dir():
+        raise OutputPathError(f"{path}: cannot be created: {anc} is a file, not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{path}: cannot be created: folder {anc} is not writable")
+    return p
+
+
 @dataclass(frozen=True)
 class ArtifactRef:
     path: str
@@ -115,8 +138,11 @@ def sha256_tree(root: str | os.PathLike) -> str:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # read-only folder, a file where a folder must be: say which path, not a traceback
+        raise OutputPathError(f"{path}: cannot be written: {e.strerror or e}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600; give the final file the permissions a plain open() would (umask applies)

@@ -13,8 +13,15 @@ model's context; it is used by training and evaluation alike through :class:`Pro
 Answer: a Python-style list of calls ``[f(a=1), pkg.g(b='x')]``.  It is parsed with :mod:`ast` only — never
 ``eval``/``exec`` — and every argument must be a literal (numbers, strings, booleans, None, lists, tuples,
 dicts with string keys, nested; a unary minus/plus on a number).  Anything else is a :class:`ParseError` with a
-message.  bfcl-eval's own decoder ``eval``s binary operations and lambdas found in model text; ours refuses
-them, which is the only place where our decoding is stricter than the leaderboard's.
+message.  Values stay the Python values written: a tuple stays a tuple (bfcl-eval's checker rejects a tuple
+for an ``array`` parameter, so the tree-search reward must see it too); only the JSON form stores it as a
+list (:func:`lists_for_tuples` turns training targets into that form up front).  An integer too long for
+Python's int-to-str digit limit (``sys.get_int_max_str_digits()``, 4300 digits) is refused like the decimal
+literal of the same size, which ``ast`` already refuses: a hex literal would otherwise pass and make every later
+rendering (JSON, call text, the API-Bank / reward comparisons) raise mid-run.
+
+This parser is the project's; BFCL *scoring* uses bfcl-eval's own decoder where it is safe to run
+(:mod:`itool_core.eval.bfcl` lists every difference between the two in one table).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -41,6 +49,9 @@ __all__ = [
     "serialise_calls",
     "format_value",
     "calls_match",
+    "number_key",
+    "lists_for_tuples",
+    "tuples_to_lists",
     "calls_from_json",
     "calls_to_json",
     "render_tools",
@@ -53,6 +64,8 @@ __all__ = [
 # Limits that keep a hostile or degenerate model output from costing more than a parse should.
 MAX_TEXT_CHARS = 200_000
 MAX_DEPTH = 64
+#: Below this many bits every int converts to decimal text whatever the interpreter's digit limit.
+_SAFE_INT_BITS = 4096
 
 #: What the policy is trained to answer when no tool applies.  It must NOT decode as a call list, so that
 #: BFCL's relevance rule (no decodable call = no call) counts it as abstention.
@@ -101,7 +114,9 @@ def literal_value(node: ast.AST, where: str, depth: int = 0) -> Any:
         raise ParseError(f"{where}: value nested deeper than {MAX_DEPTH}")
     if isinstance(node, ast.Constant):
         v = node.value
-        if isinstance(v, bool) or v is None or isinstance(v, (str, int)):
+        if isinstance(v, int) and not isinstance(v, bool):
+            return _checked_int(v, where)
+        if isinstance(v, bool) or v is None or isinstance(v, str):
             return v
         if isinstance(v, float):
             if not math.isfinite(v):
@@ -118,9 +133,11 @@ def literal_value(node: ast.AST, where: str, depth: int = 0) -> Any:
             v = literal_value(operand, where, depth + 1)
             return -v if isinstance(node.op, ast.USub) else v
         raise ParseError(f"{where}: unary {type(node.op).__name__} is only allowed on a number")
-    if isinstance(node, (ast.List, ast.Tuple)):
-        # Tuples become lists: arguments are JSON-like, and BFCL's checker treats tuples as lists.
+    if isinstance(node, ast.List):
         return [literal_value(e, f"{where}[{i}]", depth + 1) for i, e in enumerate(node.elts)]
+    if isinstance(node, ast.Tuple):
+        # kept a tuple: bfcl-eval's checker tells it from a list ("Incorrect type ... got tuple")
+        return tuple(literal_value(e, f"{where}[{i}]", depth + 1) for i, e in enumerate(node.elts))
     if isinstance(node, ast.Dict):
         out: dict[str, Any] = {}
         for k, v in zip(node.keys, node.values):
@@ -141,6 +158,18 @@ def literal_value(node: ast.AST, where: str, depth: int = 0) -> Any:
     if len(shown) > 60:
         shown = shown[:57] + "..."
     raise ParseError(f"{where}: only literal values are allowed, got {kind} `{shown}`")
+
+
+def _checked_int(v: int, where: str) -> int:
+    if v.bit_length() > _SAFE_INT_BITS:
+        try:
+            str(v)
+        except ValueError:
+            raise ParseError(
+                f"{where}: integer of {v.bit_length()} bits exceeds Python's int-to-str limit of "
+                f"{sys.get_int_max_str_digits()} digits"
+            ) from None
+    return v
 
 
 def dotted_name(func: ast.AST) -> str:
@@ -238,8 +267,10 @@ def format_value(v: Any) -> str:
         return repr(v)
     if isinstance(v, str):
         return repr(v)
-    if isinstance(v, (list, tuple)):
+    if isinstance(v, list):
         return "[" + ", ".join(format_value(x) for x in v) + "]"
+    if isinstance(v, tuple):
+        return "(" + ", ".join(format_value(x) for x in v) + ("," if len(v) == 1 else "") + ")"
     if isinstance(v, dict):
         for k in v:
             if not isinstance(k, str):
@@ -264,7 +295,23 @@ def render_target(calls: Sequence[ToolCall]) -> str:
 
 
 def calls_to_json(calls: Sequence[ToolCall]) -> str:
+    """The stored JSON form (a tuple is written as a list: JSON has none)."""
     return json.dumps([c.to_json() for c in calls], ensure_ascii=False)
+
+
+def tuples_to_lists(v: Any) -> Any:
+    """``v`` with every tuple (at any depth) made a list: the value's JSON form."""
+    if isinstance(v, (list, tuple)):
+        return [tuples_to_lists(x) for x in v]
+    if isinstance(v, dict):
+        return {k: tuples_to_lists(x) for k, x in v.items()}
+    return v
+
+
+def lists_for_tuples(calls: Sequence[ToolCall]) -> tuple[list[ToolCall], bool]:
+    """``(calls with every tuple made a list, whether there was one)``: a training target's stored form, so a
+    target compares and renders the same before and after its JSON round trip."""
+    return [ToolCall(c.name, tuples_to_lists(c.arguments)) for c in calls], any(_has_tuple(c.arguments) for c in calls)
 
 
 def calls_from_json(text: str | list) -> list[ToolCall]:
@@ -277,16 +324,38 @@ def calls_from_json(text: str | list) -> list[ToolCall]:
 # ------------------------------------------------------------------------------------------------- comparison
 
 
-def _norm(v: Any) -> Any:
-    # Exact match up to container type (tuple == list) and int/float equality (1 == 1.0), as BFCL does.
-    if isinstance(v, (list, tuple)):
-        return tuple(_norm(x) for x in v)
+def number_key(v: int | float) -> tuple:
+    """A comparison key for a number: 1 and 1.0 share it; an int beyond every float (``float(v)`` raises
+    ``OverflowError``) gets its own exact key instead of aborting the comparison."""
+    try:
+        return ("num", float(v))
+    except OverflowError:
+        return ("bigint", hex(v))  # hex never hits the int-to-str digit limit
+
+
+def _has_tuple(v: Any) -> bool:
+    if isinstance(v, tuple):
+        return True
+    if isinstance(v, list):
+        return any(_has_tuple(x) for x in v)
     if isinstance(v, dict):
-        return tuple(sorted((k, _norm(x)) for k, x in v.items()))
+        return any(_has_tuple(x) for x in v.values())
+    return False
+
+
+def _norm(v: Any) -> Any:
+    # Exact match up to int/float equality (1 == 1.0), as bfcl-eval's checker compares; a tuple is not a list
+    # (its checker refuses a tuple for an array parameter).
+    if isinstance(v, list):
+        return ("list", tuple(_norm(x) for x in v))
+    if isinstance(v, tuple):
+        return ("tuple", tuple(_norm(x) for x in v))
+    if isinstance(v, dict):
+        return ("dict", tuple(sorted((k, _norm(x)) for k, x in v.items())))
     if isinstance(v, bool) or v is None or isinstance(v, str):
         return (type(v).__name__, v)
     if isinstance(v, (int, float)):
-        return ("num", float(v))
+        return number_key(v)
     return ("other", repr(v))
 
 

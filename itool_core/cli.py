@@ -26,9 +26,10 @@ _STAGE_MODULES = [
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from .artifacts import write_table
-    from .data.loaders import load
-    from .schemas import EXAMPLES
+    from .artifacts import check_output_path
+    from .data.loaders import load, write_examples
+
+    check_output_path(args.out)  # before the load, so a bad -o fails at once
 
     opts = {}
     if args.categories:
@@ -40,7 +41,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         print(r.summary(), file=sys.stderr)
         for bad in r.skipped[: args.show_errors]:
             print(f"  skipped: {bad}", file=sys.stderr)
-    ref = write_table([e.to_row() for e in examples], args.out, EXAMPLES)
+    ref = write_examples(examples, args.out, reports)
     print(json.dumps(ref.to_dict()))
     return 0
 
@@ -182,13 +183,13 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .artifacts import SchemaMismatch
+    from .artifacts import OutputPathError, SchemaMismatch
     from .config import ConfigError
     from .data.records import BadRow
 
     try:
         return int(args.func(args) or 0)
-    except (BadRow, SchemaMismatch, ConfigError, FileNotFoundError) as e:
+    except (BadRow, SchemaMismatch, ConfigError, FileNotFoundError, OutputPathError) as e:
         # bad input is the user's to fix: one clear line naming the file/row/field, no traceback
         print(f"itool: error: {e}", file=sys.stderr)
         return 2

@@ -27,7 +27,9 @@ touch.  Old YAML files without the new section keep loading (the section gets it
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -54,6 +56,7 @@ __all__ = [
     "from_dict",
     "to_dict",
     "load_config",
+    "validate_paths",
     "dump_config",
     "CONFIG_DIR",
 ]
@@ -376,6 +379,7 @@ class PreferenceConfig:
 
 #: BFCL's non-live AST categories + API-Bank: the subset the base model's row in docs/notebook/RESULTS.md was measured
 #: on.  Live categories cost 4x more per item on CPU (prompts up to 2.4k tokens); the paper profile adds them.
+APIBANK_EVAL_CATEGORIES = ("apibank_level1", "apibank_level2")
 DEFAULT_EVAL_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance",
                            "apibank_level1", "apibank_level2")
 
@@ -397,6 +401,16 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not self.categories:
             raise ConfigError("evaluation.categories: give at least one category")
+        from .data.bfcl import V3_CATEGORIES  # light (no model code); here so a typo fails before any stage
+
+        known = tuple(V3_CATEGORIES) + APIBANK_EVAL_CATEGORIES
+        for i, c in enumerate(self.categories):
+            if c not in known:
+                near = difflib.get_close_matches(str(c), known, n=1)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                raise ConfigError(
+                    f"evaluation.categories[{i}]: unknown category {c!r} ({hint}known: {', '.join(known)})"
+                )
         if self.limit is not None:
             _check_range("evaluation.limit", self.limit, 1)
         _check_range("evaluation.max_new_tokens", self.max_new_tokens, 1)
@@ -542,6 +556,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against annotation ``tp``; convert YAML shapes (list → tuple, int → float)."""
     origin = typing.get_origin(tp)
@@ -582,6 +599,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 (PyYAML) reads `1e-4` (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -665,8 +684,19 @@ def load_config(path: str | os.PathLike, cls: type = RunConfig) -> Any:
     """
     import yaml
 
-    text = Path(path).read_text(encoding="utf-8")
-    data = yaml.safe_load(text) or {}
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, expected a YAML file") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     if cls is RunConfig:
@@ -674,8 +704,50 @@ def load_config(path: str | os.PathLike, cls: type = RunConfig) -> Any:
         if not isinstance(name, str):
             raise ConfigError(f"{path}: profile must be a string, got {name!r}")
         base = profile(name)
-        return from_dict(RunConfig, data, base)
+        return validate_paths(from_dict(RunConfig, data, base))
     return from_dict(cls, data)
+
+
+# A path-looking value: absolute, relative (./ ../), home (~), or a data/model file name.
+_FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".arrow", ".yaml", ".yml", ".txt",
+                  ".gguf", ".safetensors", ".bin", ".pt")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _check_source(key: str, value: str, *, want_dir: bool, also: Any = tuple) -> None:
+    path = Path(os.path.expanduser(value))
+    if path.exists():
+        if want_dir and not path.is_dir():
+            raise ConfigError(f"{key}: {value!r} is a file; a local model is a folder")
+        if not want_dir and path.is_dir():
+            raise ConfigError(f"{key}: {value!r} is a folder; expected a Parquet, JSON or JSON Lines file")
+        return
+    looks_like_path = value.startswith(("/", ".", "~")) or value.lower().endswith(_FILE_SUFFIXES)
+    if not looks_like_path and (_HUB_ID.fullmatch(value) or value in also()):
+        return  # a hub id is only asked for when the stage runs (offline machines fail there, by name)
+    what = "no such file or folder" if looks_like_path else "neither an existing path nor a hub id (org/name)"
+    known = f"; embedded models: {', '.join(also())}" if also() else ""
+    raise ConfigError(f"{key}: {value!r}: {what}{known}")
+
+
+def validate_paths(cfg: RunConfig) -> RunConfig:
+    """Check ``model`` and ``data`` before any stage runs (a typo fails here, not minutes into a run).
+
+    Rule: a value that exists must be a folder (``model``) or a file (``data``); otherwise ``data: default``
+    (the embedded set), an embedded model name, or a hub id shaped ``org/name`` is accepted as is; anything
+    else that does not exist is an error naming the key — in particular every path-looking value (starting
+    with ``/``, ``.`` or ``~``, or ending in a data/model file suffix).  Relative paths are relative to the
+    working directory, as the stages read them.
+    """
+    def embedded() -> tuple[str, ...]:
+        from .models import _EMBEDDED  # the names live with the loader (imports torch: only when needed)
+
+        return tuple(sorted(_EMBEDDED))
+
+    _check_source("model", cfg.model, want_dir=True, also=embedded)
+    if cfg.data != "default":
+        _check_source("data", cfg.data, want_dir=False)
+    return cfg
 
 
 #: The shipped experiment files (every field of every stage), one per profile: ``itool run --config`` them or

@@ -202,9 +202,15 @@ def test_decoder_never_evaluates_model_text(single_turn_examples, tmp_path):
         f"[{simple.target[0].name}(x=__import__('os').system('touch {marker}'))]",
         f"[{simple.target[0].name}(x=(lambda: open('{marker}', 'w'))())]",
         f"__import__('os').system('touch {marker}')",
+        f"[{simple.target[0].name}(x=__import__('os').system('touch {marker}') + 1)]",  # bfcl-eval evals BinOps
+        f"[{simple.target[0].name}(x=[1, {{'k': -(__import__('os').system('touch {marker}') * 2)}}])]",
     ):
         s = bf.score_single_turn(simple, text)
-        assert not s.valid and s.error_type == "ast_decoder:decoder_failed"
+        # bfcl-eval keeps a nested call as its text (wrong answer); a binary operation never reaches it
+        assert not s.valid and s.calls is None
+        if "+ 1" in text or "* 2" in text:
+            assert s.error_type == "ast_decoder:decoder_failed" and "binary operation" in s.error
+        assert bf.answer_kind(text) in ("call", "broken_call")
     assert not marker.exists()
 
 

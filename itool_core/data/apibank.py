@@ -40,7 +40,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..calls import ParseError, ToolCall, literal_value, parse_calls, serialise_calls
+from ..calls import ParseError, ToolCall, lists_for_tuples, literal_value, parse_calls, serialise_calls, tuples_to_lists
 from .records import BadRow, Example, FieldError, LoadReport, convert_rows
 
 __all__ = [
@@ -246,7 +246,7 @@ def _repair_request(text: str) -> list[ToolCall]:
         if re.fullmatch(r"<[^<>]*>", raw):
             raise ParseError(f"argument {key!r} is a placeholder {raw!r}, not a value")
         try:
-            value = literal_value(ast.parse(raw, mode="eval").body, key)
+            value = tuples_to_lists(literal_value(ast.parse(raw, mode="eval").body, key))
         except (SyntaxError, ParseError, ValueError, RecursionError):
             value = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"" else raw
         args[key] = value
@@ -259,7 +259,7 @@ def parse_api_request(text: str) -> tuple[list[ToolCall], list[str]]:
     if s.startswith("API-Request:"):
         s = s[len("API-Request:") :].strip()
     try:
-        return parse_calls(s), []
+        return lists_for_tuples(parse_calls(s))[0], []  # a target's JSON form: tuples are lists
     except ParseError as strict_error:
         try:
             return _repair_request(s), ["read leniently: unquoted (or badly quoted) argument values taken as text"]
@@ -346,7 +346,7 @@ def _typed_values(target: list[ToolCall], tools: list[dict]) -> list[str]:
             if not isinstance(v, str) or want not in ("array", "dict"):
                 continue
             try:
-                parsed = literal_value(ast.parse(v.strip(), mode="eval").body, k)
+                parsed = tuples_to_lists(literal_value(ast.parse(v.strip(), mode="eval").body, k))
             except (SyntaxError, ParseError, ValueError, RecursionError):
                 continue
             if isinstance(parsed, list if want == "array" else dict):

@@ -23,11 +23,11 @@ from typing import Any, Iterable
 
 from .apibank import default_apibank_dir, load_apibank
 from .bfcl import load_bfcl, load_bfcl_unused
-from .records import Example, LoadReport
+from .records import BadRow, Example, LoadReport
 from .toolace import load_toolace
 from .xlam import load_xlam
 
-__all__ = ["FORMATS", "load", "load_default_training_set", "default_apibank_dir"]
+__all__ = ["FORMATS", "load", "load_default_training_set", "default_apibank_dir", "write_examples"]
 
 FORMATS = ("toolace", "xlam", "bfcl", "apibank")
 
@@ -82,3 +82,17 @@ def load_default_training_set(
     out = load_bfcl_unused(strict=strict, report_list=reports)
     out += load_apibank("train", apibank_dir, strict=strict, report_list=reports)
     return out, reports
+
+
+def write_examples(examples: list[Example], out: str | Path, reports: list[LoadReport]):
+    """Write loaded examples as the one example table (atomically); an input with no good row is an error
+    (:class:`BadRow` naming the source and the count skipped), never an empty table."""
+    from ..artifacts import write_table
+    from ..schemas import EXAMPLES
+
+    if not examples:
+        files = ", ".join(r.file for r in reports) or "the source"
+        skipped = [b for r in reports for b in r.skipped]
+        first = f"; first: {skipped[0]}" if skipped else ""
+        raise BadRow(files, "-", "<file>", f"no good rows ({len(skipped)} skipped{first})")
+    return write_table([e.to_row() for e in examples], out, EXAMPLES)

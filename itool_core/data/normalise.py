@@ -32,7 +32,8 @@ import os
 import re
 from typing import Any, Iterable, Sequence
 
-from ..calls import ParseError, ToolCall, dotted_name, literal_value, normalise_answer_text, parse_calls
+from ..calls import (MAX_TEXT_CHARS, ParseError, ToolCall, dotted_name, lists_for_tuples, literal_value,
+                     normalise_answer_text, parse_calls)
 from .records import BadRow, FieldError
 
 __all__ = [
@@ -396,13 +397,23 @@ def parse_calls_lenient(text: str, tools: Sequence[dict] | None = None) -> tuple
     """Parse ground-truth call text that :func:`parse_calls` refuses only for fixable reasons.
 
     Returns ``(calls, notes)``; ``notes`` lists what was repaired (empty when the strict parser accepted the
-    text).  Repairs: positional arguments → keywords (needs ``tools``), arithmetic on number literals folded.
-    Anything else (names, attribute access, comprehensions, ...) is still a :class:`ParseError`.
+    text).  Repairs: positional arguments → keywords (needs ``tools``), arithmetic on number literals folded;
+    tuples become lists (a target's JSON form).  Anything else (names, attribute access, comprehensions, ...)
+    is still a :class:`ParseError`, and so is text over the strict parser's length limit.
     """
+    calls, notes = _parse_lenient(text, tools)
+    # a target's stored form: JSON has no tuple, so it would come back a list (and compare differently)
+    calls, had_tuple = lists_for_tuples(calls)
+    return calls, notes + (["tuple values stored as lists"] if had_tuple else [])
+
+
+def _parse_lenient(text: str, tools: Sequence[dict] | None) -> tuple[list[ToolCall], list[str]]:
     try:
         return parse_calls(text), []
     except ParseError as strict_error:
         first_error = strict_error
+    if not isinstance(text, str) or len(text) > MAX_TEXT_CHARS:
+        raise first_error  # the strict parser's own limits hold here too
     src = normalise_answer_text(text)
     try:
         tree = ast.parse(src, mode="eval")
@@ -411,7 +422,10 @@ def parse_calls_lenient(text: str, tools: Sequence[dict] | None = None) -> tuple
     if not isinstance(tree.body, ast.List):
         raise first_error
     folder = _FoldNumbers()
-    tree = folder.visit(tree)
+    try:
+        tree = folder.visit(tree)
+    except RecursionError:
+        raise ParseError("call list nested too deeply") from None
     notes: list[str] = [f"folded {f}" for f in folder.folded]
     calls: list[ToolCall] = []
     for i, node in enumerate(tree.body.elts):  # type: ignore[attr-defined]
@@ -454,41 +468,94 @@ def check_calls(calls: Sequence[ToolCall], tools: Sequence[dict]) -> str | None:
 
 
 class JsonLine(str):
-    """One undecoded line of a JSON Lines file (decoded by the row converter, so a bad line is a bad row)."""
+    """One undecoded line of a JSON Lines file (decoded by the row converter, so a bad line is a bad row).
+
+    ``error`` is set for a line that is not UTF-8 text: that row is reported, the others still load."""
+
+    error: str = ""
 
 
 def decode_row(raw: Any) -> dict:
     """A row object from :func:`read_records`; a malformed JSON line raises ``FieldError('<line>', ...)``."""
     if isinstance(raw, JsonLine):
+        if raw.error:
+            raise FieldError("<line>", raw.error)
         try:
             raw = json.loads(raw)
         except json.JSONDecodeError as e:
             raise FieldError("<line>", f"malformed JSON: {e}") from None
+        except RecursionError:
+            raise FieldError("<line>", "JSON nested too deeply") from None
     if not isinstance(raw, dict):
         raise FieldError("<row>", f"expected an object, got {type(raw).__name__}")
     return raw
 
 
+def _not_utf8(data: bytes, e: UnicodeDecodeError) -> str:
+    return f"not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); re-encode the file as UTF-8"
+
+
+def _jsonl_rows(data: bytes) -> list[tuple[int, Any]]:
+    # Decoded line by line, so one line with bad bytes is one bad row, not a lost file.
+    rows: list[tuple[int, Any]] = []
+    for i, raw in enumerate(data.split(b"\n")):
+        if i == 0 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte-order mark is not part of the first row
+        try:
+            line = JsonLine(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            line = JsonLine("")
+            line.error = _not_utf8(raw, e)
+            rows.append((i, line))
+            continue
+        if line.strip():
+            rows.append((i, line))
+    return rows
+
+
 def read_records(src: str, split: str = "train") -> tuple[str, list[tuple[int, Any]]]:
     """``(label, [(row index, raw row)])`` from a JSON list file, a JSON Lines file, or a Hugging Face hub id.
 
-    Row indices are 0-based positions (for JSON Lines: the 0-based line number).  A hub id (``owner/name``
-    that is not a local path) is read lazily with ``datasets.load_dataset(src, split=split)``.
+    Row indices are 0-based positions (for JSON Lines: the 0-based line number).  A UTF-8 byte-order mark is
+    skipped.  A hub id (``owner/name`` that is not a local path) is read lazily with
+    ``datasets.load_dataset(src, split=split)``.  A file that cannot be read at all (a folder, not UTF-8 JSON,
+    an unreachable hub id) is a :class:`BadRow` naming it, with row ``-`` and field ``<file>``/``<source>``.
     """
     if os.path.exists(src):
-        with open(src, encoding="utf-8") as f:
-            text = f.read()
-        if text.lstrip().startswith("["):
+        if os.path.isdir(src):
+            raise BadRow(src, "-", "<file>", "is a folder; expected a JSON list or JSON Lines file")
+        try:
+            with open(src, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise BadRow(src, "-", "<file>", f"cannot be read: {e.strerror or e}") from None
+        if data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
             try:
-                data = json.loads(text)
+                text = data.decode("utf-8-sig")
+            except UnicodeDecodeError as e:
+                raise BadRow(src, "-", "<file>", _not_utf8(data, e)) from None
+            try:
+                rows = json.loads(text)
             except json.JSONDecodeError as e:
                 raise BadRow(src, "-", "<file>", f"not valid JSON: {e}") from None
-            return src, list(enumerate(data))
-        return src, [(i, JsonLine(line)) for i, line in enumerate(text.splitlines()) if line.strip()]
+            except RecursionError:
+                raise BadRow(src, "-", "<file>", "not valid JSON: nested too deeply") from None
+            if not isinstance(rows, list):  # "[1] x" cannot get here; a top-level list is what "[" opened
+                raise BadRow(src, "-", "<file>", f"expected a JSON list, got {type(rows).__name__}")
+            return src, list(enumerate(rows))
+        return src, _jsonl_rows(data)
     if re.fullmatch(r"[\w.-]+/[\w.-]+", src) and not src.endswith((".json", ".jsonl")):
-        import datasets  # heavy: only when a hub dataset is actually requested
-
-        ds = datasets.load_dataset(src, split=split)
+        try:
+            import datasets  # heavy: only when a hub dataset is actually requested
+        except ImportError:
+            raise BadRow(src, "-", "<source>", "a hub dataset id, but the `datasets` package is not installed; "
+                                               "pass a local JSON / JSON Lines file") from None
+        try:
+            ds = datasets.load_dataset(src, split=split)
+        except Exception as e:  # network, offline mode, unknown id, missing split: all "cannot load this source"
+            first = (str(e).splitlines() or [""])[0][:300]
+            why = f"hub dataset cannot be loaded ({type(e).__name__}: {first}); offline, pass a local JSON file"
+            raise BadRow(f"hf://{src}", "-", "<source>", why) from None
         return f"hf://{src}", [(i, dict(row)) for i, row in enumerate(ds)]
     raise FileNotFoundError(f"{src}: no such file, and not a hub dataset id (owner/name)")
 

@@ -74,14 +74,20 @@ class LoadReport:
     file: str
     loaded: int = 0
     skipped: list[BadRow] = field(default_factory=list)
+    #: Rows that are well formed but give no example (a ToolACE dialogue whose assistant turns are all text).
+    no_example: list[int | str] = field(default_factory=list)
 
     def summary(self) -> str:
+        empty = ""
+        if self.no_example:
+            shown = ", ".join(map(str, self.no_example[:10])) + (", ..." if len(self.no_example) > 10 else "")
+            empty = f"\n  {len(self.no_example)} row(s) gave no example (nothing to learn from): rows {shown}"
         if not self.skipped:
-            return f"{self.file}: {self.loaded} rows loaded, none skipped"
+            return f"{self.file}: {self.loaded} rows loaded, none skipped{empty}"
         reasons = Counter(f"{b.field}: {b.reason.split(':')[0]}" for b in self.skipped)
         lines = [f"{self.file}: {self.loaded} rows loaded, {len(self.skipped)} skipped"]
         lines += [f"  {n} × {r}" for r, n in reasons.most_common()]
-        return "\n".join(lines)
+        return "\n".join(lines) + empty
 
 
 def convert_rows(
@@ -106,7 +112,18 @@ def convert_rows(
                 raise
             report.skipped.append(bad)
             continue
+        except (ValueError, TypeError, OverflowError, RecursionError) as e:
+            # A row the converter did not anticipate (a value no check foresaw) is that row's failure: name it
+            # and go on, rather than abort the whole file with a traceback and no row.
+            bad = BadRow(file, rowno, "<row>", f"{type(e).__name__}: {str(e)[:300]}")
+            if strict:
+                raise bad from e
+            report.skipped.append(bad)
+            continue
         if out is None:
+            continue
+        if isinstance(out, list) and not out:
+            report.no_example.append(rowno)
             continue
         for ex in out if isinstance(out, list) else [out]:
             report.loaded += 1

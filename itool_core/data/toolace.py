@@ -44,7 +44,9 @@ _ROLES = {
     "system": "system",
 }  # fmt: skip
 _MARKER = re.compile(r"list of functions in JSON format that you can invoke[.:]?", flags=re.IGNORECASE)
-_CALL_START = re.compile(r"^\s*\[\s*[^\[\]()\"'=,]+\(")
+# "[" then a name then "(": the name starts with a non-space character so that a long whitespace run is scanned
+# once (the former "\s*" followed by a class that also matched spaces backtracked quadratically).
+_CALL_START = re.compile(r"^\s*\[\s*[^\[\]()\"'=,\s][^\[\]()\"'=,]*\(")
 
 
 def _first_tool_array(text: str, start: int = 0) -> list | None:
@@ -100,6 +102,7 @@ def toolace_examples(row: dict, rowno: int | str, id_prefix: str = "toolace") ->
 
     messages: list[dict] = []
     out: list[Example] = []
+    assistant_turns = 0
     for i, turn in enumerate(conv):
         where = f"conversations[{i}]"
         if not isinstance(turn, dict):
@@ -112,6 +115,7 @@ def toolace_examples(row: dict, rowno: int | str, id_prefix: str = "toolace") ->
             raise FieldError(f"{where}.value", "missing")
         if not isinstance(value, str):
             value = json.dumps(value, ensure_ascii=False)
+        assistant_turns += role == "assistant"
         if role == "assistant" and _CALL_START.match(value):
             try:
                 calls, notes = parse_calls_lenient(rename_in_call_text(value, renames), tools)
@@ -132,6 +136,8 @@ def toolace_examples(row: dict, rowno: int | str, id_prefix: str = "toolace") ->
             messages.append({"role": "assistant", "content": serialise_calls(calls)})
         else:
             messages.append({"role": role, "content": value})
+    if not assistant_turns:  # nothing the policy says: a broken row, reported (text-only dialogues are counted)
+        raise FieldError("conversations", "no assistant turn")
     return out
 
 

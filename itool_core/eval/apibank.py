@@ -14,7 +14,8 @@ repairs noted in ``meta["target_notes"]``).
   against its API simulators and compares results; we compare the call itself.
 * **Correct** when the output holds exactly one call, its API name equals the reference's, and the argument
   dicts are equal after normalising values: strings are stripped, lower-cased and their whitespace collapsed;
-  numbers and numeric strings compare as numbers (``5`` = ``'5'`` = ``5.0``); booleans compare with their
+  numbers and numeric strings compare as numbers (``5`` = ``'5'`` = ``5.0``; an integer past the float
+  range compares exactly instead of raising); booleans compare with their
   text (``True`` = ``'true'``); a string holding a list/dict literal compares as that list/dict (the data
   write some lists as quoted text); lists and dicts compare element-wise.
 """
@@ -26,7 +27,7 @@ import math
 import re
 from typing import Any, Sequence
 
-from ..calls import PromptStyle, ToolCall, render_prompt, try_parse_calls
+from ..calls import PromptStyle, ToolCall, number_key, render_prompt, try_parse_calls
 from ..data.records import Example
 from .bfcl import SampleScore
 
@@ -64,7 +65,7 @@ def normalise_value(v: Any, _depth: int = 0) -> Any:
     if isinstance(v, bool):
         return ("str", "true" if v else "false")
     if isinstance(v, (int, float)):
-        return ("num", float(v))
+        return number_key(v)  # an int beyond every float must not abort the whole evaluation
     if v is None:
         return ("str", "none")
     if isinstance(v, str):

@@ -8,12 +8,31 @@ What is BFCL's and what is ours:
   (which picks its simple / multiple / parallel-no-order checker), as ``eval_runner._evaluate_single_ast_entry``
   does, including its two decoder error types (``ast_decoder:decoder_failed`` and
   ``ast_decoder:decoder_wrong_output_format``).
-* **Decoder: ours.**  Model text is parsed by :func:`itool_core.calls.parse_calls` (``ast`` only, literal
-  arguments only) and handed to the checker as ``[{name: {arg: value}}]`` (:meth:`ToolCall.to_bfcl`).
-  bfcl's own decoder ``eval``s binary operations and lambdas found in model text; ours never executes
-  anything.  Consequences (the only ways our numbers can differ from the leaderboard's for the same text):
-  arithmetic (``x=1+2``), lambdas, bare identifiers (``unit=celsius``, bfcl reads the string "celsius")
-  and positional arguments (bfcl silently drops them) are decode errors here; tuples are read as lists.
+* **Decoder: BFCL's, behind a guard.**  For scoring, model text is decoded by bfcl-eval's own
+  ``default_decode_ast_prompting`` (:func:`bfcl_decode`), so values are exactly what the leaderboard sees: a
+  tuple stays a tuple (the checker rejects it for an ``array`` parameter), a bare name is its string, ``+5``
+  reads as ``-5``, positional arguments are dropped.  bfcl's decoder ``eval``s the source text of every
+  binary operation it meets, so the text is first parsed with :mod:`ast` here, and an output holding a
+  binary operation (or a lambda) never reaches it.  The project's strict parser
+  (:func:`itool_core.calls.parse_calls`) still decodes ``SampleScore.calls`` — what the samples table records
+  and the tree search / training use.
+
+**Every intentional difference from bfcl-eval's pipeline** — the one list (``tests/test_bfcl_parity.py``
+checks on a few hundred generated outputs over simple / multiple / parallel / parallel_multiple /
+irrelevance that there are no others):
+
+1. *A binary operation in a value* (``x=1+2``, ``x=2**10**9``): bfcl-eval ``eval``s its text (arbitrary
+   code); here the output does not decode (AST: ``ast_decoder:decoder_failed``; relevance: no call), because
+   model text is never executed.  (A lambda fails bfcl's decoder too, before its ``eval``: same verdict.)
+2. *Text over 200 000 characters*: bfcl-eval decodes it; here it does not decode (bounded cost per output).
+3. *The checker raises* (``repr`` of an int past Python's int-to-str digit limit in its error message,
+   ``float()`` of an int past the float range): bfcl-eval's runner aborts the whole evaluation; here that
+   output is wrong (``checker:exception``) and the run goes on.
+4. *Multi-turn* (:mod:`.bfcl_multi_turn`): outputs are decoded by the project's strict parser and only
+   canonical literal call text reaches the executor's ``eval``, so an output bfcl-eval decodes leniently
+   (positional arguments dropped, a bare name read as its string, a nested call kept as its text) ends the
+   turn as "no call" here instead of being executed.
+
 * **Relevance: BFCL's rule** (``_evaluate_single_relevance_entry``): text that does not decode, or decodes to
   no call, is "no call".  irrelevance / live_irrelevance are correct iff there is no call; live_relevance iff
   there is at least one.  That rule also counts a malformed call list, or one cut off by ``max_new_tokens``,
@@ -34,15 +53,17 @@ stand-in answers ``False`` for every name, which is right for prompt-mode models
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import re
 import sys
 import types
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from ..calls import PromptStyle, ToolCall, render_prompt, try_parse_calls
+from ..calls import MAX_TEXT_CHARS, PromptStyle, ToolCall, normalise_answer_text, render_prompt, try_parse_calls
 from ..data.bfcl import AST_CATEGORIES, MULTI_TURN_CATEGORIES, RELEVANCE_CATEGORIES, V3_CATEGORIES
 from ..data.records import Example
 
@@ -57,6 +78,7 @@ __all__ = [
     "install_model_config_stub",
     "ast_checker",
     "decode",
+    "bfcl_decode",
     "ANSWER_KINDS",
     "answer_kind",
     "score_ast",
@@ -136,6 +158,52 @@ def decode(text: str) -> tuple[list[ToolCall] | None, str | None]:
     return try_parse_calls(text if isinstance(text, str) else "")
 
 
+def _bfcl_source(text: str) -> str:
+    # Exactly the string bfcl-eval's ast_parse hands to ast.parse (default_decode_ast_prompting's bracketing,
+    # then ast_parse's quote strip), so the guard below inspects the very tree bfcl's decoder walks.
+    return normalise_answer_text(text).strip().strip("'")
+
+
+def _bfcl_decoder():
+    install_model_config_stub()
+    from bfcl_eval.model_handler.utils import default_decode_ast_prompting
+    from bfcl_eval.utils import is_empty_output, is_function_calling_format_output
+
+    return default_decode_ast_prompting, is_function_calling_format_output, is_empty_output
+
+
+def bfcl_decode(text: str) -> tuple[list | None, str | None]:
+    """``(decoded, None)`` from bfcl-eval's ``default_decode_ast_prompting`` (``[{name: {arg: value}}]``), or
+    ``(None, why)`` where it fails or where it would ``eval`` model text (see the differences table)."""
+    text = text if isinstance(text, str) else ""
+    if len(text) > MAX_TEXT_CHARS:
+        return None, f"text longer than {MAX_TEXT_CHARS} characters"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(_bfcl_source(text), mode="eval")
+        unsafe = next((n for n in ast.walk(tree) if isinstance(n, (ast.BinOp, ast.Lambda))), None)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+        return None, f"{type(e).__name__}: {getattr(e, 'msg', None) or e}"
+    if unsafe is not None:
+        kind = "binary operation" if isinstance(unsafe, ast.BinOp) else "lambda"
+        return None, f"a {kind} in the output is not evaluated (bfcl-eval would eval it)"
+    decoder, _, _ = _bfcl_decoder()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            return decoder(text), None
+    except Exception as e:  # bfcl's decoder failing on odd text is a decode failure, as in its runner
+        return None, f"{type(e).__name__}: {e}"
+
+
+def _decode_for_relevance(text: str) -> tuple[bool, list | None, str | None]:
+    """``(has a call, decoded, why not decoded)``: bfcl-eval's relevance test is "decodes, and not to an empty
+    output" (``is_empty_output``)."""
+    decoded, err = bfcl_decode(text)
+    return decoded is not None and not _bfcl_decoder()[2](decoded), decoded, err
+
+
 ANSWER_KINDS = ("call", "no_call", "broken_call")
 # A call list's opening: "[" or a (dotted) name followed by "(", after an optional opening code fence.
 _CALL_START = re.compile(r"^(?:```(?:python|tool_code)?\s*)?(?:\[|[A-Za-z_][\w.]*\s*\()")
@@ -146,10 +214,10 @@ def answer_kind(text: str) -> str:
     or is prose, e.g. :data:`~itool_core.calls.NO_CALL_TEXT`) or ``broken_call`` (opens like a call list but
     does not decode: positional arguments, stray elements, cut by ``max_new_tokens``).  BFCL scores a broken
     call as no call."""
-    calls, _ = decode(text)
-    if calls:
+    called, decoded, _ = _decode_for_relevance(text)
+    if called:
         return "call"
-    if calls is None and _CALL_START.match((text or "").strip()):
+    if decoded is None and _CALL_START.match((text or "").strip() if isinstance(text, str) else ""):
         return "broken_call"
     return "no_call"
 
@@ -159,12 +227,14 @@ def _category(ex: Example) -> str:
 
 
 def score_ast(ex: Example, text: str) -> SampleScore:
-    """One AST-category output, scored by bfcl's checker as ``eval_runner._evaluate_single_ast_entry`` does."""
-    calls, err = decode(text)
-    if calls is None:
-        return SampleScore(False, None, f"Invalid syntax. Failed to decode AST. {err}", "ast_decoder:decoder_failed")
-    model_output = [c.to_bfcl() for c in calls]
-    # Our decoder only produces [{name: {args}}], so bfcl's is_function_calling_format_output always holds.
+    """One AST-category output, scored as ``eval_runner._evaluate_single_ast_entry`` does (bfcl's decoder,
+    format check and checker), with the guard of :func:`bfcl_decode`."""
+    calls, _ = decode(text)
+    model_output, err = bfcl_decode(text)
+    if model_output is None:
+        return SampleScore(False, calls, f"Invalid syntax. Failed to decode AST. {err}", "ast_decoder:decoder_failed")
+    if not _bfcl_decoder()[1](model_output):
+        return SampleScore(False, calls, "Did not output in the specified format.", "ast_decoder:decoder_wrong_output_format")
     checker, Language = ast_checker()
     try:
         res = checker(ex.tools, model_output, ex.meta["ground_truth"], Language.PYTHON, _category(ex), CHECKER_MODEL_NAME)
@@ -177,17 +247,18 @@ def score_ast(ex: Example, text: str) -> SampleScore:
 
 
 def score_relevance(ex: Example, text: str) -> SampleScore:
-    """irrelevance / live_irrelevance: correct iff no call; live_relevance: correct iff at least one call."""
-    calls, err = decode(text)
-    has_call = bool(calls)
+    """irrelevance / live_irrelevance: correct iff no call; live_relevance: correct iff at least one call
+    (bfcl's decoder and ``is_empty_output``, as ``eval_runner._evaluate_single_relevance_entry``)."""
+    calls, _ = decode(text)
+    called, decoded, err = _decode_for_relevance(text)
     if "irrelevance" in _category(ex):
-        if not has_call:
+        if not called:
             return SampleScore(True, calls)
         return SampleScore(False, calls, "Valid syntax. Successfully decode AST when it should not.",
                            "irrelevance_error:decoder_success")
-    if has_call:
+    if called:
         return SampleScore(True, calls)
-    why = err if calls is None else "decoded to an empty call list"
+    why = err if decoded is None else "decoded to an empty call list"
     return SampleScore(False, calls, f"Invalid syntax. Failed to decode AST when it should have. {why}",
                        "relevance_error:decoder_failed")
 

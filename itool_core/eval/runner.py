@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from ..artifacts import atomic_write_json, write_table
 from ..calls import PromptStyle, calls_to_json
+from ..config import APIBANK_EVAL_CATEGORIES
 from ..data.records import Example
 from ..engines.base import GenerationParams
 from ..schemas import TableSchema, register
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 __all__ = ["EVAL_SAMPLES", "BENCHMARKS", "evaluate", "format_tables", "register_cli", "as_engine"]
 
 BENCHMARKS = ("bfcl", "apibank")
-APIBANK_CATEGORIES = ("apibank_level1", "apibank_level2")
+APIBANK_CATEGORIES = APIBANK_EVAL_CATEGORIES
 
 EVAL_SAMPLES = register(
     TableSchema(

@@ -53,7 +53,10 @@ class Outcome:
         if calls is None:
             return -1.0
         if terminal:
-            ok = self.final_check(calls) if self.final_check else calls_match(calls, list(self.gold))
+            try:
+                ok = self.final_check(calls) if self.final_check else calls_match(calls, list(self.gold))
+            except (ValueError, TypeError, OverflowError, RecursionError):
+                ok = False  # a checker crashing on an odd answer (bfcl's does on huge ints) is a wrong answer
             return 1.0 if ok else -1.0
         if not self.gold:
             return -1.0 if calls else 0.0
