@@ -83,11 +83,12 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
-    from itool_core.config import RunConfig, from_dict, profile
+    from itool_core.config import RunConfig, from_dict, profile, validate_paths
 
     over = run_overrides(a)
     name = over.get("profile", a.profile)
-    from_dict(RunConfig, over, profile(name))  # a bad key fails here, before Prefect starts (ConfigError)
+    # a bad key or a missing model / data path fails here, before Prefect starts (ConfigError, exit 2)
+    validate_paths(from_dict(RunConfig, over, profile(name)))
     _setdefault_env()
     from flows.iterate import iterate
 

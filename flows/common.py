@@ -33,7 +33,7 @@ class Plan:
               no_warmup: bool = False) -> "Plan":
         """``config`` (the YAML shape of itool_core.config) overrides the ``profile`` preset; the section
         arguments and ``iterations`` / ``eval_limit`` override single keys on top (the UI's knobs)."""
-        from itool_core.config import from_dict
+        from itool_core.config import from_dict, validate_paths
         from itool_core.config import profile as preset
         from itool_core.models import itool_home, with_concrete_precision
 
@@ -46,7 +46,8 @@ class Plan:
             data["iterations"] = iterations
         if eval_limit is not None:
             data["evaluation"] = {**data.get("evaluation", {}), "limit": eval_limit}
-        cfg = with_concrete_precision(from_dict(RunConfig, data, preset(data.get("profile", profile))))
+        # a model or data path that does not exist fails here, naming the key, not minutes into the run
+        cfg = with_concrete_precision(validate_paths(from_dict(RunConfig, data, preset(data.get("profile", profile)))))
         # absolute by default: a deployment's worker runs flows in a scratch directory
         return cls(cfg=cfg, run_dir=Path(run_dir or itool_home() / "runs" / cfg.profile).resolve(),
                    no_warmup=no_warmup)
