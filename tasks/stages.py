@@ -206,9 +206,15 @@ def load_data(data: str, build_profile: str, seed: int, source: ContentRef | Non
     elif data.endswith(".parquet"):
         exs = [Example.from_row(r) for r in read_table(data, EXAMPLES).to_pylist()]
     else:
-        from itool_core.data.loaders import load
+        import logging
 
-        exs, _ = load("toolace", data)
+        from itool_core.data.loaders import load, write_examples
+
+        exs, reports = load("toolace", data)
+        for r in reports:  # skipped rows are reported (file, row, field), never dropped silently
+            if r.skipped:
+                logging.getLogger(__name__).warning("%s", r.summary())
+        return write_examples(exs, Path(out_dir) / "train.parquet", reports)  # zero good rows: an error
     return write_table([e.to_row() for e in exs], Path(out_dir) / "train.parquet", EXAMPLES)
 
 
