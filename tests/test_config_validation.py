@@ -115,7 +115,7 @@ def test_non_numbers_are_still_refused(tmp_path, text):
 
 
 def test_itool_run_fails_on_a_bad_config_before_any_stage(tmp_path, capsys):
-    from itool_core.cli import main
+    from flows.cli import main  # the installed `itool` command
 
     p = _write(tmp_path, "evaluation:\n  categories: [simple_pyton]\n")
     assert main(["run", "--config", str(p), "--run-dir", str(tmp_path / "run")]) == 2
