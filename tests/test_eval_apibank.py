@@ -47,8 +47,10 @@ def test_ground_truth_scores_100_percent_on_both_levels(items, tmp_path):
     summary = evaluate(ScriptedEngine(by_prompt.__getitem__), benchmarks=["apibank"], examples=items,
                        out_dir=tmp_path, print_tables=False)
     a = summary["apibank"]
-    assert a["level1"] == {"accuracy": 1.0, "correct": 399, "total": 399}
-    assert a["level2"] == {"accuracy": 1.0, "correct": 135, "total": 135}
+    from itool_core.eval.stats import wilson
+
+    assert a["level1"] == {"accuracy": 1.0, "correct": 399, "total": 399, "ci95": list(wilson(399, 399))}
+    assert a["level2"] == {"accuracy": 1.0, "correct": 135, "total": 135, "ci95": list(wilson(135, 135))}
     rows = read_table(tmp_path / "samples.parquet", EVAL_SAMPLES).to_pylist()
     assert len(rows) == 534 and all(r["valid"] and r["benchmark"] == "apibank" for r in rows)
 
