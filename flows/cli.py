@@ -41,11 +41,12 @@ def set_key(out: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     return out
 
 
-def overrides(pairs: list[str]) -> dict[str, Any]:
-    """``--set key=value`` items as a nested dict; values are YAML (``2``, ``true``, ``[a, b]``, ``null``)."""
+def overrides(pairs: list[str], into: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``--set key=value`` items set into ``into`` (a nested dict in the YAML shape; a new one by default);
+    values are YAML (``2``, ``true``, ``[a, b]``, ``null``)."""
     import yaml
 
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {} if into is None else into
     for item in pairs:
         if "=" not in item:
             raise SystemExit(f"--set expects key=value, got {item!r}")
@@ -67,19 +68,7 @@ def run_overrides(a: argparse.Namespace) -> dict[str, Any]:
             set_key(out, key, value)
     if a.full_eval:
         set_key(out, "evaluation.limit", None)
-    for key, value in _flatten(overrides(a.set)).items():
-        set_key(out, key, value)
-    return out
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
+    return overrides(a.set, into=out)
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
