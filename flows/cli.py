@@ -24,6 +24,9 @@ def _setdefault_env() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # the run's own "[itool] stage …" lines are the progress report; Prefect's per-task INFO lines would bury them
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # A fresh PREFECT_HOME makes the temporary server create and migrate its database first: 20-40 s on a
+    # 2-core machine, past Prefect's default 20 s wait, and the run then dies before its first stage.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     if "PREFECT_HOME" not in os.environ:
         from itool_core.models import itool_home
 
