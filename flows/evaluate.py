@@ -31,8 +31,7 @@ def evaluate(model: str = "smollm2-135m-instruct", label: str | None = None, pro
     with tracker.run(f"itool-evaluate {flow_run.name}", tags={"prefect.flow_run_id": str(flow_run.id)}) as run_id:
         tracker.log_params(run_id, {"model": model, "evaluation": plan.params()["evaluation"],
                                     "tools_style": plan.style, "engine": plan.cfg.engine})
-        ev = stage("evaluate", stages.evaluate_policy, evaluation=plan.cfg.evaluation, tools_style=plan.style,
-                   policy=policy, label=label or model, engine=plan.cfg.engine)
+        ev = stage("evaluate", stages.evaluate_policy, evaluation=plan.cfg.evaluation_config(), policy=policy, label=label or model, engine=plan.cfg.engine)
         log_evaluation(tracker, run_id, ev, step=0)
         md = publish_scores([scores_of(ev)], plan.subset(), label or model)
     get_run_logger().info(md)

@@ -56,6 +56,7 @@ def iterate(profile: str = "quick", config: dict[str, Any] | None = None, iterat
     plan = Plan.build(profile, config, iterations, run_dir, eval_limit, mcts, policy, preference, evaluation,
                       no_warmup)
     cfg, style = plan.cfg, plan.style
+    eval_cfg = cfg.evaluation_config()  # tools rendered as the policy was trained
     stage = StageRunner(plan.run_dir, refresh_cache)
     tracker = Tracker(tracking_uri, experiment)
     scores: list[StageScores] = []
@@ -65,13 +66,13 @@ def iterate(profile: str = "quick", config: dict[str, Any] | None = None, iterat
         tracker.log_artifact(parent, dump_config(cfg, plan.run_dir / "config.yaml"), "report")
 
         # ---- 1. warm-up
-        data = stage("data", stages.load_data, data=cfg.data, build_profile=cfg.profile, seed=cfg.seed,
-                     source=data_source_ref(cfg.data))
+        data = stage("data", stages.load_data, data=cfg.data, data_format=cfg.loader(), build=cfg.build,
+                     run_profile=cfg.profile, seed=cfg.seed, source=data_source_ref(cfg.data))
         split = stage("split", stages.split_data, split=cfg.split, train=data)
         pi = base_model_ref(cfg.model)
         ev = None
         if cfg.evaluation.base:
-            ev = stage("eval_base", stages.evaluate_policy, evaluation=cfg.evaluation, tools_style=style, policy=pi,
+            ev = stage("eval_base", stages.evaluate_policy, evaluation=eval_cfg, policy=pi,
                        label="base", engine=cfg.engine)
             scores.append(scores_of(ev))
             log_evaluation(tracker, parent, ev, step=0, prefix="base/")
@@ -79,7 +80,7 @@ def iterate(profile: str = "quick", config: dict[str, Any] | None = None, iterat
             with tracker.run("warm-up", parent_run_id=parent, tags={"iteration": "0"}) as child:
                 warm = stage("warmup", stages.warmup_sft, model=pi, sft=cfg.sft, split=split)
                 pi = warm.policy
-                ev = stage("eval_sft", stages.evaluate_policy, evaluation=cfg.evaluation, tools_style=style,
+                ev = stage("eval_sft", stages.evaluate_policy, evaluation=eval_cfg,
                            policy=pi, label=f"SFT ({cfg.sft.mode})", engine=cfg.engine)
                 scores.append(scores_of(ev))
                 for h in warm.history:
@@ -106,7 +107,7 @@ def iterate(profile: str = "quick", config: dict[str, Any] | None = None, iterat
                     stage.progress(f"[itool] {it}/eval: policy unchanged (no pairs), previous scores carried over")
                     ev = stages.Evaluation(label=f"iTool iteration {i}", summary=ev.summary, dir=ev.dir, seconds=0.0)
                 else:
-                    ev = stage(f"{it}/eval", stages.evaluate_policy, evaluation=cfg.evaluation, tools_style=style,
+                    ev = stage(f"{it}/eval", stages.evaluate_policy, evaluation=eval_cfg,
                                policy=upd.policy, label=f"iTool iteration {i}", engine=cfg.engine)
                 pi = upd.policy
                 scores.append(scores_of(ev, pairs=pairs.n_pairs))

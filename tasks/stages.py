@@ -44,8 +44,8 @@ from typing import Any, Callable, TypeVar
 from prefect import task
 
 from itool_core.artifacts import ArtifactRef, ContentRef, fingerprint
-from itool_core.config import (BufferConfig, EvalConfig, MCTSConfig, PolicyConfig, PreferenceConfig, SFTConfig,
-                               SplitConfig)
+from itool_core.config import (BufferConfig, BuildConfig, EvalConfig, MCTSConfig, PolicyConfig, PreferenceConfig,
+                               SFTConfig, SplitConfig)
 
 __all__ = [
     "RETRY_DELAYS", "BAD_INPUT", "is_transient", "code_version", "stage_key", "StageRunner",
@@ -192,30 +192,29 @@ class Evaluation:
 
 
 @_stage("data")
-def load_data(data: str, build_profile: str, seed: int, source: ContentRef | None, out_dir: str) -> ArtifactRef:
-    """The canonical training table (``examples/1``): the embedded default set (built with ``build_profile``), a
-    Parquet file or a ToolACE-style file / hub id.  ``source`` is the content of a local file (cache key only)."""
-    from itool_core.artifacts import read_table, write_table
-    from itool_core.data.records import Example
+def load_data(data: str, data_format: str, build: BuildConfig, run_profile: str, seed: int,
+              source: ContentRef | None, out_dir: str) -> ArtifactRef:
+    """The canonical training table (``examples/1``): the embedded default set built as ``build`` says
+    (``data_format`` "default"), or ``data`` read by the loader ``data_format`` names.  ``source`` is the
+    content of a local file (cache key only)."""
+    from itool_core.artifacts import write_table
     from itool_core.schemas import EXAMPLES
 
-    if data == "default":
-        from itool_core.data.build import build_training_set
+    if data_format == "default":
+        from itool_core.data.build import build_training_set, from_config, write_training_set
 
-        exs, _card = build_training_set(build_profile, seed=seed)
-    elif data.endswith(".parquet"):
-        exs = [Example.from_row(r) for r in read_table(data, EXAMPLES).to_pylist()]
-    else:
-        import logging
+        exs, card = build_training_set(seed=seed, **from_config(build, run_profile))
+        # the card (counts per source / augmentation, what each step dropped) goes beside the table
+        return write_training_set(exs, card, Path(out_dir) / "train.parquet")
+    import logging
 
-        from itool_core.data.loaders import load, write_examples
+    from itool_core.data.loaders import load, write_examples
 
-        exs, reports = load("toolace", data)
-        for r in reports:  # skipped rows are reported (file, row, field), never dropped silently
-            if r.skipped:
-                logging.getLogger(__name__).warning("%s", r.summary())
-        return write_examples(exs, Path(out_dir) / "train.parquet", reports)  # zero good rows: an error
-    return write_table([e.to_row() for e in exs], Path(out_dir) / "train.parquet", EXAMPLES)
+    exs, reports = load(data_format, data)
+    for r in reports:  # skipped rows are reported (file, row, field), never dropped silently
+        if r.skipped:
+            logging.getLogger(__name__).warning("%s", r.summary())
+    return write_examples(exs, Path(out_dir) / "train.parquet", reports)  # zero good rows: an error
 
 
 @_stage("split")
@@ -334,18 +333,14 @@ def preference_update(preference: PreferenceConfig, pairs: Mined, policy: Conten
 
 
 @_stage("evaluate")
-def evaluate_policy(evaluation: EvalConfig, tools_style: str, policy: ContentRef, label: str, out_dir: str,
+def evaluate_policy(evaluation: EvalConfig, policy: ContentRef, label: str, out_dir: str,
                     engine: str = "hf") -> Evaluation:
-    """BFCL (categories + overall) and API-Bank L1/L2 on a seeded subset: the evaluation summary."""
-    from itool_core.calls import PromptStyle
+    """The evaluation config's benchmarks (BFCL categories + groups, API-Bank L1/L2) on its seeded subset."""
     from itool_core.eval.runner import evaluate
 
     t0 = time.time()
-    s = evaluation
-    summary = evaluate(policy.path, benchmarks=("bfcl", "apibank"), categories=list(s.categories), limit=s.limit,
-                       seed=s.seed, out_dir=out_dir, batch_size=s.batch_size, max_new_tokens=s.max_new_tokens,
-                       style=PromptStyle(tools_style), progress=False, print_tables=False, model_label=label,
-                       engine_kind=engine)
+    summary = evaluate(policy.path, evaluation, out_dir=out_dir, engine=engine, progress=False, print_tables=False,
+                       label=label)
     return Evaluation(label=label, summary=json.loads(json.dumps(summary, default=str)), dir=out_dir,
                       seconds=time.time() - t0)
 

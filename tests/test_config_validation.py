@@ -88,8 +88,15 @@ def test_data_path_that_does_not_exist_is_refused(tmp_path, value):
 def test_data_default_file_and_hub_id_are_accepted_folder_refused(tmp_path):
     f = tmp_path / "train.parquet"
     f.write_bytes(b"PAR1")
-    for value in ("default", "Team-ACE/ToolACE", str(f)):
+    for value in ("default", str(f)):
         assert load_config(_write(tmp_path, f"data: {value}\n")).data == value
+    cfg = load_config(_write(tmp_path, "data: Team-ACE/ToolACE\ndata_format: toolace\n"))
+    assert (cfg.data, cfg.loader()) == ("Team-ACE/ToolACE", "toolace")
+    # any source but the embedded set or our own Parquet table says its format: no guessing it is ToolACE
+    with pytest.raises(ConfigError, match="set data_format to one of .*toolace"):
+        load_config(_write(tmp_path, "data: Team-ACE/ToolACE\n"))
+    with pytest.raises(ConfigError, match="data_format: unknown data format 'toolac' .*did you mean 'toolace'"):
+        load_config(_write(tmp_path, "data: Team-ACE/ToolACE\ndata_format: toolac\n"))
     with pytest.raises(ConfigError, match="data: .* is a folder"):
         load_config(_write(tmp_path, f"data: {tmp_path}\n"))
     assert validate_paths(profile("quick")) == profile("quick")

@@ -14,6 +14,7 @@ from collections import defaultdict
 
 import pytest
 
+from itool_core.config import EvalConfig
 from itool_core.artifacts import read_table
 from itool_core.calls import NO_CALL_TEXT, ToolCall, render_prompt, serialise_calls
 from itool_core.data.bfcl import AST_CATEGORIES, MULTI_TURN_CATEGORIES, RELEVANCE_CATEGORIES, load_bfcl
@@ -93,7 +94,7 @@ def test_ground_truth_scores_100_percent_on_every_single_turn_category(single_tu
             prompt = render_prompt(engine.tokenizer, ex.tools, ex.messages)
             assert by_prompt.get(prompt, _gold_text(ex)) == _gold_text(ex), ex.id
             by_prompt[prompt] = _gold_text(ex)
-        summary = evaluate(engine, benchmarks=["bfcl"], examples=exs, out_dir=tmp_path / part, print_tables=False)
+        summary = evaluate(engine, EvalConfig.covering(exs), examples=exs, out_dir=tmp_path / part, print_tables=False)
         cats.update(summary["bfcl"]["categories"])
         rows += read_table(tmp_path / part / "samples.parquet", EVAL_SAMPLES).to_pylist()
 
@@ -129,7 +130,7 @@ def test_summary_counts_answer_kinds_so_cut_off_lists_are_not_read_as_abstention
     script = {render_prompt(tok, ex.tools, ex.messages): text for ex, text in zip(irr, [
         NO_CALL_TEXT, NO_CALL_TEXT, "[f(a=1), f(a=1), f(a=", "[g(b=", f"[{irr[4].tools[0]['name']}()]", "No."])}
     script.update({render_prompt(tok, ex.tools, ex.messages): _gold_text(ex) for ex in simple})
-    summary = evaluate(ScriptedEngine(script), benchmarks="bfcl", examples=irr + simple, out_dir=tmp_path,
+    summary = evaluate(ScriptedEngine(script), EvalConfig.covering(irr + simple), examples=irr + simple, out_dir=tmp_path,
                        print_tables=False)
     b = summary["bfcl"]
     assert b["categories"]["irrelevance"]["correct"] == 5  # BFCL's rule: only the decodable call is wrong
@@ -398,7 +399,7 @@ def test_runner_writes_samples_summary_and_tables(multi_turn_examples, single_tu
     gt = gt_responder(mt)
     by_prompt = {render_prompt(JsonChatTokenizer(), ex.tools, ex.messages): _gold_text(ex) for ex in st}
     engine = ScriptedEngine(lambda p: by_prompt[p] if p in by_prompt else gt(p))
-    summary = evaluate(engine, benchmarks="bfcl", examples=mt + st, out_dir=tmp_path, limit=None, print_tables=False)
+    summary = evaluate(engine, EvalConfig.covering(mt + st), examples=mt + st, out_dir=tmp_path, print_tables=False)
     assert summary["n_items"] == len(mt) + len(st)
     assert summary["bfcl"]["categories"]["multi_turn_base"]["accuracy"] == 1.0
     assert summary["bfcl"]["multi_turn"] == 1.0 and summary["bfcl"]["overall"] == 1.0
@@ -418,8 +419,8 @@ def test_tiny_model_end_to_end_through_the_hf_engine(tiny, single_turn_examples,
     """The runner on a real (tiny, random) model: generation, decoding, checkers and outputs all wired."""
     model, tok = tiny
     exs = bf.stable_subset(single_turn_examples, 1, seed=0) + bf.stable_subset(multi_turn_examples["multi_turn_base"], 1)
-    summary = evaluate((model, tok), benchmarks="bfcl", examples=exs, out_dir=tmp_path, max_new_tokens=8,
-                       max_steps=2, batch_size=4, print_tables=False)
+    summary = evaluate((model, tok), EvalConfig.covering(exs, max_new_tokens=8, max_steps=2, batch_size=4), examples=exs,
+                       out_dir=tmp_path, print_tables=False)
     assert summary["n_items"] == len(exs)
     assert set(summary["bfcl"]["groups_evaluated"]) == {"non_live", "live", "multi_turn"}
     rows = read_table(tmp_path / "samples.parquet", EVAL_SAMPLES).to_pylist()
@@ -439,4 +440,5 @@ def test_register_cli_adds_the_eval_command():
                       "--categories", "simple_python,apibank_level1", "--seed", "5", "--out", "o", "--batch-size", "2"])
     assert (a.model, a.adapter, a.benchmarks, a.limit, a.categories, a.seed, a.out, a.batch_size) == (
         "m", "ad", "bfcl", 3, "simple_python,apibank_level1", 5, "o", 2)
-    assert callable(a.func) and a.max_steps == MAXIMUM_STEP_LIMIT
+    assert callable(a.func) and a.max_steps is None  # None: the profile's evaluation.max_steps
+    assert EvalConfig().max_steps == MAXIMUM_STEP_LIMIT  # the config states bfcl-eval's limit

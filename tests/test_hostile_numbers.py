@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from itool_core.config import EvalConfig
 from itool_core.artifacts import read_table
 from itool_core.calls import (
     ParseError,
@@ -109,7 +110,8 @@ def test_bfcl_and_apibank_evaluation_run_on_past_the_limit_outputs(bfcl_items, t
             ex = next(e for e in items if e.messages[-1]["content"] in prompt)
             return f"[{ex.tools[0]['name']}(x={lit})]"
 
-        summary = evaluate(ScriptedEngine(respond), examples=items, out_dir=tmp_path / str(k), print_tables=False)
+        summary = evaluate(ScriptedEngine(respond), EvalConfig.covering(items), examples=items, out_dir=tmp_path / str(k),
+                           print_tables=False)
         rows = read_table(tmp_path / str(k) / "samples.parquet", EVAL_SAMPLES).to_pylist()
         assert summary["n_items"] == len(rows) == len(items)
         assert not any(r["valid"] for r in rows)

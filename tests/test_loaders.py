@@ -87,10 +87,17 @@ def _check_bad_row(loader, path: str, n_good: int, row, field: str, reason_part:
 # -------------------------------------------------------------------------------------------- fixtures: ok
 
 
-def test_formats_and_dispatch():
-    assert FORMATS == ("toolace", "xlam", "bfcl", "apibank")
-    with pytest.raises(ValueError, match="unknown format"):
+def test_formats_and_dispatch(tmp_path):
+    assert set(FORMATS) == {"toolace", "xlam", "bfcl", "apibank", "examples"}
+    with pytest.raises(ValueError, match="unknown data format 'nope'"):
         load("nope", "x")
+    # "examples": our own table reads back as it was written
+    from itool_core.data.loaders import write_examples
+
+    exs, reports = load("toolace", str(FIX / "toolace.json"))
+    write_examples(exs, tmp_path / "t.parquet", reports)
+    again, rep = load("examples", str(tmp_path / "t.parquet"))
+    assert again == exs and rep[0].loaded == len(exs)
 
 
 def test_toolace_fixture():

@@ -15,7 +15,8 @@ import torch
 from itool_core.artifacts import write_table
 from itool_core.mcts.pairs import PAIRS
 from itool_core.models import load_policy, save_policy, tiny_model
-from itool_core.train.preference import (DEFAULT_BETA, PreferenceConfig, build_trainer, completion_logps,
+from itool_core.registry import LOSSES
+from itool_core.train.preference import (PreferenceConfig, build_trainer, completion_logps,
                                          load_pairs, planned_steps, prepare_pairs, train_preference)
 
 
@@ -113,7 +114,7 @@ def test_config_profiles_defaults_and_validation():
     assert gpu.gradient_checkpointing and gpu.model_dtype == "bfloat16" and gpu.learning_rate == 5e-5
     with pytest.raises(Exception):
         cpu.beta = 0.5  # frozen
-    assert {l: PreferenceConfig(loss=l).resolved_beta() for l in DEFAULT_BETA} == {
+    assert {l: PreferenceConfig(loss=l).resolved_beta() for l in LOSSES.names()} == {
         "dpo": 0.1, "ipo": 0.1, "simpo": 2.0, "orpo": 0.1}
     assert PreferenceConfig(loss="simpo", beta=2.5).resolved_beta() == 2.5
     assert not PreferenceConfig(loss="orpo").uses_reference and PreferenceConfig(loss="ipo").uses_reference
@@ -238,6 +239,31 @@ def test_each_loss_moves_the_margin_toward_the_chosen_step(loss, pairs, folders,
     assert (tmp_path / "out" / "adapter" / "adapter_config.json").is_file()
     saved = json.loads((tmp_path / "out" / "preference_result.json").read_text())
     assert saved["loss"] == loss and saved["merged_dir"] == res.merged_dir
+
+
+@pytest.mark.parametrize("loss", ["dpo", "ipo"])
+def test_trl_computes_the_loss_the_loss_module_states(loss, pairs, folders, loaded, tmp_path):
+    """Eq. 10 (and IPO) as ``train.losses.dpo`` writes them, from log-probs computed here, equal the loss trl's
+    trainer computes on the same batch — with policy ≠ reference, so the log-ratios are not all zero."""
+    from itool_core.train.losses.dpo import dpo_loss, ipo_loss
+
+    cfg = _tiny_cfg(loss)
+    trainer, prep, _ = build_trainer(folders["policy"], pairs, cfg, tmp_path, reference=folders["base"])
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    with torch.no_grad():
+        got = float(trainer.compute_loss(trainer.model, batch))
+    policy, reference = loaded(folders["policy"]), loaded(folders["base"])
+
+    def log_ratio(row, side):
+        p = completion_logps(policy, row["prompt_ids"], row[f"{side}_ids"])
+        q = completion_logps(reference, row["prompt_ids"], row[f"{side}_ids"])
+        return (sum(p) - sum(q)) / (len(p) if loss == "ipo" else 1)  # IPO: per completion token
+
+    fn = dpo_loss if loss == "dpo" else ipo_loss
+    expected = [fn(log_ratio(r, "chosen"), log_ratio(r, "rejected"), cfg.resolved_beta()) for r in prep.rows]
+    assert len(expected) == 3  # one micro-batch holds all pairs: trl's loss is their mean
+    assert abs(got - sum(expected) / 3) < 1e-4, (got, expected)
+    assert abs(got - fn(0.0, 0.0, cfg.resolved_beta())) > 1e-3  # the check is not the trivial policy = reference
 
 
 # ------------------------------------------------------------------------------ the reference model

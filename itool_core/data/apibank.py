@@ -38,7 +38,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ..calls import ParseError, ToolCall, lists_for_tuples, literal_value, parse_calls, serialise_calls, tuples_to_lists
 from .records import BadRow, Example, FieldError, LoadReport, convert_rows
@@ -50,7 +50,12 @@ __all__ = [
     "parse_api_request",
     "parse_dialogue",
     "load_apibank",
+    "EVAL_CATEGORIES",
+    "load_source",
 ]
+
+#: The scored categories (levels 1 and 2; "train" is training data): the ``apibank`` benchmark's categories.
+EVAL_CATEGORIES = ("apibank_level1", "apibank_level2")
 
 LEVEL_FILES: dict[Any, str] = {1: "level-1-api.json", 2: "level-2-api.json", "train": "lv3-api-train.json"}
 _LEVEL_NAMES = {1: "level1", 2: "level2", "train": "train"}
@@ -480,4 +485,32 @@ def load_apibank(
     )
     if report_list is not None:
         report_list.append(report)
+    return out
+
+
+def _levels(level: Any) -> list[Any]:
+    if level is None:
+        return [1, 2]
+    if isinstance(level, str):
+        if level.strip().lower() == "all":
+            return [1, 2, "train"]
+        return [x.strip() for x in level.split(",") if x.strip()]
+    if isinstance(level, Iterable):
+        return list(level)
+    return [level]
+
+
+def load_source(
+    src: str | os.PathLike | None = None,
+    *,
+    strict: bool = False,
+    report_list: list[LoadReport] | None = None,
+    level: Any = None,
+) -> list[Example]:
+    """The ``apibank`` format of ``data.loaders.load``: ``src`` = an API-Bank folder (default
+    :func:`default_apibank_dir`); ``level`` 1, 2, "train", a list or comma string of those, or "all"
+    (default: the two test levels)."""
+    out: list[Example] = []
+    for lv in _levels(level):
+        out.extend(load_apibank(lv, src, strict=strict, report_list=report_list))
     return out

@@ -55,6 +55,7 @@ __all__ = [
     "language_hint",
     "preprocess_function_docs",
     "target_from_ground_truth",
+    "load_source",
     "load_bfcl",
     "load_bfcl_unused",
 ]
@@ -611,3 +612,17 @@ def load_bfcl_unused(
     for c in cats:
         out.extend(_load_category(c, d, True, strict, report_list))
     return out
+
+
+def load_source(
+    src: str | Path | None = None,
+    *,
+    strict: bool = False,
+    report_list: list[LoadReport] | None = None,
+    categories: str | Iterable[str] | None = None,
+    unused: bool = False,
+) -> list[Example]:
+    """The ``bfcl`` format of ``data.loaders.load``: ``src`` = a bfcl-eval data folder (default: the installed
+    package's); scored categories, or with ``unused=True`` the retired exec/sql sets."""
+    loader = load_bfcl_unused if unused else load_bfcl
+    return loader(categories, strict=strict, report_list=report_list, data_dir=src)

@@ -56,6 +56,7 @@ __all__ = [
     "build_training_set",
     "training_card",
     "card_markdown",
+    "from_config",
     "write_training_set",
     "register_cli",
 ]
@@ -375,6 +376,17 @@ def build_training_set(
         steps=steps,
     )
     return combined, card
+
+
+def from_config(build: Any, run_profile: str) -> dict[str, Any]:
+    """``build_training_set`` keyword arguments from a run config's ``build`` section
+    (:class:`~itool_core.config.BuildConfig`): its build profile, augmentations, caps and length limit."""
+    cfg = aug.AugmentConfig(caps=aug.CapParams(max_share=build.max_share), apply_caps=build.caps)
+    cfg = dataclasses.replace(cfg, enabled=tuple(build.augmentations),
+                              no_call=dataclasses.replace(cfg.no_call, rate=build.no_call_rate,
+                                                          near_miss=build.no_call_near_miss))
+    max_length: int | bool | None = True if build.max_length is None else (build.max_length or None)
+    return {"profile": build.profile or run_profile, "augment": cfg, "max_length": max_length}
 
 
 def write_training_set(examples: Sequence[Example], card: dict[str, Any], out: str | Path):

@@ -149,10 +149,25 @@ class PrefixKVStore:
             self.bytes = self.reused_tokens = self.prefilled_tokens = 0
 
 
+#: K/V the policy engine keeps across the search's calls (about 22k prompt tokens of SmolLM2-135M in fp32,
+#: several rounds of a batch of 8 trees: tree prompts, leaf prompts and self-evaluation prompts).
+POLICY_PREFIX_CACHE_MB = 1024
+
+
 class HFEngine:
     """Engine protocol on a transformers causal LM (optionally a peft LoRA model)."""
 
     kind = "hf"
+
+    @classmethod
+    def build(cls, model: Any, *, tokenizer: Any = None, adapter: str | os.PathLike | None = None,
+              batch_size: int = 8, num_threads: int | None = None, reuse_prefixes: bool = False,
+              progress: bool | None = False) -> "HFEngine":
+        """The pipeline's options (engines.__init__): ``reuse_prefixes`` = one prefill per shared prefix and
+        prefixes kept across calls (the search revisits its prompts); the batch and thread knobs are this CPU's."""
+        extra: dict[str, Any] = dict(share_prefixes=True, prefix_cache_mb=POLICY_PREFIX_CACHE_MB) if reuse_prefixes else {}
+        return cls(model, tokenizer, adapter=adapter, batch_size=batch_size, num_threads=num_threads,
+                   progress=progress, **extra)
 
     def __init__(
         self,

@@ -64,6 +64,14 @@ class VLLMEngine:
 
     kind = "vllm"
 
+    @classmethod
+    def build(cls, model: Any, *, tokenizer: Any = None, adapter: str | os.PathLike | None = None,
+              batch_size: int = 8, num_threads: int | None = None, reuse_prefixes: bool = False,
+              progress: bool | None = False) -> "VLLMEngine":
+        """The pipeline's options (engines.__init__): vLLM schedules its own batches, uses the GPU rather than
+        CPU threads and always caches prefixes, so only the model, tokenizer and adapter matter here."""
+        return cls(model, tokenizer=tokenizer, adapter=adapter, progress=bool(progress))
+
     def __init__(
         self,
         model: Any = None,

@@ -27,13 +27,13 @@ import math
 import re
 from typing import Any, Sequence
 
+from ..config import APIBANK_PROMPTS as PROMPTS
 from ..calls import PromptStyle, ToolCall, number_key, render_prompt, try_parse_calls
 from ..data.records import Example
 from .bfcl import SampleScore
 
 __all__ = ["PROMPTS", "decode_request", "normalise_value", "normalise_arguments", "score_apibank", "apibank_prompts"]
 
-PROMPTS = ("ours", "native")
 _MAX_LITERAL_CHARS = 10_000  # a string value is only read as a list/dict literal below this size
 
 
