@@ -17,12 +17,11 @@ category, prompt, raw output, parsed calls as JSON, valid, error, error type) th
 :func:`format_tables` prints it in the layout of the paper's Table 1 and Table 2.  Every number of a subset
 run is labelled with the subset size and seed (``summary["subset"]``).
 
-``register_cli`` adds ``itool eval`` to the project CLI.
+``itool eval`` (:mod:`itool_core.cli.eval`) is this function on the command line.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -45,7 +44,7 @@ from .bfcl_multi_turn import MAXIMUM_STEP_LIMIT, run_multi_turn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EVAL_SAMPLES", "BENCHMARKS", "evaluate", "format_tables", "register_cli", "as_engine"]
+__all__ = ["EVAL_SAMPLES", "BENCHMARKS", "evaluate", "format_tables", "as_engine"]
 
 BENCHMARKS = ("bfcl", "apibank")
 APIBANK_CATEGORIES = APIBANK_EVAL_CATEGORIES
@@ -380,78 +379,3 @@ def format_tables(summary: dict[str, Any]) -> str:
     if t:
         parts.append(f"{t['items']} items in {t['seconds']:.1f} s ({t['seconds_per_item']:.3f} s/item)")
     return "\n\n".join(parts)
-
-
-# --------------------------------------------------------------------------------------------------- CLI
-
-
-def _cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..config import load_config, profile
-
-    # The defaults are the pipeline's evaluation settings (the profile's ``evaluation`` section and its tool
-    # rendering), so a number from ``itool eval`` compares with the pipeline's number for the same model.
-    cfg = load_config(args.config) if args.config else profile(args.profile)
-    spec = cfg.evaluation
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = args.out or f"runs/eval/{time.strftime('%Y%m%d-%H%M%S')}"
-    engine_kwargs: dict[str, Any] = {}
-    if args.dtype:
-        engine_kwargs["dtype"] = args.dtype
-    summary = evaluate(
-        args.model,
-        adapter=args.adapter,
-        engine_kind=args.engine or cfg.engine,
-        engine_kwargs=engine_kwargs,
-        benchmarks=args.benchmarks,
-        categories=args.categories if args.categories is not None else list(spec.categories),
-        limit=None if args.full else (args.limit if args.limit is not None else spec.limit),
-        seed=spec.seed if args.seed is None else args.seed,
-        out_dir=out,
-        batch_size=args.batch_size or spec.batch_size,
-        num_threads=args.threads,
-        max_new_tokens=args.max_new_tokens or spec.max_new_tokens,
-        style=PromptStyle(args.tools or cfg.sft.tools_style),
-        apibank_prompt=args.apibank_prompt,
-        apibank_dir=args.apibank_dir,
-        max_steps=args.max_steps,
-        model_label=args.model + (f" + {args.adapter}" if args.adapter else ""),
-    )
-    print(f"samples and summary.json written to {out}")
-    return 0 if summary.get("n_items") else 1
-
-
-def register_cli(subparsers) -> None:
-    """Add ``itool eval`` to the project CLI."""
-    from ..config import PROFILES
-
-    p = subparsers.add_parser("eval", help="evaluate a model on BFCL v3 and API-Bank L1/L2",
-                              description="Defaults: the evaluation settings of --profile (or --config), the "
-                                          "same the pipeline evaluates its stages with.")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="model name, folder or hub id")
-    p.add_argument("--adapter", default=None, help="LoRA adapter folder")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="settings preset (default quick)")
-    src.add_argument("--config", help="YAML experiment file: its evaluation section and tool rendering")
-    p.add_argument("--benchmarks", default="bfcl,apibank", help="comma-separated: bfcl, apibank")
-    p.add_argument("--categories", default=None,
-                   help="comma-separated BFCL categories and/or apibank_level1, apibank_level2 "
-                        "(default: the profile's evaluation.categories)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="at most N items per category (seeded, stable subset; default: the profile's)")
-    p.add_argument("--full", action="store_true", help="full categories (no subset)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--out", default=None, help="output folder (default runs/eval/<time>)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--max-steps", type=int, default=MAXIMUM_STEP_LIMIT, help="multi-turn: executing steps per turn")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--engine", default=None, choices=["hf", "vllm"], help="default: the profile's engine")
-    p.add_argument("--dtype", default=None, help="hf engine weights dtype (float32, bfloat16)")
-    p.add_argument("--tools", default=None, choices=["json", "compact"],
-                   help="tool rendering in the prompt (default: the profile's sft.tools_style)")
-    p.add_argument("--apibank-prompt", default="ours", choices=list(ab.PROMPTS))
-    p.add_argument("--apibank-dir", default=None)
-    p.set_defaults(func=_cmd_eval)
