@@ -65,3 +65,94 @@ def test_itool_run_rejects_a_bad_key_before_any_stage(capsys, monkeypatch):
     assert "mcts.simulatons" in capsys.readouterr().err
     assert itool(["demo", "--set", "evaluation.limit=0"]) == 2
     assert "evaluation.limit" in capsys.readouterr().err
+
+
+def test_no_core_module_outside_the_cli_package_imports_argparse():
+    """Command-line code lives in itool_core/cli/; the library modules are plain functions."""
+    import ast
+    from pathlib import Path
+
+    core = Path(__file__).resolve().parents[1] / "itool_core"
+    offenders = []
+    for path in core.rglob("*.py"):
+        if path.relative_to(core).parts[0] == "cli":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n.split(".")[0] == "argparse" for n in names):
+                offenders.append(f"{path.relative_to(core)}:{node.lineno}")
+    assert offenders == []
+    assert not (core / "mcts" / "cli.py").exists()
+
+
+def test_set_overrides_any_key_of_itool_config(capsys):
+    import yaml
+
+    from itool_core.config import profile
+
+    assert main(["config", "--profile", "demo", "--set", "mcts.simulations=5", "--set", "sft.mode=mixed",
+                 "--set", "evaluation.categories=[irrelevance]"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert (cfg["profile"], cfg["mcts"]["simulations"], cfg["sft"]["mode"], cfg["evaluation"]["categories"]) == (
+        "demo", 5, "mixed", ["irrelevance"])
+    assert cfg["mcts"]["k"] == profile("demo").mcts.k
+    assert main(["config", "--set", "mcts.simulatons=5"]) == 2
+    err = capsys.readouterr().err
+    assert "'mcts.simulatons'" in err and "mcts.simulations" in err and "Traceback" not in err
+    assert main(["config", "--set", "buffer.alpha=20"]) == 2  # a fraction, not a percent
+    assert "buffer.alpha" in capsys.readouterr().err
+
+
+def test_set_without_a_value_is_a_usage_error(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        main(["config", "--set", "mcts.simulations"])
+    assert e.value.code == 2 and "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_mine_alpha_is_a_fraction_with_the_configs_default(tmp_path, capsys):
+    import pytest
+
+    from itool_core.cli import build_parser
+    from itool_core.cli.common import resolve_config
+    from itool_core.cli.mine import mine_overrides
+    from itool_core.config import profile
+
+    p = build_parser()
+
+    def resolved(*argv):
+        a = p.parse_args(["mine", "--model", "m", "--buffer", "b.parquet", "-o", "pairs.parquet", *argv])
+        return resolve_config(a, mine_overrides(a))
+
+    quick = profile("quick")
+    assert resolved() == quick  # every search setting defaults to the config's
+    cfg = resolved("--alpha", "0.3", "--skip-hardest", "0.25", "--simulations", "2", "--tools", "json")
+    assert (cfg.buffer.alpha, cfg.buffer.skip_hardest, cfg.mcts.simulations) == (0.3, 0.25, 2)
+    assert cfg.sft.tools_style == cfg.buffer.tools_style == "json"
+    f = tmp_path / "exp.yaml"
+    f.write_text("profile: paper\nbuffer:\n  alpha: 0.1\n")
+    cfg = resolved("--config", str(f))  # itool mine honours --config
+    assert (cfg.buffer.alpha, cfg.mcts.simulations, cfg.engine) == (0.1, profile("paper").mcts.simulations, "vllm")
+    assert resolved("--profile", "demo", "--set", "mcts.simulations=3").mcts.simulations == 3
+    with pytest.raises(SystemExit):
+        p.parse_args(["mine", "--model", "m", "--buffer", "b", "-o", "o", "--alpha", "20"])  # a percent
+    assert "20 % is 0.2" in capsys.readouterr().err
+
+
+def test_choices_come_from_the_registries():
+    from itool_core.cli import build_parser
+    from itool_core.config import TOOLS_STYLES
+    from itool_core.registry import ENGINES, LOADERS
+
+    def choices(*path):
+        p = build_parser()
+        for name in path:
+            sub = next(a for a in p._actions if a.__class__.__name__ == "_SubParsersAction")
+            p = sub.choices[name]
+        return {a.dest: a.choices for a in p._actions}
+
+    assert set(choices("data", "import")["format"]) == set(LOADERS.names()) - {"examples"}
+    assert choices("eval")["engine"] == ENGINES.names() and choices("mine")["engine"] == ENGINES.names()
+    assert tuple(choices("mine")["tools"]) == TOOLS_STYLES
