@@ -156,3 +156,44 @@ def test_choices_come_from_the_registries():
     assert set(choices("data", "import")["format"]) == set(LOADERS.names()) - {"examples"}
     assert choices("eval")["engine"] == ENGINES.names() and choices("mine")["engine"] == ENGINES.names()
     assert tuple(choices("mine")["tools"]) == TOOLS_STYLES
+
+
+def test_buffer_refresh_then_mine_on_a_tiny_model(tmp_path, capsys):
+    """`itool mine` end to end: the config's search settings (here --set and shorthands) reach the search."""
+    from itool_core.artifacts import write_table
+    from itool_core.calls import ToolCall
+    from itool_core.data.records import Example
+    from itool_core.models import save_policy, tiny_model
+    from itool_core.schemas import EXAMPLES
+
+    tools = [{"name": "convert", "description": "Convert an amount between currencies",
+              "parameters": {"type": "dict", "properties": {"amount": {"type": "number"}, "to": {"type": "string"}},
+                             "required": ["amount", "to"]}}]
+    exs = [Example(f"p{i}", "synthetic", "simple", tools, [{"role": "user", "content": f"Convert {i} to euros."}],
+                   [ToolCall("convert", {"amount": i, "to": "EUR"})]) for i in range(4)]
+    write_table([e.to_row() for e in exs], tmp_path / "pool.parquet", EXAMPLES)
+    model, tok = tiny_model(seed=3)
+    folder = save_policy(model, tok, tmp_path / "policy")
+    assert main(["buffer", "refresh", "--model", str(folder), "--pool", str(tmp_path / "pool.parquet"),
+                 "-o", str(tmp_path / "buf.parquet"), "--set", "buffer.dtype=float32", "--threads", "1"]) == 0
+    assert "float32" in capsys.readouterr().out
+    rc = main(["mine", "--model", str(folder), "--buffer", str(tmp_path / "buf.parquet"), "-o",
+               str(tmp_path / "pairs.parquet"), "--alpha", "0.5", "--skip-hardest", "0", "--simulations", "1",
+               "--k", "2", "--set", "policy.max_step_tokens=8", "--set", "policy.max_rollout_tokens=8",
+               "--threads", "1"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["n_trees"] == 2 and (tmp_path / "pairs.parquet").exists()  # α = 0.5 of 4 rows
+
+
+def test_eval_on_a_tiny_model_uses_the_resolved_evaluation_settings(tmp_path, capsys):
+    from itool_core.models import save_policy, tiny_model
+
+    model, tok = tiny_model(seed=2)
+    folder = save_policy(model, tok, tmp_path / "policy")
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(folder), "--benchmarks", "bfcl", "--categories", "simple_python",
+                 "--limit", "2", "--set", "evaluation.max_new_tokens=4", "--tools", "compact", "--out", str(out),
+                 "--threads", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_items"] == 2
