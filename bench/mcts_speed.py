@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from itool_core.calls import PromptStyle  # noqa: E402
+from itool_core.config import with_overrides  # noqa: E402
 from itool_core.data.loaders import load  # noqa: E402
 from itool_core.engines.base import GenerationParams  # noqa: E402
 from itool_core.engines.hf import HFEngine  # noqa: E402
@@ -112,8 +113,9 @@ def main() -> None:
     style = PromptStyle("compact")
     exs, _ = load("bfcl", categories=["simple_python"])
     examples = stable_subset(exs, args.trees, seed=0)
-    cfg = MCTSConfig(simulations=args.simulations, k=args.k, seed=0)
-    pcfg = PolicyConfig(max_step_tokens=args.step_tokens, max_rollout_tokens=args.rollout_tokens)
+    cfg = with_overrides(MCTSConfig(), {"simulations": args.simulations, "k": args.k, "seed": 0})
+    pcfg = with_overrides(PolicyConfig(), {"max_step_tokens": args.step_tokens,
+                                           "max_rollout_tokens": args.rollout_tokens})
 
     # raw batched throughput on the same prompts: n = k samples of one step each
     items = build_items(examples, tok, style)

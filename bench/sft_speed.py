@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import platform
@@ -38,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from itool_core.calls import PromptStyle  # noqa: E402
-from itool_core.config import profile  # noqa: E402
+from itool_core.config import profile, with_overrides  # noqa: E402
 from itool_core.data.records import Example  # noqa: E402
 from itool_core.data.split import split_pool  # noqa: E402
 from itool_core.models import DEFAULT_MODEL, bf16_is_fast, load_policy, resolve_bf16  # noqa: E402
@@ -116,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         changes["bf16"] = False
     if args.gradient_checkpointing:
         changes["gradient_checkpointing"] = True
+    sft = {f"sft.{k}": v for k, v in changes.items()}
     if args.tools:
-        changes["tools_style"] = args.tools
-    cfg = dataclasses.replace(run.sft, **changes)
+        # the buffer's rendering must match the training's: RunConfig checks it
+        sft.update({"sft.tools_style": args.tools, "buffer.tools_style": args.tools})
+    cfg = with_overrides(run, sft).sft
 
     examples, source = _training_examples()
     warmup, _ = split_pool(examples, run.split)

@@ -31,23 +31,20 @@ class Plan:
               run_dir: str | None = None, eval_limit: int | None = None, mcts: dict | None = None,
               policy: dict | None = None, preference: dict | None = None, evaluation: dict | None = None,
               no_warmup: bool = False) -> "Plan":
-        """``config`` (the YAML shape of itool_core.config) overrides the ``profile`` preset; the section
-        arguments and ``iterations`` / ``eval_limit`` override single keys on top (the UI's knobs)."""
-        from itool_core.config import from_dict, validate_paths
+        """``config`` overrides the ``profile`` preset (keys in the YAML shape of itool_core.config, nested or
+        dotted: ``{"mcts": {"k": 2}}`` or ``{"mcts.k": 2}``); the section arguments and ``iterations`` /
+        ``eval_limit`` override single keys on top (the UI's knobs).  All of it is one ``with_overrides``."""
         from itool_core.config import profile as preset
+        from itool_core.config import validate_paths, with_overrides
         from itool_core.models import itool_home, with_concrete_precision
 
-        data = dict(config or {})
-        for name, part in (("mcts", mcts), ("policy", policy), ("preference", preference),
-                           ("evaluation", evaluation)):
-            if part:
-                data[name] = {**data.get(name, {}), **part}
-        if iterations is not None:
-            data["iterations"] = iterations
-        if eval_limit is not None:
-            data["evaluation"] = {**data.get("evaluation", {}), "limit": eval_limit}
+        sections = [{name: part} for name, part in (("mcts", mcts), ("policy", policy), ("preference", preference),
+                                                    ("evaluation", evaluation)) if part]
+        knobs = {k: v for k, v in (("iterations", iterations), ("evaluation.limit", eval_limit)) if v is not None}
+        config = config or {}
+        base = preset(config.get("profile", profile))
         # a model or data path that does not exist fails here, naming the key, not minutes into the run
-        cfg = with_concrete_precision(validate_paths(from_dict(RunConfig, data, preset(data.get("profile", profile)))))
+        cfg = with_concrete_precision(validate_paths(with_overrides(base, config, *sections, knobs)))
         # absolute by default: a deployment's worker runs flows in a scratch directory
         return cls(cfg=cfg, run_dir=Path(run_dir or itool_home() / "runs" / cfg.profile).resolve(),
                    no_warmup=no_warmup)

@@ -54,6 +54,7 @@ __all__ = [
     "PROFILE_OVERRIDES",
     "profile",
     "from_dict",
+    "with_overrides",
     "to_dict",
     "load_config",
     "validate_paths",
@@ -741,6 +742,58 @@ def from_dict(cls: type, data: Mapping[str, Any], base: Any = None, *, _prefix: 
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{_prefix.rstrip('.') or cls.__name__}: {e}") from None
 
+
+def _merged(old: Any, new: Any) -> Any:
+    # a mapping given for a section sets only its keys; any other value replaces what was there
+    if isinstance(old, dict) and isinstance(new, Mapping):
+        out = dict(old)
+        for k, v in new.items():
+            out[k] = _merged(out.get(k), v)
+        return out
+    return {k: _merged(None, v) for k, v in new.items()} if isinstance(new, Mapping) else new
+
+
+def _check_key(cls: type, key: str) -> None:
+    """Raise ConfigError unless ``key`` (dotted) walks through sections of ``cls`` to one of its fields."""
+    tp: Any = cls
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        where = ".".join(parts[: i + 1])
+        if not dataclasses.is_dataclass(tp):
+            raise ConfigError(f"unknown config key {key!r}: {'.'.join(parts[:i])} is a value, not a section")
+        names = [f.name for f in dataclasses.fields(tp)]
+        if part not in names:
+            near = difflib.get_close_matches(part, names, n=1)
+            hint = f"did you mean {'.'.join(parts[:i] + near)!r}? " if near else ""
+            raise ConfigError(f"unknown config key {where!r} ({hint}known keys of {tp.__name__}: {', '.join(names)})")
+        tp = _hints(tp)[part]
+
+
+def with_overrides(cfg: Any, *overrides: Mapping[str, Any]) -> Any:
+    """``cfg`` (a config dataclass, usually :class:`RunConfig`) with ``overrides`` applied and re-validated.
+
+    Keys are dotted paths in the YAML shape (``{"mcts.simulations": 4, "sft.mode": "mixed"}``); a value that is
+    a mapping for a section sets only the keys it names (``{"mcts": {"k": 2}}``), so a whole YAML document is
+    an override too.  Keys apply in order, mapping after mapping, a later one winning.  The result is checked
+    once, through :func:`from_dict`: a wrong type, a value out of range or a key that is not a field raises
+    :class:`ConfigError` naming the key.  This is the one place where command-line flags, ``--set`` items and
+    flow parameters are merged into a config.
+    """
+    nested: dict[str, Any] = {}
+    for mapping in overrides:
+        for key, value in mapping.items():
+            key = str(key).strip()
+            if not key or "" in key.split("."):
+                raise ConfigError(f"{key!r}: not a config key (expected a dotted path such as mcts.simulations)")
+            _check_key(type(cfg), key)
+            *parents, leaf = key.split(".")
+            node = nested
+            for p in parents:
+                if not isinstance(node.get(p), dict):
+                    node[p] = {}
+                node = node[p]
+            node[leaf] = _merged(node.get(leaf), value)
+    return from_dict(type(cfg), nested, cfg) if nested else cfg
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Nested plain dict (tuples as lists) of a config dataclass — the YAML shape."""

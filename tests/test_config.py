@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import pytest
 
@@ -56,7 +57,7 @@ def test_run_flags_override_the_config(tmp_path):
     import argparse
 
     from flows.cli import register_run, run_overrides
-    from itool_core.config import RunConfig, from_dict
+    from itool_core.config import with_overrides
 
     p = argparse.ArgumentParser()
     register_run(p.add_subparsers(dest="command"))
@@ -64,7 +65,7 @@ def test_run_flags_override_the_config(tmp_path):
     def resolved(*argv):
         a = p.parse_args(["run", *argv])
         over = run_overrides(a)
-        return from_dict(RunConfig, over, profile(over.get("profile", a.profile)))
+        return with_overrides(profile(over.get("profile", a.profile)), over)
 
     cfg = resolved("--iterations", "1", "--mixed-sft", "--loss", "orpo", "--simulations", "2", "--k", "5",
                    "--eval-limit", "7", "--set", "sft.learning_rate=0.0003", "--set", "evaluation.base=false")
@@ -79,8 +80,34 @@ def test_run_flags_override_the_config(tmp_path):
     f.write_text("profile: demo\nmcts:\n  k: 4\n")
     cfg = resolved("--config", str(f), "--simulations", "3")
     assert (cfg.profile, cfg.mcts.k, cfg.mcts.simulations) == ("demo", 4, 3)
+    # --set after the shorthand of the same key wins; a section mapping sets only its keys
+    assert resolved("--simulations", "3", "--set", "mcts.simulations=6").mcts.simulations == 6
+    cfg = resolved("--config", str(f), "--set", "mcts={simulations: 5}")
+    assert (cfg.mcts.k, cfg.mcts.simulations) == (4, 5)
     a = p.parse_args(["demo"])
     assert a.profile == "demo" and a.func is p.parse_args(["run"]).func
+
+
+def test_with_overrides_takes_dotted_keys_and_sections_in_order():
+    from itool_core.config import with_overrides
+
+    base = profile("quick")
+    cfg = with_overrides(base, {"mcts.simulations": 5, "sft": {"mode": "mixed"}, "evaluation.limit": None})
+    assert (cfg.mcts.simulations, cfg.mcts.k, cfg.sft.mode, cfg.evaluation.limit) == (5, base.mcts.k, "mixed", None)
+    assert cfg.sft.learning_rate == base.sft.learning_rate  # a section mapping keeps the keys it does not name
+    # mapping after mapping, the later wins; values are checked as a YAML file's are
+    assert with_overrides(base, {"mcts": {"k": 2}}, {"mcts.k": 5}).mcts.k == 5
+    assert with_overrides(base, {"sft.learning_rate": "1e-4"}).sft.learning_rate == 1e-4
+    assert with_overrides(base, {}) is base
+    assert with_overrides(MCTSConfig(), {"simulations": 2}) == MCTSConfig(simulations=2)  # any config dataclass
+    for over, match in [({"mcts.simulatons": 3}, "'mcts.simulatons' (did you mean 'mcts.simulations'?"),
+                        ({"model.name": "x"}, "'model.name': model is a value"),
+                        ({"mcts.simulations": 0}, "mcts.simulations: 0 must be >= 1"),
+                        ({"mcts.simulations": "many"}, "mcts.simulations: expected an integer"),
+                        ({"sft.tools_style": "json"}, "buffer.tools_style"),
+                        ({"mcts..k": 1}, "not a config key")]:
+        with pytest.raises(ConfigError, match=re.escape(match)):
+            with_overrides(base, over)
 
 
 def test_itool_config_cli_prints_a_loadable_file(tmp_path, capsys):

@@ -429,16 +429,13 @@ def test_tiny_model_end_to_end_through_the_hf_engine(tiny, single_turn_examples,
     assert summary["timing"]["total"]["seconds_per_item"] > 0
 
 
-def test_register_cli_adds_the_eval_command():
-    import argparse
+def test_the_eval_command_parses_its_flags():
+    from itool_core.cli import build_parser
 
-    from itool_core.eval.runner import register_cli
-
-    p = argparse.ArgumentParser()
-    register_cli(p.add_subparsers(dest="command"))
-    a = p.parse_args(["eval", "--model", "m", "--adapter", "ad", "--benchmarks", "bfcl", "--limit", "3",
-                      "--categories", "simple_python,apibank_level1", "--seed", "5", "--out", "o", "--batch-size", "2"])
+    a = build_parser().parse_args(["eval", "--model", "m", "--adapter", "ad", "--benchmarks", "bfcl", "--limit", "3",
+                                   "--categories", "simple_python,apibank_level1", "--seed", "5", "--out", "o",
+                                   "--batch-size", "2"])
     assert (a.model, a.adapter, a.benchmarks, a.limit, a.categories, a.seed, a.out, a.batch_size) == (
-        "m", "ad", "bfcl", 3, "simple_python,apibank_level1", 5, "o", 2)
+        "m", "ad", ["bfcl"], 3, "simple_python,apibank_level1", 5, "o", 2)
     assert callable(a.func) and a.max_steps is None  # None: the profile's evaluation.max_steps
     assert EvalConfig().max_steps == MAXIMUM_STEP_LIMIT  # the config states bfcl-eval's limit

@@ -32,7 +32,6 @@ shares, and everything each step dropped.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import random
@@ -58,7 +57,6 @@ __all__ = [
     "card_markdown",
     "from_config",
     "write_training_set",
-    "register_cli",
 ]
 
 DEFAULT_OUT = "data/train_quick.parquet"
@@ -401,86 +399,3 @@ def write_training_set(examples: Sequence[Example], card: dict[str, Any], out: s
     atomic_write_json(f"{stem}.card.json", card)
     atomic_write_text(f"{stem}.card.md", card_markdown(card))
     return ref
-
-
-# -------------------------------------------------------------------------------------------------------- CLI
-
-
-def _source_share(text: str) -> float | dict[str, float]:
-    """``0.2`` (every source) or ``bfcl_unused=0.125,apibank=0.2`` (the named sources only)."""
-    if "=" not in text:
-        return float(text)
-    shares = {}
-    for part in text.split(","):
-        src, sep, value = part.partition("=")
-        if not sep or not src.strip():
-            raise argparse.ArgumentTypeError(f"{part!r}: expected SOURCE=SHARE")
-        shares[src.strip()] = float(value)
-    return shares
-
-
-def _cmd_build(args) -> int:
-    cfg = aug.AugmentConfig(caps=aug.CapParams(max_share=args.max_share))
-    if args.no_call_rate is not None:
-        cfg = dataclasses.replace(cfg, no_call=dataclasses.replace(cfg.no_call, rate=args.no_call_rate))
-    if args.no_call_near_miss is not None:
-        cfg = dataclasses.replace(cfg, no_call=dataclasses.replace(cfg.no_call, near_miss=args.no_call_near_miss))
-    if args.no_call_source_share is not None:
-        cfg = dataclasses.replace(cfg, no_call=dataclasses.replace(cfg.no_call,
-                                                                   source_share=args.no_call_source_share))
-    if args.no_augment:
-        cfg = cfg.without(*args.no_augment)
-    if args.no_caps:
-        cfg = dataclasses.replace(cfg, apply_caps=False)
-    max_length: int | bool | None = True if args.max_length is None else (args.max_length or None)
-    examples, card = build_training_set(args.profile, args.apibank_dir, cfg, args.seed, max_length=max_length)
-    ref = write_training_set(examples, card, args.out)
-    stem = Path(args.out).with_suffix("")
-    print(card_markdown(card))
-    print(json.dumps({**ref.to_dict(), "card": f"{stem}.card.json"}))
-    return 0
-
-
-def _data_subparsers(subparsers):
-    """The ``itool data`` sub-command group (created by the CLI), or a new one if it does not exist."""
-    import argparse
-
-    data = subparsers.choices.get("data")
-    if data is None:
-        data = subparsers.add_parser("data", help="tool-use data")
-        return data.add_subparsers(dest="data_cmd", required=True)
-    for action in data._actions:  # argparse keeps a group's sub-commands in its _SubParsersAction
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return data.add_subparsers(dest="data_cmd", required=True)
-
-
-def register_cli(subparsers) -> None:
-    """Add ``itool data build`` to the project CLI."""
-    p = _data_subparsers(subparsers).add_parser(
-        "build", help="build the warm-up training set (sources → caps → augmentations → length fit) + card")
-    p.add_argument("--profile", default="quick", choices=sorted(PROFILES),
-                   help="quick: compact tools, 1024 tokens (SmolLM2 on CPU); paper: JSON tools, 4096 tokens")
-    p.add_argument("--no-augment", nargs="+", default=[], choices=list(aug.AUGMENTATIONS), metavar="NAME",
-                   help=f"switch augmentations off (ablation): {', '.join(aug.AUGMENTATIONS)}")
-    p.add_argument("--no-caps", action="store_true", help="do not cap over-represented functions")
-    p.add_argument("--no-call-rate", type=float, default=None,
-                   help=f"share of call examples that get a no-call copy (default {aug.NoCallParams().rate}); "
-                        "raise it when a trained model stops abstaining (BFCL irrelevance)")
-    p.add_argument("--no-call-near-miss", type=float, default=None,
-                   help="share of the no-call copies offered tools on the question's topic that are other functions "
-                        f"(default {aug.NoCallParams().near_miss}; BFCL irrelevance is built that way)")
-    p.add_argument("--no-call-source-share", type=_source_share, default=None, metavar="S | SOURCE=S,...",
-                   help="make no-call copies this share of every source's rows (replaces --no-call-rate per "
-                        "source), so that the prompt's style is no cue for abstaining; SOURCE=S[,SOURCE=S] sets "
-                        "only the named sources (e.g. bfcl_unused=0.125); default: one rate for all. The length "
-                        "fit and caps run afterwards and can raise the realised share by ~2 points; the card "
-                        "prints it")
-    p.add_argument("--max-share", type=float, default=aug.CapParams().max_share,
-                   help="largest share of the target calls one function may hold")
-    p.add_argument("--max-length", type=int, default=None,
-                   help="token limit (default: the profile's; 0 = no length fit)")
-    p.add_argument("--apibank-dir", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--out", default=DEFAULT_OUT)
-    p.set_defaults(func=_cmd_build)

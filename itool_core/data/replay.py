@@ -22,7 +22,6 @@ only.  Examples are grouped by length to waste little padding, and results come 
 
 from __future__ import annotations
 
-import argparse
 import math
 from contextlib import nullcontext
 from typing import Any, Iterable, Mapping, Sequence
@@ -45,7 +44,6 @@ __all__ = [
     "selection_counts",
     "buffer_examples",
     "h_summary",
-    "register_cli",
 ]
 
 #: The pool with its current h: every ``examples`` column (so a selected row is a complete example, no join
@@ -269,95 +267,3 @@ def h_summary(rows: pa.Table | Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "call": stats([r["h"] for r in rs if not r["is_no_call"]]),
         "no_call": stats([r["h"] for r in rs if r["is_no_call"]]),
     }
-
-
-# ------------------------------------------------------------------------------------------------------ CLI
-
-
-def _format_summary(s: dict[str, Any]) -> str:
-    lines = [f"{'':<8} {'n':>5} {'mean':>8} {'min':>8} {'p25':>8} {'median':>8} {'p75':>8} {'p90':>8} {'max':>8}"]
-    for name, st in s.items():
-        if not st.get("n"):
-            lines.append(f"{name:<8} {0:>5}")
-            continue
-        lines.append(f"{name:<8} {st['n']:>5} " + " ".join(f"{st[k]:>8.3f}" for k in
-                                                          ("mean", "min", "p25", "median", "p75", "p90", "max")))
-    return "\n".join(lines)
-
-
-def _buffer_cfg(args: argparse.Namespace) -> BufferConfig:
-    import dataclasses
-
-    from ..config import load_config, profile
-
-    cfg = (load_config(args.config) if args.config else profile("quick")).buffer
-    changes = {k: v for k, v in (("batch_size", getattr(args, "batch_size", None)),
-                                 ("dtype", getattr(args, "dtype", None)),
-                                 ("alpha", getattr(args, "alpha", None)),
-                                 ("skip_hardest", getattr(args, "skip_hardest", None))) if v is not None}
-    return dataclasses.replace(cfg, **changes)
-
-
-def _cmd_refresh(args: argparse.Namespace) -> int:
-    import time
-
-    import torch
-
-    from ..artifacts import read_table, write_table
-    from ..models import load_policy
-
-    torch.set_num_threads(args.threads)
-    cfg = _buffer_cfg(args)
-    pool = [Example.from_row(r) for r in read_table(args.pool, EXAMPLES).to_pylist()]
-    if args.limit:
-        pool = pool[: args.limit]
-    model, tok = load_policy(args.model, adapter=args.adapter)
-    t0 = time.perf_counter()
-    table = refresh_buffer(model, tok, pool, cfg, iteration=args.iteration)
-    wall = time.perf_counter() - t0
-    ref = write_table(table, args.out, REPLAY_BUFFER)
-    print(f"[buffer] scored {len(pool)} pool examples in {wall:.1f} s ({wall / max(len(pool), 1):.2f} s/example, "
-          f"{cfg.dtype}, batch {cfg.batch_size}) → {ref.path}")
-    print(_format_summary(h_summary(table)))
-    flags = table.column("is_no_call").to_pylist()
-    k_call, k_no = selection_counts(len(flags) - sum(flags), sum(flags), cfg.alpha)
-    print(f"[buffer] α = {cfg.alpha:g}: select would take {k_call + k_no} hardest ({k_call} call, {k_no} no-call)")
-    return 0
-
-
-def _cmd_select(args: argparse.Namespace) -> int:
-    from ..artifacts import read_table, write_table
-
-    cfg = _buffer_cfg(args)
-    rows = select_for_search(read_table(args.buffer, REPLAY_BUFFER), cfg)
-    ref = write_table([e.to_row() for e in buffer_examples(rows)], args.out, EXAMPLES)
-    n_no = sum(1 for r in rows if r["is_no_call"])
-    print(f"[buffer] selected {len(rows)} (α = {cfg.alpha:g}, hardest {cfg.skip_hardest:g} skipped; "
-          f"{len(rows) - n_no} call, {n_no} no-call; "
-          f"h ≥ {min((r['h'] for r in rows), default=float('nan')):.3f}) → {ref.path}")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("buffer", help="perplexity replay buffer (Eq. 4): score the pool, select the hardest")
-    sub = p.add_subparsers(dest="buffer_cmd", required=True)
-    r = sub.add_parser("refresh", help="score every pool example by the perplexity of its target; print the h distribution")
-    r.add_argument("--model", required=True, help="policy: embedded name, folder (e.g. a merged model) or hub id")
-    r.add_argument("--adapter", default=None, help="LoRA adapter folder on top of --model")
-    r.add_argument("--pool", required=True, help="examples Parquet (the reinforcement pool)")
-    r.add_argument("-o", "--out", required=True, help="replay_buffer Parquet to write")
-    r.add_argument("--iteration", type=int, default=0)
-    r.add_argument("--config", default=None, help="RunConfig YAML (default: the quick profile)")
-    r.add_argument("--batch-size", type=int, default=None)
-    r.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default=None)
-    r.add_argument("--limit", type=int, default=None, help="score only the first N pool examples")
-    r.add_argument("--threads", type=int, default=2)
-    r.set_defaults(func=_cmd_refresh)
-    s = sub.add_parser("select", help="write the top-α hardest examples of a buffer as an examples table")
-    s.add_argument("buffer")
-    s.add_argument("-o", "--out", required=True)
-    s.add_argument("--alpha", type=float, default=None, help="fraction, e.g. 0.2 (default: the config's)")
-    s.add_argument("--skip-hardest", type=float, default=None,
-                   help="fraction of the hardest rows passed over before taking α, e.g. 0.5 (default: the config's)")
-    s.add_argument("--config", default=None)
-    s.set_defaults(func=_cmd_select)

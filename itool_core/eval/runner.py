@@ -15,6 +15,8 @@ category, prompt, raw output, parsed calls as JSON, valid, error, error type) th
 category n, accuracy and the Wilson 95 % interval.  :func:`format_tables` prints it in the layout of the
 paper's Table 1 and Table 2.  Every number of a subset run is labelled with the subset size and seed
 (``summary["subset"]``).
+
+``itool eval`` (:mod:`itool_core.cli.eval`) is this function on the command line.
 """
 
 from __future__ import annotations
@@ -211,75 +213,3 @@ def format_tables(summary: dict[str, Any]) -> str:
     if t:
         parts.append(f"{t['items']} items in {t['seconds']:.1f} s ({t['seconds_per_item']:.3f} s/item)")
     return "\n\n".join(parts)
-
-
-# --------------------------------------------------------------------------------------------------- CLI
-
-
-def _cmd_eval(args) -> int:
-    import dataclasses
-
-    import torch
-
-    from ..config import load_config, profile
-
-    # The defaults are the pipeline's evaluation settings (the profile's ``evaluation`` section and its tool
-    # rendering), so a number from ``itool eval`` compares with the pipeline's number for the same model.
-    cfg = load_config(args.config) if args.config else profile(args.profile)
-    spec = cfg.evaluation
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = args.out or f"runs/eval/{time.strftime('%Y%m%d-%H%M%S')}"
-    over: dict[str, Any] = {"tools_style": args.tools or spec.tools_style or cfg.sft.tools_style}
-    if args.categories is not None:
-        over["categories"] = tuple(c.strip() for c in args.categories.split(",") if c.strip())
-    for key, value in (("limit", args.limit), ("seed", args.seed), ("batch_size", args.batch_size),
-                       ("max_new_tokens", args.max_new_tokens), ("max_steps", args.max_steps),
-                       ("apibank_prompt", args.apibank_prompt)):
-        if value is not None:
-            over[key] = value
-    if args.full:
-        over["limit"] = None
-    spec = dataclasses.replace(spec, **over)
-    if args.benchmarks:
-        keep = {b.strip() for b in args.benchmarks.split(",")}
-        spec = dataclasses.replace(spec, categories=tuple(
-            c for c in spec.categories if any(c in benchmark_categories(b) for b in keep)))
-    summary = evaluate(args.model, spec, adapter=args.adapter, engine=args.engine or cfg.engine, out_dir=out,
-                       num_threads=args.threads, data_dirs={"apibank": args.apibank_dir},
-                       label=args.model + (f" + {args.adapter}" if args.adapter else ""))
-    print(f"samples and summary.json written to {out}")
-    return 0 if summary.get("n_items") else 1
-
-
-def register_cli(subparsers) -> None:
-    """Add ``itool eval`` to the project CLI."""
-    from ..config import APIBANK_PROMPTS, PROFILES
-
-    p = subparsers.add_parser("eval", help="evaluate a model on BFCL v3 and API-Bank L1/L2",
-                              description="Defaults: the evaluation settings of --profile (or --config), the "
-                                          "same the pipeline evaluates its stages with.")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="model name, folder or hub id")
-    p.add_argument("--adapter", default=None, help="LoRA adapter folder")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="settings preset (default quick)")
-    src.add_argument("--config", help="YAML experiment file: its evaluation section and tool rendering")
-    p.add_argument("--benchmarks", default=None, help="comma-separated: bfcl, apibank (default: all)")
-    p.add_argument("--categories", default=None,
-                   help="comma-separated BFCL categories and/or apibank_level1, apibank_level2 "
-                        "(default: the profile's evaluation.categories)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="at most N items per category (seeded, stable subset; default: the profile's)")
-    p.add_argument("--full", action="store_true", help="full categories (no subset)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--out", default=None, help="output folder (default runs/eval/<time>)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--max-steps", type=int, default=None, help="multi-turn: executing steps per turn")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--engine", default=None, choices=["hf", "vllm"], help="default: the profile's engine")
-    p.add_argument("--tools", default=None, choices=["json", "compact"],
-                   help="tool rendering in the prompt (default: the profile's sft.tools_style)")
-    p.add_argument("--apibank-prompt", default=None, choices=list(APIBANK_PROMPTS))
-    p.add_argument("--apibank-dir", default=None)
-    p.set_defaults(func=_cmd_eval)

@@ -30,7 +30,6 @@ Metrics (loss per logging step and per stage, tokens/s, s/step, wall time, peak 
 
 from __future__ import annotations
 
-import argparse
 import gc
 import math
 import os
@@ -61,7 +60,6 @@ __all__ = [
     "build_trainer",
     "answer_loss",
     "train_sft",
-    "register_cli",
 ]
 
 #: ``callback(event, metrics)``; events: "stage_start", "log", "stage_end", "end" (see :func:`train_sft`).
@@ -575,96 +573,3 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
     atomic_write_json(out / "sft_result.json", result.to_dict())
     emit("end", result.to_dict())
     return result
-
-
-# ------------------------------------------------------------------------------------------------------ CLI
-
-
-def _summary_line(m: dict) -> str:
-    first = "-" if m["first_loss"] is None else f"{m['first_loss']:.3f}"
-    last = "-" if m["last_loss"] is None else f"{m['last_loss']:.3f}"
-    return (f"[warmup] stage {m['index']} {m['name']:<7} n={m['n_examples']:<5} dropped={m['n_dropped_too_long']:<3} "
-            f"steps={m['steps']:<4} loss {first} → {last} (mean {m['train_loss']:.3f})  "
-            f"{m['tokens_per_s']:.0f} tok/s  {m['s_per_step']:.1f} s/step  {m['wall_s']:.0f} s  "
-            f"peak {m['peak_rss_mb'] / 1024:.1f} GB  → {m['adapter_dir']}" + ("  (resumed)" if m.get("resumed") else "")
-            + (f"  (continued from step {m['resumed_at_step']})" if m.get("resumed_at_step") else ""))
-
-
-def _cmd_warmup(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    import torch
-
-    from ..artifacts import read_table
-    from ..config import load_config, profile
-    from ..data.split import curriculum_thirds, split_pool, write_parts
-    from ..schemas import EXAMPLES
-
-    torch.set_num_threads(args.threads)
-    run_cfg = load_config(args.config) if args.config else profile("quick")
-    sft_cfg = run_cfg.sft
-    if args.mode:
-        sft_cfg = dataclasses.replace(sft_cfg, mode=args.mode)
-    if args.max_steps is not None:
-        sft_cfg = dataclasses.replace(sft_cfg, max_steps_per_stage=args.max_steps)
-    if args.loss_normalisation:
-        sft_cfg = dataclasses.replace(sft_cfg, loss_normalisation=args.loss_normalisation)
-    if args.decision_weight is not None:
-        sft_cfg = dataclasses.replace(sft_cfg, decision_weight=args.decision_weight)
-    if args.checkpoint_every is not None:
-        sft_cfg = dataclasses.replace(sft_cfg, checkpoint_steps=args.checkpoint_every)
-    model = args.model or run_cfg.model
-
-    if args.data == "default":
-        from ..data.loaders import load_default_training_set
-
-        examples, _ = load_default_training_set()
-    else:
-        examples = [Example.from_row(r) for r in read_table(args.data, EXAMPLES).to_pylist()]
-    warmup, pool = split_pool(examples, run_cfg.split)
-    easy, medium, hard = curriculum_thirds(warmup, run_cfg.split.seed, run_cfg.split.no_call_every_stage)
-    out = Path(args.out)
-    refs = write_parts({"warmup": warmup, "pool": pool, "easy": easy, "medium": medium, "hard": hard}, out / "data")
-    print(f"[warmup] {len(examples)} examples → warm-up {len(warmup)} (easy {len(easy)} / medium {len(medium)} / "
-          f"hard {len(hard)}), pool {len(pool)} → {refs['pool'].path}")
-
-    planned: dict[str, int] = {}
-
-    def on_event(event: str, m: dict) -> None:
-        if event == "stage_start":
-            planned[m["stage"]] = m["steps"]
-        elif event == "log" and m.get("loss") is not None:
-            # a stage takes minutes to an hour on CPU: show that it moves
-            print(f"[warmup]   {m['stage']} step {m['stage_step']}/{planned.get(m['stage'], '?')} "
-                  f"loss {m['loss']:.3f}", flush=True)
-        elif event == "stage_end":
-            print(_summary_line(m), flush=True)
-
-    result = train_sft(model, [("easy", easy), ("medium", medium), ("hard", hard)], sft_cfg, out, on_event,
-                       resume=args.resume)
-    print(f"[warmup] {result.mode} done in {result.wall_s:.0f} s; adapter {result.adapter_dir}; "
-          f"merged {result.merged_dir}")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "warmup", help="split the data, then LoRA SFT easy → medium → hard (or mixed); save adapters + merged model")
-    p.add_argument("--data", required=True,
-                   help="examples Parquet file (itool data import), or 'default' for the embedded training set")
-    p.add_argument("--model", default=None, help="base model: embedded name, folder or hub id (default: config's)")
-    p.add_argument("--mode", choices=["curriculum", "mixed"], default=None, help="default: the config's (curriculum)")
-    p.add_argument("--out", default="runs/warmup", help="output folder (data/, stage_*/, merged/)")
-    p.add_argument("--config", default=None, help="RunConfig YAML (default: the quick profile)")
-    p.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps per stage")
-    p.add_argument("--loss-normalisation", choices=["token", "example"], default=None,
-                   help="average the answer loss per token (trl's default) or per example (default: the config's)")
-    p.add_argument("--decision-weight", type=float, default=None,
-                   help="weight of each answer's first token, the call / no-call decision (default: the config's, 1)")
-    p.add_argument("--resume", action="store_true",
-                   help="reuse stages an interrupted run into the same --out finished with the same model, config "
-                        "and data (checked by fingerprint); continue an unfinished stage from its last checkpoint")
-    p.add_argument("--checkpoint-every", type=int, default=None,
-                   help="save a resumable checkpoint every N steps of a stage (0: off; default: the config's, 20)")
-    p.add_argument("--threads", type=int, default=2)
-    p.set_defaults(func=_cmd_warmup)
