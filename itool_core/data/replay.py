@@ -10,7 +10,7 @@ are the examples it has not learnt yet.  The top α (default 20 %, the paper's b
 step-level tree search, so search effort goes where the policy is weakest, and the buffer is refreshed every
 iteration because the policy changes.
 
-"Answer tokens" are exactly the tokens the warm-up SFT trains on (``train.sft.sft_pair`` + ``tokenize_pair``):
+"Answer tokens" are exactly the tokens the warm-up SFT trains on (``data.tokenise.sft_pair`` + ``tokenize_pair``):
 the rendered call list — or the no-call sentence — and the end-of-turn token, after the prompt ids the policy
 sees at generation time.
 So log h(x) equals the per-example SFT loss, and the two stages can never disagree about what "the answer" is.
@@ -33,6 +33,7 @@ from ..calls import PromptStyle
 from ..config import BufferConfig
 from ..schemas import EXAMPLES, TableSchema, register
 from .records import Example
+from .tokenise import sft_pair, tokenize_pair
 
 __all__ = [
     "REPLAY_BUFFER",
@@ -70,9 +71,7 @@ REPLAY_BUFFER = register(
 
 def answer_spans(tokenizer, examples: Sequence[Example], style: PromptStyle = PromptStyle()) -> list[tuple[list[int], int]]:
     """``(input_ids, answer_start)`` per example: the same ids the warm-up SFT trains on
-    (``train.sft.tokenize_pair``: prompt ids as the engines encode them, then the answer + end-token ids)."""
-    from ..train.sft import sft_pair, tokenize_pair
-
+    (``data.tokenise.tokenize_pair``: prompt ids as the engines encode them, then the answer + end-token ids)."""
     out = []
     for ex in examples:
         p_ids, c_ids = tokenize_pair(tokenizer, *sft_pair(tokenizer, ex, style))
