@@ -38,6 +38,7 @@ from .tokenise import sft_pair, tokenize_pair
 __all__ = [
     "REPLAY_BUFFER",
     "answer_spans",
+    "perplexity",
     "target_perplexity",
     "refresh_buffer",
     "select_hardest",
@@ -67,6 +68,19 @@ REPLAY_BUFFER = register(
         doc="reinforcement pool scored by the current policy (Eq. 4)",
     )
 )
+
+
+def perplexity(answer_logprobs: Any) -> float:
+    """Eq. 4: ``h = exp(−(1/n) Σ_t log p(y_t | q, T, y_<t))`` from the n answer tokens' log-probs.
+
+    The n-th root of the answer's probability, inverted: a per-token measure, so long and short answers are
+    comparable, and exactly ``exp`` of the per-example SFT loss.  ``answer_logprobs``: a 1-D tensor (its mean
+    is taken in its own dtype, fp32 here) or a sequence of floats."""
+    n = len(answer_logprobs)
+    if n == 0:
+        raise ValueError("perplexity of an empty answer")
+    mean = answer_logprobs.mean().item() if hasattr(answer_logprobs, "mean") else math.fsum(answer_logprobs) / n
+    return math.exp(-mean)
 
 
 def answer_spans(tokenizer, examples: Sequence[Example], style: PromptStyle = PromptStyle()) -> list[tuple[list[int], int]]:
@@ -138,8 +152,7 @@ def target_perplexity(
                 # token t is predicted by the logits at t−1; only the answer positions count (Eq. 4)
                 lp = torch.log_softmax(logits[r, start - 1 : len(ids) - 1].float(), dim=-1)
                 target = torch.tensor(ids[start:], dtype=torch.long, device=lp.device)
-                nll = -lp.gather(1, target[:, None]).squeeze(1)
-                h[i] = math.exp(nll.mean().item())
+                h[i] = perplexity(lp.gather(1, target[:, None]).squeeze(1))
             del logits
     finally:
         model.train(was_training)
