@@ -16,8 +16,8 @@ sees at generation time.
 So log h(x) equals the per-example SFT loss, and the two stages can never disagree about what "the answer" is.
 
 Computation: one forward pass per batch, right padding with an attention mask (positions stay 0..n−1 per row),
-bf16 autocast on CPU (AMX: about 2× faster than fp32, DESIGN.md), log-softmax in fp32 on the answer positions
-only.  Examples are grouped by length to waste little padding, and results come back in input order.
+bf16 autocast on CPU (AMX: about 2× faster than fp32, docs/design.md#speed-facts), log-softmax in fp32 on the
+answer positions only.  Examples are grouped by length to waste little padding, and results come back in input order.
 """
 
 from __future__ import annotations
@@ -232,8 +232,8 @@ def select_hardest(
     With ``keep_call_proportion`` the hardest ``k_call`` tool-call rows and the hardest ``k_no_call`` no-call
     rows are taken (:func:`selection_counts` gives the rounding), so the search sees abstention examples in
     the proportion the data has them — selecting by h alone could drop them all, and the policy would unlearn
-    saying "no call" (DESIGN.md: irrelevance collapses without no-call examples).  Without it, the top
-    ``selection_size(N, α)`` rows.  Ties in h are broken by id, so the choice is deterministic.
+    saying "no call" (irrelevance collapses without no-call examples:
+    docs/design.md#what-sft-on-the-embedded-data-does).  Without it, the top ``selection_size(N, α)`` rows.  Ties in h are broken by id, so the choice is deterministic.
     """
     if not 0.0 <= skip_hardest < 1.0:
         raise ValueError(f"skip_hardest is a fraction in [0, 1), got {skip_hardest!r}")

@@ -2,7 +2,8 @@
 
 Each part is one function: :class:`Outcome` computes O(s), :func:`self_evaluation` turns the policy's two
 answer-token log-probs into C(s) (Eq. 7), :func:`state_reward` adds them (Eq. 6), :func:`edge_reward` credits a
-step with the change it makes (the r of Eq. 8).  ``search.py`` applies them to the nodes; ``policy.py`` reads the log-probs.
+step with the change it makes (the r of Eq. 8).  ``search.py`` applies them to the nodes; ``policy.py`` reads
+the log-probs.
 
 O compares the calls made so far with the ground truth:
 

@@ -47,7 +47,7 @@ from ..calls import PromptStyle
 from ..config import SFTConfig
 from .common import peak_rss_mb, quiet_progress
 from ..data.records import Example
-from ..data.tokenise import end_token, sft_pair, tokenize_pair  # re-exported: defined below train (data.replay uses them)
+from ..data.tokenise import end_token, sft_pair, tokenize_pair  # re-exported; data.replay uses them too
 
 __all__ = [
     "Callback",

@@ -22,7 +22,8 @@ from typing import Mapping, Sequence
 
 from ..records import Example
 from .common import _new, _rng, _sorted, _tool_pool, question_text
-from .keywords import GENERIC_TOOLS, _content, _name_tokens, _near_miss, _own_keywords, _unrelated, _words, tool_keywords
+from .keywords import (GENERIC_TOOLS, _content, _name_tokens, _near_miss, _own_keywords, _unrelated, _words,
+                       tool_keywords)
 
 
 @dataclass(frozen=True)
