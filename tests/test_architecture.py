@@ -159,3 +159,27 @@ def test_layering_check_sees_relative_function_level_and_submodule_imports(tmp_p
     assert graph["itool_core.train.sft"] == {"itool_core.calls"}
     bad = layering_violations(graph)
     assert len(bad) == 3 and all(any(m in b for b in bad) for m in ("data.replay", "data.augment", "eval.bfcl"))
+
+
+# ---------------------------------------------------------------------------------------- design citations
+
+
+def _anchors(markdown: str) -> set[str]:
+    # GitHub's heading anchors: lower case, punctuation other than "-" dropped, spaces → "-"
+    import re
+
+    return {re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+            for line in markdown.splitlines() if line.startswith("#")}
+
+
+def test_design_citations_point_to_existing_sections():
+    import re
+
+    anchors = _anchors((ROOT / "docs" / "design.md").read_text())
+    missing = []
+    for pkg in ("itool_core", "tasks", "flows", "bench"):
+        for p in (ROOT / pkg).rglob("*.py"):
+            for m in re.finditer(r"docs/design\.md#([\w\-]+)", p.read_text()):
+                if m.group(1) not in anchors:
+                    missing.append(f"{p.relative_to(ROOT)}: #{m.group(1)}")
+    assert missing == [], f"no such section in docs/design.md: {missing}"
