@@ -11,7 +11,7 @@ training dialogues, warm-up part of the seeded split, a seeded sample), then pri
 * a yardstick (one bf16 forward of 4 × 512 tokens) and the load average, because the CPU is shared and a busy
   machine inflates every time above by the same factor.
 
-DESIGN.md measured 11–16 s/step for 4 × 420 tokens with bf16 autocast, LoRA r16 all-linear, no dropout.
+docs/design.md#training-on-cpu: 11–16 s/step for 4 × 420 tokens with bf16 autocast, LoRA r16 all-linear, no dropout.
 
     .venv/bin/python bench/sft_speed.py --steps 8
     .venv/bin/python bench/sft_speed.py --steps 4 --gradient-checkpointing   # the memory/speed trade-off
@@ -78,7 +78,8 @@ def _cpu_model() -> str:
 
 def _calibrate(model, bf16: bool) -> float:
     """Seconds of one no-grad forward of 4 × 512 random tokens (bf16 autocast when ``bf16``): a yardstick of how
-    busy the shared CPU is (DESIGN.md measured 8 × 512 in 3.0 s bf16 on an idle AMX machine, ≈ 1.5 s for 4 × 512)."""
+    busy the shared CPU is (docs/design.md#speed-facts: 8 × 512 in 3.0 s bf16 on an idle AMX machine, ≈ 1.5 s
+    for 4 × 512)."""
     x = torch.randint(0, model.config.vocab_size, (4, 512), generator=torch.Generator().manual_seed(0))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with torch.no_grad(), autocast:
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(row, indent=2) + "\n")
     if calib is not None:
         print(f"yardstick: {'bf16' if use_bf16 else 'fp32'} forward 4 × 512 tokens {calib:.1f} s "
-              "(bf16 ≈ 1.5 s on the idle AMX machine of DESIGN.md)")
+              "(bf16 ≈ 1.5 s on the idle AMX machine of docs/design.md#speed-facts)")
     if max(row["loadavg_1min_before_after"]) > torch.get_num_threads() + 0.5:
         print(f"note: load average {row['loadavg_1min_before_after']} on a {torch.get_num_threads()}-thread run — "
               "other processes shared the CPU; times are inflated")

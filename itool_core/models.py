@@ -10,7 +10,7 @@
 * any hub id (``meta-llama/Llama-3.1-8B-Instruct``): the real-user path, the same code with another source.
 
 The pipeline's policies are "base + LoRA adapter" during an iteration and a merged folder between iterations
-(the merged previous policy is the DPO reference of the next iteration, METHOD_NOTES "Reference model").
+(the merged previous policy is the DPO reference of the next iteration, docs/design.md#reference-model).
 """
 
 from __future__ import annotations
@@ -124,8 +124,8 @@ def _dtype(dtype: Any) -> torch.dtype | None:
 def bf16_is_fast(device: str = "cpu") -> bool:
     """Whether bf16 arithmetic is native on ``device``, i.e. whether bf16 autocast speeds training up.
 
-    On a CPU with AMX or AVX-512-BF16 (the Xeon of DESIGN.md) autocast halves an SFT step (20.6 → 11.8 s); on a
-    CPU without them (AVX2-only AMD EPYC, measured 2026-11-29) every bf16 op is emulated and an SFT step of
+    On a CPU with AMX or AVX-512-BF16 (docs/design.md#training-on-cpu) autocast halves an SFT step
+    (20.6 → 11.8 s); on a CPU without them (AVX2-only AMD EPYC, measured 2026-11-29) every bf16 op is emulated and an SFT step of
     SmolLM2-135M took ~12 minutes instead of ~75 s in fp32 (one thread, batch 4 × ~600 tokens).  CUDA: the GPU's own bf16 support.
     """
     if device.startswith("cuda"):
@@ -184,7 +184,7 @@ def load_policy(
 ):
     """Load ``(model, tokenizer)``; with ``adapter``, wrap the model in that peft LoRA adapter.
 
-    ``dtype`` defaults to float32 on CPU (single-sequence decode is slower in bf16 there, DESIGN.md) and
+    ``dtype`` defaults to float32 on CPU (single-sequence decode is slower in bf16 there, docs/design.md#speed-facts) and
     bfloat16 on CUDA.
     """
     from transformers import AutoModelForCausalLM

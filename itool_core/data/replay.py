@@ -10,14 +10,14 @@ are the examples it has not learnt yet.  The top α (default 20 %, the paper's b
 step-level tree search, so search effort goes where the policy is weakest, and the buffer is refreshed every
 iteration because the policy changes.
 
-"Answer tokens" are exactly the tokens the warm-up SFT trains on (``train.sft.sft_pair`` + ``tokenize_pair``):
+"Answer tokens" are exactly the tokens the warm-up SFT trains on (``data.tokenise.sft_pair`` + ``tokenize_pair``):
 the rendered call list — or the no-call sentence — and the end-of-turn token, after the prompt ids the policy
 sees at generation time.
 So log h(x) equals the per-example SFT loss, and the two stages can never disagree about what "the answer" is.
 
 Computation: one forward pass per batch, right padding with an attention mask (positions stay 0..n−1 per row),
-bf16 autocast on CPU (AMX: about 2× faster than fp32, DESIGN.md), log-softmax in fp32 on the answer positions
-only.  Examples are grouped by length to waste little padding, and results come back in input order.
+bf16 autocast on CPU (AMX: about 2× faster than fp32, docs/design.md#speed-facts), log-softmax in fp32 on the
+answer positions only.  Examples are grouped by length to waste little padding, and results come back in input order.
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ from ..calls import PromptStyle
 from ..config import BufferConfig
 from ..schemas import EXAMPLES, TableSchema, register
 from .records import Example
+from .tokenise import sft_pair, tokenize_pair
 
 __all__ = [
     "REPLAY_BUFFER",
     "answer_spans",
+    "perplexity",
     "target_perplexity",
     "refresh_buffer",
     "select_hardest",
@@ -66,11 +68,22 @@ REPLAY_BUFFER = register(
 )
 
 
+def perplexity(answer_logprobs: Any) -> float:
+    """Eq. 4: ``h = exp(−(1/n) Σ_t log p(y_t | q, T, y_<t))`` from the n answer tokens' log-probs.
+
+    The n-th root of the answer's probability, inverted: a per-token measure, so long and short answers are
+    comparable, and exactly ``exp`` of the per-example SFT loss.  ``answer_logprobs``: a 1-D tensor (its mean
+    is taken in its own dtype, fp32 here) or a sequence of floats."""
+    n = len(answer_logprobs)
+    if n == 0:
+        raise ValueError("perplexity of an empty answer")
+    mean = answer_logprobs.mean().item() if hasattr(answer_logprobs, "mean") else math.fsum(answer_logprobs) / n
+    return math.exp(-mean)
+
+
 def answer_spans(tokenizer, examples: Sequence[Example], style: PromptStyle = PromptStyle()) -> list[tuple[list[int], int]]:
     """``(input_ids, answer_start)`` per example: the same ids the warm-up SFT trains on
-    (``train.sft.tokenize_pair``: prompt ids as the engines encode them, then the answer + end-token ids)."""
-    from ..train.sft import sft_pair, tokenize_pair
-
+    (``data.tokenise.tokenize_pair``: prompt ids as the engines encode them, then the answer + end-token ids)."""
     out = []
     for ex in examples:
         p_ids, c_ids = tokenize_pair(tokenizer, *sft_pair(tokenizer, ex, style))
@@ -137,8 +150,7 @@ def target_perplexity(
                 # token t is predicted by the logits at t−1; only the answer positions count (Eq. 4)
                 lp = torch.log_softmax(logits[r, start - 1 : len(ids) - 1].float(), dim=-1)
                 target = torch.tensor(ids[start:], dtype=torch.long, device=lp.device)
-                nll = -lp.gather(1, target[:, None]).squeeze(1)
-                h[i] = math.exp(nll.mean().item())
+                h[i] = perplexity(lp.gather(1, target[:, None]).squeeze(1))
             del logits
     finally:
         model.train(was_training)
@@ -218,8 +230,8 @@ def select_hardest(
     With ``keep_call_proportion`` the hardest ``k_call`` tool-call rows and the hardest ``k_no_call`` no-call
     rows are taken (:func:`selection_counts` gives the rounding), so the search sees abstention examples in
     the proportion the data has them — selecting by h alone could drop them all, and the policy would unlearn
-    saying "no call" (DESIGN.md: irrelevance collapses without no-call examples).  Without it, the top
-    ``selection_size(N, α)`` rows.  Ties in h are broken by id, so the choice is deterministic.
+    saying "no call" (irrelevance collapses without no-call examples:
+    docs/design.md#what-sft-on-the-embedded-data-does).  Without it, the top ``selection_size(N, α)`` rows.  Ties in h are broken by id, so the choice is deterministic.
     """
     if not 0.0 <= skip_hardest < 1.0:
         raise ValueError(f"skip_hardest is a fraction in [0, 1), got {skip_hardest!r}")

@@ -45,6 +45,7 @@ __all__ = [
     "CRITERIA",
     "criteria",
     "percentile_ranks",
+    "difficulty_score",
     "difficulty_scores",
     "order_by_difficulty",
     "split_pool",
@@ -83,13 +84,24 @@ def percentile_ranks(values: Sequence[float]) -> list[float]:
     return out
 
 
+def difficulty_score(percentiles: Sequence[float]) -> float:
+    """``d(x) = (pr(n_tools) + pr(tools_chars) + pr(n_calls)) / 3``: the mean of one example's per-criterion
+    percentile ranks (:func:`percentile_ranks`), in :data:`CRITERIA` order.
+
+    Equal weights, because the paper names the three criteria of §4.2 without weighting them; ranks, because
+    the criteria live on incomparable, heavy-tailed scales (module docstring)."""
+    if len(percentiles) != len(CRITERIA):
+        raise ValueError(f"one percentile per criterion {CRITERIA}, got {len(percentiles)}")
+    return sum(percentiles) / len(CRITERIA)
+
+
 def difficulty_scores(examples: Sequence[Example]) -> list[float]:
-    """The combined difficulty score of each example (module docstring), in input order, within this set."""
+    """:func:`difficulty_score` of each example, in input order, with percentiles taken within this set."""
     if not examples:
         return []
     feats = [criteria(e) for e in examples]
     per_criterion = [percentile_ranks([f[c] for f in feats]) for c in range(len(CRITERIA))]
-    return [sum(pc[i] for pc in per_criterion) / len(CRITERIA) for i in range(len(examples))]
+    return [difficulty_score([pc[i] for pc in per_criterion]) for i in range(len(examples))]
 
 
 def _tie_key(seed: int, ex_id: str) -> int:

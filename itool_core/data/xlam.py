@@ -17,7 +17,9 @@ import json
 from typing import Any
 
 from ..calls import ToolCall
-from .normalise import SchemaError, check_calls, load_file_records, normalise_tools
+from .files import load_file_records
+from .normalise import SchemaError, normalise_tools
+from .targets import check_calls
 from .records import Example, FieldError, LoadReport
 
 __all__ = ["DEFAULT_HUB_ID", "xlam_example", "load_xlam"]

@@ -10,18 +10,19 @@
 * ``confidence`` — ONE batched forward pass: the policy's probability of the answer token meaning "correct"
   under an evaluation prompt that shows the tools, the question, a reference answer and the partial answer
   (MCTS-DPO's self-evaluation); ``C = P(B) / (P(A) + P(B))`` read from the next-token distribution, not
-  from sampled text (the authors' release samples 7 tokens and substring-matches, METHOD_NOTES).
+  from sampled text (the authors' release samples 7 tokens and substring-matches,
+  docs/design.md#the-authors-release-differs-from-the-paper); :func:`~itool_core.mcts.reward.self_evaluation`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from typing import Any, Sequence
 
 from ..calls import render_target
 from ..config import PolicyConfig
 from ..engines.base import GenerationParams
+from .reward import self_evaluation
 from .search import Candidate, State
 from .steps import CALL_STOP_STRINGS, first_step_end
 
@@ -110,8 +111,4 @@ class EnginePolicy:
 
     def confidence(self, states: Sequence[State]) -> list[float]:
         lps = self.engine.next_token_logprobs([self.eval_prompt(st) for st in states], ["A", "B"])
-        out = []
-        for d in lps:
-            a, b = math.exp(d["A"]), math.exp(d["B"])
-            out.append(b / (a + b) if a + b > 0 else 0.5)
-        return out
+        return [self_evaluation(d["A"], d["B"]) for d in lps]

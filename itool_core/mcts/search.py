@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 from ..config import MCTSConfig
+from .reward import edge_reward, state_reward
 from .steps import split_steps
 from .tree import Node, Tree, backup, select_leaf
 
@@ -103,6 +104,12 @@ def rollout_value(node: Node, continuation: str, outcome: Callable[[str, bool], 
     return value
 
 
+def _reward(node: Node, p_correct: float, confidence_weight: float) -> None:
+    """Set C and R = O + C (Eq. 6–7) of a node whose O is known, from the policy's P("correct")."""
+    node.C = confidence_weight * p_correct
+    node.R = state_reward(node.O, node.C)
+
+
 def _expand(items: list[SearchItem], leaves: list[tuple[int, Node]], cands: list[list[Candidate]]) -> list[tuple[int, Node]]:
     new: list[tuple[int, Node]] = []
     for (i, leaf), cs in zip(leaves, cands):
@@ -133,8 +140,7 @@ def search_lockstep(items: list[SearchItem], policy: SearchPolicy, cfg: MCTSConf
         confs = timed("confidence", policy.confidence, roots)
         stats.confidence_calls += 1
         for st, c in zip(roots, confs):
-            st.node.C = cfg.confidence_weight * c
-            st.node.R = st.node.O + st.node.C
+            _reward(st.node, c, cfg.confidence_weight)
     for rnd in range(cfg.simulations):
         leaves: list[tuple[int, Node]] = []
         for i, it in enumerate(items):
@@ -158,9 +164,8 @@ def search_lockstep(items: list[SearchItem], policy: SearchPolicy, cfg: MCTSConf
         confs = timed("confidence", policy.confidence, [State(items[i].tree, n) for i, n in new])
         stats.confidence_calls += 1
         for (i, node), c in zip(new, confs):
-            node.C = cfg.confidence_weight * c
-            node.R = node.O + node.C
-            node.r = node.R - node.parent.R
+            _reward(node, c, cfg.confidence_weight)
+            node.r = edge_reward(node.R, node.parent.R)
         open_nodes = [(i, n) for i, n in new if not n.terminal]
         values = {n.id: 0.0 for _, n in new}
         if open_nodes:

@@ -42,10 +42,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..calls import PromptStyle, render_prompt, render_target
+from ..calls import PromptStyle
 from ..config import SFTConfig
 from .common import peak_rss_mb, quiet_progress
 from ..data.records import Example
+from ..data.tokenise import end_token, sft_pair, tokenize_pair  # re-exported; data.replay uses them too
 
 __all__ = [
     "Callback",
@@ -64,29 +65,6 @@ __all__ = [
 
 #: ``callback(event, metrics)``; events: "stage_start", "log", "stage_end", "end" (see :func:`train_sft`).
 Callback = Callable[[str, dict], None]
-
-
-def end_token(tokenizer) -> str:
-    """The token that closes an assistant turn: the tokenizer's EOS (``<|im_end|>`` for SmolLM2,
-    ``<|eot_id|>`` for Llama-3.1-Instruct) — the one generation stops on and trl would append itself."""
-    if not tokenizer.eos_token:
-        raise ValueError("the tokenizer has no eos_token: the answer's end cannot be trained")
-    return tokenizer.eos_token
-
-
-def sft_pair(tokenizer, ex: Example, style: PromptStyle = PromptStyle()) -> tuple[str, str]:
-    """``(prompt, completion)`` of one example: the policy's exact prompt and the answer it must produce."""
-    prompt = render_prompt(tokenizer, ex.tools, ex.messages, style)
-    completion = render_target(ex.target) + end_token(tokenizer)
-    return prompt, completion
-
-
-def tokenize_pair(tokenizer, prompt: str, completion: str) -> tuple[list[int], list[int]]:
-    """``(prompt_ids, completion_ids)``, no special tokens added: the prompt as the engines encode it, the
-    answer as the tokens that follow it.  Training (here) and perplexity (``data.replay``) both use this."""
-    p_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    c_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
-    return p_ids, c_ids
 
 
 def build_sft_records(
