@@ -8,7 +8,7 @@ frozen and contain only plain values (str, int, float, bool, None, tuples of tho
 Profiles
 --------
 ``quick``  the embedded SmolLM2-135M-Instruct on CPU with budgets that finish in minutes to an hour on a
-           2-core machine (DESIGN.md speed facts).
+           2-core machine (docs/design.md#speed-facts).
 ``paper``  the paper's setting (§5.1): Llama-3.1-8B-Instruct on a GPU, ToolACE data, vLLM generation, LoRA
            r = 16 / alpha = 32, learning rate 1e-4, 3 epochs per warm-up stage, α = 20 % hard samples.
 
@@ -125,7 +125,7 @@ class SplitConfig:
 class SFTConfig:
     """Warm-up LoRA SFT (§4.2, Eq. 2–3): easy → medium → hard, continuing one adapter; or "mixed" (Fig. 4).
 
-    CPU choices (measured, DESIGN.md): ``lora_dropout=0`` (dropout masks cost 16 % of a step), ``bf16="auto"``
+    CPU choices (measured, docs/design.md#training-on-cpu): ``lora_dropout=0`` (dropout masks cost 16 % of a step), ``bf16="auto"``
     (autocast where bf16 is native — AMX: 20.6 → 11.8 s/step; fp32 on an AVX2-only CPU, where emulated bf16
     is 10× slower) and ``gradient_checkpointing=False`` (35 % faster; 6.8 GB instead of 4.6 GB
     peak for SmolLM2-135M at 4 × 420 tokens, affordable — on an 8B model on GPU turn it on, as ``paper`` does).
@@ -208,7 +208,7 @@ class BufferConfig:
 
     #: Fraction (not percent) of the buffer sampled as hard examples for the search; the paper's best is 0.2.
     alpha: float = 0.2
-    #: Examples per forward pass.  Batching gives little on CPU (DESIGN.md) but a lot on GPU.
+    #: Examples per forward pass.  Batching gives little on CPU (docs/design.md#training-on-cpu) but a lot on GPU.
     batch_size: int = 4
     #: Keep tool-call and no-call examples in the same proportion as in the buffer when selecting.
     keep_call_proportion: bool = True
@@ -232,7 +232,8 @@ class BufferConfig:
 
 @dataclass(frozen=True)
 class MCTSConfig:
-    """Step-level MCTS (§4.3, Eq. 5–9) and the pair filters of the authors' release (METHOD_NOTES.md)."""
+    """Step-level MCTS (§4.3, Eq. 5–9) and the pair filters of the authors' release
+    (docs/design.md#the-authors-release-differs-from-the-paper)."""
 
     #: Rounds per tree; each selects a leaf by PUCT, expands it into ≤ k children, scores and rolls them out.
     simulations: int = 8
@@ -297,7 +298,7 @@ class PolicyConfig:
 class PreferenceConfig:
     """Preference update of one iteration (Eq. 10–11).  Defaults = the CPU profile (:meth:`cpu`).
 
-    CPU choices (DESIGN.md): ``lora_dropout=0`` (dropout masks cost 16 % of a step), ``bf16=True`` autocast
+    CPU choices (docs/design.md#training-on-cpu): ``lora_dropout=0`` (dropout masks cost 16 % of a step), ``bf16=True`` autocast
     (≈ 2× faster with AMX), ``gradient_checkpointing=False`` (35 % faster; a 135M model's activations fit).
     DPO on CPU is ≈ 30 s per 4 pairs × 512 tokens and 11–15 GB RSS: never run two trainings at once.
     """

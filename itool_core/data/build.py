@@ -2,7 +2,7 @@
 
 The embedded sources (BFCL's unused exec/sql sets + API-Bank's training set, ``load_default_training_set``)
 taught SmolLM2-135M simple and multiple calls but not abstention or parallel calls, and are dominated by two
-functions (DESIGN.md, "What SFT on the embedded data does").  This module turns them into the set the warm-up
+functions (docs/design.md#what-sft-on-the-embedded-data-does).  This module turns them into the set the warm-up
 SFT (§4.2) trains on, in this order — each step's counts go into the card:
 
 1. **load** the default sources (or ``sources=`` given by the caller);

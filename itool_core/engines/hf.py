@@ -1,6 +1,6 @@
 """Transformers generation backend (CPU-testable reference implementation of the engine protocol).
 
-How it generates (see DESIGN.md "Speed facts"):
+How it generates (docs/design.md#speed-facts):
 
 * Prompts are tokenised once, sorted by length (longest first, so an out-of-memory shows up at once) and cut
   into batches; each batch is LEFT-padded, so the last position of every row is its real last prompt token

@@ -19,8 +19,8 @@ The variants change the loss, not the data (``PreferenceConfig.loss``, one modul
 :mod:`itool_core.train.losses`, registered in :data:`itool_core.registry.LOSSES`): ``dpo`` and ``ipo``
 (reference = previous policy), ``simpo`` and ``orpo`` (reference-free: no reference model is loaded).
 
-Step-level pitfalls handled here (METHOD_NOTES, "Step-level DPO with trl")
---------------------------------------------------------------------------
+Step-level pitfalls handled here (docs/design.md#step-level-dpo-pitfalls)
+------------------------------------------------------------------------
 1. **EOS only on terminal steps.**  trl appends EOS to every chosen/rejected (DPO: to the text; CPO/ORPO:
    ``add_eos_token_if_needed`` after tokenising).  On an intermediate step (one call followed by ``,``) that
    would teach the policy to *stop after one call*.  We build the tokenised rows ourselves:

@@ -535,7 +535,8 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
     final_model: Any = peft_model
     merged_dir = None
     if cfg.merge:
-        # Fold the adapter into the base weights: the next iteration's policy and DPO reference (METHOD_NOTES).
+        # Fold the adapter into the base weights: the next iteration's policy and DPO reference
+        # (docs/design.md#reference-model).
         final_model = peft_model.merge_and_unload()
         merged_dir = str(save_policy(final_model, tok, out / "merged"))
     result = SFTResult(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
+from ...config import AUGMENTATIONS
 from ..records import Example
 from .caps import CapParams
 from .distract import DistractorParams, distractors
@@ -17,8 +18,8 @@ from .nocall import NoCallParams, no_call, source_rates
 from .rename import RenameParams, renamed
 
 
-#: Names of the augmentations, in the order :func:`augment` runs them (the CLI's ``--no-augment`` choices).
-AUGMENTATIONS = ("no_call", "parallel", "renamed", "distractors")
+#: ``AUGMENTATIONS`` (config.py, so a run config can name them): the augmentations in the order :func:`augment`
+#: runs them.
 
 
 @dataclass(frozen=True)
