@@ -54,16 +54,32 @@ def _training_examples() -> tuple[list[Example], str]:
         from itool_core.calls import ToolCall
 
         rng = random.Random(0)
-        tools = [{"name": f"tool_{j}", "description": f"Tool number {j} does thing {j}.",
-                  "parameters": {"type": "dict", "properties": {"x": {"type": "integer"}, "unit": {"type": "string"}},
-                                 "required": ["x"]}} for j in range(6)]
+        tools = [
+            {
+                "name": f"tool_{j}",
+                "description": f"Tool number {j} does thing {j}.",
+                "parameters": {
+                    "type": "dict",
+                    "properties": {"x": {"type": "integer"}, "unit": {"type": "string"}},
+                    "required": ["x"],
+                },
+            }
+            for j in range(6)
+        ]
         out = []
         for i in range(200):
             ts = rng.sample(tools, rng.randint(1, 4))
             target = [ToolCall(t["name"], {"x": rng.randint(0, 99)}) for t in ts[: rng.randint(1, 2)]]
-            out.append(Example(f"syn{i}", "synthetic", "synthetic", ts,
-                               [{"role": "user", "content": f"Please run {target[0].name} on {target[0].arguments['x']}."}],
-                               target))
+            out.append(
+                Example(
+                    f"syn{i}",
+                    "synthetic",
+                    "synthetic",
+                    ts,
+                    [{"role": "user", "content": f"Please run {target[0].name} on {target[0].arguments['x']}."}],
+                    target,
+                )
+            )
         return out, f"synthetic tool calls (loaders unavailable: {type(e).__name__})"
 
 
@@ -96,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=None, help="per-device batch (default: quick profile's)")
     ap.add_argument("--max-length", type=int, default=None)
-    ap.add_argument("--no-bf16", action="store_true",
-                    help="fp32 even where bf16 is native (default: the profile's bf16='auto')")
+    ap.add_argument(
+        "--no-bf16", action="store_true", help="fp32 even where bf16 is native (default: the profile's bf16='auto')"
+    )
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--tools", choices=["json", "compact"], default=None, help="tool rendering (default: profile's)")
     ap.add_argument("--seed", type=int, default=0)
@@ -182,21 +199,29 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
     print(f"SFT speed — {args.model}, {row['data']}")
-    print(f"{st.steps} steps × batch {cfg.per_device_batch_size} (mean {row['tokens_per_example_mean']:.0f} tokens, "
-          f"answer {row['answer_tokens_mean']:.0f}), bf16={use_bf16}, checkpointing={cfg.gradient_checkpointing}, "
-          f"LoRA r{cfg.lora_r} {cfg.target_modules}, {torch.get_num_threads()} threads")
+    print(
+        f"{st.steps} steps × batch {cfg.per_device_batch_size} (mean {row['tokens_per_example_mean']:.0f} tokens, "
+        f"answer {row['answer_tokens_mean']:.0f}), bf16={use_bf16}, checkpointing={cfg.gradient_checkpointing}, "
+        f"LoRA r{cfg.lora_r} {cfg.target_modules}, {torch.get_num_threads()} threads"
+    )
     print(f"{'tokens/s':>9} {'s/step':>7} {'steady':>7} {'wall s':>7} {'peak RSS GB':>12} {'loss first→last':>16}")
-    print(f"{row['tokens_per_s']:>9.0f} {row['s_per_step']:>7.1f} {steady:>7.1f} {st.wall_s:>7.0f} "
-          f"{row['peak_rss_gb']:>12.2f} {st.first_loss:>7.3f}→{st.last_loss:<7.3f}")
+    print(
+        f"{row['tokens_per_s']:>9.0f} {row['s_per_step']:>7.1f} {steady:>7.1f} {st.wall_s:>7.0f} "
+        f"{row['peak_rss_gb']:>12.2f} {st.first_loss:>7.3f}→{st.last_loss:<7.3f}"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(row, indent=2) + "\n")
     if calib is not None:
-        print(f"yardstick: {'bf16' if use_bf16 else 'fp32'} forward 4 × 512 tokens {calib:.1f} s "
-              "(bf16 ≈ 1.5 s on the idle AMX machine of docs/design.md#speed-facts)")
+        print(
+            f"yardstick: {'bf16' if use_bf16 else 'fp32'} forward 4 × 512 tokens {calib:.1f} s "
+            "(bf16 ≈ 1.5 s on the idle AMX machine of docs/design.md#speed-facts)"
+        )
     if max(row["loadavg_1min_before_after"]) > torch.get_num_threads() + 0.5:
-        print(f"note: load average {row['loadavg_1min_before_after']} on a {torch.get_num_threads()}-thread run — "
-              "other processes shared the CPU; times are inflated")
+        print(
+            f"note: load average {row['loadavg_1min_before_after']} on a {torch.get_num_threads()}-thread run — "
+            "other processes shared the CPU; times are inflated"
+        )
     print(f"→ {out}")
     return 0
 

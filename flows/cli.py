@@ -44,9 +44,14 @@ def run_overrides(a: argparse.Namespace) -> dict[str, Any]:
     out = leaves(to_dict(load_config(a.config))) if a.config else {}
     if a.full_eval:
         out["evaluation.limit"] = None
-    flags = {"iterations": 0 if a.no_rl else a.iterations, "sft.mode": "mixed" if a.mixed_sft else None,
-             "preference.loss": a.loss, "mcts.simulations": a.simulations, "mcts.k": a.k,
-             "evaluation.limit": None if a.full_eval else a.eval_limit}
+    flags = {
+        "iterations": 0 if a.no_rl else a.iterations,
+        "sft.mode": "mixed" if a.mixed_sft else None,
+        "preference.loss": a.loss,
+        "mcts.simulations": a.simulations,
+        "mcts.k": a.k,
+        "evaluation.limit": None if a.full_eval else a.eval_limit,
+    }
     out.update(overrides_of(a, flags))
     return out
 
@@ -61,13 +66,22 @@ def _cmd_run(a: argparse.Namespace) -> int:
     _setdefault_env()
     from flows.iterate import iterate
 
-    res = iterate(profile=name, config=over, run_dir=a.run_dir, tracking_uri=a.tracking_uri,
-                  no_warmup=a.no_warmup, experiment=a.experiment, refresh_cache=a.refresh_cache,
-                  dask_address=a.dask_address, mine_threads=a.mine_threads)
+    res = iterate(
+        profile=name,
+        config=over,
+        run_dir=a.run_dir,
+        tracking_uri=a.tracking_uri,
+        no_warmup=a.no_warmup,
+        experiment=a.experiment,
+        refresh_cache=a.refresh_cache,
+        dask_address=a.dask_address,
+        mine_threads=a.mine_threads,
+    )
     print()
     print(Path(res["report"]).read_text(encoding="utf-8"))
-    print("wall time per stage (s): " + ", ".join(f"{k}={v:.0f}" for k, v in res["wall_s"].items()
-                                                if k.count("/") <= 1))
+    print(
+        "wall time per stage (s): " + ", ".join(f"{k}={v:.0f}" for k, v in res["wall_s"].items() if k.count("/") <= 1)
+    )
     print(f"ran: {', '.join(res['ran']) or '-'}\ncached: {', '.join(res['cached']) or '-'}")
     print(f"\nplot: {res['plot']}\nreport: {res['report']}\nrun folder: {res['run_dir']}")
     from flows.common import tracking_hint
@@ -78,19 +92,34 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 def register_run(sub: Any) -> None:
     """``itool run`` (any profile) and ``itool demo`` (``run --profile demo``: the whole method in minutes)."""
-    _run_args(sub.add_parser("run", aliases=["iterate"], description=__doc__.split("\n\n")[0],
-                             help="the whole method as the Prefect flow itool: data → split → warm-up → N "
-                                  "iterations (buffer, MCTS, preference) → evaluation → report"), "quick")
-    _run_args(sub.add_parser("demo", help="the whole method on the embedded model with demo budgets (minutes on a "
-                                          "laptop CPU): itool run --profile demo"), "demo")
+    _run_args(
+        sub.add_parser(
+            "run",
+            aliases=["iterate"],
+            description=__doc__.split("\n\n")[0],
+            help="the whole method as the Prefect flow itool: data → split → warm-up → N "
+            "iterations (buffer, MCTS, preference) → evaluation → report",
+        ),
+        "quick",
+    )
+    _run_args(
+        sub.add_parser(
+            "demo",
+            help="the whole method on the embedded model with demo budgets (minutes on a "
+            "laptop CPU): itool run --profile demo",
+        ),
+        "demo",
+    )
 
 
 def _run_args(p: argparse.ArgumentParser, default_profile: str) -> None:
     from itool_core.cli.common import add_config_options
 
     add_config_options(p, default_profile)
-    p.add_argument("--run-dir", help="where every stage's artifacts go (default $ITOOL_HOME/runs/<profile>); "
-                                     "re-run the same command to resume")
+    p.add_argument(
+        "--run-dir",
+        help="where every stage's artifacts go (default $ITOOL_HOME/runs/<profile>); re-run the same command to resume",
+    )
     p.add_argument("--iterations", type=int)
     p.add_argument("--no-warmup", action="store_true", help="ablation: skip the curriculum SFT")
     p.add_argument("--no-rl", action="store_true", help="ablation: stop after the warm-up (iterations 0)")

@@ -32,9 +32,10 @@ import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from .registry import BENCHMARKS, ENGINES, LOADERS, LOSSES, Registry, UnknownName
 
@@ -87,8 +88,14 @@ def _check_name(name: str, value: Any, registry: Registry) -> None:
         raise ConfigError(f"{name}: {e}") from None
 
 
-def _check_range(name: str, value: float, lo: float | None = None, hi: float | None = None,
-                 lo_open: bool = False, hi_open: bool = False) -> None:
+def _check_range(
+    name: str,
+    value: float,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise ConfigError(f"{name}: {value!r} must be {'>' if lo_open else '>='} {lo}")
     if hi is not None and (value >= hi if hi_open else value > hi):
@@ -125,7 +132,8 @@ class SplitConfig:
 class SFTConfig:
     """Warm-up LoRA SFT (§4.2, Eq. 2–3): easy → medium → hard, continuing one adapter; or "mixed" (Fig. 4).
 
-    CPU choices (measured, docs/design.md#training-on-cpu): ``lora_dropout=0`` (dropout masks cost 16 % of a step), ``bf16="auto"``
+    CPU choices (measured, docs/design.md#training-on-cpu): ``lora_dropout=0`` (dropout masks cost 16 % of a
+    step), ``bf16="auto"``
     (autocast where bf16 is native — AMX: 20.6 → 11.8 s/step; fp32 on an AVX2-only CPU, where emulated bf16
     is 10× slower) and ``gradient_checkpointing=False`` (35 % faster; 6.8 GB instead of 4.6 GB
     peak for SmolLM2-135M at 4 × 420 tokens, affordable — on an 8B model on GPU turn it on, as ``paper`` does).
@@ -298,7 +306,8 @@ class PolicyConfig:
 class PreferenceConfig:
     """Preference update of one iteration (Eq. 10–11).  Defaults = the CPU profile (:meth:`cpu`).
 
-    CPU choices (docs/design.md#training-on-cpu): ``lora_dropout=0`` (dropout masks cost 16 % of a step), ``bf16=True`` autocast
+    CPU choices (docs/design.md#training-on-cpu): ``lora_dropout=0`` (dropout masks cost 16 % of a step),
+    ``bf16=True`` autocast
     (≈ 2× faster with AMX), ``gradient_checkpointing=False`` (35 % faster; a 135M model's activations fit).
     DPO on CPU is ≈ 30 s per 4 pairs × 512 tokens and 11–15 GB RSS: never run two trainings at once.
     """
@@ -390,8 +399,15 @@ APIBANK_PROMPTS = ("ours", "native")
 
 #: BFCL's non-live AST categories + API-Bank: the subset the base model's row in docs/notebook/RESULTS.md was measured
 #: on.  Live categories cost 4x more per item on CPU (prompts up to 2.4k tokens); the paper profile adds them.
-DEFAULT_EVAL_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance",
-                           "apibank_level1", "apibank_level2")
+DEFAULT_EVAL_CATEGORIES = (
+    "simple_python",
+    "multiple",
+    "parallel",
+    "parallel_multiple",
+    "irrelevance",
+    "apibank_level1",
+    "apibank_level2",
+)
 
 
 @dataclass(frozen=True)
@@ -416,7 +432,7 @@ class EvalConfig:
     max_steps: int = 20
 
     @classmethod
-    def covering(cls, examples: Any, **kw: Any) -> "EvalConfig":
+    def covering(cls, examples: Any, **kw: Any) -> EvalConfig:
         """Every item of ``examples`` (their categories, no subset): for evaluating a given set of items."""
         kw.setdefault("limit", None)
         return cls(categories=tuple(dict.fromkeys(e.category for e in examples)), **kw)
@@ -468,7 +484,9 @@ class BuildConfig:
     def __post_init__(self) -> None:
         for i, a in enumerate(self.augmentations):
             if a not in AUGMENTATIONS:
-                raise ConfigError(f"build.augmentations[{i}]: unknown augmentation {a!r} (known: {', '.join(AUGMENTATIONS)})")
+                raise ConfigError(
+                    f"build.augmentations[{i}]: unknown augmentation {a!r} (known: {', '.join(AUGMENTATIONS)})"
+                )
         _check_range("build.max_share", self.max_share, 0.0, 1.0, lo_open=True)
         _check_range("build.no_call_rate", self.no_call_rate, 0.0, 1.0)
         _check_range("build.no_call_near_miss", self.no_call_near_miss, 0.0, 1.0)
@@ -514,8 +532,10 @@ class RunConfig:
     def __post_init__(self) -> None:
         _check_name("engine", self.engine, ENGINES)
         if (self.build.profile or self.profile) not in PROFILE_OVERRIDES:
-            raise ConfigError(f"build.profile: {self.build.profile or self.profile!r} is not one of "
-                              f"{', '.join(PROFILE_OVERRIDES)} (set build.profile)")
+            raise ConfigError(
+                f"build.profile: {self.build.profile or self.profile!r} is not one of "
+                f"{', '.join(PROFILE_OVERRIDES)} (set build.profile)"
+            )
         _check_range("iterations", self.iterations, 0)
         # The buffer's perplexity must be measured on the prompt the policy was trained with.
         if self.sft.tools_style != self.buffer.tools_style:
@@ -523,7 +543,6 @@ class RunConfig:
                 f"sft.tools_style ({self.sft.tools_style!r}) and buffer.tools_style ({self.buffer.tools_style!r}) "
                 "must be equal: set both"
             )
-
 
     def loader(self) -> str:
         """The loader ``data`` is read with: "default" (the embedded set, built), or a LOADERS name."""
@@ -536,8 +555,9 @@ class RunConfig:
             return "default"
         if self.data.lower().endswith(".parquet"):
             return "examples"
-        raise ConfigError(f"data: {self.data!r}: say which format it is: set data_format to one of "
-                          f"{', '.join(LOADERS.names())}")
+        raise ConfigError(
+            f"data: {self.data!r}: say which format it is: set data_format to one of {', '.join(LOADERS.names())}"
+        )
 
     def evaluation_config(self) -> EvalConfig:
         """``evaluation`` with its tool rendering resolved: the rendering the policy is trained with unless set."""
@@ -553,34 +573,40 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     # Budgets: 3 × 16 optimiser steps of 4 examples (≈ 15–30 s/step here → ≈ 20 min), lr 5e-4 because 48 LoRA
     # steps at the paper's 1e-4 barely move the model.
     # Buffer: the paper's α = 20 %, but taken below the hardest half (skip_hardest 0.5).  Measured on the
-    # warmed-up SmolLM2-135M (docs/notebook/RESULTS.md): its hardest 10 % gave 0 pairs in 15 trees (every sibling wrong);
-    # the band below the median gave the only pairs.
-    "quick": {"sft": {"tools_style": "compact", "max_steps_per_stage": 16, "learning_rate": 5e-4},
-              "buffer": {"tools_style": "compact", "alpha": 0.2, "skip_hardest": 0.5},
-              # 30 trees × 4 rounds × k 3 ≈ 10 min per iteration on 2 cores (MCTS-DPO's range: 5–64 rounds).
-              # min_chosen_q −1: a 135M policy's rollouts from a correct first call still fail, so that call's
-              # Q is ≈ −0.86 against −1.01 for a wrong one; the release's −0.3 drops exactly those pairs.
-              "mcts": {"simulations": 4, "k": 3, "min_chosen_q": -1.0},
-              # ≈ 10 pairs per iteration at this budget: one pass would be 2–3 optimiser steps of 4 pairs.
-              "preference": {"epochs": 3.0}},
+    # warmed-up SmolLM2-135M (docs/notebook/RESULTS.md): its hardest 10 % gave 0 pairs in 15 trees (every sibling
+    # wrong); the band below the median gave the only pairs.
+    "quick": {
+        "sft": {"tools_style": "compact", "max_steps_per_stage": 16, "learning_rate": 5e-4},
+        "buffer": {"tools_style": "compact", "alpha": 0.2, "skip_hardest": 0.5},
+        # 30 trees × 4 rounds × k 3 ≈ 10 min per iteration on 2 cores (MCTS-DPO's range: 5–64 rounds).
+        # min_chosen_q −1: a 135M policy's rollouts from a correct first call still fail, so that call's
+        # Q is ≈ −0.86 against −1.01 for a wrong one; the release's −0.3 drops exactly those pairs.
+        "mcts": {"simulations": 4, "k": 3, "min_chosen_q": -1.0},
+        # ≈ 10 pairs per iteration at this budget: one pass would be 2–3 optimiser steps of 4 pairs.
+        "preference": {"epochs": 3.0},
+    },
     # The whole method in minutes on 2 CPU cores (``make demo``): the quick profile's settings with budgets cut
     # to a few steps / trees / items.  It shows the pipeline working; its scores mean nothing (n = 3 per
     # category: ±50 points).
-    "demo": {"iterations": 2,
-             # ≈ 20 pool examples: the perplexity refresh costs 2–3 s per example on a 2-core CPU
-             "split": {"pool_fraction": 0.015},
-             "sft": {"tools_style": "compact", "max_steps_per_stage": 2, "learning_rate": 5e-4,
-                     "per_device_batch_size": 2},
-             # ≈ 3 trees per iteration (≈ 35 s per tree at 2 rounds × k 2 here; the measured demo run,
-             # bench/results/run_demo.json, spent a third of its time mining 5)
-             "buffer": {"tools_style": "compact", "alpha": 0.15, "skip_hardest": 0.5},
-             "mcts": {"simulations": 2, "k": 2, "min_chosen_q": -1.0, "min_q_gap": 0.0},
-             "policy": {"max_step_tokens": 64, "max_rollout_tokens": 96, "continue_incomplete": 1},
-             "preference": {"max_steps": 2, "per_device_batch_size": 1, "grad_accum_steps": 1},
-             # generation is the cost of an evaluation (≈ 3 s per item here): 4 categories × 3 items, 48 tokens
-             # (a single call in the compact rendering is 15–40 tokens)
-             "evaluation": {"limit": 3, "max_new_tokens": 48,
-                            "categories": ["simple_python", "multiple", "irrelevance", "apibank_level1"]}},
+    "demo": {
+        "iterations": 2,
+        # ≈ 20 pool examples: the perplexity refresh costs 2–3 s per example on a 2-core CPU
+        "split": {"pool_fraction": 0.015},
+        "sft": {"tools_style": "compact", "max_steps_per_stage": 2, "learning_rate": 5e-4, "per_device_batch_size": 2},
+        # ≈ 3 trees per iteration (≈ 35 s per tree at 2 rounds × k 2 here; the measured demo run,
+        # bench/results/run_demo.json, spent a third of its time mining 5)
+        "buffer": {"tools_style": "compact", "alpha": 0.15, "skip_hardest": 0.5},
+        "mcts": {"simulations": 2, "k": 2, "min_chosen_q": -1.0, "min_q_gap": 0.0},
+        "policy": {"max_step_tokens": 64, "max_rollout_tokens": 96, "continue_incomplete": 1},
+        "preference": {"max_steps": 2, "per_device_batch_size": 1, "grad_accum_steps": 1},
+        # generation is the cost of an evaluation (≈ 3 s per item here): 4 categories × 3 items, 48 tokens
+        # (a single call in the compact rendering is 15–40 tokens)
+        "evaluation": {
+            "limit": 3,
+            "max_new_tokens": 48,
+            "categories": ["simple_python", "multiple", "irrelevance", "apibank_level1"],
+        },
+    },
     "paper": {
         "model": "meta-llama/Llama-3.1-8B-Instruct",
         "data": "Team-ACE/ToolACE",
@@ -629,9 +655,21 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         # Full categories, live ones included (the paper's Table 1 reports BFCL overall / non-live / live).
         "evaluation": {
             "limit": None,
-            "categories": ["simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance",
-                           "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple",
-                           "live_irrelevance", "live_relevance", "apibank_level1", "apibank_level2"],
+            "categories": [
+                "simple_python",
+                "multiple",
+                "parallel",
+                "parallel_multiple",
+                "irrelevance",
+                "live_simple",
+                "live_multiple",
+                "live_parallel",
+                "live_parallel_multiple",
+                "live_irrelevance",
+                "live_relevance",
+                "apibank_level1",
+                "apibank_level2",
+            ],
             "max_new_tokens": 512,
             "batch_size": 64,
         },
@@ -796,6 +834,7 @@ def with_overrides(cfg: Any, *overrides: Mapping[str, Any]) -> Any:
             node[leaf] = _merged(node.get(leaf), value)
     return from_dict(type(cfg), nested, cfg) if nested else cfg
 
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Nested plain dict (tuples as lists) of a config dataclass — the YAML shape."""
 
@@ -855,8 +894,20 @@ def load_config(path: str | os.PathLike, cls: type = RunConfig) -> Any:
 
 
 # A path-looking value: absolute, relative (./ ../), home (~), or a data/model file name.
-_FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".arrow", ".yaml", ".yml", ".txt",
-                  ".gguf", ".safetensors", ".bin", ".pt")
+_FILE_SUFFIXES = (
+    ".json",
+    ".jsonl",
+    ".parquet",
+    ".csv",
+    ".arrow",
+    ".yaml",
+    ".yml",
+    ".txt",
+    ".gguf",
+    ".safetensors",
+    ".bin",
+    ".pt",
+)
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
@@ -885,6 +936,7 @@ def validate_paths(cfg: RunConfig) -> RunConfig:
     with ``/``, ``.`` or ``~``, or ending in a data/model file suffix).  Relative paths are relative to the
     working directory, as the stages read them.
     """
+
     def embedded() -> tuple[str, ...]:
         from .models import _EMBEDDED  # the names live with the loader (imports torch: only when needed)
 

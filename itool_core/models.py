@@ -69,7 +69,9 @@ def _finish_tokenizer(tok, max_length: int | None = None):
     return tok
 
 
-def convert_embedded(name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | None = None, force: bool = False) -> Path:
+def convert_embedded(
+    name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | None = None, force: bool = False
+) -> Path:
     """Dequantise the embedded GGUF once into a safetensors folder; return that folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -117,16 +119,23 @@ def load_tokenizer(name_or_path: str | os.PathLike = DEFAULT_MODEL, max_length: 
 def _dtype(dtype: Any) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-            "float16": torch.float16, "fp16": torch.float16}[str(dtype)]
+    return {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }[str(dtype)]
 
 
 def bf16_is_fast(device: str = "cpu") -> bool:
     """Whether bf16 arithmetic is native on ``device``, i.e. whether bf16 autocast speeds training up.
 
     On a CPU with AMX or AVX-512-BF16 (docs/design.md#training-on-cpu) autocast halves an SFT step
-    (20.6 → 11.8 s); on a CPU without them (AVX2-only AMD EPYC, measured 2026-11-29) every bf16 op is emulated and an SFT step of
-    SmolLM2-135M took ~12 minutes instead of ~75 s in fp32 (one thread, batch 4 × ~600 tokens).  CUDA: the GPU's own bf16 support.
+    (20.6 → 11.8 s); on a CPU without them (AVX2-only AMD EPYC, measured 2026-11-29) every bf16 op is emulated
+    and an SFT step of SmolLM2-135M took ~12 minutes instead of ~75 s in fp32 (one thread, batch 4 × ~600
+    tokens).  CUDA: the GPU's own bf16 support.
     """
     if device.startswith("cuda"):
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
@@ -165,9 +174,12 @@ def with_concrete_precision(cfg: Any) -> Any:
     from dataclasses import replace
 
     device = "cuda" if str(getattr(cfg, "device", "cpu")).startswith("cuda") else "cpu"
-    return replace(cfg, sft=replace(cfg.sft, bf16=resolve_bf16(cfg.sft.bf16, device)),
-                   preference=replace(cfg.preference, bf16=resolve_bf16(cfg.preference.bf16, device)),
-                   buffer=replace(cfg.buffer, dtype=resolve_dtype(cfg.buffer.dtype, device)))
+    return replace(
+        cfg,
+        sft=replace(cfg.sft, bf16=resolve_bf16(cfg.sft.bf16, device)),
+        preference=replace(cfg.preference, bf16=resolve_bf16(cfg.preference.bf16, device)),
+        buffer=replace(cfg.buffer, dtype=resolve_dtype(cfg.buffer.dtype, device)),
+    )
 
 
 _LOAD_LOCK = threading.Lock()
@@ -184,8 +196,8 @@ def load_policy(
 ):
     """Load ``(model, tokenizer)``; with ``adapter``, wrap the model in that peft LoRA adapter.
 
-    ``dtype`` defaults to float32 on CPU (single-sequence decode is slower in bf16 there, docs/design.md#speed-facts) and
-    bfloat16 on CUDA.
+    ``dtype`` defaults to float32 on CPU (single-sequence decode is slower in bf16 there,
+    docs/design.md#speed-facts) and bfloat16 on CUDA.
     """
     from transformers import AutoModelForCausalLM
 
@@ -218,8 +230,15 @@ def tiny_model(seed: int = 0, base: str | os.PathLike = DEFAULT_MODEL, **overrid
 
     src = resolve(base)
     cfg = AutoConfig.from_pretrained(src)
-    small = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=16, max_position_embeddings=4096)
+    small = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=4096,
+    )
     small.update(overrides)
     for k, v in small.items():
         setattr(cfg, k, v)

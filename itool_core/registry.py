@@ -98,4 +98,6 @@ LOADERS.register("apibank", "itool_core.data.apibank:load_source")
 #: tuple of categories each scores, in a data module (read by the config without importing model code).
 BENCHMARKS = Registry("benchmark")
 BENCHMARKS.register("bfcl", "itool_core.eval.benchmarks:BFCL", categories="itool_core.data.bfcl:V3_CATEGORIES")
-BENCHMARKS.register("apibank", "itool_core.eval.benchmarks:APIBANK", categories="itool_core.data.apibank:EVAL_CATEGORIES")
+BENCHMARKS.register(
+    "apibank", "itool_core.eval.benchmarks:APIBANK", categories="itool_core.data.apibank:EVAL_CATEGORIES"
+)

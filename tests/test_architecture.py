@@ -122,10 +122,15 @@ def layering_violations(graph: dict[str, set[str]]) -> list[str]:
                 continue
             if ld > lm:
                 bad.append(f"{mod} ({LAYER_NAMES[lm]}) imports {dep} ({LAYER_NAMES[ld]})")
-            elif lm == ld == 2 and _component(mod) != _component(dep) \
-                    and (_component(mod), _component(dep)) not in MIDDLE_EDGES:
-                bad.append(f"{mod} imports {dep}: {_component(mod)} → {_component(dep)} is not an allowed "
-                           f"middle-layer edge ({sorted(MIDDLE_EDGES)})")
+            elif (
+                lm == ld == 2
+                and _component(mod) != _component(dep)
+                and (_component(mod), _component(dep)) not in MIDDLE_EDGES
+            ):
+                bad.append(
+                    f"{mod} imports {dep}: {_component(mod)} → {_component(dep)} is not an allowed "
+                    f"middle-layer edge ({sorted(MIDDLE_EDGES)})"
+                )
     return bad
 
 
@@ -172,8 +177,11 @@ def _anchors(markdown: str) -> set[str]:
     # GitHub's heading anchors: lower case, punctuation other than "-" dropped, spaces → "-"
     import re
 
-    return {re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
-            for line in markdown.splitlines() if line.startswith("#")}
+    return {
+        re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in markdown.splitlines()
+        if line.startswith("#")
+    }
 
 
 def test_design_citations_point_to_existing_sections():

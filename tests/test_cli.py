@@ -23,12 +23,27 @@ def test_data_import_and_stats_on_bfcl_simple_python(tmp_path, capsys):
 
 def test_bad_rows_are_reported_and_strict_fails(tmp_path):
     src = tmp_path / "xlam.json"
-    src.write_text(json.dumps([
-        {"id": 1, "query": "Add 1 and 2", "tools": json.dumps([{"name": "add", "description": "add",
-                                                               "parameters": {"a": {"type": "int"}, "b": {"type": "int"}}}]),
-         "answers": json.dumps([{"name": "add", "arguments": {"a": 1, "b": 2}}])},
-        {"id": 2, "query": "broken", "tools": "[not json", "answers": "[]"},
-    ]))
+    src.write_text(
+        json.dumps(
+            [
+                {
+                    "id": 1,
+                    "query": "Add 1 and 2",
+                    "tools": json.dumps(
+                        [
+                            {
+                                "name": "add",
+                                "description": "add",
+                                "parameters": {"a": {"type": "int"}, "b": {"type": "int"}},
+                            }
+                        ]
+                    ),
+                    "answers": json.dumps([{"name": "add", "arguments": {"a": 1, "b": 2}}]),
+                },
+                {"id": 2, "query": "broken", "tools": "[not json", "answers": "[]"},
+            ]
+        )
+    )
     out = tmp_path / "x.parquet"
     cmd = [sys.executable, "-m", "itool_core.cli", "data", "import", "--format", "xlam", str(src), "-o", str(out)]
     ok = subprocess.run(cmd, capture_output=True, text=True)
@@ -78,8 +93,13 @@ def test_no_core_module_outside_the_cli_package_imports_argparse():
         if path.relative_to(core).parts[0] == "cli":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if any(n.split(".")[0] == "argparse" for n in names):
                 offenders.append(f"{path.relative_to(core)}:{node.lineno}")
     assert offenders == []
@@ -91,11 +111,29 @@ def test_set_overrides_any_key_of_itool_config(capsys):
 
     from itool_core.config import profile
 
-    assert main(["config", "--profile", "demo", "--set", "mcts.simulations=5", "--set", "sft.mode=mixed",
-                 "--set", "evaluation.categories=[irrelevance]"]) == 0
+    assert (
+        main(
+            [
+                "config",
+                "--profile",
+                "demo",
+                "--set",
+                "mcts.simulations=5",
+                "--set",
+                "sft.mode=mixed",
+                "--set",
+                "evaluation.categories=[irrelevance]",
+            ]
+        )
+        == 0
+    )
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert (cfg["profile"], cfg["mcts"]["simulations"], cfg["sft"]["mode"], cfg["evaluation"]["categories"]) == (
-        "demo", 5, "mixed", ["irrelevance"])
+        "demo",
+        5,
+        "mixed",
+        ["irrelevance"],
+    )
     assert cfg["mcts"]["k"] == profile("demo").mcts.k
     assert main(["config", "--set", "mcts.simulatons=5"]) == 2
     err = capsys.readouterr().err
@@ -166,21 +204,76 @@ def test_buffer_refresh_then_mine_on_a_tiny_model(tmp_path, capsys):
     from itool_core.models import save_policy, tiny_model
     from itool_core.schemas import EXAMPLES
 
-    tools = [{"name": "convert", "description": "Convert an amount between currencies",
-              "parameters": {"type": "dict", "properties": {"amount": {"type": "number"}, "to": {"type": "string"}},
-                             "required": ["amount", "to"]}}]
-    exs = [Example(f"p{i}", "synthetic", "simple", tools, [{"role": "user", "content": f"Convert {i} to euros."}],
-                   [ToolCall("convert", {"amount": i, "to": "EUR"})]) for i in range(4)]
+    tools = [
+        {
+            "name": "convert",
+            "description": "Convert an amount between currencies",
+            "parameters": {
+                "type": "dict",
+                "properties": {"amount": {"type": "number"}, "to": {"type": "string"}},
+                "required": ["amount", "to"],
+            },
+        }
+    ]
+    exs = [
+        Example(
+            f"p{i}",
+            "synthetic",
+            "simple",
+            tools,
+            [{"role": "user", "content": f"Convert {i} to euros."}],
+            [ToolCall("convert", {"amount": i, "to": "EUR"})],
+        )
+        for i in range(4)
+    ]
     write_table([e.to_row() for e in exs], tmp_path / "pool.parquet", EXAMPLES)
     model, tok = tiny_model(seed=3)
     folder = save_policy(model, tok, tmp_path / "policy")
-    assert main(["buffer", "refresh", "--model", str(folder), "--pool", str(tmp_path / "pool.parquet"),
-                 "-o", str(tmp_path / "buf.parquet"), "--set", "buffer.dtype=float32", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "buffer",
+                "refresh",
+                "--model",
+                str(folder),
+                "--pool",
+                str(tmp_path / "pool.parquet"),
+                "-o",
+                str(tmp_path / "buf.parquet"),
+                "--set",
+                "buffer.dtype=float32",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "float32" in capsys.readouterr().out
-    rc = main(["mine", "--model", str(folder), "--buffer", str(tmp_path / "buf.parquet"), "-o",
-               str(tmp_path / "pairs.parquet"), "--alpha", "0.5", "--skip-hardest", "0", "--simulations", "1",
-               "--k", "2", "--set", "policy.max_step_tokens=8", "--set", "policy.max_rollout_tokens=8",
-               "--threads", "1"])
+    rc = main(
+        [
+            "mine",
+            "--model",
+            str(folder),
+            "--buffer",
+            str(tmp_path / "buf.parquet"),
+            "-o",
+            str(tmp_path / "pairs.parquet"),
+            "--alpha",
+            "0.5",
+            "--skip-hardest",
+            "0",
+            "--simulations",
+            "1",
+            "--k",
+            "2",
+            "--set",
+            "policy.max_step_tokens=8",
+            "--set",
+            "policy.max_rollout_tokens=8",
+            "--threads",
+            "1",
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["n_trees"] == 2 and (tmp_path / "pairs.parquet").exists()  # α = 0.5 of 4 rows
@@ -192,8 +285,29 @@ def test_eval_on_a_tiny_model_uses_the_resolved_evaluation_settings(tmp_path, ca
     model, tok = tiny_model(seed=2)
     folder = save_policy(model, tok, tmp_path / "policy")
     out = tmp_path / "eval"
-    assert main(["eval", "--model", str(folder), "--benchmarks", "bfcl", "--categories", "simple_python",
-                 "--limit", "2", "--set", "evaluation.max_new_tokens=4", "--tools", "compact", "--out", str(out),
-                 "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(folder),
+                "--benchmarks",
+                "bfcl",
+                "--categories",
+                "simple_python",
+                "--limit",
+                "2",
+                "--set",
+                "evaluation.max_new_tokens=4",
+                "--tools",
+                "compact",
+                "--out",
+                str(out),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_items"] == 2

@@ -28,8 +28,9 @@ def test_difficulty_score_is_the_mean_of_the_three_percentiles():
 
 
 def _ex(i: str, n_tools: int, n_calls: int) -> Example:
-    tools = [{"name": f"f{k}", "description": "", "parameters": {"type": "dict", "properties": {}}}
-             for k in range(n_tools)]
+    tools = [
+        {"name": f"f{k}", "description": "", "parameters": {"type": "dict", "properties": {}}} for k in range(n_tools)
+    ]
     return Example(i, "s", "c", tools, [{"role": "user", "content": "q"}], [ToolCall("f0")] * n_calls)
 
 
@@ -38,8 +39,9 @@ def test_difficulty_scores_by_hand_on_three_examples():
     # tools_chars grows with n_tools (same ties); n_calls 0, 1, 2 → 1/6, 1/2, 5/6.
     exs = [_ex("a", 1, 0), _ex("b", 2, 1), _ex("c", 2, 2)]
     assert percentile_ranks([1, 2, 2]) == pytest.approx([1 / 6, 2 / 3, 2 / 3])
-    assert difficulty_scores(exs) == pytest.approx([(1 / 6 + 1 / 6 + 1 / 6) / 3, (2 / 3 + 2 / 3 + 1 / 2) / 3,
-                                                    (2 / 3 + 2 / 3 + 5 / 6) / 3])
+    assert difficulty_scores(exs) == pytest.approx(
+        [(1 / 6 + 1 / 6 + 1 / 6) / 3, (2 / 3 + 2 / 3 + 1 / 2) / 3, (2 / 3 + 2 / 3 + 5 / 6) / 3]
+    )
 
 
 # ---------------------------------------------------------------------------------- perplexity (Eq. 4)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from . import buffer, config, data, eval, inspect, mine, train
 
@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse ``argv`` with ``parser`` and run the chosen command; bad input ends in one line, exit 2."""
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     from ..artifacts import OutputPathError, SchemaMismatch
     from ..config import ConfigError
     from ..data.records import BadRow

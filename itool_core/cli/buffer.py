@@ -19,12 +19,19 @@ def fraction(text: str) -> float:
 
 def add_selection_options(p: argparse.ArgumentParser) -> None:
     """``--alpha`` / ``--skip-hardest``: fractions, shorthands for ``buffer.alpha`` / ``buffer.skip_hardest``."""
-    p.add_argument("--alpha", type=fraction, default=None,
-                   help="fraction of the buffer selected, hardest by h first, e.g. 0.2 (buffer.alpha; default: "
-                        "the config's)")
-    p.add_argument("--skip-hardest", type=fraction, default=None,
-                   help="fraction of the hardest rows passed over before the α are taken, e.g. 0.5 "
-                        "(buffer.skip_hardest; default: the config's)")
+    p.add_argument(
+        "--alpha",
+        type=fraction,
+        default=None,
+        help="fraction of the buffer selected, hardest by h first, e.g. 0.2 (buffer.alpha; default: the config's)",
+    )
+    p.add_argument(
+        "--skip-hardest",
+        type=fraction,
+        default=None,
+        help="fraction of the hardest rows passed over before the α are taken, e.g. 0.5 "
+        "(buffer.skip_hardest; default: the config's)",
+    )
 
 
 def selection_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -37,8 +44,10 @@ def _format_summary(s: dict[str, Any]) -> str:
         if not st.get("n"):
             lines.append(f"{name:<8} {0:>5}")
             continue
-        lines.append(f"{name:<8} {st['n']:>5} " + " ".join(f"{st[k]:>8.3f}" for k in
-                                                          ("mean", "min", "p25", "median", "p75", "p90", "max")))
+        lines.append(
+            f"{name:<8} {st['n']:>5} "
+            + " ".join(f"{st[k]:>8.3f}" for k in ("mean", "min", "p25", "median", "p75", "p90", "max"))
+        )
     return "\n".join(lines)
 
 
@@ -63,8 +72,10 @@ def _cmd_refresh(args: argparse.Namespace) -> int:
     table = refresh_buffer(model, tok, pool, cfg, iteration=args.iteration)
     wall = time.perf_counter() - t0
     ref = write_table(table, args.out, REPLAY_BUFFER)
-    print(f"[buffer] scored {len(pool)} pool examples in {wall:.1f} s ({wall / max(len(pool), 1):.2f} s/example, "
-          f"{cfg.dtype}, batch {cfg.batch_size}) → {ref.path}")
+    print(
+        f"[buffer] scored {len(pool)} pool examples in {wall:.1f} s ({wall / max(len(pool), 1):.2f} s/example, "
+        f"{cfg.dtype}, batch {cfg.batch_size}) → {ref.path}"
+    )
     print(_format_summary(h_summary(table)))
     flags = table.column("is_no_call").to_pylist()
     k_call, k_no = selection_counts(len(flags) - sum(flags), sum(flags), cfg.alpha)
@@ -81,17 +92,20 @@ def _cmd_select(args: argparse.Namespace) -> int:
     rows = select_for_search(read_table(args.buffer, REPLAY_BUFFER), cfg)
     ref = write_table([e.to_row() for e in buffer_examples(rows)], args.out, EXAMPLES)
     n_no = sum(1 for r in rows if r["is_no_call"])
-    print(f"[buffer] selected {len(rows)} (α = {cfg.alpha:g}, hardest {cfg.skip_hardest:g} skipped; "
-          f"{len(rows) - n_no} call, {n_no} no-call; "
-          f"h ≥ {min((r['h'] for r in rows), default=float('nan')):.3f}) → {ref.path}")
+    print(
+        f"[buffer] selected {len(rows)} (α = {cfg.alpha:g}, hardest {cfg.skip_hardest:g} skipped; "
+        f"{len(rows) - n_no} call, {n_no} no-call; "
+        f"h ≥ {min((r['h'] for r in rows), default=float('nan')):.3f}) → {ref.path}"
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("buffer", help="perplexity replay buffer (Eq. 4): score the pool, select the hardest")
     bsub = p.add_subparsers(dest="buffer_cmd", required=True)
-    r = bsub.add_parser("refresh",
-                        help="score every pool example by the perplexity of its target; print the h distribution")
+    r = bsub.add_parser(
+        "refresh", help="score every pool example by the perplexity of its target; print the h distribution"
+    )
     r.add_argument("--model", required=True, help="policy: embedded name, folder (e.g. a merged model) or hub id")
     r.add_argument("--adapter", default=None, help="LoRA adapter folder on top of --model")
     r.add_argument("--pool", required=True, help="examples Parquet (the reinforcement pool)")

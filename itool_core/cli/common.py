@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import argparse
 import typing
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ..config import PROFILES, RunConfig, load_config, profile, validate_paths, with_overrides
 
-__all__ = ["add_config_options", "set_item", "leaves", "overrides_of", "resolve_config", "comma_list", "literal_choices",
-           "tools_overrides"]
+__all__ = [
+    "add_config_options",
+    "set_item",
+    "leaves",
+    "overrides_of",
+    "resolve_config",
+    "comma_list",
+    "literal_choices",
+    "tools_overrides",
+]
 
 
 def set_item(text: str) -> tuple[str, Any]:
@@ -35,12 +44,22 @@ def set_item(text: str) -> tuple[str, Any]:
 def add_config_options(p: argparse.ArgumentParser, default_profile: str = "quick") -> None:
     """``--profile NAME`` | ``--config FILE`` (one or the other) and repeatable ``--set KEY=VALUE``."""
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--profile", default=default_profile, choices=sorted(PROFILES),
-                     help=f"settings preset (default {default_profile})")
+    src.add_argument(
+        "--profile",
+        default=default_profile,
+        choices=sorted(PROFILES),
+        help=f"settings preset (default {default_profile})",
+    )
     src.add_argument("--config", help="YAML experiment file (its profile + its keys)")
-    p.add_argument("--set", action="append", default=[], type=set_item, metavar="KEY=VALUE",
-                   help="config override in the YAML shape, e.g. mcts.simulations=4 or sft.mode=mixed "
-                        "(value parsed as YAML; repeatable; applied after the command's own flags)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=set_item,
+        metavar="KEY=VALUE",
+        help="config override in the YAML shape, e.g. mcts.simulations=4 or sft.mode=mixed "
+        "(value parsed as YAML; repeatable; applied after the command's own flags)",
+    )
 
 
 def leaves(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -88,8 +107,9 @@ def comma_list(choices: Iterable[str]):
         items = [t.strip() for t in text.split(",") if t.strip()]
         bad = [t for t in items if t not in known]
         if bad or not items:
-            raise argparse.ArgumentTypeError(f"{(bad or [text])[0]!r}: expected a comma-separated list of "
-                                             f"{', '.join(known)}")
+            raise argparse.ArgumentTypeError(
+                f"{(bad or [text])[0]!r}: expected a comma-separated list of {', '.join(known)}"
+            )
         return items
 
     return parse

@@ -70,8 +70,15 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from ..data.build import build_training_set, card_markdown, write_training_set
 
     cfg = aug.AugmentConfig(caps=aug.CapParams(max_share=args.max_share), apply_caps=not args.no_caps)
-    no_call = {k: v for k, v in (("rate", args.no_call_rate), ("near_miss", args.no_call_near_miss),
-                                 ("source_share", args.no_call_source_share)) if v is not None}
+    no_call = {
+        k: v
+        for k, v in (
+            ("rate", args.no_call_rate),
+            ("near_miss", args.no_call_near_miss),
+            ("source_share", args.no_call_source_share),
+        )
+        if v is not None
+    }
     if no_call:
         # AugmentConfig is the data build's own config (not a RunConfig section): its fields are set directly
         cfg = dataclasses.replace(cfg, no_call=dataclasses.replace(cfg.no_call, **no_call))
@@ -88,12 +95,17 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="import, inspect and build tool-use data").add_subparsers(
-        dest="data_cmd", required=True)
+        dest="data_cmd", required=True
+    )
     imp = data.add_parser("import", help="normalise a source file into the one example schema (Parquet)")
     # "examples" is the output table itself: importing one would only copy it
     imp.add_argument("--format", required=True, choices=[n for n in LOADERS.names() if n != "examples"])
-    imp.add_argument("src", nargs="?", default=None,
-                     help="file, folder or hub id (bfcl: installed package data; apibank: data folder)")
+    imp.add_argument(
+        "src",
+        nargs="?",
+        default=None,
+        help="file, folder or hub id (bfcl: installed package data; apibank: data folder)",
+    )
     imp.add_argument("-o", "--out", required=True)
     imp.add_argument("--strict", action="store_true", help="any bad row is fatal")
     imp.add_argument("--categories", help="bfcl: comma-separated categories (default: all v3 categories)")
@@ -111,31 +123,61 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.set_defaults(func=_cmd_stats)
 
     from ..data import augment as aug
-    from ..data.build import DEFAULT_OUT, PROFILES as BUILD_PROFILES
+    from ..data.build import DEFAULT_OUT
+    from ..data.build import PROFILES as BUILD_PROFILES
 
     b = data.add_parser(
-        "build", help="build the warm-up training set (sources → caps → augmentations → length fit) + card")
-    b.add_argument("--profile", default="quick", choices=sorted(BUILD_PROFILES),
-                   help="quick: compact tools, 1024 tokens (SmolLM2 on CPU); paper: JSON tools, 4096 tokens")
-    b.add_argument("--no-augment", nargs="+", default=[], choices=list(aug.AUGMENTATIONS), metavar="NAME",
-                   help=f"switch augmentations off (ablation): {', '.join(aug.AUGMENTATIONS)}")
+        "build", help="build the warm-up training set (sources → caps → augmentations → length fit) + card"
+    )
+    b.add_argument(
+        "--profile",
+        default="quick",
+        choices=sorted(BUILD_PROFILES),
+        help="quick: compact tools, 1024 tokens (SmolLM2 on CPU); paper: JSON tools, 4096 tokens",
+    )
+    b.add_argument(
+        "--no-augment",
+        nargs="+",
+        default=[],
+        choices=list(aug.AUGMENTATIONS),
+        metavar="NAME",
+        help=f"switch augmentations off (ablation): {', '.join(aug.AUGMENTATIONS)}",
+    )
     b.add_argument("--no-caps", action="store_true", help="do not cap over-represented functions")
-    b.add_argument("--no-call-rate", type=float, default=None,
-                   help=f"share of call examples that get a no-call copy (default {aug.NoCallParams().rate}); "
-                        "raise it when a trained model stops abstaining (BFCL irrelevance)")
-    b.add_argument("--no-call-near-miss", type=float, default=None,
-                   help="share of the no-call copies offered tools on the question's topic that are other functions "
-                        f"(default {aug.NoCallParams().near_miss}; BFCL irrelevance is built that way)")
-    b.add_argument("--no-call-source-share", type=_source_share, default=None, metavar="S | SOURCE=S,...",
-                   help="make no-call copies this share of every source's rows (replaces --no-call-rate per "
-                        "source), so that the prompt's style is no cue for abstaining; SOURCE=S[,SOURCE=S] sets "
-                        "only the named sources (e.g. bfcl_unused=0.125); default: one rate for all. The length "
-                        "fit and caps run afterwards and can raise the realised share by ~2 points; the card "
-                        "prints it")
-    b.add_argument("--max-share", type=float, default=aug.CapParams().max_share,
-                   help="largest share of the target calls one function may hold")
-    b.add_argument("--max-length", type=int, default=None,
-                   help="token limit (default: the profile's; 0 = no length fit)")
+    b.add_argument(
+        "--no-call-rate",
+        type=float,
+        default=None,
+        help=f"share of call examples that get a no-call copy (default {aug.NoCallParams().rate}); "
+        "raise it when a trained model stops abstaining (BFCL irrelevance)",
+    )
+    b.add_argument(
+        "--no-call-near-miss",
+        type=float,
+        default=None,
+        help="share of the no-call copies offered tools on the question's topic that are other functions "
+        f"(default {aug.NoCallParams().near_miss}; BFCL irrelevance is built that way)",
+    )
+    b.add_argument(
+        "--no-call-source-share",
+        type=_source_share,
+        default=None,
+        metavar="S | SOURCE=S,...",
+        help="make no-call copies this share of every source's rows (replaces --no-call-rate per "
+        "source), so that the prompt's style is no cue for abstaining; SOURCE=S[,SOURCE=S] sets "
+        "only the named sources (e.g. bfcl_unused=0.125); default: one rate for all. The length "
+        "fit and caps run afterwards and can raise the realised share by ~2 points; the card "
+        "prints it",
+    )
+    b.add_argument(
+        "--max-share",
+        type=float,
+        default=aug.CapParams().max_share,
+        help="largest share of the target calls one function may hold",
+    )
+    b.add_argument(
+        "--max-length", type=int, default=None, help="token limit (default: the profile's; 0 = no length fit)"
+    )
     b.add_argument("--apibank-dir", default=None)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("-o", "--out", default=DEFAULT_OUT)

@@ -17,8 +17,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.time()
     model, tok = load_policy(args.model)
-    print(f"[inspect] model {args.model} loaded in {time.time() - t0:.1f}s "
-          f"({sum(p.numel() for p in model.parameters()) / 1e6:.0f} M parameters)")
+    print(
+        f"[inspect] model {args.model} loaded in {time.time() - t0:.1f}s "
+        f"({sum(p.numel() for p in model.parameters()) / 1e6:.0f} M parameters)"
+    )
 
     train, reports = load_default_training_set(args.apibank_dir)
     for r in reports:
@@ -39,7 +41,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     t0 = time.time()
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=args.max_new_tokens, do_sample=False)
-    answer = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     calls, err = try_parse_calls(answer)
     print(f"[inspect] BFCL {ex.id}: {ex.messages[-1]['content']}")
     print(f"[inspect] answer ({time.time() - t0:.1f}s): {answer!r}")

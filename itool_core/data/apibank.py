@@ -37,8 +37,9 @@ import ast
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..calls import ParseError, ToolCall, lists_for_tuples, literal_value, parse_calls, serialise_calls, tuples_to_lists
 from .records import BadRow, Example, FieldError, LoadReport, convert_rows
@@ -480,9 +481,7 @@ def load_apibank(
         raise BadRow(str(path), "-", "<file>", f"expected a JSON list of items, got {type(data).__name__}")
     report = LoadReport(str(path))
     rows = list(enumerate(data))
-    out = list(
-        convert_rows(str(path), rows, lambda item, rowno: _convert(item, rowno, key, path.name), report, strict)
-    )
+    out = list(convert_rows(str(path), rows, lambda item, rowno: _convert(item, rowno, key, path.name), report, strict))
     if report_list is not None:
         report_list.append(report)
     return out

@@ -34,9 +34,10 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-from functools import lru_cache
+from collections.abc import Iterable, Sequence
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..calls import ParseError, ToolCall
 from .normalise import parse_calls_lenient
@@ -327,7 +328,7 @@ def target_from_ground_truth(
     for i, call in enumerate(ground_truth):
         if not isinstance(call, dict) or len(call) != 1:
             raise FieldError(f"ground_truth[{i}]", "each call must be an object with exactly one function name")
-        (name, params), = call.items()
+        ((name, params),) = call.items()
         if not isinstance(params, dict):
             raise FieldError(f"ground_truth[{i}].{name}", "parameters must be an object")
         params_schema = (by_name.get(name) or {}).get("parameters", {})
@@ -432,7 +433,7 @@ def _relevance_example(entry: dict, category: str) -> Example:
     return Example(f"bfcl/{entry['id']}", "bfcl", category, tools, messages, [], meta)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _class_docs(data_dir: str, class_name: str) -> tuple[str, ...]:
     fname = MULTI_TURN_FUNC_DOC_FILE_MAPPING.get(class_name)
     if fname is None:

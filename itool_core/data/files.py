@@ -98,8 +98,12 @@ def read_records(src: str, split: str = "train") -> tuple[str, list[tuple[int, A
         try:
             import datasets  # heavy: only when a hub dataset is actually requested
         except ImportError:
-            raise BadRow(src, "-", "<source>", "a hub dataset id, but the `datasets` package is not installed; "
-                                               "pass a local JSON / JSON Lines file") from None
+            raise BadRow(
+                src,
+                "-",
+                "<source>",
+                "a hub dataset id, but the `datasets` package is not installed; pass a local JSON / JSON Lines file",
+            ) from None
         try:
             ds = datasets.load_dataset(src, split=split)
         except Exception as e:  # network, offline mode, unknown id, missing split: all "cannot load this source"
@@ -110,8 +114,9 @@ def read_records(src: str, split: str = "train") -> tuple[str, list[tuple[int, A
     raise FileNotFoundError(f"{src}: no such file, and not a hub dataset id (owner/name)")
 
 
-def load_file_records(src: str, split: str, convert: Any, *, strict: bool = False,
-                      report_list: list | None = None) -> list:
+def load_file_records(
+    src: str, split: str, convert: Any, *, strict: bool = False, report_list: list | None = None
+) -> list:
     """The loading skeleton of the file/hub formats (ToolACE, xLAM): read the rows (:func:`read_records`),
     ``convert(decoded row, row index) -> Example | list[Example]`` each through ``records.convert_rows`` (bad
     rows reported with file, row and field, or fatal with ``strict``), append the report to ``report_list``."""

@@ -28,8 +28,14 @@ from .apibank import default_apibank_dir, load_apibank
 from .bfcl import load_bfcl_unused
 from .records import BadRow, Example, LoadReport
 
-__all__ = ["FORMATS", "load", "load_default_training_set", "load_examples_table", "default_apibank_dir",
-           "write_examples"]
+__all__ = [
+    "FORMATS",
+    "load",
+    "load_default_training_set",
+    "load_examples_table",
+    "default_apibank_dir",
+    "write_examples",
+]
 
 FORMATS = LOADERS.names()
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from ..calls import ToolCall, calls_from_json
 
@@ -41,7 +42,7 @@ class Example:
         }
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "Example":
+    def from_row(cls, row: dict[str, Any]) -> Example:
         return cls(
             id=row["id"],
             source=row["source"],

@@ -23,8 +23,9 @@ answer positions only.  Examples are grouped by length to waste little padding, 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -81,7 +82,9 @@ def perplexity(answer_logprobs: Any) -> float:
     return math.exp(-mean)
 
 
-def answer_spans(tokenizer, examples: Sequence[Example], style: PromptStyle = PromptStyle()) -> list[tuple[list[int], int]]:
+def answer_spans(
+    tokenizer, examples: Sequence[Example], style: PromptStyle = PromptStyle()
+) -> list[tuple[list[int], int]]:
     """``(input_ids, answer_start)`` per example: the same ids the warm-up SFT trains on
     (``data.tokenise.tokenize_pair``: prompt ids as the engines encode them, then the answer + end-token ids)."""
     out = []
@@ -164,8 +167,9 @@ def refresh_buffer(
 ) -> pa.Table:
     """Score the whole pool with the current policy: a ``replay_buffer/1`` table (write it with
     ``artifacts.write_table(table, path, REPLAY_BUFFER)``)."""
-    h, lengths = target_perplexity(model, tokenizer, pool_examples, PromptStyle(cfg.tools_style), cfg.batch_size,
-                                   cfg.dtype, return_lengths=True)
+    h, lengths = target_perplexity(
+        model, tokenizer, pool_examples, PromptStyle(cfg.tools_style), cfg.batch_size, cfg.dtype, return_lengths=True
+    )
     rows = []
     for ex, hi, n in zip(pool_examples, h, lengths):
         row = ex.to_row()
@@ -216,22 +220,25 @@ def _window(n: int, k: int, skip_hardest: float) -> slice:
 
 
 def select_hardest(
-    buffer_rows: pa.Table | Iterable[Mapping[str, Any]], alpha: float = 0.2, keep_call_proportion: bool = True,
+    buffer_rows: pa.Table | Iterable[Mapping[str, Any]],
+    alpha: float = 0.2,
+    keep_call_proportion: bool = True,
     skip_hardest: float = 0.0,
 ) -> list[dict[str, Any]]:
     """The top α of the buffer by h, hardest first.
 
     ``skip_hardest`` (a fraction, default 0 = the paper) first passes over that share of the hardest rows of
     each group and takes the next α: a band of h instead of the very top.  A policy far from solving its
-    hardest examples gets only wrong siblings there and therefore no preference pair (docs/notebook/RESULTS.md, quick run
-    on SmolLM2-135M); the band keeps the search where some sibling can succeed.  When fewer than the selection
+    hardest examples gets only wrong siblings there and therefore no preference pair (docs/notebook/RESULTS.md,
+    quick run on SmolLM2-135M); the band keeps the search where some sibling can succeed.  When fewer than the selection
     size remain below the skipped share the window moves up, so the number of rows never changes.
 
     With ``keep_call_proportion`` the hardest ``k_call`` tool-call rows and the hardest ``k_no_call`` no-call
     rows are taken (:func:`selection_counts` gives the rounding), so the search sees abstention examples in
     the proportion the data has them — selecting by h alone could drop them all, and the policy would unlearn
     saying "no call" (irrelevance collapses without no-call examples:
-    docs/design.md#what-sft-on-the-embedded-data-does).  Without it, the top ``selection_size(N, α)`` rows.  Ties in h are broken by id, so the choice is deterministic.
+    docs/design.md#what-sft-on-the-embedded-data-does).  Without it, the top ``selection_size(N, α)`` rows.  Ties
+    in h are broken by id, so the choice is deterministic.
     """
     if not 0.0 <= skip_hardest < 1.0:
         raise ValueError(f"skip_hardest is a fraction in [0, 1), got {skip_hardest!r}")
@@ -270,8 +277,16 @@ def h_summary(rows: pa.Table | Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             lo, hi = int(math.floor(x)), int(math.ceil(x))
             return v[lo] + (v[hi] - v[lo]) * (x - lo)
 
-        return {"n": len(v), "mean": sum(v) / len(v), "min": v[0], "p25": q(0.25), "median": q(0.5),
-                "p75": q(0.75), "p90": q(0.9), "max": v[-1]}
+        return {
+            "n": len(v),
+            "mean": sum(v) / len(v),
+            "min": v[0],
+            "p25": q(0.25),
+            "median": q(0.5),
+            "p75": q(0.75),
+            "p90": q(0.9),
+            "max": v[-1],
+        }
 
     rs = _rows(rows)
     return {

@@ -35,8 +35,8 @@ import hashlib
 import json
 import os
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from ..config import SplitConfig
 from .records import Example
@@ -168,8 +168,9 @@ def _cut_thirds(ordered: Sequence[Example]) -> tuple[list[Example], list[Example
     return list(ordered[:a]), list(ordered[a:b]), list(ordered[b:])
 
 
-def curriculum_thirds(warmup: Sequence[Example], seed: int = 0,
-                      no_call_every_stage: bool = True) -> tuple[list[Example], list[Example], list[Example]]:
+def curriculum_thirds(
+    warmup: Sequence[Example], seed: int = 0, no_call_every_stage: bool = True
+) -> tuple[list[Example], list[Example], list[Example]]:
     """``(easy, medium, hard)``: the warm-up set ordered by difficulty and cut into three equal parts.
 
     With ``N = 3k + r`` the sizes are ``k`` or ``k + 1`` and the extra examples go to the *harder* parts
@@ -201,8 +202,9 @@ def write_parts(parts: dict[str, Iterable[Example]], out_dir: str | os.PathLike)
     from ..schemas import EXAMPLES
 
     out = Path(out_dir)
-    return {name: write_table([e.to_row() for e in exs], out / f"{name}.parquet", EXAMPLES)
-            for name, exs in parts.items()}
+    return {
+        name: write_table([e.to_row() for e in exs], out / f"{name}.parquet", EXAMPLES) for name, exs in parts.items()
+    }
 
 
 def split_and_write(examples: Sequence[Example], cfg: SplitConfig, out_dir: str | os.PathLike) -> dict:

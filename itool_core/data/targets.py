@@ -20,10 +20,19 @@ import ast
 import math
 import operator
 import re
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from ..calls import (MAX_TEXT_CHARS, ParseError, ToolCall, dotted_name, lists_for_tuples, literal_value,
-                     normalise_answer_text, parse_calls)
+from ..calls import (
+    MAX_TEXT_CHARS,
+    ParseError,
+    ToolCall,
+    dotted_name,
+    lists_for_tuples,
+    literal_value,
+    normalise_answer_text,
+    parse_calls,
+)
 
 __all__ = [
     "rename_calls",
@@ -67,10 +76,10 @@ class _FoldNumbers(ast.NodeTransformer):
     def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
         self.generic_visit(node)
         op = _BINOPS.get(type(node.op))
-        l, r = node.left, node.right
-        if op is None or not (_is_number(l) and _is_number(r)):
+        left, r = node.left, node.right
+        if op is None or not (_is_number(left) and _is_number(r)):
             return node
-        a, b = _number(l), _number(r)
+        a, b = _number(left), _number(r)
         if isinstance(node.op, ast.Pow) and (abs(b) > 64 or abs(a) > 1e6):
             raise ParseError(f"refusing to fold a large power {ast.unparse(node)}")
         try:

@@ -25,8 +25,8 @@ from typing import Any
 from ..calls import ParseError, serialise_calls
 from .files import load_file_records
 from .normalise import SchemaError, normalise_tools
-from .targets import check_calls, parse_calls_lenient, rename_in_call_text
 from .records import Example, FieldError, LoadReport
+from .targets import check_calls, parse_calls_lenient, rename_in_call_text
 
 __all__ = ["DEFAULT_HUB_ID", "extract_tools", "toolace_examples", "load_toolace"]
 

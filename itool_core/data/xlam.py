@@ -19,8 +19,8 @@ from typing import Any
 from ..calls import ToolCall
 from .files import load_file_records
 from .normalise import SchemaError, normalise_tools
-from .targets import check_calls
 from .records import Example, FieldError, LoadReport
+from .targets import check_calls
 
 __all__ = ["DEFAULT_HUB_ID", "xlam_example", "load_xlam"]
 

@@ -16,7 +16,15 @@ from typing import Any
 from ..registry import ENGINES
 from .base import Completion, Engine, GenerationParams, GenerationRequest, apply_stop
 
-__all__ = ["make_engine", "policy_engine", "Engine", "Completion", "GenerationParams", "GenerationRequest", "apply_stop"]
+__all__ = [
+    "make_engine",
+    "policy_engine",
+    "Engine",
+    "Completion",
+    "GenerationParams",
+    "GenerationRequest",
+    "apply_stop",
+]
 
 
 def make_engine(kind: str = "hf", model: Any = None, tokenizer: Any = None, **kwargs: Any) -> Engine:

@@ -28,8 +28,9 @@ Conventions shared by all engines (the contract test checks them):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 __all__ = ["GenerationParams", "GenerationRequest", "Completion", "Engine", "apply_stop", "FINISH_REASONS"]
 
@@ -69,7 +70,7 @@ class GenerationParams:
     def greedy(self) -> bool:
         return self.temperature == 0
 
-    def with_(self, **changes) -> "GenerationParams":
+    def with_(self, **changes) -> GenerationParams:
         return replace(self, **changes)
 
 

@@ -45,7 +45,8 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -101,7 +102,9 @@ class PrefixKVStore:
     def __init__(self, max_bytes: int, min_tokens: int = 16) -> None:
         self.max_bytes = int(max_bytes)
         self.min_tokens = min_tokens
-        self.entries: OrderedDict[int, tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], int]] = OrderedDict()
+        self.entries: OrderedDict[int, tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], int]] = (
+            OrderedDict()
+        )
         self.bytes = 0
         self.reused_tokens = 0
         self.prefilled_tokens = 0
@@ -134,7 +137,9 @@ class PrefixKVStore:
         if size > self.max_bytes:
             return
         with self._lock:
-            for key in [k for k, (r, _kv, _b) in self.entries.items() if len(r) <= len(row) and self._lcp(r, row) == len(r)]:
+            for key in [
+                k for k, (r, _kv, _b) in self.entries.items() if len(r) <= len(row) and self._lcp(r, row) == len(r)
+            ]:
                 self.bytes -= self.entries.pop(key)[2]
             self._next += 1
             self.entries[self._next] = (row, kv, size)
@@ -160,14 +165,31 @@ class HFEngine:
     kind = "hf"
 
     @classmethod
-    def build(cls, model: Any, *, tokenizer: Any = None, adapter: str | os.PathLike | None = None,
-              batch_size: int = 8, num_threads: int | None = None, reuse_prefixes: bool = False,
-              progress: bool | None = False) -> "HFEngine":
+    def build(
+        cls,
+        model: Any,
+        *,
+        tokenizer: Any = None,
+        adapter: str | os.PathLike | None = None,
+        batch_size: int = 8,
+        num_threads: int | None = None,
+        reuse_prefixes: bool = False,
+        progress: bool | None = False,
+    ) -> HFEngine:
         """The pipeline's options (engines.__init__): ``reuse_prefixes`` = one prefill per shared prefix and
         prefixes kept across calls (the search revisits its prompts); the batch and thread knobs are this CPU's."""
-        extra: dict[str, Any] = dict(share_prefixes=True, prefix_cache_mb=POLICY_PREFIX_CACHE_MB) if reuse_prefixes else {}
-        return cls(model, tokenizer, adapter=adapter, batch_size=batch_size, num_threads=num_threads,
-                   progress=progress, **extra)
+        extra: dict[str, Any] = (
+            dict(share_prefixes=True, prefix_cache_mb=POLICY_PREFIX_CACHE_MB) if reuse_prefixes else {}
+        )
+        return cls(
+            model,
+            tokenizer,
+            adapter=adapter,
+            batch_size=batch_size,
+            num_threads=num_threads,
+            progress=progress,
+            **extra,
+        )
 
     def __init__(
         self,
@@ -292,8 +314,9 @@ class HFEngine:
             if chunks:
                 cur = chunks[-1]
                 width = max(lengths[cur[0]], lengths[i]) if lengths is not None else 0
-                fits = len(cur) < size and (lengths is None or not self.max_batch_tokens
-                                            or (len(cur) + 1) * width <= self.max_batch_tokens)
+                fits = len(cur) < size and (
+                    lengths is None or not self.max_batch_tokens or (len(cur) + 1) * width <= self.max_batch_tokens
+                )
                 if fits:
                     cur.append(i)
                     continue
@@ -336,7 +359,9 @@ class HFEngine:
     # ------------------------------------------------------------------------------------------------ generate
 
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[str | Sequence[int]], params: GenerationParams = GenerationParams()) -> list[list[Completion]]:
+    def generate(
+        self, prompts: Sequence[str | Sequence[int]], params: GenerationParams = GenerationParams()
+    ) -> list[list[Completion]]:
         if isinstance(prompts, str):
             raise TypeError("generate() takes a list of prompts")
         if not prompts:
@@ -370,8 +395,9 @@ class HFEngine:
 
     # ------------------------------------------------------------------------------------ shared prefixes
 
-    def _prefix_groups(self, encoded: Sequence[Sequence[int]], min_prefix: int = 32,
-                       keep: float = 0.8) -> list[tuple[int, list[int]]]:
+    def _prefix_groups(
+        self, encoded: Sequence[Sequence[int]], min_prefix: int = 32, keep: float = 0.8
+    ) -> list[tuple[int, list[int]]]:
         """``(cut, members)``: prompts sorted by their ids, adjacent ones joined while their common prefix stays
         ≥ ``min_prefix`` tokens and ≥ ``keep`` × the group's prefix so far; ``cut`` = tokens of the shared
         prefix that go to the cache (at most each member's length − 1: a row needs one uncached token)."""
@@ -389,14 +415,15 @@ class HFEngine:
             groups.append([len(encoded[i]), [i]])
         return [(min(shared, min(len(encoded[i]) for i in members) - 1), members) for shared, members in groups]
 
-    def _group_chunks(self, encoded: Sequence[Sequence[int]], max_rows: int,
-                      n: int) -> list[list[tuple[int, list[int]]]]:
+    def _group_chunks(
+        self, encoded: Sequence[Sequence[int]], max_rows: int, n: int
+    ) -> list[list[tuple[int, list[int]]]]:
         """Batches of prefix groups: at most ``max_rows`` rows (members × n) and ``max_batch_tokens`` padded
         tokens (rows × (widest prefix + widest suffix)); a group larger than a batch is split."""
         pieces: list[tuple[int, list[int]]] = []
         per = max(1, max_rows // n)
         for cut, members in self._prefix_groups(encoded):
-            pieces += [(cut, members[k:k + per]) for k in range(0, len(members), per)]
+            pieces += [(cut, members[k : k + per]) for k in range(0, len(members), per)]
         pieces.sort(key=lambda g: -max(len(encoded[i]) for i in g[1]))  # longest first, as the plain path
         chunks: list[list[tuple[int, list[int]]]] = []
         for piece in pieces:
@@ -432,12 +459,18 @@ class HFEngine:
             if self.prefix_store is not None:
                 cache = self._stored_prefixes(prefixes, width_p)
             else:
-                self.model(input_ids=pids, attention_mask=pmask, position_ids=ppos, past_key_values=cache,
-                           use_cache=True, logits_to_keep=1)
+                self.model(
+                    input_ids=pids,
+                    attention_mask=pmask,
+                    position_ids=ppos,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
         rows = [(g, i) for g, (_cut, members) in enumerate(chunk) for i in members for _ in range(n)]
         if width_p:
             cache.reorder_cache(torch.tensor([g for g, _i in rows], dtype=torch.long, device=self.device))
-        suffixes = [list(encoded[i][chunk[g][0]:]) for g, i in rows]
+        suffixes = [list(encoded[i][chunk[g][0] :]) for g, i in rows]
         width_s = max(len(x) for x in suffixes)
         ids = torch.full((len(rows), width_p + width_s), self.pad_id, dtype=torch.long, device=self.device)
         mask = torch.zeros_like(ids)
@@ -445,8 +478,8 @@ class HFEngine:
             if width_p and prefixes[g]:
                 ids[r, :width_p] = pids[g]
                 mask[r, :width_p] = pmask[g]
-            ids[r, width_p + width_s - len(suf):] = torch.tensor(suf, dtype=torch.long)
-            mask[r, width_p + width_s - len(suf):] = 1
+            ids[r, width_p + width_s - len(suf) :] = torch.tensor(suf, dtype=torch.long)
+            mask[r, width_p + width_s - len(suf) :] = 1
         return (cache if width_p else None), ids, mask, width_p
 
     def _prefix_kv(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -458,11 +491,19 @@ class HFEngine:
         store.reused_tokens += have
         if have == len(prefix):
             return kv  # type: ignore[return-value]
-        cache = DynamicCache(ddp_cache_data=kv, config=self.model.config) if kv else DynamicCache(config=self.model.config)
+        cache = (
+            DynamicCache(ddp_cache_data=kv, config=self.model.config) if kv else DynamicCache(config=self.model.config)
+        )
         rest = torch.tensor([prefix[have:]], dtype=torch.long, device=self.device)
         pos = torch.arange(have, len(prefix), device=self.device).unsqueeze(0)
-        self.model(input_ids=rest, attention_mask=torch.ones((1, len(prefix)), dtype=torch.long, device=self.device),
-                   position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        self.model(
+            input_ids=rest,
+            attention_mask=torch.ones((1, len(prefix)), dtype=torch.long, device=self.device),
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         store.prefilled_tokens += len(prefix) - have
         kv = [(layer.keys, layer.values) for layer in cache.layers]
         store.put(prefix, kv)
@@ -482,17 +523,19 @@ class HFEngine:
             for g, r in enumerate(rows):
                 if r is not None:
                     n = r[li][0].shape[2]
-                    k[g, :, width_p - n:] = r[li][0][0]
-                    v[g, :, width_p - n:] = r[li][1][0]
+                    k[g, :, width_p - n :] = r[li][0][0]
+                    v[g, :, width_p - n :] = r[li][1][0]
             layers.append((k, v))
         return DynamicCache(ddp_cache_data=layers, config=self.model.config)
 
-    def _generate_shared(self, encoded: Sequence[Sequence[int]], chunk: list[tuple[int, list[int]]],
-                         p: GenerationParams) -> list[Completion]:
+    def _generate_shared(
+        self, encoded: Sequence[Sequence[int]], chunk: list[tuple[int, list[int]]], p: GenerationParams
+    ) -> list[Completion]:
         cache, ids, mask, _wp = self._shared_inputs(encoded, chunk, p.n)
         recorder = _LogprobRecorder()
-        kwargs: dict[str, Any] = dict(generation_config=self._gen_config(p), logits_processor=[recorder],
-                                      stopping_criteria=self._stopping(p.stop))
+        kwargs: dict[str, Any] = dict(
+            generation_config=self._gen_config(p), logits_processor=[recorder], stopping_criteria=self._stopping(p.stop)
+        )
         if cache is not None:
             kwargs["past_key_values"] = cache
         out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
@@ -582,8 +625,7 @@ class HFEngine:
         pairs = [(self.encode(p), self._continuation_ids(c)) for p, c in zip(prompts, continuations)]
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
         out: list[list[float] | None] = [None] * len(pairs)
-        for idx in self._batches(order, self.batch_size, "score",
-                                  [len(a) + len(b) for a, b in pairs]):
+        for idx in self._batches(order, self.batch_size, "score", [len(a) + len(b) for a, b in pairs]):
             seqs = [pairs[i][0] + pairs[i][1] for i in idx]
             ids, mask, pos = self._pad_left(seqs)
             n_keep = max(len(pairs[i][1]) for i in idx)
@@ -628,8 +670,14 @@ class HFEngine:
             for chunk in self._progress(self._group_chunks(encoded, self.batch_size, 1), "next-token"):
                 cache, ids, mask, width_p = self._shared_inputs(encoded, chunk, 1)
                 pos = (mask.cumsum(-1) - 1).clamp(min=0)
-                logits = self.model(input_ids=ids[:, width_p:], attention_mask=mask, position_ids=pos[:, width_p:],
-                                    past_key_values=cache, use_cache=cache is not None, logits_to_keep=1).logits
+                logits = self.model(
+                    input_ids=ids[:, width_p:],
+                    attention_mask=mask,
+                    position_ids=pos[:, width_p:],
+                    past_key_values=cache,
+                    use_cache=cache is not None,
+                    logits_to_keep=1,
+                ).logits
                 lp = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()[:, sel]
                 members = [i for _cut, idx in chunk for i in idx]
                 for r, i in enumerate(members):

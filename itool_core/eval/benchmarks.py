@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..calls import PromptStyle, calls_to_json
 from ..data.records import Example
@@ -93,8 +94,16 @@ class _BFCL:
 
         return _logged(lambda reports: load_bfcl(categories, report_list=reports, data_dir=data_dir))
 
-    def answer(self, engine: Any, examples: Sequence[Example], params: GenerationParams, cfg: Any,
-               style: PromptStyle, progress: bool, timing: dict[str, dict[str, float]]) -> list[Scored]:
+    def answer(
+        self,
+        engine: Any,
+        examples: Sequence[Example],
+        params: GenerationParams,
+        cfg: Any,
+        style: PromptStyle,
+        progress: bool,
+        timing: dict[str, dict[str, float]],
+    ) -> list[Scored]:
         single = [ex for ex in examples if ex.category not in bf.MULTI_TURN_CATEGORIES]
         multi = [ex for ex in examples if ex.category in bf.MULTI_TURN_CATEGORIES]
         out: list[Scored] = []
@@ -110,8 +119,13 @@ class _BFCL:
             t0 = time.time()
             for r in run_multi_turn(engine, multi, params, style=style, max_steps=cfg.max_steps, progress=progress):
                 s = bf.SampleScore(r.valid, None, r.error, r.error_type)
-                row = sample_row(r.example, self.name, r.prompts[0] if r.prompts else "",
-                                 json.dumps(r.outputs, ensure_ascii=False), s)
+                row = sample_row(
+                    r.example,
+                    self.name,
+                    r.prompts[0] if r.prompts else "",
+                    json.dumps(r.outputs, ensure_ascii=False),
+                    s,
+                )
                 row["calls"] = json.dumps(r.executed, ensure_ascii=False)
                 if r.rejected and not row["error"]:
                     row["error"] = f"{len(r.rejected)} call(s) refused (not methods of the involved classes)"
@@ -144,19 +158,35 @@ class _APIBank:
         levels = [int(c[-1]) for c in (categories or EVAL_CATEGORIES)]
         return _logged(lambda reports: load_source(data_dir, level=levels, report_list=reports))
 
-    def answer(self, engine: Any, examples: Sequence[Example], params: GenerationParams, cfg: Any,
-               style: PromptStyle, progress: bool, timing: dict[str, dict[str, float]]) -> list[Scored]:
+    def answer(
+        self,
+        engine: Any,
+        examples: Sequence[Example],
+        params: GenerationParams,
+        cfg: Any,
+        style: PromptStyle,
+        progress: bool,
+        timing: dict[str, dict[str, float]],
+    ) -> list[Scored]:
         t0 = time.time()
         prompts = ab.apibank_prompts(engine.tokenizer, list(examples), cfg.apibank_prompt, style)
-        out = [Scored(sample_row(ex, self.name, p, t, ab.score_apibank(ex, t)))
-               for ex, p, t in zip(examples, prompts, _generate_texts(engine, prompts, params))]
+        out = [
+            Scored(sample_row(ex, self.name, p, t, ab.score_apibank(ex, t)))
+            for ex, p, t in zip(examples, prompts, _generate_texts(engine, prompts, params))
+        ]
         _timed(timing, "apibank", t0, len(out))
         return out
 
     def summarise(self, scored: Sequence[Scored]) -> dict[str, Any]:
-        return {c.replace("apibank_", ""): {"accuracy": v["correct"] / v["total"], **v,
-                                            "ci95": list(wilson(v["correct"], v["total"]))}
-                for c, v in sorted(_counts(scored).items()) if v["total"]}
+        return {
+            c.replace("apibank_", ""): {
+                "accuracy": v["correct"] / v["total"],
+                **v,
+                "ci95": list(wilson(v["correct"], v["total"])),
+            }
+            for c, v in sorted(_counts(scored).items())
+            if v["total"]
+        }
 
 
 def _logged(load: Any) -> list[Example]:

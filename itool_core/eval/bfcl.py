@@ -56,8 +56,9 @@ import hashlib
 import re
 import warnings
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..bfcl_checker import CHECKER_MODEL_NAME, ast_checker, install_model_config_stub
 from ..calls import MAX_TEXT_CHARS, PromptStyle, ToolCall, normalise_answer_text, render_prompt, try_parse_calls
@@ -186,10 +187,14 @@ def score_ast(ex: Example, text: str) -> SampleScore:
     if model_output is None:
         return SampleScore(False, calls, f"Invalid syntax. Failed to decode AST. {err}", "ast_decoder:decoder_failed")
     if not _bfcl_decoder()[1](model_output):
-        return SampleScore(False, calls, "Did not output in the specified format.", "ast_decoder:decoder_wrong_output_format")
+        return SampleScore(
+            False, calls, "Did not output in the specified format.", "ast_decoder:decoder_wrong_output_format"
+        )
     checker, Language = ast_checker()
     try:
-        res = checker(ex.tools, model_output, ex.meta["ground_truth"], Language.PYTHON, _category(ex), CHECKER_MODEL_NAME)
+        res = checker(
+            ex.tools, model_output, ex.meta["ground_truth"], Language.PYTHON, _category(ex), CHECKER_MODEL_NAME
+        )
     except Exception as e:  # a checker crash on odd output is that output's failure, not the run's
         return SampleScore(False, calls, f"checker raised {type(e).__name__}: {e}", "checker:exception")
     if res.get("valid"):
@@ -206,13 +211,21 @@ def score_relevance(ex: Example, text: str) -> SampleScore:
     if "irrelevance" in _category(ex):
         if not called:
             return SampleScore(True, calls)
-        return SampleScore(False, calls, "Valid syntax. Successfully decode AST when it should not.",
-                           "irrelevance_error:decoder_success")
+        return SampleScore(
+            False,
+            calls,
+            "Valid syntax. Successfully decode AST when it should not.",
+            "irrelevance_error:decoder_success",
+        )
     if called:
         return SampleScore(True, calls)
     why = err if decoded is None else "decoded to an empty call list"
-    return SampleScore(False, calls, f"Invalid syntax. Failed to decode AST when it should have. {why}",
-                       "relevance_error:decoder_failed")
+    return SampleScore(
+        False,
+        calls,
+        f"Invalid syntax. Failed to decode AST when it should have. {why}",
+        "relevance_error:decoder_failed",
+    )
 
 
 def score_single_turn(ex: Example, text: str) -> SampleScore:
@@ -245,7 +258,7 @@ def stable_subset(examples: Iterable[Example], limit: int | None, seed: int = 0)
     for ex in examples:
         by_cat[ex.category].append(ex)
     out: list[Example] = []
-    for cat, exs in by_cat.items():
+    for exs in by_cat.values():
         exs = sorted(exs, key=lambda e: _stable_key(seed, e.id))
         out.extend(exs if limit is None else exs[: max(0, int(limit))])
     return out

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -62,16 +63,24 @@ EVAL_SAMPLES = register(
 )
 
 
-def as_engine(policy: Any, *, engine: str = "hf", adapter: str | None = None, batch_size: int = 8,
-              num_threads: int | None = None, progress: bool | None = None):
+def as_engine(
+    policy: Any,
+    *,
+    engine: str = "hf",
+    adapter: str | None = None,
+    batch_size: int = 8,
+    num_threads: int | None = None,
+    progress: bool | None = None,
+):
     """An engine from an engine, a ``(model, tokenizer)`` pair, or a name/path (built by engine ``engine``)."""
     if hasattr(policy, "generate") and hasattr(policy, "tokenizer") and not hasattr(policy, "config"):
         return policy  # already an engine (a transformers model also has generate, but has a config)
     tokenizer = None
     if isinstance(policy, tuple) and len(policy) == 2:
         policy, tokenizer = policy
-    return ENGINES.load(engine).build(policy, tokenizer=tokenizer, adapter=adapter, batch_size=batch_size,
-                                      num_threads=num_threads, progress=progress)
+    return ENGINES.load(engine).build(
+        policy, tokenizer=tokenizer, adapter=adapter, batch_size=batch_size, num_threads=num_threads, progress=progress
+    )
 
 
 def _owner(categories: dict[str, str], ex: Example) -> str:
@@ -121,7 +130,8 @@ def evaluate(
     summary: dict[str, Any] = {
         "model": str(name),
         "benchmarks": list(benchmarks),
-        "subset": "full categories" if cfg.limit is None
+        "subset": "full categories"
+        if cfg.limit is None
         else f"seeded subset: at most {cfg.limit} per category (seed {cfg.seed})",
         "limit": cfg.limit,
         "seed": cfg.seed,
@@ -137,8 +147,9 @@ def evaluate(
     errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for b in benchmarks:
         bench = BENCHMARKS.load(b)
-        scored = bench.answer(eng, [ex for ex in examples if _owner(owners, ex) == b], params, cfg, style,
-                              progress, timing)
+        scored = bench.answer(
+            eng, [ex for ex in examples if _owner(owners, ex) == b], params, cfg, style, progress, timing
+        )
         for s in scored:
             rows.append(s.row)
             if not s.valid:
@@ -147,8 +158,11 @@ def evaluate(
     summary["n_items"] = len(rows)
     summary["errors"] = {c: dict(v) for c, v in errors.items()}
     dt = time.time() - t_start
-    timing["total"] = {"seconds": round(dt, 3), "items": len(rows),
-                       "seconds_per_item": round(dt / len(rows), 4) if rows else 0.0}
+    timing["total"] = {
+        "seconds": round(dt, 3),
+        "items": len(rows),
+        "seconds_per_item": round(dt / len(rows), 4) if rows else 0.0,
+    }
     summary["timing"] = timing
 
     if out_dir is not None:
@@ -176,7 +190,11 @@ def _ci(v: dict[str, Any]) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"
+
+    def line(r: list[str]) -> str:
+        cells = (str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        return "| " + " | ".join(cells) + " |"
+
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), sep] + [line(r) for r in rows])
 
@@ -187,8 +205,15 @@ def format_tables(summary: dict[str, Any]) -> str:
     b = summary.get("bfcl")
     if b is not None:
         head = ["Model", "Overall", "Non-live", "Live", "Multi-turn", "Relevance", "Irrelevance"]
-        row = [str(summary.get("model")), _pct(b.get("overall")), _pct(b.get("non_live")), _pct(b.get("live")),
-               _pct(b.get("multi_turn")), _pct(b.get("relevance")), _pct(b.get("irrelevance"))]
+        row = [
+            str(summary.get("model")),
+            _pct(b.get("overall")),
+            _pct(b.get("non_live")),
+            _pct(b.get("live")),
+            _pct(b.get("multi_turn")),
+            _pct(b.get("relevance")),
+            _pct(b.get("irrelevance")),
+        ]
         parts.append("Table 1 — BFCL v3 (accuracy %)\n" + _table(head, [row]))
         note = f"groups evaluated: {', '.join(b.get('groups_evaluated', [])) or 'none'}"
         if b.get("missing"):
@@ -197,11 +222,21 @@ def format_tables(summary: dict[str, Any]) -> str:
         cats = b.get("categories", {})
         if cats:
             kinds = b.get("answer_kinds", {})
-            rows = [[c, str(v["total"]), str(v["correct"]), _pct(v["accuracy"]), _ci(v),
-                     *(str(kinds[c][k]) if c in kinds else "" for k in bf.ANSWER_KINDS)] for c, v in cats.items()]
+            rows = [
+                [
+                    c,
+                    str(v["total"]),
+                    str(v["correct"]),
+                    _pct(v["accuracy"]),
+                    _ci(v),
+                    *(str(kinds[c][k]) if c in kinds else "" for k in bf.ANSWER_KINDS),
+                ]
+                for c, v in cats.items()
+            ]
             head = ["category", "n", "correct", "acc %", "95 % CI", "answered: call", "no call", "broken call"]
-            parts.append("BFCL per category (answered: what the outputs were, whatever was asked)\n"
-                         + _table(head, rows))
+            parts.append(
+                "BFCL per category (answered: what the outputs were, whatever was asked)\n" + _table(head, rows)
+            )
     a = summary.get("apibank")
     if a is not None:
         head = ["Model", "API-Bank L1", "API-Bank L2"]

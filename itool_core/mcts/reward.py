@@ -23,8 +23,8 @@ evaluation prompt (``policy.py`` builds it): the answer token "B" (correct) agai
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from ..calls import ToolCall, calls_match, try_parse_calls
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from ..config import MCTSConfig
 from .reward import edge_reward, state_reward
@@ -110,7 +111,9 @@ def _reward(node: Node, p_correct: float, confidence_weight: float) -> None:
     node.R = state_reward(node.O, node.C)
 
 
-def _expand(items: list[SearchItem], leaves: list[tuple[int, Node]], cands: list[list[Candidate]]) -> list[tuple[int, Node]]:
+def _expand(
+    items: list[SearchItem], leaves: list[tuple[int, Node]], cands: list[list[Candidate]]
+) -> list[tuple[int, Node]]:
     new: list[tuple[int, Node]] = []
     for (i, leaf), cs in zip(leaves, cands):
         tree, seen = items[i].tree, set()
@@ -124,8 +127,9 @@ def _expand(items: list[SearchItem], leaves: list[tuple[int, Node]], cands: list
     return new
 
 
-def search_lockstep(items: list[SearchItem], policy: SearchPolicy, cfg: MCTSConfig,
-                    stats: SearchStats | None = None) -> SearchStats:
+def search_lockstep(
+    items: list[SearchItem], policy: SearchPolicy, cfg: MCTSConfig, stats: SearchStats | None = None
+) -> SearchStats:
     """Run ``cfg.simulations`` lock-step rounds over all trees; the trees are filled in place."""
     stats = stats or SearchStats()
 
@@ -158,12 +162,12 @@ def search_lockstep(items: list[SearchItem], policy: SearchPolicy, cfg: MCTSConf
         new = _expand(items, leaves, cands)
         if not new:
             # every sample was empty/duplicate: count the visit so selection moves on
-            for i, leaf in leaves:
+            for _, leaf in leaves:
                 backup(leaf, leaf.V, cfg.gamma)
             continue
         confs = timed("confidence", policy.confidence, [State(items[i].tree, n) for i, n in new])
         stats.confidence_calls += 1
-        for (i, node), c in zip(new, confs):
+        for (_, node), c in zip(new, confs):
             _reward(node, c, cfg.confidence_weight)
             node.r = edge_reward(node.R, node.parent.R)
         open_nodes = [(i, n) for i, n in new if not n.terminal]
@@ -174,7 +178,7 @@ def search_lockstep(items: list[SearchItem], policy: SearchPolicy, cfg: MCTSConf
             for (i, node), cont in zip(open_nodes, conts):
                 node.info["rollout"] = cont
                 values[node.id] = rollout_value(node, cont, items[i].outcome, cfg.gamma)
-        for i, node in new:
+        for _, node in new:
             backup(node, values[node.id], cfg.gamma)
         stats.nodes += len(new)
         stats.rounds += 1

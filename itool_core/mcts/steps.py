@@ -92,7 +92,7 @@ def split_steps(answer: str, prefix: str = "") -> list[tuple[str, bool]]:
             break
         steps.append((rest[: end.index], end.terminal))
         done += rest[: end.index]
-        rest = rest[end.index:]
+        rest = rest[end.index :]
         if end.terminal:
             if rest.strip():
                 # text after the closing bracket belongs to the terminal step

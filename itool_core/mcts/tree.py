@@ -20,34 +20,35 @@ Each equation is one function: :func:`puct_score` (Eq. 5), :func:`q_value` (Eq. 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 
 @dataclass
 class Node:
     id: int
-    parent: "Node | None"
+    parent: Node | None
     step_text: str = ""
     step_ids: tuple[int, ...] = ()
     prior: float = 1.0  # p(a|s)
     terminal: bool = False
     depth: int = 0
     R: float = 0.0  # state reward O + C
-    O: float = 0.0  # outcome part
+    O: float = 0.0  # noqa: E741  (the paper's name) outcome part
     C: float = 0.0  # self-evaluation part
     r: float = 0.0  # edge reward R(s') − R(s)
     N: int = 0
     Q: float = 0.0
     V: float = 0.0
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def expanded(self) -> bool:
         return bool(self.children)
 
-    def path(self) -> list["Node"]:
+    def path(self) -> list[Node]:
         """Root … self."""
         out, n = [], self
         while n is not None:
@@ -61,7 +62,7 @@ class Node:
     def answer_ids(self) -> list[int]:
         return [t for n in self.path()[1:] for t in n.step_ids]
 
-    def walk(self) -> Iterator["Node"]:
+    def walk(self) -> Iterator[Node]:
         yield self
         for c in self.children:
             yield from c.walk()
@@ -77,8 +78,9 @@ class Tree:
         self._next_id = 1
         self.root = Node(0, None, R=root_reward)
 
-    def add_child(self, parent: Node, step_text: str, step_ids: tuple[int, ...] | list[int], prior: float,
-                  terminal: bool) -> Node:
+    def add_child(
+        self, parent: Node, step_text: str, step_ids: tuple[int, ...] | list[int], prior: float, terminal: bool
+    ) -> Node:
         child = Node(self._next_id, parent, step_text, tuple(step_ids), prior, terminal, parent.depth + 1)
         self._next_id += 1
         parent.children.append(child)
@@ -90,9 +92,18 @@ class Tree:
     def to_json(self) -> dict[str, Any]:
         def node(n: Node) -> dict[str, Any]:
             return {
-                "id": n.id, "step": n.step_text, "prior": round(n.prior, 6), "terminal": n.terminal,
-                "R": round(n.R, 6), "O": round(n.O, 6), "C": round(n.C, 6), "r": round(n.r, 6),
-                "N": n.N, "Q": round(n.Q, 6), "V": round(n.V, 6), **({"info": n.info} if n.info else {}),
+                "id": n.id,
+                "step": n.step_text,
+                "prior": round(n.prior, 6),
+                "terminal": n.terminal,
+                "R": round(n.R, 6),
+                "O": round(n.O, 6),
+                "C": round(n.C, 6),
+                "r": round(n.r, 6),
+                "N": n.N,
+                "Q": round(n.Q, 6),
+                "V": round(n.V, 6),
+                **({"info": n.info} if n.info else {}),
                 "children": [node(c) for c in n.children],
             }
 

@@ -59,16 +59,16 @@ Metrics (loss, rewards/margins, rewards/accuracies, logps, steps, wall time, tok
 
 from __future__ import annotations
 
-import functools
 import gc
 import math
 import os
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..config import PreferenceConfig
 from . import losses
@@ -351,8 +351,16 @@ class PreferenceResult:
         return asdict(self)
 
 
-_SUMMARY_KEYS = ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected",
-                 "logps/chosen", "logps/rejected", "grad_norm")
+_SUMMARY_KEYS = (
+    "loss",
+    "rewards/margins",
+    "rewards/accuracies",
+    "rewards/chosen",
+    "rewards/rejected",
+    "logps/chosen",
+    "logps/rejected",
+    "grad_norm",
+)
 
 
 def _make_log_callback(emit: Callback, history: list):
@@ -418,8 +426,9 @@ def _train_preference(policy, pairs, cfg: PreferenceConfig, out: Path, reference
         trainer, prepared, info = build_trainer(
             policy, pairs, cfg, scratch, reference=reference, callbacks=[_make_log_callback(emit, history)]
         )
-        emit("start", {"loss": cfg.loss, "beta": cfg.resolved_beta(), "policy": str(policy), **info,
-                       **prepared.stats()})
+        emit(
+            "start", {"loss": cfg.loss, "beta": cfg.resolved_beta(), "policy": str(policy), **info, **prepared.stats()}
+        )
         t0 = time.perf_counter()
         train_out = trainer.train()
         wall = time.perf_counter() - t0

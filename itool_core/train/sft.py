@@ -37,16 +37,17 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..calls import PromptStyle
 from ..config import SFTConfig
-from .common import peak_rss_mb, quiet_progress
 from ..data.records import Example
 from ..data.tokenise import end_token, sft_pair, tokenize_pair  # re-exported; data.replay uses them too
+from .common import peak_rss_mb, quiet_progress
 
 __all__ = [
     "Callback",
@@ -101,7 +102,6 @@ def stage_dir_name(index: int, name: str) -> str:
     return f"stage_{index}_{name}"
 
 
-
 @dataclass
 class StageResult:
     name: str
@@ -140,8 +140,15 @@ def _model_identity(model: Any) -> str:
     return str(getattr(getattr(model, "config", None), "_name_or_path", type(model).__name__))
 
 
-def stage_fingerprint(previous: str, model_id: str, cfg: SFTConfig, index: int, name: str, steps: int,
-                      records: Sequence[dict[str, list[int]]]) -> str:
+def stage_fingerprint(
+    previous: str,
+    model_id: str,
+    cfg: SFTConfig,
+    index: int,
+    name: str,
+    steps: int,
+    records: Sequence[dict[str, list[int]]],
+) -> str:
     """A hash of everything a stage's saved adapter depends on: the previous stage's fingerprint (so a change
     upstream invalidates every later stage), the base model, the weight-relevant config, and the exact token
     records and step count of this stage.  Training is deterministic given these (each stage's trainer is
@@ -150,8 +157,9 @@ def stage_fingerprint(previous: str, model_id: str, cfg: SFTConfig, index: int, 
     from ..artifacts import fingerprint
 
     conf = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
-    return fingerprint(previous, model_id, conf, index, name, steps,
-                       [(r["input_ids"], r["completion_mask"]) for r in records])
+    return fingerprint(
+        previous, model_id, conf, index, name, steps, [(r["input_ids"], r["completion_mask"]) for r in records]
+    )
 
 
 def _finished_stage(stage_dir: Path, fingerprint: str) -> StageResult | None:
@@ -227,7 +235,6 @@ class SFTResult:
             "peak_rss_mb": self.peak_rss_mb,
             "config": self.config,
         }
-
 
 
 def _make_log_callback(emit: Callback, stage: str, step_offset: int):
@@ -306,16 +313,24 @@ def _answer_loss_trainer(base, normalisation: str, decision_weight: float):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             fwd = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
             outputs = model(**fwd, use_cache=False)
-            loss = answer_loss(outputs, inputs["labels"], normalisation=normalisation,
-                               decision_weight=decision_weight)
+            loss = answer_loss(outputs, inputs["labels"], normalisation=normalisation, decision_weight=decision_weight)
             return (loss, outputs) if return_outputs else loss
 
     return AnswerLossSFTTrainer
 
 
-def build_trainer(peft_model, tokenizer, records: list[dict[str, list[int]]], cfg: SFTConfig, max_steps: int,
-                  output_dir: str | os.PathLike, *, seed: int | None = None, callbacks: Sequence[Any] = (),
-                  checkpoint_steps: int = 0):
+def build_trainer(
+    peft_model,
+    tokenizer,
+    records: list[dict[str, list[int]]],
+    cfg: SFTConfig,
+    max_steps: int,
+    output_dir: str | os.PathLike,
+    *,
+    seed: int | None = None,
+    callbacks: Sequence[Any] = (),
+    checkpoint_steps: int = 0,
+):
     """The trl ``SFTTrainer`` of one stage on :func:`build_sft_records` records (pre-tokenised: trl skips its
     tokenisation and builds labels from ``completion_mask``).  Exposed so a test can inspect the exact labels
     the loss sees (``trainer.train_dataset[i]["labels"]``).  ``checkpoint_steps > 0`` saves a resumable
@@ -323,10 +338,10 @@ def build_trainer(peft_model, tokenizer, records: list[dict[str, list[int]]], cf
     import torch
     from datasets import Dataset
     from transformers import PrinterCallback
-
-    from ..models import resolve_bf16
     from trl import SFTConfig as TrlSFTConfig
     from trl import SFTTrainer
+
+    from ..models import resolve_bf16
 
     args = TrlSFTConfig(
         output_dir=str(output_dir),  # only checkpoints go there; train_sft saves the stage adapters itself
@@ -355,8 +370,11 @@ def build_trainer(peft_model, tokenizer, records: list[dict[str, list[int]]], cf
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
     )
-    trainer_cls = (SFTTrainer if cfg.loss_normalisation == "token" and cfg.decision_weight == 1.0
-                   else _answer_loss_trainer(SFTTrainer, cfg.loss_normalisation, cfg.decision_weight))
+    trainer_cls = (
+        SFTTrainer
+        if cfg.loss_normalisation == "token" and cfg.decision_weight == 1.0
+        else _answer_loss_trainer(SFTTrainer, cfg.loss_normalisation, cfg.decision_weight)
+    )
     trainer = trainer_cls(
         model=peft_model,
         args=args,
@@ -395,7 +413,8 @@ def train_sft(
 
     ``resume=True`` reuses a stage folder finished by an earlier run into the same ``out_dir`` when its
     recorded :func:`stage_fingerprint` matches (same base model — by name or path, a model object by its
-    ``name_or_path``, not by its weights — config, data and steps, and the same for every stage before it): the adapter is loaded instead of trained, its ``StageResult`` comes back with
+    ``name_or_path``, not by its weights — config, data and steps, and the same for every stage before it): the
+    adapter is loaded instead of trained, its ``StageResult`` comes back with
     ``resumed=True``, and the events are ``stage_start`` (with ``resumed``) and ``stage_end`` without logs.  A
     warm-up that dies in its third stage then restarts there — on CPU a stage is up to an hour and a half.
     Within a stage, ``cfg.checkpoint_steps`` saves a trainer checkpoint (adapter, optimiser, scheduler, RNG)
@@ -409,8 +428,7 @@ def train_sft(
     if len(set(names)) != len(names):
         raise ValueError(f"train_sft: stage names must be unique, got {names}")
     with quiet_progress():
-        return _train_sft(model, stages, cfg, out_dir, callback or (lambda event, metrics: None), tokenizer,
-                          resume)
+        return _train_sft(model, stages, cfg, out_dir, callback or (lambda event, metrics: None), tokenizer, resume)
 
 
 def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer, resume: bool) -> SFTResult:
@@ -463,8 +481,9 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
     fingerprint = ""
     for index, (name, records, dropped, steps) in enumerate(runs, start=1):
         if not records:
-            raise ValueError(f"stage {name!r}: no trainable example ({len(dropped)} longer than "
-                             f"max_length={cfg.max_length})")
+            raise ValueError(
+                f"stage {name!r}: no trainable example ({len(dropped)} longer than max_length={cfg.max_length})"
+            )
         fingerprint = stage_fingerprint(fingerprint, model_id, cfg, index, name, steps, records)
         stage_dir = out / stage_dir_name(index, name)
         done = _finished_stage(stage_dir, fingerprint) if resume else None
@@ -472,9 +491,18 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
         resume_from = _last_checkpoint(ckpt_root, fingerprint) if resume and done is None else None
         ckpt_state = _checkpoint_state(resume_from) if resume_from else {}
         resumed_at = int(ckpt_state.get("global_step", 0))
-        emit("stage_start", {"stage": name, "index": index, "n_examples": len(records),
-                             "n_dropped_too_long": len(dropped), "steps": steps, "resumed": done is not None,
-                             "resumed_at_step": resumed_at})
+        emit(
+            "stage_start",
+            {
+                "stage": name,
+                "index": index,
+                "n_examples": len(records),
+                "n_dropped_too_long": len(dropped),
+                "steps": steps,
+                "resumed": done is not None,
+                "resumed_at_step": resumed_at,
+            },
+        )
         if done is not None:
             set_peft_model_state_dict(peft_model, load_peft_weights(str(stage_dir)))
             results.append(done)
@@ -487,12 +515,23 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
         if checkpointing and resume_from is None:
             ckpt_root.mkdir(parents=True)
             write_marker(ckpt_root / CHECKPOINT_MARKER, fingerprint)
-        trainer_dir = (nullcontext(str(ckpt_root)) if checkpointing or resume_from
-                       else tempfile.TemporaryDirectory(prefix=".trainer.", dir=out))
+        trainer_dir = (
+            nullcontext(str(ckpt_root))
+            if checkpointing or resume_from
+            else tempfile.TemporaryDirectory(prefix=".trainer.", dir=out)
+        )
         with trainer_dir as scratch:
-            trainer = build_trainer(peft_model, tok, records, cfg, steps, scratch, seed=cfg.seed + index - 1,
-                                    callbacks=[_make_log_callback(emit, name, step_offset)],
-                                    checkpoint_steps=cfg.checkpoint_steps if checkpointing else 0)
+            trainer = build_trainer(
+                peft_model,
+                tok,
+                records,
+                cfg,
+                steps,
+                scratch,
+                seed=cfg.seed + index - 1,
+                callbacks=[_make_log_callback(emit, name, step_offset)],
+                checkpoint_steps=cfg.checkpoint_steps if checkpointing else 0,
+            )
             tokens_before = int(ckpt_state.get("num_input_tokens_seen", 0))
             t0 = time.perf_counter()
             train_out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

@@ -8,8 +8,8 @@ drop, seeded, examples of over-represented functions before augmenting (and agai
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from ..records import Example
 from .common import _rng, _sorted
@@ -55,9 +55,7 @@ def cap_functions(
     dropped: set[str] = set()
     pos: dict[str, int] = defaultdict(int)
     while total:
-        excess = {
-            f: n - max(overrides.get(f, params.max_share) * total, params.min_calls) for f, n in counts.items()
-        }
+        excess = {f: n - max(overrides.get(f, params.max_share) * total, params.min_calls) for f, n in counts.items()}
         f, ex_n = max(excess.items(), key=lambda kv: (kv[1], kv[0]))
         if ex_n <= 0:
             break

@@ -47,8 +47,14 @@ def checker_category(ex: Example) -> str:
 
 
 _PY_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "integer": (int,), "float": (float, int), "boolean": (bool,),
-    "array": (list,), "tuple": (list,), "dict": (dict,), "any": (object,),
+    "string": (str,),
+    "integer": (int,),
+    "float": (float, int),
+    "boolean": (bool,),
+    "array": (list,),
+    "tuple": (list,),
+    "dict": (dict,),
+    "any": (object,),
 }
 
 
@@ -102,8 +108,14 @@ def check_example(ex: Example) -> tuple[bool, str]:
                     return False, f"type: {err}"
     checker, Language = ast_checker()  # installs the model-config stand-in before importing bfcl_eval
     try:
-        res = checker(ex.tools, [c.to_bfcl() for c in ex.target], possible_answer(ex), Language.PYTHON,
-                      checker_category(ex), CHECKER_MODEL_NAME)
+        res = checker(
+            ex.tools,
+            [c.to_bfcl() for c in ex.target],
+            possible_answer(ex),
+            Language.PYTHON,
+            checker_category(ex),
+            CHECKER_MODEL_NAME,
+        )
     except Exception as e:  # noqa: BLE001 - a schema the checker cannot read is this example's failure
         return False, f"checker raised {type(e).__name__}: {e}"
     if res.get("valid"):

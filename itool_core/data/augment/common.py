@@ -12,7 +12,8 @@ from __future__ import annotations
 import copy
 import random
 from collections import defaultdict
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from ...calls import PromptStyle, ToolCall, render_target, render_tools
 from ..records import Example
@@ -53,13 +54,31 @@ def _tool_pool(examples: Sequence[Example], exclude: Iterable[str]) -> dict[str,
 def approx_chars(tools: list[dict], messages: list[dict], target: Sequence[ToolCall]) -> int:
     """Characters of what the model reads and writes beyond the fixed system text (compact tools): a cheap
     length proxy for augmentations, which run without a tokenizer (the build measures exact tokens)."""
-    return (len(render_tools(tools, PromptStyle("compact"))) + sum(len(str(m.get("content") or "")) for m in messages)
-            + len(render_target(target)))
+    return (
+        len(render_tools(tools, PromptStyle("compact")))
+        + sum(len(str(m.get("content") or "")) for m in messages)
+        + len(render_target(target))
+    )
 
 
-def _new(src: Example, aug: str, id_: str, category: str, tools: list[dict], messages: list[dict],
-         target: list[ToolCall], **meta: Any) -> Example:
+def _new(
+    src: Example,
+    aug: str,
+    id_: str,
+    category: str,
+    tools: list[dict],
+    messages: list[dict],
+    target: list[ToolCall],
+    **meta: Any,
+) -> Example:
     m = {"augmentation": aug, "sources": meta.pop("sources", [src.id])}
     m.update(meta)
-    return Example(id_, src.source, category, copy.deepcopy(tools), copy.deepcopy(messages),
-                   [ToolCall(c.name, copy.deepcopy(c.arguments)) for c in target], m)
+    return Example(
+        id_,
+        src.source,
+        category,
+        copy.deepcopy(tools),
+        copy.deepcopy(messages),
+        [ToolCall(c.name, copy.deepcopy(c.arguments)) for c in target],
+        m,
+    )

@@ -6,8 +6,8 @@ tools (:mod:`.keywords`), so a distractor never could have answered the question
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..records import Example
 from .common import _new, _rng, _sorted, _tool_pool, approx_chars
@@ -55,6 +55,16 @@ def distractors(
             tools.insert(rng.randint(0, len(tools)), t)
         if approx_chars(tools, ex.messages, ex.target) > params.max_chars:
             continue
-        out.append(_new(ex, "distractors", f"aug/distractors/{ex.id}", "aug_distractors", tools, ex.messages,
-                        ex.target, added_tools=[t["name"] for t in extra]))
+        out.append(
+            _new(
+                ex,
+                "distractors",
+                f"aug/distractors/{ex.id}",
+                "aug_distractors",
+                tools,
+                ex.messages,
+                ex.target,
+                added_tools=[t["name"] for t in extra],
+            )
+        )
     return out

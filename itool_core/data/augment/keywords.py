@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable
 
 from ..records import Example
 from .common import question_text
@@ -103,8 +103,9 @@ def _own_keywords(ex: Example) -> set[str]:
     return out
 
 
-def _pick_unrelated(rng: random.Random, pool: list[dict], ex: Example, k: int, max_shared: int,
-                    taken: set[str]) -> list[dict]:
+def _pick_unrelated(
+    rng: random.Random, pool: list[dict], ex: Example, k: int, max_shared: int, taken: set[str]
+) -> list[dict]:
     qwords = _content(_words(question_text(ex)))
     own = _own_keywords(ex)
     cands = [t for t in pool if t["name"] not in taken and _unrelated(t, qwords, own, max_shared)]

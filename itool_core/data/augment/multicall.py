@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ...calls import serialise_calls
 from ..records import Example
@@ -39,10 +39,22 @@ class ParallelParams:
 
 
 # Order-free connectors: the joined requests are independent (BFCL parallel is scored without order).
-_CONNECTORS = ("Also, ", "Additionally, ", "In addition, ", "Separately, ", "Besides that, ", "On another note, ",
-               "As well, ")
-_INTROS = ("Please do the following:", "I have several requests:", "Can you help me with these?",
-           "Handle these tasks for me:", "I need a few things:")
+_CONNECTORS = (
+    "Also, ",
+    "Additionally, ",
+    "In addition, ",
+    "Separately, ",
+    "Besides that, ",
+    "On another note, ",
+    "As well, ",
+)
+_INTROS = (
+    "Please do the following:",
+    "I have several requests:",
+    "Can you help me with these?",
+    "Handle these tasks for me:",
+    "I need a few things:",
+)
 
 
 def _sentence(q: str) -> str:
@@ -111,9 +123,18 @@ def _join(members: Sequence[Example], rng: random.Random, variant: str, params: 
         return None
     ids = [ex.id for ex in members]
     category = "aug_parallel" if variant == "same_function" else "aug_parallel_multiple"
-    return _new(members[0], "parallel", "aug/parallel/" + "+".join(ids), category, tools,
-                system + [{"role": "user", "content": text}], target,
-                sources=ids, variant=variant, join_style=style)
+    return _new(
+        members[0],
+        "parallel",
+        "aug/parallel/" + "+".join(ids),
+        category,
+        tools,
+        system + [{"role": "user", "content": text}],
+        target,
+        sources=ids,
+        variant=variant,
+        join_style=style,
+    )
 
 
 def parallel(examples: Sequence[Example], params: ParallelParams = ParallelParams(), seed: int = 0) -> list[Example]:
@@ -125,7 +146,8 @@ def parallel(examples: Sequence[Example], params: ParallelParams = ParallelParam
     """
     rng = _rng(seed, "parallel")
     eligible = [
-        ex for ex in _sorted(examples)
+        ex
+        for ex in _sorted(examples)
         if is_single_turn(ex) and len(ex.target) == 1 and ex.target[0].name not in params.exclude_functions
     ]
     by_fn: dict[tuple[str, str], list[Example]] = defaultdict(list)  # (source, function) → examples
@@ -166,7 +188,7 @@ def parallel(examples: Sequence[Example], params: ParallelParams = ParallelParam
 
     # different functions, same source
     fns_by_source: dict[str, list[str]] = defaultdict(list)
-    for (src, name) in sorted(by_fn):
+    for src, name in sorted(by_fn):
         fns_by_source[src].append(name)
     sources = [s for s in sorted(fns_by_source) if len(fns_by_source[s]) >= params.min_calls]
     made, tries = 0, 0

@@ -17,13 +17,21 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from ..records import Example
 from .common import _new, _rng, _sorted, _tool_pool, question_text
-from .keywords import (GENERIC_TOOLS, _content, _name_tokens, _near_miss, _own_keywords, _unrelated, _words,
-                       tool_keywords)
+from .keywords import (
+    GENERIC_TOOLS,
+    _content,
+    _name_tokens,
+    _near_miss,
+    _own_keywords,
+    _unrelated,
+    _words,
+    tool_keywords,
+)
 
 
 @dataclass(frozen=True)
@@ -83,8 +91,9 @@ def _question_key(opening: list[dict]) -> str:
     return json.dumps([(m.get("role"), " ".join(_words(str(m.get("content") or "")))) for m in opening])
 
 
-def source_rates(questions_from: Sequence[Example], rows: Sequence[Example],
-                 share: float | Mapping[str, float]) -> dict[str, float]:
+def source_rates(
+    questions_from: Sequence[Example], rows: Sequence[Example], share: float | Mapping[str, float]
+) -> dict[str, float]:
     """Per source, the no-call rate under which :func:`no_call` on ``questions_from`` is expected to add
     ``share`` of that source's rows to ``rows`` (the set without no-call copies): ``n / (n + calls) = share``.
     ``share`` is one share for every source or a share per source (sources not named get no rate).
@@ -105,7 +114,7 @@ def source_rates(questions_from: Sequence[Example], rows: Sequence[Example],
         if target is None:
             continue
         want = target / (1.0 - target) * calls[src]
-        expected = lambda r: sum(1.0 - (1.0 - r) ** m for m in per_question.values())  # noqa: E731
+        expected = lambda r, pq=per_question: sum(1.0 - (1.0 - r) ** m for m in pq.values())  # noqa: E731
         if expected(1.0) <= want:
             rates[src] = 1.0
             continue
@@ -117,8 +126,12 @@ def source_rates(questions_from: Sequence[Example], rows: Sequence[Example],
     return rates
 
 
-def no_call(examples: Sequence[Example], params: NoCallParams = NoCallParams(), seed: int = 0,
-            rates: Mapping[str, float] | None = None) -> list[Example]:
+def no_call(
+    examples: Sequence[Example],
+    params: NoCallParams = NoCallParams(),
+    seed: int = 0,
+    rates: Mapping[str, float] | None = None,
+) -> list[Example]:
     """Questions paired with tools that cannot answer them → target ``[]`` (rendered as NO_CALL_TEXT).
 
     Teaches BFCL's relevance rule: when no given function fits, answer text that does not decode as a call.
@@ -153,20 +166,37 @@ def no_call(examples: Sequence[Example], params: NoCallParams = NoCallParams(), 
         near = near and not any(c.name in params.generic_tools for c in ex.target)
         if near:
             own_names_kw = set().union(*(_content(_name_tokens(n)) for n in own_names))
-            cands = [t for t in pool.get(ex.source, [])
-                     if t["name"] not in own_names and _near_miss(t, qwords, own_names_kw, params.near_min_shared)]
+            cands = [
+                t
+                for t in pool.get(ex.source, [])
+                if t["name"] not in own_names and _near_miss(t, qwords, own_names_kw, params.near_min_shared)
+            ]
             if cands:
                 k = min(k, len(cands))
             else:  # nothing on topic in this source: an unrelated copy instead
                 near = False
         if not near:
-            cands = [t for t in pool.get(ex.source, [])
-                     if t["name"] not in own_names and _unrelated(t, qwords, own, params.max_shared_keywords)]
+            cands = [
+                t
+                for t in pool.get(ex.source, [])
+                if t["name"] not in own_names and _unrelated(t, qwords, own, params.max_shared_keywords)
+            ]
             if len(cands) < k:
                 continue
         tools = rng.sample(cands, k)
         extra = {"near_miss": True} if near else {}
-        out.append(_new(ex, "no_call", f"aug/nocall/{ex.id}", "aug_no_call", tools, opening, [],
-                        original_functions=sorted({c.name for c in ex.target}),
-                        dialogue_cut=len(opening) < len(ex.messages), **extra))
+        out.append(
+            _new(
+                ex,
+                "no_call",
+                f"aug/nocall/{ex.id}",
+                "aug_no_call",
+                tools,
+                opening,
+                [],
+                original_functions=sorted({c.name for c in ex.target}),
+                dialogue_cut=len(opening) < len(ex.messages),
+                **extra,
+            )
+        )
     return out

@@ -6,8 +6,8 @@ row leaves the others' output unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Mapping, Sequence
 
 from ...config import AUGMENTATIONS
 from ..records import Example
@@ -16,7 +16,6 @@ from .distract import DistractorParams, distractors
 from .multicall import ParallelParams, parallel
 from .nocall import NoCallParams, no_call, source_rates
 from .rename import RenameParams, renamed
-
 
 #: ``AUGMENTATIONS`` (config.py, so a run config can name them): the augmentations in the order :func:`augment`
 #: runs them.
@@ -40,14 +39,14 @@ class AugmentConfig:
         if unknown:
             raise ValueError(f"unknown augmentations {unknown}; known: {list(AUGMENTATIONS)}")
 
-    def without(self, *names: str) -> "AugmentConfig":
+    def without(self, *names: str) -> AugmentConfig:
         for n in names:
             if n not in AUGMENTATIONS:
                 raise ValueError(f"unknown augmentation {n!r}; known: {list(AUGMENTATIONS)}")
         return replace(self, enabled=tuple(a for a in self.enabled if a not in names))
 
     @classmethod
-    def none(cls) -> "AugmentConfig":
+    def none(cls) -> AugmentConfig:
         return cls(enabled=())
 
 
@@ -69,16 +68,21 @@ def augment(
     and the questions the caps dropped (hundreds of API-Bank ``ToolSearcher`` requests) still widen the
     no-call set.
     """
-    out = {name: _FUNCS[name](examples, getattr(cfg, name), seed)
-           for name in AUGMENTATIONS if name in cfg.enabled and name != "no_call"}
+    out = {
+        name: _FUNCS[name](examples, getattr(cfg, name), seed)
+        for name in AUGMENTATIONS
+        if name in cfg.enabled and name != "no_call"
+    }
     if "no_call" in cfg.enabled:
         src = no_call_sources if no_call_sources is not None else examples
         rates = None
         share = cfg.no_call.shares
         if share is not None:
             if isinstance(share, Mapping) and (unknown := sorted(set(share) - {e.source for e in src})):
-                raise ValueError(f"no_call.source_share names {unknown}, not a source of the set "
-                                 f"(its sources: {sorted({e.source for e in src})})")
+                raise ValueError(
+                    f"no_call.source_share names {unknown}, not a source of the set "
+                    f"(its sources: {sorted({e.source for e in src})})"
+                )
             rates = source_rates(src, [*examples, *(e for v in out.values() for e in v)], share)
         out["no_call"] = no_call(src, cfg.no_call, seed, rates)
     return {name: out[name] for name in AUGMENTATIONS if name in out}

@@ -12,8 +12,8 @@ import copy
 import keyword
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ...calls import ToolCall
 from ..records import Example
@@ -203,7 +203,9 @@ def _mentioned(name: str, text: str) -> bool:
     return re.search(r"(?<![\w.])" + re.escape(name) + r"(?![\w])", text) is not None
 
 
-def _rename_example(ex: Example, fmap: dict[str, str], pmap: dict[str, dict[str, str]]) -> tuple[list[dict], list[ToolCall]]:
+def _rename_example(
+    ex: Example, fmap: dict[str, str], pmap: dict[str, dict[str, str]]
+) -> tuple[list[dict], list[ToolCall]]:
     """Apply a function map and per-(old)function parameter maps to the tools and target."""
     tools = []
     for t in ex.tools:
@@ -219,7 +221,9 @@ def _rename_example(ex: Example, fmap: dict[str, str], pmap: dict[str, dict[str,
                 params["required"] = [pm.get(k, k) for k in params["required"]]
         tools.append(t2)
     target = [
-        ToolCall(fmap.get(c.name, c.name), {pmap.get(c.name, {}).get(k, k): copy.deepcopy(v) for k, v in c.arguments.items()})
+        ToolCall(
+            fmap.get(c.name, c.name), {pmap.get(c.name, {}).get(k, k): copy.deepcopy(v) for k, v in c.arguments.items()}
+        )
         for c in ex.target
     ]
     return tools, target
@@ -262,7 +266,7 @@ def renamed(examples: Sequence[Example], params: RenameParams = RenameParams(), 
             continue
         pmap: dict[str, dict[str, str]] = {}
         for t in ex.tools:
-            props = ((t.get("parameters") or {}).get("properties") or {})
+            props = (t.get("parameters") or {}).get("properties") or {}
             ptaken = set(props)
             m: dict[str, str] = {}
             for p in props:
@@ -277,8 +281,18 @@ def renamed(examples: Sequence[Example], params: RenameParams = RenameParams(), 
             if m:
                 pmap[t["name"]] = m
         tools, target = _rename_example(ex, fmap, pmap)
-        out.append(_new(ex, "renamed", f"aug/renamed/{ex.id}", "aug_renamed", tools, ex.messages, target,
-                        rename={"functions": fmap, "parameters": pmap}))
+        out.append(
+            _new(
+                ex,
+                "renamed",
+                f"aug/renamed/{ex.id}",
+                "aug_renamed",
+                tools,
+                ex.messages,
+                target,
+                rename={"functions": fmap, "parameters": pmap},
+            )
+        )
     return out
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 __all__ = ["TokenCounter", "count_tokens", "row_from_ids", "trl_experimental"]
 

@@ -29,7 +29,7 @@ def ipo_loss(chosen_logratio: float, rejected_logratio: float, tau: float) -> fl
     return (chosen_logratio - rejected_logratio - 1.0 / (2.0 * tau)) ** 2
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _trainer() -> type:
     from trl import DPOTrainer
 

@@ -15,7 +15,7 @@ from typing import Any
 __all__ = ["ORPO"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _trainer() -> type:
     import torch.nn.functional as F
 

@@ -15,7 +15,7 @@ from typing import Any
 __all__ = ["SIMPO"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _trainer() -> type:
     from .common import TokenCounter, row_from_ids, trl_experimental
 
@@ -44,9 +44,13 @@ class _SimPO:
         with trl_experimental():
             from trl.experimental.cpo import CPOConfig
 
-            return CPOConfig(loss_type="simpo", cpo_alpha=0.0,
-                             simpo_gamma=cfg.simpo_gamma_beta_ratio * cfg.resolved_beta(),
-                             remove_unused_columns=False, **common)
+            return CPOConfig(
+                loss_type="simpo",
+                cpo_alpha=0.0,
+                simpo_gamma=cfg.simpo_gamma_beta_ratio * cfg.resolved_beta(),
+                remove_unused_columns=False,
+                **common,
+            )
 
 
 SIMPO = _SimPO()
