@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -97,7 +97,8 @@ def _jsonable(x: Any) -> Any:
         # 5 and 5.0 are one value: a record read back through a float annotation must hash as it did
         return int(x)
     if is_dataclass(x):
-        return {k: _jsonable(v) for k, v in asdict(x).items()}
+        # is_dataclass also admits a dataclass *class*; asdict raises TypeError for one, as it always did
+        return {k: _jsonable(v) for k, v in asdict(cast(Any, x)).items()}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     if isinstance(x, dict):

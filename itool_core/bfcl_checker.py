@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import types
+from typing import Any
 
 __all__ = ["CHECKER_MODEL_NAME", "install_model_config_stub", "ast_checker"]
 
@@ -40,7 +41,7 @@ def install_model_config_stub() -> None:
     model names it does not know (ours) still answer ``underscore_to_dot=False`` rather than ``KeyError``.
     """
     name = "bfcl_eval.constants.model_config"
-    mod = sys.modules.get(name)
+    mod: Any = sys.modules.get(name)  # a module whose attributes are set here (ModuleType declares none)
     if mod is None:
         mod = types.ModuleType(name)
         mod.__doc__ = "itool stand-in: the AST checker only reads MODEL_CONFIG_MAPPING[...].underscore_to_dot"
@@ -48,7 +49,7 @@ def install_model_config_stub() -> None:
         sys.modules[name] = mod
     elif not isinstance(getattr(mod, "MODEL_CONFIG_MAPPING", None), _StubConfigMapping):
         mod.MODEL_CONFIG_MAPPING = _StubConfigMapping(getattr(mod, "MODEL_CONFIG_MAPPING", {}))
-    checker = sys.modules.get("bfcl_eval.eval_checker.ast_eval.ast_checker")
+    checker: Any = sys.modules.get("bfcl_eval.eval_checker.ast_eval.ast_checker")
     if checker is not None:  # imported earlier (e.g. by a test): rebind its global to the safe mapping
         checker.MODEL_CONFIG_MAPPING = mod.MODEL_CONFIG_MAPPING
 

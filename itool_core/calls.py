@@ -114,7 +114,7 @@ def literal_value(node: ast.AST, where: str, depth: int = 0) -> Any:
     if depth > MAX_DEPTH:
         raise ParseError(f"{where}: value nested deeper than {MAX_DEPTH}")
     if isinstance(node, ast.Constant):
-        v = node.value
+        v: Any = node.value
         if isinstance(v, int) and not isinstance(v, bool):
             return _checked_int(v, where)
         if isinstance(v, bool) or v is None or isinstance(v, str):
@@ -331,6 +331,7 @@ def number_key(v: int | float) -> tuple:
     try:
         return ("num", float(v))
     except OverflowError:
+        assert isinstance(v, int)  # float(v) overflows only for an int
         return ("bigint", hex(v))  # hex never hits the int-to-str digit limit
 
 

@@ -694,7 +694,7 @@ _YAML11_FLOAT = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against annotation ``tp``; convert YAML shapes (list → tuple, int → float)."""
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):  # a dataclass annotation (a class)
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
         return from_dict(tp, value, _prefix=where + ".")
@@ -766,7 +766,7 @@ def from_dict(cls: type, data: Mapping[str, Any], base: Any = None, *, _prefix: 
         sub_base = getattr(base, name) if base is not None else None
         if name in data:
             tp = hints[name]
-            if dataclasses.is_dataclass(tp):
+            if isinstance(tp, type) and dataclasses.is_dataclass(tp):
                 if not isinstance(data[name], Mapping):
                     raise ConfigError(f"{_prefix}{name}: expected a mapping, got {type(data[name]).__name__}")
                 kwargs[name] = from_dict(tp, data[name], sub_base, _prefix=f"{_prefix}{name}.")
@@ -798,7 +798,7 @@ def _check_key(cls: type, key: str) -> None:
     parts = key.split(".")
     for i, part in enumerate(parts):
         where = ".".join(parts[: i + 1])
-        if not dataclasses.is_dataclass(tp):
+        if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
             raise ConfigError(f"unknown config key {key!r}: {'.'.join(parts[:i])} is a value, not a section")
         names = [f.name for f in dataclasses.fields(tp)]
         if part not in names:

@@ -22,9 +22,13 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +88,9 @@ def convert_embedded(
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # A GGUF-loaded model is flagged quantised and save_pretrained refuses it; the weights are already
     # dequantised to fp32, so clearing the flags is correct.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    # (torch types assignments to undeclared attributes through nn.Module.__setattr__: Tensor | Module only)
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -208,14 +213,15 @@ def load_policy(
     # ("Cannot copy out of meta tensor").  One load at a time per process.
     with _LOAD_LOCK:
         tok = load_tokenizer(src, max_length)
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=dt)
+        model: PreTrainedModel | PeftModel = AutoModelForCausalLM.from_pretrained(src, dtype=dt)
         if model.generation_config.pad_token_id is None:
             model.generation_config.pad_token_id = tok.pad_token_id
         if adapter is not None:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
-    model.to(device)
+    # transformers declares PreTrainedModel.to with @wraps(nn.Module.to): mypy does not bind its self
+    model.to(device)  # type: ignore[arg-type]
     model.eval()
     return model, tok
 

@@ -45,7 +45,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     calls, err = try_parse_calls(answer)
     print(f"[inspect] BFCL {ex.id}: {ex.messages[-1]['content']}")
     print(f"[inspect] answer ({time.time() - t0:.1f}s): {answer!r}")
-    print(f"[inspect] parsed calls: {[str(c) for c in calls] if calls is not None else 'none (' + err + ')'}")
+    print(f"[inspect] parsed calls: {[str(c) for c in calls] if calls is not None else f'none ({err})'}")
     print(f"[inspect] expected:     {[str(c) for c in ex.target]}")
     return 0
 

@@ -209,7 +209,9 @@ def _retrieved_apis_by_pattern(s: str) -> list[dict]:
 
 def _split_args(body: str) -> list[str]:
     """Split ``a=1, b=New York, NY, c='x'`` at top-level commas that start a new ``key=``."""
-    pieces, cur, depth, quote = [], [], 0, ""
+    pieces: list[str] = []
+    cur: list[str] = []
+    depth, quote = 0, ""
     i = 0
     while i < len(body):
         ch = body[i]
@@ -362,7 +364,7 @@ def _typed_values(target: list[ToolCall], tools: list[dict]) -> list[str]:
 
 
 def _instruction_apis(instruction: str) -> list[dict]:
-    out = []
+    out: list[dict] = []
     after = instruction.split("API descriptions:", 1)
     if len(after) < 2:
         return out

@@ -297,7 +297,7 @@ def _resolve_dict(value: Any, where: str, notes: list[str]) -> Any:
     """A dict-typed parameter's possible answer maps each key to its own list of possible values."""
     if not isinstance(value, dict):
         return value
-    out = {}
+    out: dict[Any, Any] = {}
     for k, vals in value.items():
         if isinstance(vals, list) and not vals:
             # Same data defect as for top-level parameters (see target_from_ground_truth).

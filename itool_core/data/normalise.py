@@ -103,7 +103,9 @@ _NONE_NAMES = {"none", "nonetype", "null"}
 
 def _split_top(s: str, sep: str = ",") -> list[str]:
     """Split at ``sep`` outside brackets (for ``Dict[str, List[int]]``)."""
-    out, depth, cur = [], 0, []
+    out: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in s:
         if ch in "[(":
             depth += 1

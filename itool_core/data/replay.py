@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Literal, overload
 
 import pyarrow as pa
 
@@ -108,6 +108,32 @@ def _autocast(dtype: Any, device: str):
     if dtype in ("float32", "fp32", torch.float32, None):
         return nullcontext()
     raise ValueError(f"unsupported perplexity dtype {dtype!r} (auto|bfloat16|float32)")
+
+
+@overload
+def target_perplexity(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    style: PromptStyle = ...,
+    batch_size: int = ...,
+    dtype: Any = ...,
+    *,
+    return_lengths: Literal[False] = ...,
+) -> list[float]: ...
+
+
+@overload
+def target_perplexity(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    style: PromptStyle = ...,
+    batch_size: int = ...,
+    dtype: Any = ...,
+    *,
+    return_lengths: Literal[True],
+) -> tuple[list[float], list[int]]: ...
 
 
 def target_perplexity(

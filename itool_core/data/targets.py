@@ -57,7 +57,11 @@ def rename_in_call_text(text: str, renames: dict[str, str]) -> str:
     """
     for old in sorted(renames, key=len, reverse=True):
         pattern = r"(?<![\w.])" + re.escape(old) + r"\s*\("
-        text = re.sub(pattern, lambda _m, new=renames[old]: new + "(", text)
+
+        def repl(_m: re.Match[str], new: str = renames[old]) -> str:
+            return new + "("
+
+        text = re.sub(pattern, repl, text)
     return text
 
 
@@ -163,7 +167,7 @@ def _parse_lenient(text: str, tools: Sequence[dict] | None) -> tuple[list[ToolCa
         raise ParseError("call list nested too deeply") from None
     notes: list[str] = [f"folded {f}" for f in folder.folded]
     calls: list[ToolCall] = []
-    for i, node in enumerate(tree.body.elts):  # type: ignore[attr-defined]
+    for i, node in enumerate(tree.body.elts):
         if not isinstance(node, ast.Call):
             raise ParseError(f"item {i} of the call list is a {type(node).__name__}, not a function call")
         name = dotted_name(node.func)
@@ -181,7 +185,7 @@ def _parse_lenient(text: str, tools: Sequence[dict] | None) -> tuple[list[ToolCa
     return calls, notes
 
 
-def tool_names(tools: Iterable[dict]) -> set[str]:
+def tool_names(tools: Iterable[dict]) -> set[str | None]:  # None for a tool without a name
     return {t.get("name") for t in tools if isinstance(t, dict)}
 
 

@@ -67,7 +67,8 @@ def xlam_example(row: dict, rowno: int | str) -> Example:
             args = {}
         if not isinstance(args, dict):
             raise FieldError(f"{where}.arguments", f"expected keyword arguments (an object), got {type(args).__name__}")
-        target.append(ToolCall(renames.get(a["name"], a["name"]), dict(args)))
+        name: str = a["name"]  # a string: checked above
+        target.append(ToolCall(renames.get(name, name), dict(args)))
     problem = check_calls(target, tools)
     if problem:
         raise FieldError("answers", problem)

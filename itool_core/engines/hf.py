@@ -469,7 +469,10 @@ class HFEngine:
                 )
         rows = [(g, i) for g, (_cut, members) in enumerate(chunk) for i in members for _ in range(n)]
         if width_p:
-            cache.reorder_cache(torch.tensor([g for g, _i in rows], dtype=torch.long, device=self.device))
+            # transformers annotates the index as torch.LongTensor, which torch.tensor(..., dtype=long) is at runtime
+            cache.reorder_cache(
+                torch.tensor([g for g, _i in rows], dtype=torch.long, device=self.device)  # type: ignore[arg-type]
+            )
         suffixes = [list(encoded[i][chunk[g][0] :]) for g, i in rows]
         width_s = max(len(x) for x in suffixes)
         ids = torch.full((len(rows), width_p + width_s), self.pad_id, dtype=torch.long, device=self.device)
@@ -487,6 +490,7 @@ class HFEngine:
         from transformers import DynamicCache
 
         store = self.prefix_store
+        assert store is not None  # called only when the engine has a prefix store (see _stored_prefixes)
         have, kv = store.lookup(prefix)
         store.reused_tokens += have
         if have == len(prefix):
@@ -505,7 +509,10 @@ class HFEngine:
             logits_to_keep=1,
         )
         store.prefilled_tokens += len(prefix) - have
-        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        # transformers types Cache.layers as also admitting linear-attention layers (no keys/values) and a layer's
+        # keys/values as Optional (unset until filled); a DynamicCache of the attention models this engine serves
+        # holds DynamicLayers, all filled by the prefill above
+        kv = [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[union-attr,misc]
         store.put(prefix, kv)
         return kv
 

@@ -56,7 +56,7 @@ import hashlib
 import re
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,14 +267,14 @@ def stable_subset(examples: Iterable[Example], limit: int | None, seed: int = 0)
 # -------------------------------------------------------------------------------------------------- summary
 
 
-def _acc(cat_stats: dict[str, dict[str, float]], cat: str) -> tuple[float, int] | None:
+def _acc(cat_stats: Mapping[str, Mapping[str, float]], cat: str) -> tuple[float, int] | None:
     s = cat_stats.get(cat)
     if not s or not s.get("total"):
         return None
     return s["correct"] / s["total"], int(s["total"])
 
 
-def summarise(cat_stats: dict[str, dict[str, float]]) -> dict[str, Any]:
+def summarise(cat_stats: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
     """BFCL v3 group scores from ``{category: {"correct": c, "total": n}}`` (accuracies in [0, 1]).
 
     A group is computed over its evaluated categories only; ``groups_evaluated`` and ``missing`` say which

@@ -183,7 +183,8 @@ class Episode:
         self._start_turn(0)
 
     def _withheld_docs(self, turn: int) -> list[dict] | None:
-        docs = self.ex.meta.get("missed_function_docs") or {}
+        # {turn: [doc, ...]} (turn as a string or an int), or one flat list of docs
+        docs: dict[Any, list[dict]] | list[dict] = self.ex.meta.get("missed_function_docs") or {}
         missed = self.ex.meta.get("missed_function") or {}
         if str(turn) not in missed and turn not in missed:
             return None

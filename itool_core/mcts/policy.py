@@ -63,7 +63,7 @@ class EnginePolicy:
         )
         outs = self.engine.generate([st.prompt_ids for st in states], params)
         result: list[list[Candidate]] = [[] for _ in states]
-        pending: list[tuple[int, list[int], list[float]]] = []
+        pending: list[tuple[int, list[int], list[float], str, str | None]] = []  # + finish/stop reason
         for i, comps in enumerate(outs):
             for c in comps:
                 pending.append((i, list(c.token_ids), list(c.logprobs), c.finish_reason, c.stop_reason))

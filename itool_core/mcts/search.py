@@ -169,6 +169,7 @@ def search_lockstep(
         stats.confidence_calls += 1
         for (_, node), c in zip(new, confs):
             _reward(node, c, cfg.confidence_weight)
+            assert node.parent is not None  # a new child of a leaf
             node.r = edge_reward(node.R, node.parent.R)
         open_nodes = [(i, n) for i, n in new if not n.terminal]
         values = {n.id: 0.0 for _, n in new}

@@ -50,7 +50,8 @@ class Node:
 
     def path(self) -> list[Node]:
         """Root … self."""
-        out, n = [], self
+        out: list[Node] = []
+        n: Node | None = self
         while n is not None:
             out.append(n)
             n = n.parent

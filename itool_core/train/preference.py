@@ -290,7 +290,7 @@ def build_trainer(
 
     ref_model = None
     if not cfg.uses_reference:
-        info = {"reference": None, "reference_mode": f"none ({cfg.loss} is reference-free)"}
+        info: dict[str, Any] = {"reference": None, "reference_mode": f"none ({cfg.loss} is reference-free)"}
         if reference is not None and not _same_model(reference, policy):
             warnings.warn(f"{cfg.loss} is reference-free: reference={reference!s} is ignored", stacklevel=2)
     elif reference is None or _same_model(reference, policy):

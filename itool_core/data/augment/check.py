@@ -72,6 +72,7 @@ def _type_error(value: Any, schema: dict, where: str) -> str | None:
         items = schema.get("items")
         if not isinstance(items, dict) or "type" not in items:
             return f"{where}: array without an items type"
+        assert isinstance(value, list)  # the isinstance(value, want) above: want is (list,) for these types
         for i, v in enumerate(value):
             if isinstance(v, (list, dict)):
                 continue  # bfcl checks one level deep

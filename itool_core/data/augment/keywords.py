@@ -98,13 +98,13 @@ def _own_keywords(ex: Example) -> set[str]:
         if t.get("name") in names or not names:
             n, d = tool_keywords(t)
             out |= n | d
-    for n in names:
-        out |= _content(_name_tokens(n))
+    for name in names:
+        out |= _content(_name_tokens(name))
     return out
 
 
 def _pick_unrelated(
-    rng: random.Random, pool: list[dict], ex: Example, k: int, max_shared: int, taken: set[str]
+    rng: random.Random, pool: list[dict], ex: Example, k: int, max_shared: int, taken: set[str | None]
 ) -> list[dict]:
     qwords = _content(_words(question_text(ex)))
     own = _own_keywords(ex)

@@ -180,10 +180,10 @@ def parallel(examples: Sequence[Example], params: ParallelParams = ParallelParam
         members = rng.sample(g, k)
         if not distinct(members):
             continue
-        ex = _join(members, rng, "same_function", params)
-        if ex is not None:
+        joined = _join(members, rng, "same_function", params)
+        if joined is not None:
             used.add(frozenset(m.id for m in members))
-            out.append(ex)
+            out.append(joined)
             made += 1
 
     # different functions, same source
@@ -201,9 +201,9 @@ def parallel(examples: Sequence[Example], params: ParallelParams = ParallelParam
         members = [rng.choice(by_fn[(src, f)]) for f in rng.sample(fns, k)]
         if not distinct(members):
             continue
-        ex = _join(members, rng, "different_function", params)
-        if ex is not None:
+        joined = _join(members, rng, "different_function", params)
+        if joined is not None:
             used.add(frozenset(m.id for m in members))
-            out.append(ex)
+            out.append(joined)
             made += 1
     return out

@@ -19,6 +19,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from ..records import Example
 from .common import _new, _rng, _sorted, _tool_pool, question_text
@@ -65,6 +66,7 @@ class NoCallParams:
     def __post_init__(self) -> None:
         if isinstance(self.source_share, Mapping):
             object.__setattr__(self, "source_share", tuple(sorted(self.source_share.items())))
+        assert not isinstance(self.source_share, Mapping)  # stored as pairs just above
         shares = dict(self.source_share) if isinstance(self.source_share, tuple) else {"": self.source_share}
         for src, share in shares.items():
             if share is not None and not 0.0 < share < 1.0:
@@ -74,6 +76,7 @@ class NoCallParams:
     @property
     def shares(self) -> float | dict[str, float] | None:
         """``source_share`` as given: one share, a share per source, or None."""
+        assert not isinstance(self.source_share, Mapping)  # __post_init__ stores a mapping as pairs
         return dict(self.source_share) if isinstance(self.source_share, tuple) else self.source_share
 
 
@@ -165,7 +168,8 @@ def no_call(
         # function that would serve it, so an on-topic tool could be that very function: unrelated tools only.
         near = near and not any(c.name in params.generic_tools for c in ex.target)
         if near:
-            own_names_kw = set().union(*(_content(_name_tokens(n)) for n in own_names))
+            # (a normalised tool's name is a string; t.get's type does not say so)
+            own_names_kw = set().union(*(_content(_name_tokens(cast(str, n))) for n in own_names))
             cands = [
                 t
                 for t in pool.get(ex.source, [])

@@ -6,7 +6,7 @@ row leaves the others' output unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ...config import AUGMENTATIONS
@@ -50,7 +50,12 @@ class AugmentConfig:
         return cls(enabled=())
 
 
-_FUNCS = {"no_call": no_call, "parallel": parallel, "renamed": renamed, "distractors": distractors}
+_FUNCS: dict[str, Callable[..., list[Example]]] = {
+    "no_call": no_call,
+    "parallel": parallel,
+    "renamed": renamed,
+    "distractors": distractors,
+}
 
 
 def augment(

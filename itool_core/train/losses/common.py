@@ -25,7 +25,7 @@ class TokenCounter:
 
     def training_step(self, model, inputs, *args, **kwargs):
         self.tokens_seen += count_tokens(inputs)
-        return super().training_step(model, inputs, *args, **kwargs)  # type: ignore[misc]
+        return super().training_step(model, inputs, *args, **kwargs)
 
 
 def row_from_ids(feature: Mapping[str, Any]) -> dict[str, list[int]]:
