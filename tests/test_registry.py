@@ -42,3 +42,24 @@ def test_targets_are_imported_lazily():
     sys.modules.pop("fractions", None)
     assert r.names() == ("fraction",) and "fractions" not in sys.modules
     assert r.load("fraction")(1, 2) == 0.5 and "fractions" in sys.modules
+
+
+def test_a_new_loader_is_one_registration_line(tmp_path):
+    """What a newcomer's loader gets from its one ``LOADERS.register`` line: ``load``, the run config's
+    ``data_format`` and ``itool data import --format`` all accept it, with no other file touched."""
+    from pathlib import Path
+
+    from itool_core.cli import main
+    from itool_core.config import RunConfig
+    from itool_core.data.loaders import load
+
+    fixture = str(Path(__file__).parent / "fixtures" / "toolace.json")
+    LOADERS.register("my-format", "itool_core.data.toolace:load_toolace")  # stands in for a new module
+    try:
+        examples, _ = load("my-format", fixture)
+        assert examples and examples == load("toolace", fixture)[0]
+        assert RunConfig(data=fixture, data_format="my-format").loader() == "my-format"
+        assert main(["data", "import", "--format", "my-format", fixture, "-o", str(tmp_path / "t.parquet")]) == 0
+        assert load("examples", str(tmp_path / "t.parquet"))[0] == examples
+    finally:
+        LOADERS._entries.pop("my-format")
