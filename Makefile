@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 PYTEST := $(PY) -m pytest
 STAMP  := $(VENV)/.itool-installed
 
-.PHONY: install demo run test test-slow test-integration test-gpu test-all clean
+.PHONY: install demo run lint test test-slow test-integration test-gpu test-all clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,7 +29,13 @@ demo: install
 run: install
 	$(PY) -m flows.cli run --profile quick
 
-test: install
+# ruff (lint + format check, configured in pyproject.toml) and mypy on the core library.
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+test: lint
 	$(PYTEST) -q -m "not slow and not gpu" --timeout 1200
 
 test-slow: install

@@ -75,8 +75,9 @@ def sweep(probe_rows: dict[str, list[dict]], samples: list[dict], shifts) -> dic
     ``samples``: itool eval rows with ``id``, ``category``, ``output``, ``valid``.
     """
     cats = join(probe_rows, samples)
-    mismatch = {c: sum((lo > 0) != (op == "no_call") for lo, op, _ in items if op != "other")
-                for c, items in cats.items()}
+    mismatch = {
+        c: sum((lo > 0) != (op == "no_call") for lo, op, _ in items if op != "other") for c, items in cats.items()
+    }
     table = []
     for b in shifts:
         row = {"shift": b}
@@ -96,8 +97,9 @@ def sweep(probe_rows: dict[str, list[dict]], samples: list[dict], shifts) -> dic
     return {"categories": sorted(cats), "mismatch_at_0": mismatch, "table": table}
 
 
-def frontier(probe_rows: dict[str, list[dict]], samples: list[dict], reference: dict[str, float],
-             max_loss: float, target: float) -> dict:
+def frontier(
+    probe_rows: dict[str, list[dict]], samples: list[dict], reference: dict[str, float], max_loss: float, target: float
+) -> dict:
     """Exact search over every shift b ≥ 0 (no grid): the decisions change only where b crosses a question's
     −log-odds, so each of those points (and b = 0) is scored once.
 
@@ -128,8 +130,13 @@ def frontier(probe_rows: dict[str, list[dict]], samples: list[dict], reference: 
     within = [r for r in rows if all(points_of(r, c) >= reference[c] - max_loss for c in call_cats)]
     best = max(within, key=lambda r: (sum(points_of(r, c) for c in abstain_cats), -r["shift"]), default=None)
     reach = [r for r in rows if all(points_of(r, c) >= target for c in abstain_cats)]
-    return {"reference": reference, "max_loss": max_loss, "target_points": target,
-            "best": summary(best) if best else None, "target": summary(reach[0]) if reach else None}
+    return {
+        "reference": reference,
+        "max_loss": max_loss,
+        "target_points": target,
+        "best": summary(best) if best else None,
+        "target": summary(reach[0]) if reach else None,
+    }
 
 
 def reference_scores(summary_path: str) -> dict[str, float]:
@@ -139,18 +146,24 @@ def reference_scores(summary_path: str) -> dict[str, float]:
         cats = summary["bfcl"]["categories"]
         return {c: round(100.0 * v["accuracy"], 6) for c, v in cats.items() if c not in NO_CALL_CATEGORIES}
     except (KeyError, TypeError) as exc:
-        raise ValueError(f"{summary_path}: not an itool eval summary with bfcl.categories.*.accuracy ({exc})")
+        raise ValueError(f"{summary_path}: not an itool eval summary with bfcl.categories.*.accuracy ({exc})") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--probe", required=True, help="decision_probe.py --json output (with BFCL questions)")
     ap.add_argument("--samples", required=True, help="itool eval's samples.parquet on the same questions")
-    ap.add_argument("--shifts", default=",".join(str(b) for b in DEFAULT_SHIFTS),
-                    help="comma-separated shifts in nats (positive: towards no call)")
-    ap.add_argument("--reference", default=None,
-                    help="the reference model's itool eval summary.json: also search every shift for the best "
-                         "irrelevance within --max-loss points of its call scores, and the cost of --target")
+    ap.add_argument(
+        "--shifts",
+        default=",".join(str(b) for b in DEFAULT_SHIFTS),
+        help="comma-separated shifts in nats (positive: towards no call)",
+    )
+    ap.add_argument(
+        "--reference",
+        default=None,
+        help="the reference model's itool eval summary.json: also search every shift for the best "
+        "irrelevance within --max-loss points of its call scores, and the cost of --target",
+    )
     ap.add_argument("--max-loss", type=float, default=5.0, help="points a call category may lose (default 5)")
     ap.add_argument("--target", type=float, default=70.0, help="irrelevance points to reach (default 70)")
     ap.add_argument("--json", default=None)
@@ -171,11 +184,14 @@ def main(argv: list[str] | None = None) -> int:
             score = f"{v['score_lo']}" if v["score_lo"] == v["score_hi"] else f"{v['score_lo']}–{v['score_hi']}"
             cells.append(f"{v['declined']:>3d} / {score:>7s} of {v['n']}")
         print(f"{row['shift']:6.2f} " + " ".join(f"{x:>34s}" for x in cells))
-    print("probe vs evaluated opening disagree at b = 0: "
-          + ", ".join(f"{c} {n}" for c, n in result["mismatch_at_0"].items()))
+    print(
+        "probe vs evaluated opening disagree at b = 0: "
+        + ", ".join(f"{c} {n}" for c, n in result["mismatch_at_0"].items())
+    )
     if args.reference:
-        result["frontier"] = front = frontier(probe["prompts"], samples, reference_scores(args.reference),
-                                              args.max_loss, args.target)
+        result["frontier"] = front = frontier(
+            probe["prompts"], samples, reference_scores(args.reference), args.max_loss, args.target
+        )
 
         def show(row):
             return ", ".join(f"{k} {v:.0f}" if k != "shift" else f"b = {v:.3g}" for k, v in row.items())
@@ -183,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         ref = ", ".join(f"{c} {v:.0f}" for c, v in front["reference"].items())
         print(f"reference ({args.reference}): {ref}")
         print(f"best within {args.max_loss:g} points: " + (show(front["best"]) if front["best"] else "none"))
-        print(f"first shift reaching irrelevance {args.target:g}: "
-              + (show(front["target"]) if front["target"] else "none"))
+        print(
+            f"first shift reaching irrelevance {args.target:g}: "
+            + (show(front["target"]) if front["target"] else "none")
+        )
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
     return 0

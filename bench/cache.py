@@ -27,10 +27,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _smollm2_params(tmp: Path) -> dict:
     return dict(
-        profile="quick", iterations=1, run_dir=str(tmp / "run"), tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
+        profile="quick",
+        iterations=1,
+        run_dir=str(tmp / "run"),
+        tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
         config={"sft": {"max_steps_per_stage": 2, "per_device_batch_size": 2}, "buffer": {"alpha": 0.03}},
-        evaluation={"categories": ["simple_python", "parallel", "irrelevance", "apibank_level1"], "limit": 10,
-                    "base": False},
+        evaluation={
+            "categories": ["simple_python", "parallel", "irrelevance", "apibank_level1"],
+            "limit": 10,
+            "base": False,
+        },
         mcts={"simulations": 2, "k": 2},
         preference={"max_steps": 2, "per_device_batch_size": 1, "grad_accum_steps": 1},
     )
@@ -80,16 +86,26 @@ def main() -> int:
         res = iterate(**p)
         wall = time.perf_counter() - t0
         stages_s = sum(res["wall_s"].values())
-        rows.append({"run": label, "wall_s": round(wall, 1), "stages_wall_s": round(stages_s, 1),
-                     "ran": res["ran"], "cached": res["cached"]})
+        rows.append(
+            {
+                "run": label,
+                "wall_s": round(wall, 1),
+                "stages_wall_s": round(stages_s, 1),
+                "ran": res["ran"],
+                "cached": res["cached"],
+            }
+        )
         print(f"[bench] {label}: {wall:.1f}s ({len(res['ran'])} ran, {len(res['cached'])} cached)", flush=True)
 
     print("\n| run | flow wall (s) | stage tasks (s) | stages ran | stages cached |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['run']} | {r['wall_s']} | {r['stages_wall_s']} | {len(r['ran'])} | {len(r['cached'])} |")
-    setup = ("tiny model, tests/tiny_data.py data, 1 iteration, tests/test_flows.py budgets" if args.model == "tiny"
-             else "SmolLM2-135M, default training set, quick profile with " + json.dumps(
-                 {k: params[k] for k in ("config", "evaluation", "mcts", "preference")}))
+    setup = (
+        "tiny model, tests/tiny_data.py data, 1 iteration, tests/test_flows.py budgets"
+        if args.model == "tiny"
+        else "SmolLM2-135M, default training set, quick profile with "
+        + json.dumps({k: params[k] for k in ("config", "evaluation", "mcts", "preference")})
+    )
     ratio = rows[1]["wall_s"] / rows[0]["wall_s"]
     print(f"\nunchanged re-run / first run = {100 * ratio:.1f} % (goal <= 5 %)")
     print(f"flow wall includes MLflow run creation and logging (not the temporary server start); {setup}.")
@@ -100,8 +116,12 @@ def main() -> int:
         results = old if "rows" not in old else {"tiny": old}
     except (OSError, ValueError):
         results = {}
-    results[args.model] = {"rows": rows, "rerun_share": round(ratio, 4), "setup": setup,
-                           "date": time.strftime("%Y-%m-%d")}
+    results[args.model] = {
+        "rows": rows,
+        "rerun_share": round(ratio, 4),
+        "setup": setup,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     from itool_core.artifacts import atomic_write_text
 
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")

@@ -6,8 +6,8 @@ model up on it with the quick profile (``itool warmup``: same curriculum, same s
 evaluates it on the same seeded subset (``itool eval``), then prints one table and writes JSON.  The ``full``
 row is the default set itself.  Each stage is skipped when its output exists, so an interrupted run resumes.
 
-Cost on a 2-core CPU (dev-cpu-2, docs/notebook/RESULTS.md): ≈ 25 min of SFT + ≈ 42 min of evaluation at 100 questions per
-category for each row, ≈ 7 h for all six.  On a GPU box add ``--config`` with a larger budget.
+Cost on a 2-core CPU (dev-cpu-2, docs/notebook/RESULTS.md): ≈ 25 min of SFT + ≈ 42 min of evaluation at 100
+questions per category for each row, ≈ 7 h for all six.  On a GPU box add ``--config`` with a larger budget.
 
     .venv/bin/python bench/data_ablation.py --out-dir runs/ablation --limit 100
     .venv/bin/python bench/data_ablation.py --rows full,no_call --limit 20      # two rows, smaller subset
@@ -67,22 +67,44 @@ def run_row(name: str, out: Path, args) -> dict:
     summary = row_dir / "eval" / "summary.json"
     if not summary.exists():
         t0 = time.perf_counter()
-        itool("eval", "--model", str(row_dir / "sft" / "merged"), "--benchmarks", "bfcl,apibank",
-              "--categories", ",".join(CATEGORIES + APIBANK), "--limit", str(args.limit), "--seed", "0",
-              "--batch-size", "16", "--max-new-tokens", "96", "--tools", "compact", "--threads", str(args.threads),
-              "--out", str(row_dir / "eval"))
+        itool(
+            "eval",
+            "--model",
+            str(row_dir / "sft" / "merged"),
+            "--benchmarks",
+            "bfcl,apibank",
+            "--categories",
+            ",".join(CATEGORIES + APIBANK),
+            "--limit",
+            str(args.limit),
+            "--seed",
+            "0",
+            "--batch-size",
+            "16",
+            "--max-new-tokens",
+            "96",
+            "--tools",
+            "compact",
+            "--threads",
+            str(args.threads),
+            "--out",
+            str(row_dir / "eval"),
+        )
         timings["eval_s"] = time.perf_counter() - t0
     card = json.loads((row_dir / "train.card.json").read_text())
     s = json.loads(summary.read_text())
     cats = s["bfcl"]["categories"]
     return {
-        "row": name, "rows_in_set": card.get("rows"), "no_call_share": card.get("no_call_share"),
+        "row": name,
+        "rows_in_set": card.get("rows"),
+        "no_call_share": card.get("no_call_share"),
         **{c: cats[c]["accuracy"] for c in CATEGORIES if c in cats},
         "irrelevance_answers": irrelevance_answers(row_dir / "eval" / "samples.parquet"),
         "bfcl_overall": s["bfcl"]["overall"],
         "apibank_level1": s.get("apibank", {}).get("level1", {}).get("accuracy"),
         "apibank_level2": s.get("apibank", {}).get("level2", {}).get("accuracy"),
-        "n_per_category": args.limit, "timings": timings,
+        "n_per_category": args.limit,
+        "timings": timings,
     }
 
 
@@ -121,19 +143,44 @@ def main() -> None:
 
     out = Path(args.out_dir)
     results = [run_row(r, out, args) for r in rows]
-    head = ["set", "rows", "no-call %", *CATEGORIES, "irrelevance answers: no call / broken call / call",
-            "BFCL overall", "API-Bank L1", "API-Bank L2"]
+    head = [
+        "set",
+        "rows",
+        "no-call %",
+        *CATEGORIES,
+        "irrelevance answers: no call / broken call / call",
+        "BFCL overall",
+        "API-Bank L1",
+        "API-Bank L2",
+    ]
     print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in results:
         name = "default (full)" if r["row"] == "full" else f"without {r['row']}"
         ia = r["irrelevance_answers"]
-        cells = [name, str(r["rows_in_set"]), pct(r["no_call_share"]), *(pct(r.get(c)) for c in CATEGORIES),
-                 f"{ia['no_call']} / {ia['broken_call']} / {ia['call']}", f"{100 * r['bfcl_overall']:.1f}",
-                 pct(r["apibank_level1"]), pct(r["apibank_level2"])]
+        cells = [
+            name,
+            str(r["rows_in_set"]),
+            pct(r["no_call_share"]),
+            *(pct(r.get(c)) for c in CATEGORIES),
+            f"{ia['no_call']} / {ia['broken_call']} / {ia['call']}",
+            f"{100 * r['bfcl_overall']:.1f}",
+            pct(r["apibank_level1"]),
+            pct(r["apibank_level2"]),
+        ]
         print("| " + " | ".join(cells) + " |")
-    atomic_write_text(args.json, json.dumps({
-        "date": date.today().isoformat(), "machine": os.uname().nodename, "args": vars(args), "rows": results,
-    }, indent=2) + "\n")
+    atomic_write_text(
+        args.json,
+        json.dumps(
+            {
+                "date": date.today().isoformat(),
+                "machine": os.uname().nodename,
+                "args": vars(args),
+                "rows": results,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
     print(f"\nJSON: {args.json}")
 
 

@@ -77,40 +77,66 @@ def probe(model, tok, exs: list[Example], style: PromptStyle) -> list[dict]:
     none_id, bracket_id = first_token_ids(tok)
     out = []
     for ex in exs:
-        ids = tok(render_prompt(tok, ex.tools, ex.messages, style), return_tensors="pt",
-                  add_special_tokens=False).input_ids
+        ids = tok(
+            render_prompt(tok, ex.tools, ex.messages, style), return_tensors="pt", add_special_tokens=False
+        ).input_ids
         with torch.no_grad():
             lp = model(ids).logits[0, -1].float().log_softmax(-1)
-        out.append({"id": ex.id, "source": ex.source, "p_none": lp[none_id].exp().item(),
-                    "p_bracket": lp[bracket_id].exp().item(), "log_odds": (lp[none_id] - lp[bracket_id]).item()})
+        out.append(
+            {
+                "id": ex.id,
+                "source": ex.source,
+                "p_none": lp[none_id].exp().item(),
+                "p_bracket": lp[bracket_id].exp().item(),
+                "log_odds": (lp[none_id] - lp[bracket_id]).item(),
+            }
+        )
     return out
 
 
 def summarise(name: str, rows: list[dict]) -> dict:
     n = len(rows)
-    return {"group": name, "n": n,
-            "p_none": sum(r["p_none"] for r in rows) / n, "p_bracket": sum(r["p_bracket"] for r in rows) / n,
-            "none_wins": sum(r["log_odds"] > 0 for r in rows),
-            "log_odds_mean": sum(r["log_odds"] for r in rows) / n}
+    return {
+        "group": name,
+        "n": n,
+        "p_none": sum(r["p_none"] for r in rows) / n,
+        "p_bracket": sum(r["p_bracket"] for r in rows) / n,
+        "none_wins": sum(r["log_odds"] > 0 for r in rows),
+        "log_odds_mean": sum(r["log_odds"] for r in rows) / n,
+    }
 
 
 def source_row(no_call: list[float], call: list[float]) -> dict:
     mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
     a = auroc(no_call, call)
-    return {"n_no_call": len(no_call), "n_call": len(call), "log_odds_no_call": mean(no_call),
-            "log_odds_call": mean(call), "auroc": a, "auroc_se": auroc_se(a, len(no_call), len(call))}
+    return {
+        "n_no_call": len(no_call),
+        "n_call": len(call),
+        "log_odds_no_call": mean(no_call),
+        "log_odds_call": mean(call),
+        "auroc": a,
+        "auroc_se": auroc_se(a, len(no_call), len(call)),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default=DEFAULT_MODEL,
-                    help="model folder (itool warmup's out/merged), hub id or embedded name")
+    ap.add_argument(
+        "--model", default=DEFAULT_MODEL, help="model folder (itool warmup's out/merged), hub id or embedded name"
+    )
     ap.add_argument("--adapter", default=None, help="a LoRA adapter on --model (e.g. a warm-up stage_* folder)")
-    ap.add_argument("--data", default=None,
-                    help="the warm-up's split folder (out/data: easy/medium/hard.parquet); omit to probe BFCL only")
+    ap.add_argument(
+        "--data",
+        default=None,
+        help="the warm-up's split folder (out/data: easy/medium/hard.parquet); omit to probe BFCL only",
+    )
     ap.add_argument("--n", type=int, default=16, help="training prompts per stage and kind (no-call / call)")
-    ap.add_argument("--pool-n", type=int, default=200,
-                    help="held-out pool prompts per kind (no-call / call), from --data's pool.parquet (0: skip)")
+    ap.add_argument(
+        "--pool-n",
+        type=int,
+        default=200,
+        help="held-out pool prompts per kind (no-call / call), from --data's pool.parquet (0: skip)",
+    )
     ap.add_argument("--bfcl-n", type=int, default=50, help="seeded BFCL questions per category")
     ap.add_argument("--tools", default="compact", choices=["json", "compact"])
     ap.add_argument("--threads", type=int, default=2)
@@ -120,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from itool_core.data.bfcl import load_bfcl
-    from itool_core.models import load_policy
     from itool_core.eval.bfcl import stable_subset
+    from itool_core.models import load_policy
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -161,32 +187,45 @@ def main(argv: list[str] | None = None) -> int:
     auroc_bfcl, auroc_train = auroc(bfcl_pos, bfcl_neg), auroc(train_pos, train_neg)
     auroc_pool = auroc(pool_pos, pool_neg)
     result = {
-        "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-        "model": args.model, "adapter": args.adapter, "data": args.data, "tools": args.tools, "seconds": round(time.perf_counter() - t0, 1),
+        "date": date.today().isoformat(),
+        "machine": platform.processor() or platform.machine(),
+        "model": args.model,
+        "adapter": args.adapter,
+        "data": args.data,
+        "tools": args.tools,
+        "seconds": round(time.perf_counter() - t0, 1),
         "table": table,
-        "auroc_bfcl": auroc_bfcl, "auroc_bfcl_se": auroc_se(auroc_bfcl, len(bfcl_pos), len(bfcl_neg)),
-        "auroc_train": auroc_train, "auroc_train_se": auroc_se(auroc_train, len(train_pos), len(train_neg)),
-        "auroc_pool": auroc_pool, "auroc_pool_se": auroc_se(auroc_pool, len(pool_pos), len(pool_neg)),
+        "auroc_bfcl": auroc_bfcl,
+        "auroc_bfcl_se": auroc_se(auroc_bfcl, len(bfcl_pos), len(bfcl_neg)),
+        "auroc_train": auroc_train,
+        "auroc_train_se": auroc_se(auroc_train, len(train_pos), len(train_neg)),
+        "auroc_pool": auroc_pool,
+        "auroc_pool_se": auroc_se(auroc_pool, len(pool_pos), len(pool_neg)),
         "by_source": source_table,
         "prompts": groups,
     }
     print(f"{'prompts':26s} {'n':>4s} {'p(None)':>8s} {'p([)':>7s} {'None wins':>10s} {'log-odds':>9s}")
     for row in table:
-        print(f"{row['group']:26s} {row['n']:4d} {row['p_none']:8.3f} {row['p_bracket']:7.3f} "
-              f"{row['none_wins']:>5d}/{row['n']:<4d} {row['log_odds_mean']:9.2f}")
+        print(
+            f"{row['group']:26s} {row['n']:4d} {row['p_none']:8.3f} {row['p_bracket']:7.3f} "
+            f"{row['none_wins']:>5d}/{row['n']:<4d} {row['log_odds_mean']:9.2f}"
+        )
     for src, row in source_table.items():
         lo = " / ".join("-" if x is None else f"{x:.2f}" for x in (row["log_odds_no_call"], row["log_odds_call"]))
         a = "n/a" if row["auroc"] is None else f"{row['auroc']:.3f} ± {row['auroc_se']:.3f}"
-        print(f"source {src:19s} no-call {row['n_no_call']:3d} / call {row['n_call']:3d}  mean log-odds {lo}  "
-              f"AUROC {a}")
+        print(
+            f"source {src:19s} no-call {row['n_no_call']:3d} / call {row['n_call']:3d}  mean log-odds {lo}  AUROC {a}"
+        )
 
     def fmt(key: str) -> str:
         v, se = result[key], result[key + "_se"]
         return "n/a" if v is None else f"{v:.3f} ± {se:.3f}"
 
-    print(f"AUROC (log-odds, ± Hanley-McNeil SE) BFCL irrelevance vs simple+multiple: {fmt('auroc_bfcl')}; "
-          f"training no-call vs call: {fmt('auroc_train')}; held-out pool no-call vs call: {fmt('auroc_pool')}  "
-          f"({result['seconds']} s)")
+    print(
+        f"AUROC (log-odds, ± Hanley-McNeil SE) BFCL irrelevance vs simple+multiple: {fmt('auroc_bfcl')}; "
+        f"training no-call vs call: {fmt('auroc_train')}; held-out pool no-call vs call: {fmt('auroc_pool')}  "
+        f"({result['seconds']} s)"
+    )
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
     return 0

@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from itool_core.calls import PromptStyle  # noqa: E402
+from itool_core.config import with_overrides  # noqa: E402
 from itool_core.data.loaders import load  # noqa: E402
 from itool_core.engines.base import GenerationParams  # noqa: E402
 from itool_core.engines.hf import HFEngine  # noqa: E402
@@ -62,7 +63,9 @@ class CountingEngine:
 
 def store_stats(engine) -> dict:
     st = engine.prefix_store
-    return {} if st is None else {"prefix_tokens_reused": st.reused_tokens, "prefix_tokens_prefilled": st.prefilled_tokens}
+    return (
+        {} if st is None else {"prefix_tokens_reused": st.reused_tokens, "prefix_tokens_prefilled": st.prefilled_tokens}
+    )
 
 
 def fresh_store(engine) -> None:
@@ -79,10 +82,17 @@ def run(mode: str, engine, examples, cfg: MCTSConfig, pcfg: PolicyConfig, style:
     t0 = time.perf_counter()
     stats: SearchStats = (search_lockstep if mode == "lockstep" else search_sequential)(items, policy, cfg)
     secs = time.perf_counter() - t0
-    return {"mode": mode, "seconds": secs, "trees_per_min": 60 * len(examples) / secs,
-            "generated_tokens": counting.tokens, "generated_tokens_per_s": counting.tokens / secs,
-            "engine_calls": counting.calls, "nodes": sum(1 for it in items for _ in it.tree.nodes()) - len(items),
-            "seconds_by_call": stats.seconds, **store_stats(engine)}
+    return {
+        "mode": mode,
+        "seconds": secs,
+        "trees_per_min": 60 * len(examples) / secs,
+        "generated_tokens": counting.tokens,
+        "generated_tokens_per_s": counting.tokens / secs,
+        "engine_calls": counting.calls,
+        "nodes": sum(1 for it in items for _ in it.tree.nodes()) - len(items),
+        "seconds_by_call": stats.seconds,
+        **store_stats(engine),
+    }
 
 
 def main() -> None:
@@ -97,35 +107,56 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-sequential", action="store_true")
-    ap.add_argument("--no-share-prefixes", action="store_true",
-                    help="engine without shared-prefix prefill (the behaviour before it existed)")
-    ap.add_argument("--prefix-cache-mb", type=float, default=1024,
-                    help="K/V kept across engine calls (what mining uses); 0 = off (the behaviour before it existed)")
+    ap.add_argument(
+        "--no-share-prefixes",
+        action="store_true",
+        help="engine without shared-prefix prefill (the behaviour before it existed)",
+    )
+    ap.add_argument(
+        "--prefix-cache-mb",
+        type=float,
+        default=1024,
+        help="K/V kept across engine calls (what mining uses); 0 = off (the behaviour before it existed)",
+    )
     ap.add_argument("--out", default="bench/results/mcts_speed.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     model, tok = tiny_model() if args.model == "tiny" else load_policy(args.model, dtype=args.dtype)
-    engine = HFEngine(model, tok, batch_size=args.batch_size, progress=False,
-                      share_prefixes=not args.no_share_prefixes,
-                      prefix_cache_mb=0 if args.no_share_prefixes else args.prefix_cache_mb)
+    engine = HFEngine(
+        model,
+        tok,
+        batch_size=args.batch_size,
+        progress=False,
+        share_prefixes=not args.no_share_prefixes,
+        prefix_cache_mb=0 if args.no_share_prefixes else args.prefix_cache_mb,
+    )
     style = PromptStyle("compact")
     exs, _ = load("bfcl", categories=["simple_python"])
     examples = stable_subset(exs, args.trees, seed=0)
-    cfg = MCTSConfig(simulations=args.simulations, k=args.k, seed=0)
-    pcfg = PolicyConfig(max_step_tokens=args.step_tokens, max_rollout_tokens=args.rollout_tokens)
+    cfg = with_overrides(MCTSConfig(), {"simulations": args.simulations, "k": args.k, "seed": 0})
+    pcfg = with_overrides(
+        PolicyConfig(), {"max_step_tokens": args.step_tokens, "max_rollout_tokens": args.rollout_tokens}
+    )
 
     # raw batched throughput on the same prompts: n = k samples of one step each
     items = build_items(examples, tok, style)
     engine.generate([items[0].tree.prompt_ids], GenerationParams(max_new_tokens=4))  # warm-up, not timed
     fresh_store(engine)
     t0 = time.perf_counter()
-    outs = engine.generate([it.tree.prompt_ids for it in items],
-                           GenerationParams(max_new_tokens=args.step_tokens, temperature=1.0, n=args.k, seed=0))
+    outs = engine.generate(
+        [it.tree.prompt_ids for it in items],
+        GenerationParams(max_new_tokens=args.step_tokens, temperature=1.0, n=args.k, seed=0),
+    )
     raw_secs = time.perf_counter() - t0
     raw_tokens = sum(len(c.token_ids) for cs in outs for c in cs)
-    raw = {"mode": "raw batched generate", "seconds": raw_secs, "generated_tokens": raw_tokens,
-           "generated_tokens_per_s": raw_tokens / raw_secs, **store_stats(engine)}
+    raw = {
+        "mode": "raw batched generate",
+        "seconds": raw_secs,
+        "generated_tokens": raw_tokens,
+        "generated_tokens_per_s": raw_tokens / raw_secs,
+        **store_stats(engine),
+    }
 
     rows = [raw, run("lockstep", engine, examples, cfg, pcfg, style)]
     if not args.skip_sequential:
@@ -134,18 +165,27 @@ def main() -> None:
     summary = {"lockstep_vs_raw_tokens_per_s": lock["generated_tokens_per_s"] / raw["generated_tokens_per_s"]}
     if len(rows) > 2:
         summary["lockstep_speedup_trees_per_min"] = lock["trees_per_min"] / rows[2]["trees_per_min"]
-    print(f"\nMCTS speed — model {args.model}, {args.trees} trees × {args.simulations} simulations, k={args.k}, "
-          f"{args.step_tokens} tokens/step, {args.threads} threads")
+    print(
+        f"\nMCTS speed — model {args.model}, {args.trees} trees × {args.simulations} simulations, k={args.k}, "
+        f"{args.step_tokens} tokens/step, {args.threads} threads"
+    )
     print(f"{'mode':<22}{'seconds':>10}{'trees/min':>12}{'gen tok':>10}{'gen tok/s':>12}{'engine calls':>14}")
     for r in rows:
-        print(f"{r['mode']:<22}{r['seconds']:>10.1f}{r.get('trees_per_min', float('nan')):>12.2f}"
-              f"{r['generated_tokens']:>10}{r['generated_tokens_per_s']:>12.1f}{r.get('engine_calls', 1):>14}")
+        print(
+            f"{r['mode']:<22}{r['seconds']:>10.1f}{r.get('trees_per_min', float('nan')):>12.2f}"
+            f"{r['generated_tokens']:>10}{r['generated_tokens_per_s']:>12.1f}{r.get('engine_calls', 1):>14}"
+        )
     for k, v in summary.items():
         print(f"{k}: {v:.2f}")
     print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
-    out = {"date": date.today().isoformat(), "machine": f"{platform.node()} {platform.processor()} "
-           f"{torch.get_num_threads()} threads", "load_average_end": os.getloadavg(), "args": vars(args),
-           "rows": rows, "summary": summary}
+    out = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.node()} {platform.processor()} {torch.get_num_threads()} threads",
+        "load_average_end": os.getloadavg(),
+        "args": vars(args),
+        "rows": rows,
+        "summary": summary,
+    }
     from itool_core.artifacts import atomic_write_text
 
     atomic_write_text(args.out, json.dumps(out, indent=2) + "\n")

@@ -1,12 +1,13 @@
 """How long ``make demo`` takes: the whole method (data → split → warm-up → 2 iterations of buffer, MCTS, DPO →
 evaluation after every stage → report) on the embedded model, as a newcomer runs it.
 
-It runs ``python -m flows.cli run --profile demo`` (what ``make demo`` runs) in a subprocess with a fresh ``ITOOL_HOME`` and
-``PREFECT_HOME`` by default, so the first-run GGUF → safetensors conversion and a fresh Prefect database are
-part of the time, and writes ``bench/results/run_demo.json`` (``run_<profile>.json`` with ``--profile``): the command, the machine, the date, the wall time in
-all and per stage, the peak memory, and the scores per stage with n and the 95 % interval.  ``docs/RESULTS.md``
-is generated from these files (bench/results_page.py).  The goal the
-project holds the demo to is **≤ 15 min on 2 CPU cores**; the JSON says whether this run met it.
+It runs ``python -m flows.cli run --profile demo`` (what ``make demo`` runs) in a subprocess with a fresh
+``ITOOL_HOME`` and ``PREFECT_HOME`` by default, so the first-run GGUF → safetensors conversion and a fresh Prefect
+database are part of the time, and writes ``bench/results/run_demo.json`` (``run_<profile>.json`` with
+``--profile``): the command, the machine, the date, the wall time in all and per stage, the peak memory, and
+the scores per stage with n and the 95 % interval.  ``docs/RESULTS.md`` is generated from these files
+(bench/results_page.py).  The goal the project holds the demo to is **≤ 15 min on 2 CPU cores**; the JSON says
+whether this run met it.
 
     python bench/pipeline_run.py                       # fresh home: what a new user's first `make demo` costs
     python bench/pipeline_run.py --home ~/.cache/itool # reuse a converted model (a second run, cached stages not reused
@@ -40,12 +41,18 @@ def machine() -> dict:
         flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
     except OSError:
         flags = []
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     import torch
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gb, 1),
-            "bf16_native": "amx_bf16" in flags or "avx512_bf16" in flags, "gpu": torch.cuda.is_available(),
-            "python": platform.python_version(), "torch": torch.__version__}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_gb, 1),
+        "bf16_native": "amx_bf16" in flags or "avx512_bf16" in flags,
+        "gpu": torch.cuda.is_available(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,11 +66,27 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="itool-demo-bench-"))
     home = Path(a.home).expanduser() if a.home else tmp / "home"
     run_dir, uri = tmp / "run", f"sqlite:///{tmp / 'mlflow.db'}"
-    cmd = [sys.executable, "-m", "flows.cli", "run", "--profile", a.profile, "--run-dir", str(run_dir),
-           "--tracking-uri", uri]
-    env = {**os.environ, "ITOOL_HOME": str(home), "PREFECT_HOME": str(tmp / "prefect"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "OMP_NUM_THREADS": str(a.threads)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "run",
+        "--profile",
+        a.profile,
+        "--run-dir",
+        str(run_dir),
+        "--tracking-uri",
+        uri,
+    ]
+    env = {
+        **os.environ,
+        "ITOOL_HOME": str(home),
+        "PREFECT_HOME": str(tmp / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": str(a.threads),
+    }
     env.pop("PREFECT_API_URL", None)  # a newcomer has no server: the flow starts its temporary one
     print(f"[bench] {' '.join(cmd)}  (ITOOL_HOME={home})", flush=True)
     t0 = time.perf_counter()
@@ -82,19 +105,30 @@ def main(argv: list[str] | None = None) -> int:
     for row in summary["rows"]:
         cats = dict((row["summary"].get("bfcl") or {}).get("categories") or {})
         cats.update({f"apibank_{k}": v for k, v in (row["summary"].get("apibank") or {}).items()})
-        scores.append({"stage": row["label"], "pairs": row.get("pairs"),
-                       "categories": {c: {k: v[k] for k in ("correct", "total", "accuracy", "ci95")}
-                                      for c, v in cats.items()}})
+        scores.append(
+            {
+                "stage": row["label"],
+                "pairs": row.get("pairs"),
+                "categories": {c: {k: v[k] for k in ("correct", "total", "accuracy", "ci95")} for c, v in cats.items()},
+            }
+        )
     top = {k: v for k, v in stages.items() if k.count("/") <= 1}  # mining's sub-steps are inside "iter_i/mine"
     result = {
-        "bench": "run", "profile": a.profile,
+        "bench": "run",
+        "profile": a.profile,
         "command": "make demo" if a.profile == "demo" else f"itool run --profile {a.profile}",
-        "date": date.today().isoformat(), "machine": machine(), "fresh_home": a.home is None,
-        "wall_s": round(wall, 1), "flow_wall_s": round(summary.get("flow_wall_s", 0.0), 1),
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "fresh_home": a.home is None,
+        "wall_s": round(wall, 1),
+        "flow_wall_s": round(summary.get("flow_wall_s", 0.0), 1),
         "startup_s": round(wall - summary.get("flow_wall_s", 0.0), 1),
         "goal_s": GOAL_S if a.profile == "demo" else None,
-        "goal_met": wall <= GOAL_S if a.profile == "demo" else None, "peak_rss_mb": round(peak_mb),
-        "stages_s": top, "states": summary["states"], "scores": scores,
+        "goal_met": wall <= GOAL_S if a.profile == "demo" else None,
+        "peak_rss_mb": round(peak_mb),
+        "stages_s": top,
+        "states": summary["states"],
+        "scores": scores,
         "note": "demo budgets: the scores show the pipeline working, not a quality claim (n per category is tiny)",
     }
     out = Path(a.out or ROOT / "bench" / "results" / f"run_{a.profile}.json")

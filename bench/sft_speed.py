@@ -11,7 +11,7 @@ training dialogues, warm-up part of the seeded split, a seeded sample), then pri
 * a yardstick (one bf16 forward of 4 × 512 tokens) and the load average, because the CPU is shared and a busy
   machine inflates every time above by the same factor.
 
-DESIGN.md measured 11–16 s/step for 4 × 420 tokens with bf16 autocast, LoRA r16 all-linear, no dropout.
+docs/design.md#training-on-cpu: 11–16 s/step for 4 × 420 tokens with bf16 autocast, LoRA r16 all-linear, no dropout.
 
     .venv/bin/python bench/sft_speed.py --steps 8
     .venv/bin/python bench/sft_speed.py --steps 4 --gradient-checkpointing   # the memory/speed trade-off
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import platform
@@ -38,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from itool_core.calls import PromptStyle  # noqa: E402
-from itool_core.config import profile  # noqa: E402
+from itool_core.config import profile, with_overrides  # noqa: E402
 from itool_core.data.records import Example  # noqa: E402
 from itool_core.data.split import split_pool  # noqa: E402
 from itool_core.models import DEFAULT_MODEL, bf16_is_fast, load_policy, resolve_bf16  # noqa: E402
@@ -55,16 +54,32 @@ def _training_examples() -> tuple[list[Example], str]:
         from itool_core.calls import ToolCall
 
         rng = random.Random(0)
-        tools = [{"name": f"tool_{j}", "description": f"Tool number {j} does thing {j}.",
-                  "parameters": {"type": "dict", "properties": {"x": {"type": "integer"}, "unit": {"type": "string"}},
-                                 "required": ["x"]}} for j in range(6)]
+        tools = [
+            {
+                "name": f"tool_{j}",
+                "description": f"Tool number {j} does thing {j}.",
+                "parameters": {
+                    "type": "dict",
+                    "properties": {"x": {"type": "integer"}, "unit": {"type": "string"}},
+                    "required": ["x"],
+                },
+            }
+            for j in range(6)
+        ]
         out = []
         for i in range(200):
             ts = rng.sample(tools, rng.randint(1, 4))
             target = [ToolCall(t["name"], {"x": rng.randint(0, 99)}) for t in ts[: rng.randint(1, 2)]]
-            out.append(Example(f"syn{i}", "synthetic", "synthetic", ts,
-                               [{"role": "user", "content": f"Please run {target[0].name} on {target[0].arguments['x']}."}],
-                               target))
+            out.append(
+                Example(
+                    f"syn{i}",
+                    "synthetic",
+                    "synthetic",
+                    ts,
+                    [{"role": "user", "content": f"Please run {target[0].name} on {target[0].arguments['x']}."}],
+                    target,
+                )
+            )
         return out, f"synthetic tool calls (loaders unavailable: {type(e).__name__})"
 
 
@@ -79,7 +94,8 @@ def _cpu_model() -> str:
 
 def _calibrate(model, bf16: bool) -> float:
     """Seconds of one no-grad forward of 4 × 512 random tokens (bf16 autocast when ``bf16``): a yardstick of how
-    busy the shared CPU is (DESIGN.md measured 8 × 512 in 3.0 s bf16 on an idle AMX machine, ≈ 1.5 s for 4 × 512)."""
+    busy the shared CPU is (docs/design.md#speed-facts: 8 × 512 in 3.0 s bf16 on an idle AMX machine, ≈ 1.5 s
+    for 4 × 512)."""
     x = torch.randint(0, model.config.vocab_size, (4, 512), generator=torch.Generator().manual_seed(0))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with torch.no_grad(), autocast:
@@ -96,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=None, help="per-device batch (default: quick profile's)")
     ap.add_argument("--max-length", type=int, default=None)
-    ap.add_argument("--no-bf16", action="store_true",
-                    help="fp32 even where bf16 is native (default: the profile's bf16='auto')")
+    ap.add_argument(
+        "--no-bf16", action="store_true", help="fp32 even where bf16 is native (default: the profile's bf16='auto')"
+    )
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--tools", choices=["json", "compact"], default=None, help="tool rendering (default: profile's)")
     ap.add_argument("--seed", type=int, default=0)
@@ -116,9 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         changes["bf16"] = False
     if args.gradient_checkpointing:
         changes["gradient_checkpointing"] = True
+    sft = {f"sft.{k}": v for k, v in changes.items()}
     if args.tools:
-        changes["tools_style"] = args.tools
-    cfg = dataclasses.replace(run.sft, **changes)
+        # the buffer's rendering must match the training's: RunConfig checks it
+        sft.update({"sft.tools_style": args.tools, "buffer.tools_style": args.tools})
+    cfg = with_overrides(run, sft).sft
 
     examples, source = _training_examples()
     warmup, _ = split_pool(examples, run.split)
@@ -180,21 +199,29 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
     print(f"SFT speed — {args.model}, {row['data']}")
-    print(f"{st.steps} steps × batch {cfg.per_device_batch_size} (mean {row['tokens_per_example_mean']:.0f} tokens, "
-          f"answer {row['answer_tokens_mean']:.0f}), bf16={use_bf16}, checkpointing={cfg.gradient_checkpointing}, "
-          f"LoRA r{cfg.lora_r} {cfg.target_modules}, {torch.get_num_threads()} threads")
+    print(
+        f"{st.steps} steps × batch {cfg.per_device_batch_size} (mean {row['tokens_per_example_mean']:.0f} tokens, "
+        f"answer {row['answer_tokens_mean']:.0f}), bf16={use_bf16}, checkpointing={cfg.gradient_checkpointing}, "
+        f"LoRA r{cfg.lora_r} {cfg.target_modules}, {torch.get_num_threads()} threads"
+    )
     print(f"{'tokens/s':>9} {'s/step':>7} {'steady':>7} {'wall s':>7} {'peak RSS GB':>12} {'loss first→last':>16}")
-    print(f"{row['tokens_per_s']:>9.0f} {row['s_per_step']:>7.1f} {steady:>7.1f} {st.wall_s:>7.0f} "
-          f"{row['peak_rss_gb']:>12.2f} {st.first_loss:>7.3f}→{st.last_loss:<7.3f}")
+    print(
+        f"{row['tokens_per_s']:>9.0f} {row['s_per_step']:>7.1f} {steady:>7.1f} {st.wall_s:>7.0f} "
+        f"{row['peak_rss_gb']:>12.2f} {st.first_loss:>7.3f}→{st.last_loss:<7.3f}"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(row, indent=2) + "\n")
     if calib is not None:
-        print(f"yardstick: {'bf16' if use_bf16 else 'fp32'} forward 4 × 512 tokens {calib:.1f} s "
-              "(bf16 ≈ 1.5 s on the idle AMX machine of DESIGN.md)")
+        print(
+            f"yardstick: {'bf16' if use_bf16 else 'fp32'} forward 4 × 512 tokens {calib:.1f} s "
+            "(bf16 ≈ 1.5 s on the idle AMX machine of docs/design.md#speed-facts)"
+        )
     if max(row["loadavg_1min_before_after"]) > torch.get_num_threads() + 0.5:
-        print(f"note: load average {row['loadavg_1min_before_after']} on a {torch.get_num_threads()}-thread run — "
-              "other processes shared the CPU; times are inflated")
+        print(
+            f"note: load average {row['loadavg_1min_before_after']} on a {torch.get_num_threads()}-thread run — "
+            "other processes shared the CPU; times are inflated"
+        )
     print(f"→ {out}")
     return 0
 

@@ -48,8 +48,13 @@ def ensure_process_pool(name: str) -> None:
                 pass
 
 
-def build_deployments(cron: str = DEFAULT_CRON, timezone: str = "UTC", parameters: dict | None = None,
-                      paused: bool = False, source: str | Path = ROOT) -> list:
+def build_deployments(
+    cron: str = DEFAULT_CRON,
+    timezone: str = "UTC",
+    parameters: dict | None = None,
+    paused: bool = False,
+    source: str | Path = ROOT,
+) -> list:
     """The two RunnerDeployments (not yet sent to the server)."""
     from prefect import Flow
     from prefect.schedules import Cron
@@ -60,13 +65,22 @@ def build_deployments(cron: str = DEFAULT_CRON, timezone: str = "UTC", parameter
     evaluate = Flow.from_source(str(source), "flows/evaluate.py:evaluate")
     return [
         iterate.to_deployment(
-            name="iterate", schedules=[Cron(cron, timezone=timezone)], paused=paused, parameters=params,
+            name="iterate",
+            schedules=[Cron(cron, timezone=timezone)],
+            paused=paused,
+            parameters=params,
             # a nightly run that is still going when the next one is due must not start a second training
-            concurrency_limit=1, tags=["itool", "gpu"],
+            concurrency_limit=1,
+            tags=["itool", "gpu"],
             description="iTool: warm-up SFT, then N iterations of buffer refresh → MCTS pairs → preference "
-                        "update → evaluation (cached per stage; MLflow tracked)."),
-        evaluate.to_deployment(name="evaluate", parameters=shared, tags=["itool"],
-                               description="Evaluate one model on BFCL + API-Bank L1/L2."),
+            "update → evaluation (cached per stage; MLflow tracked).",
+        ),
+        evaluate.to_deployment(
+            name="evaluate",
+            parameters=shared,
+            tags=["itool"],
+            description="Evaluate one model on BFCL + API-Bank L1/L2.",
+        ),
     ]
 
 
@@ -75,8 +89,14 @@ def deploy_all(pool: str = DEFAULT_POOL, **kwargs) -> list:
     from prefect import deploy
 
     ensure_process_pool(pool)
-    return deploy(*build_deployments(**kwargs), work_pool_name=pool, build=False, push=False,
-                  print_next_steps_message=False, ignore_warnings=True)
+    return deploy(
+        *build_deployments(**kwargs),
+        work_pool_name=pool,
+        build=False,
+        push=False,
+        print_next_steps_message=False,
+        ignore_warnings=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,17 +110,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-limit", type=int)
     p.add_argument("--run-dir", help="absolute run folder on the worker (default $ITOOL_HOME/runs/<profile>)")
     p.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI on the worker, else SQLite)")
-    p.add_argument("--parameters", default="{}", metavar="JSON",
-                   help='more default parameters of itool/iterate, e.g. \'{"config": {"sft": {"max_steps_per_stage": 2}}}\'')
+    p.add_argument(
+        "--parameters",
+        default="{}",
+        metavar="JSON",
+        help='more default parameters of itool/iterate, e.g. \'{"config": {"sft": {"max_steps_per_stage": 2}}}\'',
+    )
     a = p.parse_args(argv)
-    params = {"profile": a.profile, "iterations": a.iterations, "eval_limit": a.eval_limit, "run_dir": a.run_dir,
-              "tracking_uri": a.tracking_uri, **json.loads(a.parameters)}
+    params = {
+        "profile": a.profile,
+        "iterations": a.iterations,
+        "eval_limit": a.eval_limit,
+        "run_dir": a.run_dir,
+        "tracking_uri": a.tracking_uri,
+        **json.loads(a.parameters),
+    }
     ids = deploy_all(a.pool, cron=a.cron, timezone=a.timezone, parameters=params, paused=a.paused)
     print(f"deployed {len(ids)} deployments to work pool {a.pool!r}:")
     for name in ("itool/iterate", "itool-evaluate/evaluate"):
         print(f"  {name}")
-    print(f"\nstart a worker:  prefect worker start --pool {a.pool}\n"
-          "trigger a run:   prefect deployment run itool/iterate --watch")
+    print(
+        f"\nstart a worker:  prefect worker start --pool {a.pool}\n"
+        "trigger a run:   prefect deployment run itool/iterate --watch"
+    )
     return 0
 
 

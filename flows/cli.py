@@ -11,11 +11,12 @@ is parsed as YAML); the ablation flags are shorthands for such keys.  ``python -
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from itool_core.registry import LOSSES
 
 
 def _setdefault_env() -> None:
@@ -34,63 +35,53 @@ def _setdefault_env() -> None:
     Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
 
-def set_key(out: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
-    """Set ``a.b.c`` = ``value`` in a nested dict (the YAML shape of the run config)."""
-    node = out
-    *parents, leaf = key.split(".")
-    for p in parents:
-        node = node.setdefault(p, {})
-    node[leaf] = value
-    return out
-
-
-def overrides(pairs: list[str], into: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``--set key=value`` items set into ``into`` (a nested dict in the YAML shape; a new one by default);
-    values are YAML (``2``, ``true``, ``[a, b]``, ``null``)."""
-    import yaml
-
-    out: dict[str, Any] = {} if into is None else into
-    for item in pairs:
-        if "=" not in item:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        set_key(out, key.strip(), yaml.safe_load(value))
-    return out
-
-
 def run_overrides(a: argparse.Namespace) -> dict[str, Any]:
-    """The YAML-shaped overrides of ``itool run``: the ``--config`` file's keys, then the flags, then ``--set``."""
+    """The overrides ``itool run`` hands the flow, as dotted keys in the YAML shape (the flow applies them with
+    ``itool_core.config.with_overrides``): the ``--config`` file's keys, the shorthand flags, then ``--set``."""
+    from itool_core.cli.common import leaves, overrides_of
     from itool_core.config import load_config, to_dict
 
-    out: dict[str, Any] = to_dict(load_config(a.config)) if a.config else {}
-    flags = {"iterations": 0 if a.no_rl else a.iterations, "sft.mode": "mixed" if a.mixed_sft else None,
-             "preference.loss": a.loss, "mcts.simulations": a.simulations, "mcts.k": a.k,
-             "evaluation.limit": a.eval_limit}
-    for key, value in flags.items():
-        if value is not None:
-            set_key(out, key, value)
+    out = leaves(to_dict(load_config(a.config))) if a.config else {}
     if a.full_eval:
-        set_key(out, "evaluation.limit", None)
-    return overrides(a.set, into=out)
+        out["evaluation.limit"] = None
+    flags = {
+        "iterations": 0 if a.no_rl else a.iterations,
+        "sft.mode": "mixed" if a.mixed_sft else None,
+        "preference.loss": a.loss,
+        "mcts.simulations": a.simulations,
+        "mcts.k": a.k,
+        "evaluation.limit": None if a.full_eval else a.eval_limit,
+    }
+    out.update(overrides_of(a, flags))
+    return out
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
-    from itool_core.config import RunConfig, from_dict, profile, validate_paths
+    from itool_core.config import profile, validate_paths, with_overrides
 
     over = run_overrides(a)
     name = over.get("profile", a.profile)
     # a bad key or a missing model / data path fails here, before Prefect starts (ConfigError, exit 2)
-    validate_paths(from_dict(RunConfig, over, profile(name)))
+    validate_paths(with_overrides(profile(name), over))
     _setdefault_env()
     from flows.iterate import iterate
 
-    res = iterate(profile=name, config=over, run_dir=a.run_dir, tracking_uri=a.tracking_uri,
-                  no_warmup=a.no_warmup, experiment=a.experiment, refresh_cache=a.refresh_cache,
-                  dask_address=a.dask_address, mine_threads=a.mine_threads)
+    res = iterate(
+        profile=name,
+        config=over,
+        run_dir=a.run_dir,
+        tracking_uri=a.tracking_uri,
+        no_warmup=a.no_warmup,
+        experiment=a.experiment,
+        refresh_cache=a.refresh_cache,
+        dask_address=a.dask_address,
+        mine_threads=a.mine_threads,
+    )
     print()
     print(Path(res["report"]).read_text(encoding="utf-8"))
-    print("wall time per stage (s): " + ", ".join(f"{k}={v:.0f}" for k, v in res["wall_s"].items()
-                                                if k.count("/") <= 1))
+    print(
+        "wall time per stage (s): " + ", ".join(f"{k}={v:.0f}" for k, v in res["wall_s"].items() if k.count("/") <= 1)
+    )
     print(f"ran: {', '.join(res['ran']) or '-'}\ncached: {', '.join(res['cached']) or '-'}")
     print(f"\nplot: {res['plot']}\nreport: {res['report']}\nrun folder: {res['run_dir']}")
     from flows.common import tracking_hint
@@ -101,29 +92,39 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 def register_run(sub: Any) -> None:
     """``itool run`` (any profile) and ``itool demo`` (``run --profile demo``: the whole method in minutes)."""
-    _run_args(sub.add_parser("run", aliases=["iterate"], description=__doc__.split("\n\n")[0],
-                             help="the whole method as the Prefect flow itool: data → split → warm-up → N "
-                                  "iterations (buffer, MCTS, preference) → evaluation → report"), "quick")
-    _run_args(sub.add_parser("demo", help="the whole method on the embedded model with demo budgets (minutes on a "
-                                          "laptop CPU): itool run --profile demo"), "demo")
+    _run_args(
+        sub.add_parser(
+            "run",
+            aliases=["iterate"],
+            description=__doc__.split("\n\n")[0],
+            help="the whole method as the Prefect flow itool: data → split → warm-up → N "
+            "iterations (buffer, MCTS, preference) → evaluation → report",
+        ),
+        "quick",
+    )
+    _run_args(
+        sub.add_parser(
+            "demo",
+            help="the whole method on the embedded model with demo budgets (minutes on a "
+            "laptop CPU): itool run --profile demo",
+        ),
+        "demo",
+    )
 
 
 def _run_args(p: argparse.ArgumentParser, default_profile: str) -> None:
-    from itool_core.config import PROFILES
+    from itool_core.cli.common import add_config_options
 
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--profile", default=default_profile, choices=sorted(PROFILES),
-                     help=f"preset (default {default_profile})")
-    src.add_argument("--config", help="YAML experiment file (its profile + its keys)")
-    p.add_argument("--run-dir", help="where every stage's artifacts go (default $ITOOL_HOME/runs/<profile>); "
-                                     "re-run the same command to resume")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override in the YAML shape, e.g. sft.max_steps_per_stage=2 (repeatable)")
+    add_config_options(p, default_profile)
+    p.add_argument(
+        "--run-dir",
+        help="where every stage's artifacts go (default $ITOOL_HOME/runs/<profile>); re-run the same command to resume",
+    )
     p.add_argument("--iterations", type=int)
     p.add_argument("--no-warmup", action="store_true", help="ablation: skip the curriculum SFT")
     p.add_argument("--no-rl", action="store_true", help="ablation: stop after the warm-up (iterations 0)")
     p.add_argument("--mixed-sft", action="store_true", help="ablation: shuffled SFT instead of the curriculum")
-    p.add_argument("--loss", choices=["dpo", "simpo", "ipo", "orpo"])
+    p.add_argument("--loss", choices=LOSSES.names(), help="preference.loss")
     p.add_argument("--simulations", type=int, help="MCTS rounds per tree (mcts.simulations)")
     p.add_argument("--k", type=int, help="candidate steps per expansion (mcts.k)")
     p.add_argument("--eval-limit", type=int, help="seeded items per evaluation category (evaluation.limit)")
@@ -139,9 +140,7 @@ def _run_args(p: argparse.ArgumentParser, default_profile: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     from itool_core import cli as core_cli
 
-    parser = core_cli.build_parser()
-    register_run(next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)))
-    return core_cli.run(parser, argv)
+    return core_cli.run(core_cli.build_parser(extra=[register_run]), argv)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ import this one and never each other."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
 
@@ -27,30 +28,43 @@ class Plan:
     no_warmup: bool = False
 
     @classmethod
-    def build(cls, profile: str = "quick", config: dict | None = None, iterations: int | None = None,
-              run_dir: str | None = None, eval_limit: int | None = None, mcts: dict | None = None,
-              policy: dict | None = None, preference: dict | None = None, evaluation: dict | None = None,
-              no_warmup: bool = False) -> "Plan":
-        """``config`` (the YAML shape of itool_core.config) overrides the ``profile`` preset; the section
-        arguments and ``iterations`` / ``eval_limit`` override single keys on top (the UI's knobs)."""
-        from itool_core.config import from_dict, validate_paths
+    def build(
+        cls,
+        profile: str = "quick",
+        config: dict | None = None,
+        iterations: int | None = None,
+        run_dir: str | None = None,
+        eval_limit: int | None = None,
+        mcts: dict | None = None,
+        policy: dict | None = None,
+        preference: dict | None = None,
+        evaluation: dict | None = None,
+        no_warmup: bool = False,
+    ) -> Plan:
+        """``config`` overrides the ``profile`` preset (keys in the YAML shape of itool_core.config, nested or
+        dotted: ``{"mcts": {"k": 2}}`` or ``{"mcts.k": 2}``); the section arguments and ``iterations`` /
+        ``eval_limit`` override single keys on top (the UI's knobs).  All of it is one ``with_overrides``."""
         from itool_core.config import profile as preset
+        from itool_core.config import validate_paths, with_overrides
         from itool_core.models import itool_home, with_concrete_precision
 
-        data = dict(config or {})
-        for name, part in (("mcts", mcts), ("policy", policy), ("preference", preference),
-                           ("evaluation", evaluation)):
-            if part:
-                data[name] = {**data.get(name, {}), **part}
-        if iterations is not None:
-            data["iterations"] = iterations
-        if eval_limit is not None:
-            data["evaluation"] = {**data.get("evaluation", {}), "limit": eval_limit}
+        sections = [
+            {name: part}
+            for name, part in (
+                ("mcts", mcts),
+                ("policy", policy),
+                ("preference", preference),
+                ("evaluation", evaluation),
+            )
+            if part
+        ]
+        knobs = {k: v for k, v in (("iterations", iterations), ("evaluation.limit", eval_limit)) if v is not None}
+        config = config or {}
+        base = preset(config.get("profile", profile))
         # a model or data path that does not exist fails here, naming the key, not minutes into the run
-        cfg = with_concrete_precision(validate_paths(from_dict(RunConfig, data, preset(data.get("profile", profile)))))
+        cfg = with_concrete_precision(validate_paths(with_overrides(base, config, *sections, knobs)))
         # absolute by default: a deployment's worker runs flows in a scratch directory
-        return cls(cfg=cfg, run_dir=Path(run_dir or itool_home() / "runs" / cfg.profile).resolve(),
-                   no_warmup=no_warmup)
+        return cls(cfg=cfg, run_dir=Path(run_dir or itool_home() / "runs" / cfg.profile).resolve(), no_warmup=no_warmup)
 
     @property
     def style(self) -> str:
@@ -64,8 +78,12 @@ class Plan:
 
     def subset(self) -> str:
         spec = self.cfg.evaluation
-        return "full categories" if spec.limit is None else \
-            f"seeded subset: at most {spec.limit} items per category (seed {spec.seed}), the same items for every stage"
+        return (
+            "full categories"
+            if spec.limit is None
+            else f"seeded subset: at most {spec.limit} items per category (seed {spec.seed}), "
+            "the same items for every stage"
+        )
 
 
 def base_model_ref(model: str) -> ContentRef:
@@ -128,14 +146,16 @@ def bar_scores(summary: dict) -> dict[str, float]:
     return scores
 
 
-def log_evaluation(tracker: Tracker, run_id: str, ev: Evaluation, step: int, prefix: str = "",
-                   plot: bool = True) -> None:
+def log_evaluation(
+    tracker: Tracker, run_id: str, ev: Evaluation, step: int, prefix: str = "", plot: bool = True
+) -> None:
     """Metrics at ``step`` (the iteration), and on ``plot`` the BFCL / API-Bank bar plot + the summary/samples."""
     tracker.log_metrics(run_id, eval_metrics(ev.summary, prefix), step=step)
     if plot:
         name = f"{prefix.strip('/') or 'eval'}_step{step}"
-        tracker.log_bar_plot(run_id, bar_scores(ev.summary), f"plots/{name}.png",
-                             title=f"{name} ({ev.summary.get('subset', '')})")
+        tracker.log_bar_plot(
+            run_id, bar_scores(ev.summary), f"plots/{name}.png", title=f"{name} ({ev.summary.get('subset', '')})"
+        )
         d = Path(ev.dir)
         for f in ("summary.json", "samples.parquet"):
             if ev.dir and (d / f).is_file():

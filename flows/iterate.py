@@ -26,6 +26,8 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
+from flows import mine as mining
+from flows.common import Plan, as_json, base_model_ref, data_source_ref, log_evaluation, publish_scores, scores_of
 from itool_core.artifacts import atomic_write_json, atomic_write_text
 from itool_core.config import dump_config
 from itool_core.report import StageScores, plot_scores, report_markdown
@@ -33,29 +35,36 @@ from tasks import stages
 from tasks.stages import StageRunner
 from tasks.tracking import Tracker
 
-from flows import mine as mining
-from flows.common import (Plan, as_json, base_model_ref, data_source_ref, log_evaluation, publish_scores,
-                          scores_of)
-
 
 # log_prints stays off: dill (via datasets) captures dis.dis() output by swapping sys.stdout, and Prefect's
 # print patch would forward those bytecode listings into the run's logs.
 @flow(name="itool", log_prints=False)
-def iterate(profile: str = "quick", config: dict[str, Any] | None = None, iterations: int | None = None,
-            run_dir: str | None = None, tracking_uri: str | None = None, eval_limit: int | None = None,
-            mcts: dict[str, Any] | None = None, policy: dict[str, Any] | None = None,
-            preference: dict[str, Any] | None = None, evaluation: dict[str, Any] | None = None,
-            no_warmup: bool = False, experiment: str = "itool", refresh_cache: bool = False,
-            dask_address: str | None = None, mine_threads: int | None = None) -> dict:
+def iterate(
+    profile: str = "quick",
+    config: dict[str, Any] | None = None,
+    iterations: int | None = None,
+    run_dir: str | None = None,
+    tracking_uri: str | None = None,
+    eval_limit: int | None = None,
+    mcts: dict[str, Any] | None = None,
+    policy: dict[str, Any] | None = None,
+    preference: dict[str, Any] | None = None,
+    evaluation: dict[str, Any] | None = None,
+    no_warmup: bool = False,
+    experiment: str = "itool",
+    refresh_cache: bool = False,
+    dask_address: str | None = None,
+    mine_threads: int | None = None,
+) -> dict:
     """iTool end to end.  ``config`` overrides the ``profile`` preset (the YAML shape of itool_core.config);
     ``mcts`` / ``policy`` / ``preference`` / ``evaluation`` override single sections of it; ``eval_limit`` is
     the seeded items per category (None: the config's ``evaluation.limit``).  Mining runs its ``mcts.shards``
     shards on threads, or on the Dask cluster at ``dask_address``; ``mine_threads`` pins torch's CPU threads in
     each mining task (flows/mine.py)."""
     t_start = time.perf_counter()
-    plan = Plan.build(profile, config, iterations, run_dir, eval_limit, mcts, policy, preference, evaluation,
-                      no_warmup)
+    plan = Plan.build(profile, config, iterations, run_dir, eval_limit, mcts, policy, preference, evaluation, no_warmup)
     cfg, style = plan.cfg, plan.style
+    eval_cfg = cfg.evaluation_config()  # tools rendered as the policy was trained
     stage = StageRunner(plan.run_dir, refresh_cache)
     tracker = Tracker(tracking_uri, experiment)
     scores: list[StageScores] = []
@@ -65,22 +74,37 @@ def iterate(profile: str = "quick", config: dict[str, Any] | None = None, iterat
         tracker.log_artifact(parent, dump_config(cfg, plan.run_dir / "config.yaml"), "report")
 
         # ---- 1. warm-up
-        data = stage("data", stages.load_data, data=cfg.data, build_profile=cfg.profile, seed=cfg.seed,
-                     source=data_source_ref(cfg.data))
+        data = stage(
+            "data",
+            stages.load_data,
+            data=cfg.data,
+            data_format=cfg.loader(),
+            build=cfg.build,
+            run_profile=cfg.profile,
+            seed=cfg.seed,
+            source=data_source_ref(cfg.data),
+        )
         split = stage("split", stages.split_data, split=cfg.split, train=data)
         pi = base_model_ref(cfg.model)
         ev = None
         if cfg.evaluation.base:
-            ev = stage("eval_base", stages.evaluate_policy, evaluation=cfg.evaluation, tools_style=style, policy=pi,
-                       label="base", engine=cfg.engine)
+            ev = stage(
+                "eval_base", stages.evaluate_policy, evaluation=eval_cfg, policy=pi, label="base", engine=cfg.engine
+            )
             scores.append(scores_of(ev))
             log_evaluation(tracker, parent, ev, step=0, prefix="base/")
         if not plan.no_warmup:
             with tracker.run("warm-up", parent_run_id=parent, tags={"iteration": "0"}) as child:
                 warm = stage("warmup", stages.warmup_sft, model=pi, sft=cfg.sft, split=split)
                 pi = warm.policy
-                ev = stage("eval_sft", stages.evaluate_policy, evaluation=cfg.evaluation, tools_style=style,
-                           policy=pi, label=f"SFT ({cfg.sft.mode})", engine=cfg.engine)
+                ev = stage(
+                    "eval_sft",
+                    stages.evaluate_policy,
+                    evaluation=eval_cfg,
+                    policy=pi,
+                    label=f"SFT ({cfg.sft.mode})",
+                    engine=cfg.engine,
+                )
                 scores.append(scores_of(ev))
                 for h in warm.history:
                     tracker.log_metrics(child, {"sft/loss": h["loss"]}, step=int(h["step"]))
@@ -94,20 +118,38 @@ def iterate(profile: str = "quick", config: dict[str, Any] | None = None, iterat
         for i in range(1, cfg.iterations + 1):
             it = f"iter_{i}"
             with tracker.run(f"iteration {i}", parent_run_id=parent, tags={"iteration": str(i)}) as child:
-                buf = stage(f"{it}/buffer", stages.refresh_buffer, buffer=cfg.buffer, pool=split.pool, policy=pi,
-                            iteration=i)
-                pairs = mining.mine(stage, f"{it}/mine", buffer=buf, buffer_cfg=cfg.buffer, mcts=cfg.mcts,
-                                    policy_cfg=cfg.policy, tools_style=style, policy=pi, engine=cfg.engine,
-                                    dask_address=dask_address, torch_threads=mine_threads)
-                upd = stage(f"{it}/preference", stages.preference_update, preference=cfg.preference, pairs=pairs,
-                            policy=pi)
+                buf = stage(
+                    f"{it}/buffer", stages.refresh_buffer, buffer=cfg.buffer, pool=split.pool, policy=pi, iteration=i
+                )
+                pairs = mining.mine(
+                    stage,
+                    f"{it}/mine",
+                    buffer=buf,
+                    buffer_cfg=cfg.buffer,
+                    mcts=cfg.mcts,
+                    policy_cfg=cfg.policy,
+                    tools_style=style,
+                    policy=pi,
+                    engine=cfg.engine,
+                    dask_address=dask_address,
+                    torch_threads=mine_threads,
+                )
+                upd = stage(
+                    f"{it}/preference", stages.preference_update, preference=cfg.preference, pairs=pairs, policy=pi
+                )
                 if upd.policy == pi and ev is not None:
                     # no pairs → the same weights: their scores are known, an evaluation would only repeat them
                     stage.progress(f"[itool] {it}/eval: policy unchanged (no pairs), previous scores carried over")
                     ev = stages.Evaluation(label=f"iTool iteration {i}", summary=ev.summary, dir=ev.dir, seconds=0.0)
                 else:
-                    ev = stage(f"{it}/eval", stages.evaluate_policy, evaluation=cfg.evaluation, tools_style=style,
-                               policy=upd.policy, label=f"iTool iteration {i}", engine=cfg.engine)
+                    ev = stage(
+                        f"{it}/eval",
+                        stages.evaluate_policy,
+                        evaluation=eval_cfg,
+                        policy=upd.policy,
+                        label=f"iTool iteration {i}",
+                        engine=cfg.engine,
+                    )
                 pi = upd.policy
                 scores.append(scores_of(ev, pairs=pairs.n_pairs))
 
@@ -115,15 +157,24 @@ def iterate(profile: str = "quick", config: dict[str, Any] | None = None, iterat
                 log_evaluation(tracker, parent, ev, step=i, plot=False)
                 log_evaluation(tracker, child, ev, step=i)
                 tracker.log_metrics(parent, {"pairs_mined": pairs.n_pairs}, step=i)
-                tracker.log_metrics(child, {"pairs_mined": pairs.n_pairs, "trees": pairs.n_trees,
-                                            "buffer/h_mean": buf.h.get("mean"),
-                                            "preference/train_loss": upd.train_loss,
-                                            **{f"preference/{k}": v for k, v in upd.metrics.items()},
-                                            **stage.metrics([f"{it}/{s}" for s in ("buffer", "mine", "preference",
-                                                                                   "eval")])}, step=i)
+                tracker.log_metrics(
+                    child,
+                    {
+                        "pairs_mined": pairs.n_pairs,
+                        "trees": pairs.n_trees,
+                        "buffer/h_mean": buf.h.get("mean"),
+                        "preference/train_loss": upd.train_loss,
+                        **{f"preference/{k}": v for k, v in upd.metrics.items()},
+                        **stage.metrics([f"{it}/{s}" for s in ("buffer", "mine", "preference", "eval")]),
+                    },
+                    step=i,
+                )
                 for h in upd.history:
-                    tracker.log_metrics(child, {f"preference_step/{k}": v for k, v in h.items() if k != "step"},
-                                        step=int(h.get("step", 0)))
+                    tracker.log_metrics(
+                        child,
+                        {f"preference_step/{k}": v for k, v in h.items() if k != "step"},
+                        step=int(h.get("step", 0)),
+                    )
                 tracker.log_artifact(child, pairs.pairs.path, "pairs")
             publish_scores(scores, plan.subset(), f"after iteration {i}")
 
@@ -139,16 +190,29 @@ def iterate(profile: str = "quick", config: dict[str, Any] | None = None, iterat
             log_evaluation(tracker, parent, ev, step=cfg.iterations, prefix="final/", plot=False)
         tracker.log_metrics(parent, {f"wall_s_total/{k.replace('/', '.')}": v for k, v in stage.wall.items()})
 
-    result = {"rows": [as_json(s) for s in scores], "final_policy": pi.path, "mlflow_run_id": parent,
-              "tracking_uri": tracker.uri, "run_dir": str(plan.run_dir), "report": str(report), "plot": str(png),
-              "wall_s": stage.wall, "compute_s": stage.compute, "states": stage.states, "ran": stage.ran,
-              "cached": stage.cached, "flow_wall_s": time.perf_counter() - t_start}
+    result = {
+        "rows": [as_json(s) for s in scores],
+        "final_policy": pi.path,
+        "mlflow_run_id": parent,
+        "tracking_uri": tracker.uri,
+        "run_dir": str(plan.run_dir),
+        "report": str(report),
+        "plot": str(png),
+        "wall_s": stage.wall,
+        "compute_s": stage.compute,
+        "states": stage.states,
+        "ran": stage.ran,
+        "cached": stage.cached,
+        "flow_wall_s": time.perf_counter() - t_start,
+    }
     atomic_write_json(plan.run_dir / "flow_summary.json", result)
     return result
 
 
 def _budget_note(profile: str) -> str:
     if profile == "demo":
-        return ("**Demo budgets** (a few optimiser steps, trees and items): this run shows the method working end "
-                "to end; its scores are not a quality claim — with 3 items per category an interval spans ±50 points.")
+        return (
+            "**Demo budgets** (a few optimiser steps, trees and items): this run shows the method working end "
+            "to end; its scores are not a quality claim — with 3 items per category an interval spans ±50 points."
+        )
     return ""

@@ -39,37 +39,83 @@ def task_runner(dask_address: str | None = None, threads: int | None = None):
 
 
 @flow(name="itool-mine", log_prints=False)
-def mine_shards(run_dir: str, name: str, shards: list[ArtifactRef], mcts: MCTSConfig, policy_cfg: PolicyConfig,
-                tools_style: str, policy: ContentRef, engine: str = "hf", torch_threads: int | None = None,
-                refresh_cache: bool = False) -> list[tuple[Mined, str]]:
+def mine_shards(
+    run_dir: str,
+    name: str,
+    shards: list[ArtifactRef],
+    mcts: MCTSConfig,
+    policy_cfg: PolicyConfig,
+    tools_style: str,
+    policy: ContentRef,
+    engine: str = "hf",
+    torch_threads: int | None = None,
+    refresh_cache: bool = False,
+) -> list[tuple[Mined, str]]:
     """``mine_shard`` mapped over ``shards`` (one output folder per shard, named by its inputs); each shard's
     record with its final state name."""
     runner = StageRunner(run_dir, refresh_cache)
-    inputs = [dict(mcts=mcts, policy_cfg=policy_cfg, tools_style=tools_style, shard=s, policy=policy,
-                   torch_threads=torch_threads, engine=engine) for s in shards]
+    inputs = [
+        dict(
+            mcts=mcts,
+            policy_cfg=policy_cfg,
+            tools_style=tools_style,
+            shard=s,
+            policy=policy,
+            torch_threads=torch_threads,
+            engine=engine,
+        )
+        for s in shards
+    ]
     futures = runner.bind(stages.mine_shard).map(
-        mcts=unmapped(mcts), policy_cfg=unmapped(policy_cfg), tools_style=unmapped(tools_style), shard=shards,
-        policy=unmapped(policy), torch_threads=unmapped(torch_threads), engine=unmapped(engine),
-        out_dir=[runner.out_dir(f"{name}/shard_{i}", **kw) for i, kw in enumerate(inputs)])
+        mcts=unmapped(mcts),
+        policy_cfg=unmapped(policy_cfg),
+        tools_style=unmapped(tools_style),
+        shard=shards,
+        policy=unmapped(policy),
+        torch_threads=unmapped(torch_threads),
+        engine=unmapped(engine),
+        out_dir=[runner.out_dir(f"{name}/shard_{i}", **kw) for i, kw in enumerate(inputs)],
+    )
     futures.wait()
     return [(f.result(), f.state.name) for f in futures]
 
 
-def mine(stage: StageRunner, name: str, *, buffer: Buffer, buffer_cfg: BufferConfig, mcts: MCTSConfig,
-         policy_cfg: PolicyConfig, tools_style: str, policy: ContentRef, engine: str = "hf",
-         dask_address: str | None = None, torch_threads: int | None = None) -> Mined:
+def mine(
+    stage: StageRunner,
+    name: str,
+    *,
+    buffer: Buffer,
+    buffer_cfg: BufferConfig,
+    mcts: MCTSConfig,
+    policy_cfg: PolicyConfig,
+    tools_style: str,
+    policy: ContentRef,
+    engine: str = "hf",
+    dask_address: str | None = None,
+    torch_threads: int | None = None,
+) -> Mined:
     """select shards → mine them (sub-flow on the chosen runner) → merge: the iteration's pairs.  Recorded as
     one stage ``name`` ("Cached" when every part was a cache hit)."""
     t0 = time.perf_counter()
     shards = stage(f"{name}/select", stages.select_shards, buffer_cfg=buffer_cfg, mcts=mcts, buffer=buffer)
     states = [stage.states[f"{name}/select"]]
     sub = mine_shards.with_options(task_runner=task_runner(dask_address, threads=len(shards) or 1))
-    mined = sub(run_dir=str(stage.run_dir), name=name, shards=shards, mcts=mcts, policy_cfg=policy_cfg,
-                tools_style=tools_style, policy=policy, engine=engine, torch_threads=torch_threads,
-                refresh_cache=stage.refresh_cache)
+    mined = sub(
+        run_dir=str(stage.run_dir),
+        name=name,
+        shards=shards,
+        mcts=mcts,
+        policy_cfg=policy_cfg,
+        tools_style=tools_style,
+        policy=policy,
+        engine=engine,
+        torch_threads=torch_threads,
+        refresh_cache=stage.refresh_cache,
+    )
     states += [s for _, s in mined]
     merged = stage(f"{name}/pairs", stages.merge_pairs, shards=[m for m, _ in mined])
     states.append(stage.states[f"{name}/pairs"])
-    stage.record(name, "Cached" if all(s == "Cached" for s in states) else "Completed",
-                 time.perf_counter() - t0, merged.seconds)
+    stage.record(
+        name, "Cached" if all(s == "Cached" for s in states) else "Completed", time.perf_counter() - t0, merged.seconds
+    )
     return merged

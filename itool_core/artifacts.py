@@ -13,9 +13,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -61,7 +62,7 @@ class ArtifactRef:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ArtifactRef":
+    def from_dict(cls, d: Mapping[str, Any]) -> ArtifactRef:
         return cls(**d)
 
     def verify(self) -> None:
@@ -81,22 +82,23 @@ class ContentRef:
     sha256: str
 
     @classmethod
-    def of(cls, path: str | os.PathLike) -> "ContentRef":
+    def of(cls, path: str | os.PathLike) -> ContentRef:
         p = Path(path)
         return cls(str(p), sha256_tree(p) if p.is_dir() else sha256_file(p))
 
     @classmethod
-    def named(cls, name: str, path: str | None = None) -> "ContentRef":
+    def named(cls, name: str, path: str | None = None) -> ContentRef:
         """A model known by name (embedded or hub id): keyed by the name, not by hashing its weights."""
         return cls(str(path or name), fingerprint("model", name))
 
 
 def _jsonable(x: Any) -> Any:
-    if isinstance(x, float) and x.is_integer() and abs(x) < 2 ** 53:
+    if isinstance(x, float) and x.is_integer() and abs(x) < 2**53:
         # 5 and 5.0 are one value: a record read back through a float annotation must hash as it did
         return int(x)
     if is_dataclass(x):
-        return {k: _jsonable(v) for k, v in asdict(x).items()}
+        # is_dataclass also admits a dataclass *class*; asdict raises TypeError for one, as it always did
+        return {k: _jsonable(v) for k, v in asdict(cast(Any, x)).items()}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     if isinstance(x, dict):

@@ -31,8 +31,9 @@ import json
 import math
 import sys
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 __all__ = [
     "ParseError",
@@ -89,7 +90,7 @@ class ToolCall:
         return {"name": self.name, "arguments": self.arguments}
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "ToolCall":
+    def from_json(cls, obj: dict[str, Any]) -> ToolCall:
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
             raise ValueError(f"a call must be an object with a string 'name', got {obj!r}")
         args = obj.get("arguments", {})
@@ -113,7 +114,7 @@ def literal_value(node: ast.AST, where: str, depth: int = 0) -> Any:
     if depth > MAX_DEPTH:
         raise ParseError(f"{where}: value nested deeper than {MAX_DEPTH}")
     if isinstance(node, ast.Constant):
-        v = node.value
+        v: Any = node.value
         if isinstance(v, int) and not isinstance(v, bool):
             return _checked_int(v, where)
         if isinstance(v, bool) or v is None or isinstance(v, str):
@@ -330,6 +331,7 @@ def number_key(v: int | float) -> tuple:
     try:
         return ("num", float(v))
     except OverflowError:
+        assert isinstance(v, int)  # float(v) overflows only for an int
         return ("bigint", hex(v))  # hex never hits the int-to-str digit limit
 
 
@@ -445,9 +447,7 @@ def system_prompt(tools: list[dict], style: PromptStyle = PromptStyle()) -> str:
     return _SYSTEM_TEMPLATE.format(functions=render_tools(tools, style))
 
 
-def build_messages(
-    tools: list[dict], messages: Iterable[dict], style: PromptStyle = PromptStyle()
-) -> list[dict]:
+def build_messages(tools: list[dict], messages: Iterable[dict], style: PromptStyle = PromptStyle()) -> list[dict]:
     """Chat messages with the tool system prompt first (merged into an existing system message, as BFCL does).
 
     SmolLM2's chat template ignores ``tools=``, so the tool documentation always travels in the system text.

@@ -8,7 +8,7 @@ frozen and contain only plain values (str, int, float, bool, None, tuples of tho
 Profiles
 --------
 ``quick``  the embedded SmolLM2-135M-Instruct on CPU with budgets that finish in minutes to an hour on a
-           2-core machine (DESIGN.md speed facts).
+           2-core machine (docs/design.md#speed-facts).
 ``paper``  the paper's setting (§5.1): Llama-3.1-8B-Instruct on a GPU, ToolACE data, vLLM generation, LoRA
            r = 16 / alpha = 32, learning rate 1e-4, 3 epochs per warm-up stage, α = 20 % hard samples.
 
@@ -30,11 +30,13 @@ import dataclasses
 import difflib
 import os
 import re
-import types
-import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
+
+from .dataclass_io import ConfigError, from_dict, to_dict, with_overrides
+from .registry import BENCHMARKS, ENGINES, LOADERS, LOSSES, Registry, UnknownName
 
 __all__ = [
     "ConfigError",
@@ -43,17 +45,16 @@ __all__ = [
     "BufferConfig",
     "MCTSConfig",
     "PolicyConfig",
-    "LOSSES",
-    "DEFAULT_BETA",
-    "REFERENCE_FREE",
     "PreferenceConfig",
     "DEFAULT_EVAL_CATEGORIES",
     "EvalConfig",
+    "BuildConfig",
     "RunConfig",
     "PROFILES",
     "PROFILE_OVERRIDES",
     "profile",
     "from_dict",
+    "with_overrides",
     "to_dict",
     "load_config",
     "validate_paths",
@@ -62,10 +63,8 @@ __all__ = [
 ]
 
 TOOLS_STYLES = ("json", "compact")
-
-
-class ConfigError(ValueError):
-    """A configuration value or key that does not fit the dataclasses; the message names the key path."""
+#: The training-set augmentations (data/augment.py), in the order they run.
+AUGMENTATIONS = ("no_call", "parallel", "renamed", "distractors")
 
 
 #: Values of the ``bf16`` switches (SFT, preference): on, off, or on where the device does bf16 natively.
@@ -77,8 +76,21 @@ def _check_choice(name: str, value: Any, choices: tuple) -> None:
         raise ConfigError(f"{name}: {value!r} is not one of {', '.join(map(repr, choices))}")
 
 
-def _check_range(name: str, value: float, lo: float | None = None, hi: float | None = None,
-                 lo_open: bool = False, hi_open: bool = False) -> None:
+def _check_name(name: str, value: Any, registry: Registry) -> None:
+    try:
+        registry.entry(value)
+    except UnknownName as e:
+        raise ConfigError(f"{name}: {e}") from None
+
+
+def _check_range(
+    name: str,
+    value: float,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise ConfigError(f"{name}: {value!r} must be {'>' if lo_open else '>='} {lo}")
     if hi is not None and (value >= hi if hi_open else value > hi):
@@ -115,7 +127,8 @@ class SplitConfig:
 class SFTConfig:
     """Warm-up LoRA SFT (§4.2, Eq. 2–3): easy → medium → hard, continuing one adapter; or "mixed" (Fig. 4).
 
-    CPU choices (measured, DESIGN.md): ``lora_dropout=0`` (dropout masks cost 16 % of a step), ``bf16="auto"``
+    CPU choices (measured, docs/design.md#training-on-cpu): ``lora_dropout=0`` (dropout masks cost 16 % of a
+    step), ``bf16="auto"``
     (autocast where bf16 is native — AMX: 20.6 → 11.8 s/step; fp32 on an AVX2-only CPU, where emulated bf16
     is 10× slower) and ``gradient_checkpointing=False`` (35 % faster; 6.8 GB instead of 4.6 GB
     peak for SmolLM2-135M at 4 × 420 tokens, affordable — on an 8B model on GPU turn it on, as ``paper`` does).
@@ -198,7 +211,7 @@ class BufferConfig:
 
     #: Fraction (not percent) of the buffer sampled as hard examples for the search; the paper's best is 0.2.
     alpha: float = 0.2
-    #: Examples per forward pass.  Batching gives little on CPU (DESIGN.md) but a lot on GPU.
+    #: Examples per forward pass.  Batching gives little on CPU (docs/design.md#training-on-cpu) but a lot on GPU.
     batch_size: int = 4
     #: Keep tool-call and no-call examples in the same proportion as in the buffer when selecting.
     keep_call_proportion: bool = True
@@ -222,7 +235,8 @@ class BufferConfig:
 
 @dataclass(frozen=True)
 class MCTSConfig:
-    """Step-level MCTS (§4.3, Eq. 5–9) and the pair filters of the authors' release (METHOD_NOTES.md)."""
+    """Step-level MCTS (§4.3, Eq. 5–9) and the pair filters of the authors' release
+    (docs/design.md#the-authors-release-differs-from-the-paper)."""
 
     #: Rounds per tree; each selects a leaf by PUCT, expands it into ≤ k children, scores and rolls them out.
     simulations: int = 8
@@ -283,29 +297,19 @@ class PolicyConfig:
         _check_range("policy.continue_incomplete", self.continue_incomplete, 0)
 
 
-LOSSES = ("dpo", "ipo", "simpo", "orpo")
-#: Per-loss β when ``PreferenceConfig.beta`` is None: DPO 0.1 (trl's default, the DPO paper's range 0.1–0.5);
-#: IPO τ 0.1 (trl's default); SimPO 2.0 (SimPO paper, β ∈ [2, 2.5] with length-normalised rewards);
-#: ORPO λ 0.1 (ORPO paper).
-DEFAULT_BETA = {"dpo": 0.1, "ipo": 0.1, "simpo": 2.0, "orpo": 0.1}
-#: Losses that use no reference model (the ``reference`` argument is ignored for them).
-REFERENCE_FREE = frozenset({"simpo", "orpo"})
-
-
-
 @dataclass(frozen=True)
 class PreferenceConfig:
     """Preference update of one iteration (Eq. 10–11).  Defaults = the CPU profile (:meth:`cpu`).
 
-    CPU choices (DESIGN.md): ``lora_dropout=0`` (dropout masks cost 16 % of a step), ``bf16=True`` autocast
+    CPU choices (docs/design.md#training-on-cpu): ``lora_dropout=0`` (dropout masks cost 16 % of a step),
+    ``bf16=True`` autocast
     (≈ 2× faster with AMX), ``gradient_checkpointing=False`` (35 % faster; a 135M model's activations fit).
     DPO on CPU is ≈ 30 s per 4 pairs × 512 tokens and 11–15 GB RSS: never run two trainings at once.
     """
 
-    #: "dpo" (paper default, trl DPOTrainer loss_type ["sigmoid"]), "ipo" (DPOTrainer ["ipo"]),
-    #: "simpo" (trl.experimental CPOTrainer loss_type="simpo", cpo_alpha=0), "orpo" (trl.experimental ORPOTrainer).
-    loss: Literal["dpo", "ipo", "simpo", "orpo"] = "dpo"
-    #: β of the loss (IPO: τ; ORPO: λ); None → :data:`DEFAULT_BETA` of the loss (see :meth:`resolved_beta`).
+    #: A name of :data:`itool_core.registry.LOSSES`: "dpo" (the paper's), "ipo", "simpo", "orpo" (train/losses/).
+    loss: str = "dpo"
+    #: β of the loss (IPO: τ; ORPO: λ); None → the loss's registered ``default_beta`` (see :meth:`resolved_beta`).
     beta: float | None = None
     #: SimPO target margin as a share of β: γ = ratio · β (SimPO paper: γ/β ≈ 0.5).  trl's ``simpo_gamma`` is γ.
     simpo_gamma_beta_ratio: float = 0.5
@@ -344,8 +348,7 @@ class PreferenceConfig:
     merge: bool = True
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ConfigError(f"preference.loss: {self.loss!r} is not one of {', '.join(map(repr, LOSSES))}")
+        _check_name("preference.loss", self.loss, LOSSES)
         if self.beta is not None and not self.beta > 0:
             raise ConfigError(f"preference.beta: {self.beta!r} must be > 0")
         if not self.learning_rate > 0:
@@ -370,18 +373,36 @@ class PreferenceConfig:
             raise ConfigError(f"preference.model_dtype: {self.model_dtype!r} is not float32/bfloat16/float16")
 
     def resolved_beta(self) -> float:
-        return float(self.beta) if self.beta is not None else DEFAULT_BETA[self.loss]
+        return float(self.beta) if self.beta is not None else float(LOSSES.meta(self.loss, "default_beta"))
 
     @property
     def uses_reference(self) -> bool:
-        return self.loss not in REFERENCE_FREE
+        return not LOSSES.meta(self.loss, "reference_free", False)
 
+
+def benchmark_categories(name: str) -> tuple[str, ...]:
+    """The categories benchmark ``name`` scores: its registration's ``categories`` ("module:attribute" of a
+    light data module, so a typo in a config fails before any model code is imported)."""
+    module, _, attr = BENCHMARKS.meta(name, "categories").partition(":")
+    import importlib
+
+    return tuple(getattr(importlib.import_module(module), attr))
+
+
+#: The API-Bank prompts (eval/apibank.py uses these names): "ours" (the training prompt) or "native" (the benchmark's).
+APIBANK_PROMPTS = ("ours", "native")
 
 #: BFCL's non-live AST categories + API-Bank: the subset the base model's row in docs/notebook/RESULTS.md was measured
 #: on.  Live categories cost 4x more per item on CPU (prompts up to 2.4k tokens); the paper profile adds them.
-APIBANK_EVAL_CATEGORIES = ("apibank_level1", "apibank_level2")
-DEFAULT_EVAL_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance",
-                           "apibank_level1", "apibank_level2")
+DEFAULT_EVAL_CATEGORIES = (
+    "simple_python",
+    "multiple",
+    "parallel",
+    "parallel_multiple",
+    "irrelevance",
+    "apibank_level1",
+    "apibank_level2",
+)
 
 
 @dataclass(frozen=True)
@@ -397,13 +418,28 @@ class EvalConfig:
     batch_size: int = 16
     #: Also evaluate the untrained base model (the table's first row).
     base: bool = True
+    #: Tool rendering of the prompts (calls.PromptStyle); None = the rendering the policy was trained with
+    #: (``sft.tools_style``; :meth:`RunConfig.evaluation_config` fills it in).
+    tools_style: str | None = None
+    #: API-Bank prompt ("ours": the tool-call prompt the policy is trained on; see eval/apibank.py).
+    apibank_prompt: str = "ours"
+    #: BFCL multi-turn: executing steps allowed per turn (bfcl-eval's MAXIMUM_STEP_LIMIT).
+    max_steps: int = 20
+
+    @classmethod
+    def covering(cls, examples: Any, **kw: Any) -> EvalConfig:
+        """Every item of ``examples`` (their categories, no subset): for evaluating a given set of items."""
+        kw.setdefault("limit", None)
+        return cls(categories=tuple(dict.fromkeys(e.category for e in examples)), **kw)
+
+    def benchmarks(self) -> tuple[str, ...]:
+        """The registered benchmarks these categories belong to, in registry order."""
+        return tuple(b for b in BENCHMARKS.names() if set(self.categories) & set(benchmark_categories(b)))
 
     def __post_init__(self) -> None:
         if not self.categories:
             raise ConfigError("evaluation.categories: give at least one category")
-        from .data.bfcl import V3_CATEGORIES  # light (no model code); here so a typo fails before any stage
-
-        known = tuple(V3_CATEGORIES) + APIBANK_EVAL_CATEGORIES
+        known = tuple(c for b in BENCHMARKS.names() for c in benchmark_categories(b))
         for i, c in enumerate(self.categories):
             if c not in known:
                 near = difflib.get_close_matches(str(c), known, n=1)
@@ -415,6 +451,42 @@ class EvalConfig:
             _check_range("evaluation.limit", self.limit, 1)
         _check_range("evaluation.max_new_tokens", self.max_new_tokens, 1)
         _check_range("evaluation.batch_size", self.batch_size, 1)
+        _check_range("evaluation.max_steps", self.max_steps, 1)
+        if self.tools_style is not None:
+            _check_choice("evaluation.tools_style", self.tools_style, TOOLS_STYLES)
+        _check_choice("evaluation.apibank_prompt", self.apibank_prompt, APIBANK_PROMPTS)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """How the embedded sources become the warm-up set (data/build.py): which augmentations run, the source
+    caps, the no-call share, the length fit.  Only used with ``data: default``."""
+
+    #: data/build.py profile (tool rendering and token limit of the length fit); None = the run's profile.
+    profile: str | None = None
+    #: Augmentations that run (data/augment.py): remove one for an ablation row.
+    augmentations: tuple[str, ...] = AUGMENTATIONS
+    #: Apply the source caps (no function above ``max_share`` of the target calls), before and after augmenting.
+    caps: bool = True
+    max_share: float = 0.05
+    #: Share of the examples with a call that get a no-call copy of their question.
+    no_call_rate: float = 0.2
+    #: Share of the no-call copies offered near-miss tools (same topic, different function) instead of unrelated ones.
+    no_call_near_miss: float = 0.0
+    #: Token limit of the length fit; None = the build profile's, 0 = no length fit.
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        for i, a in enumerate(self.augmentations):
+            if a not in AUGMENTATIONS:
+                raise ConfigError(
+                    f"build.augmentations[{i}]: unknown augmentation {a!r} (known: {', '.join(AUGMENTATIONS)})"
+                )
+        _check_range("build.max_share", self.max_share, 0.0, 1.0, lo_open=True)
+        _check_range("build.no_call_rate", self.no_call_rate, 0.0, 1.0)
+        _check_range("build.no_call_near_miss", self.no_call_near_miss, 0.0, 1.0)
+        if self.max_length is not None:
+            _check_range("build.max_length", self.max_length, 0)
 
 
 # ------------------------------------------------------------------------------------------------- run
@@ -428,9 +500,17 @@ class RunConfig:
     profile: str = "quick"
     #: Base policy: an embedded name, a local folder, or a hub id.
     model: str = "smollm2-135m-instruct"
-    #: Training data: "default" (BFCL unused sets + API-Bank train, embedded), a Parquet file, or a hub id.
+    #: Training data: "default" (BFCL unused sets + API-Bank train, embedded, built as ``build`` says), a file
+    #: or a hub id read by the loader ``data_format`` names.
     data: str = "default"
-    #: Generation backend for search / evaluation: "hf" (transformers, CPU-testable) or "vllm".
+    #: A name of :data:`itool_core.registry.LOADERS` ("toolace", "xlam", "bfcl", "apibank", "examples" = this
+    #: project's Parquet table), or "auto": the embedded set for ``data: default``, "examples" for a .parquet
+    #: file; any other source needs its format named (a wrong guess would load nothing, or the wrong fields).
+    data_format: str = "auto"
+    #: How ``data: default`` becomes the warm-up set (augmentations, caps, length fit): ``itool data build``.
+    build: BuildConfig = field(default_factory=BuildConfig)
+    #: Generation backend for search / evaluation, a name of :data:`itool_core.registry.ENGINES`: "hf"
+    #: (transformers, CPU-testable) or "vllm".
     engine: str = "hf"
     device: str = "cpu"
     #: Number of iterations of refresh buffer → search → preference optimisation (§4.3; the paper uses ~3).
@@ -445,7 +525,12 @@ class RunConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        _check_choice("engine", self.engine, ("hf", "vllm"))
+        _check_name("engine", self.engine, ENGINES)
+        if (self.build.profile or self.profile) not in PROFILE_OVERRIDES:
+            raise ConfigError(
+                f"build.profile: {self.build.profile or self.profile!r} is not one of "
+                f"{', '.join(PROFILE_OVERRIDES)} (set build.profile)"
+            )
         _check_range("iterations", self.iterations, 0)
         # The buffer's perplexity must be measured on the prompt the policy was trained with.
         if self.sft.tools_style != self.buffer.tools_style:
@@ -453,6 +538,27 @@ class RunConfig:
                 f"sft.tools_style ({self.sft.tools_style!r}) and buffer.tools_style ({self.buffer.tools_style!r}) "
                 "must be equal: set both"
             )
+
+    def loader(self) -> str:
+        """The loader ``data`` is read with: "default" (the embedded set, built), or a LOADERS name."""
+        if self.data_format != "auto":
+            _check_name("data_format", self.data_format, LOADERS)
+            if self.data == "default":
+                raise ConfigError(f"data_format: {self.data_format!r} needs a data file or hub id, not data: default")
+            return self.data_format
+        if self.data == "default":
+            return "default"
+        if self.data.lower().endswith(".parquet"):
+            return "examples"
+        raise ConfigError(
+            f"data: {self.data!r}: say which format it is: set data_format to one of {', '.join(LOADERS.names())}"
+        )
+
+    def evaluation_config(self) -> EvalConfig:
+        """``evaluation`` with its tool rendering resolved: the rendering the policy is trained with unless set."""
+        if self.evaluation.tools_style is not None:
+            return self.evaluation
+        return dataclasses.replace(self.evaluation, tools_style=self.sft.tools_style)
 
 
 #: Overrides of the dataclass defaults per profile, in the YAML shape.  ``quick`` is the defaults themselves.
@@ -462,35 +568,44 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     # Budgets: 3 × 16 optimiser steps of 4 examples (≈ 15–30 s/step here → ≈ 20 min), lr 5e-4 because 48 LoRA
     # steps at the paper's 1e-4 barely move the model.
     # Buffer: the paper's α = 20 %, but taken below the hardest half (skip_hardest 0.5).  Measured on the
-    # warmed-up SmolLM2-135M (docs/notebook/RESULTS.md): its hardest 10 % gave 0 pairs in 15 trees (every sibling wrong);
-    # the band below the median gave the only pairs.
-    "quick": {"sft": {"tools_style": "compact", "max_steps_per_stage": 16, "learning_rate": 5e-4},
-              "buffer": {"tools_style": "compact", "alpha": 0.2, "skip_hardest": 0.5},
-              # 30 trees × 4 rounds × k 3 ≈ 10 min per iteration on 2 cores (MCTS-DPO's range: 5–64 rounds).
-              # min_chosen_q −1: a 135M policy's rollouts from a correct first call still fail, so that call's
-              # Q is ≈ −0.86 against −1.01 for a wrong one; the release's −0.3 drops exactly those pairs.
-              "mcts": {"simulations": 4, "k": 3, "min_chosen_q": -1.0},
-              # ≈ 10 pairs per iteration at this budget: one pass would be 2–3 optimiser steps of 4 pairs.
-              "preference": {"epochs": 3.0}},
+    # warmed-up SmolLM2-135M (docs/notebook/RESULTS.md): its hardest 10 % gave 0 pairs in 15 trees (every sibling
+    # wrong); the band below the median gave the only pairs.
+    "quick": {
+        "sft": {"tools_style": "compact", "max_steps_per_stage": 16, "learning_rate": 5e-4},
+        "buffer": {"tools_style": "compact", "alpha": 0.2, "skip_hardest": 0.5},
+        # 30 trees × 4 rounds × k 3 ≈ 10 min per iteration on 2 cores (MCTS-DPO's range: 5–64 rounds).
+        # min_chosen_q −1: a 135M policy's rollouts from a correct first call still fail, so that call's
+        # Q is ≈ −0.86 against −1.01 for a wrong one; the release's −0.3 drops exactly those pairs.
+        "mcts": {"simulations": 4, "k": 3, "min_chosen_q": -1.0},
+        # ≈ 10 pairs per iteration at this budget: one pass would be 2–3 optimiser steps of 4 pairs.
+        "preference": {"epochs": 3.0},
+    },
     # The whole method in minutes on 2 CPU cores (``make demo``): the quick profile's settings with budgets cut
     # to a few steps / trees / items.  It shows the pipeline working; its scores mean nothing (n = 3 per
     # category: ±50 points).
-    "demo": {"iterations": 2,
-             # ≈ 27 pool examples: the perplexity refresh costs 1–2 s per example on a 2-core CPU
-             "split": {"pool_fraction": 0.02},
-             "sft": {"tools_style": "compact", "max_steps_per_stage": 2, "learning_rate": 5e-4,
-                     "per_device_batch_size": 2},
-             "buffer": {"tools_style": "compact", "alpha": 0.2, "skip_hardest": 0.5},
-             "mcts": {"simulations": 2, "k": 2, "min_chosen_q": -1.0, "min_q_gap": 0.0},
-             "policy": {"max_step_tokens": 64, "max_rollout_tokens": 96, "continue_incomplete": 1},
-             "preference": {"max_steps": 2, "per_device_batch_size": 1, "grad_accum_steps": 1},
-             # generation is the cost of an evaluation (≈ 3 s per item here): 4 categories × 3 items, 64 tokens
-             # (a single call in the compact rendering is 15–40 tokens)
-             "evaluation": {"limit": 3, "max_new_tokens": 64,
-                            "categories": ["simple_python", "multiple", "irrelevance", "apibank_level1"]}},
+    "demo": {
+        "iterations": 2,
+        # ≈ 20 pool examples: the perplexity refresh costs 2–3 s per example on a 2-core CPU
+        "split": {"pool_fraction": 0.015},
+        "sft": {"tools_style": "compact", "max_steps_per_stage": 2, "learning_rate": 5e-4, "per_device_batch_size": 2},
+        # ≈ 3 trees per iteration (≈ 35 s per tree at 2 rounds × k 2 here; the measured demo run,
+        # bench/results/run_demo.json, spent a third of its time mining 5)
+        "buffer": {"tools_style": "compact", "alpha": 0.15, "skip_hardest": 0.5},
+        "mcts": {"simulations": 2, "k": 2, "min_chosen_q": -1.0, "min_q_gap": 0.0},
+        "policy": {"max_step_tokens": 64, "max_rollout_tokens": 96, "continue_incomplete": 1},
+        "preference": {"max_steps": 2, "per_device_batch_size": 1, "grad_accum_steps": 1},
+        # generation is the cost of an evaluation (≈ 3 s per item here): 4 categories × 3 items, 48 tokens
+        # (a single call in the compact rendering is 15–40 tokens)
+        "evaluation": {
+            "limit": 3,
+            "max_new_tokens": 48,
+            "categories": ["simple_python", "multiple", "irrelevance", "apibank_level1"],
+        },
+    },
     "paper": {
         "model": "meta-llama/Llama-3.1-8B-Instruct",
         "data": "Team-ACE/ToolACE",
+        "data_format": "toolace",
         "engine": "vllm",
         "device": "cuda",
         "iterations": 3,
@@ -535,9 +650,21 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         # Full categories, live ones included (the paper's Table 1 reports BFCL overall / non-live / live).
         "evaluation": {
             "limit": None,
-            "categories": ["simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance",
-                           "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple",
-                           "live_irrelevance", "live_relevance", "apibank_level1", "apibank_level2"],
+            "categories": [
+                "simple_python",
+                "multiple",
+                "parallel",
+                "parallel_multiple",
+                "irrelevance",
+                "live_simple",
+                "live_multiple",
+                "live_parallel",
+                "live_parallel_multiple",
+                "live_irrelevance",
+                "live_relevance",
+                "apibank_level1",
+                "apibank_level2",
+            ],
             "max_new_tokens": 512,
             "batch_size": 64,
         },
@@ -545,122 +672,7 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 
-# ------------------------------------------------------------------------------------------------- dict / YAML
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-_YAML11_FLOAT = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against annotation ``tp``; convert YAML shapes (list → tuple, int → float)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
-        return from_dict(tp, value, _prefix=where + ".")
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{where}: {value!r} does not fit {_type_name(tp)}")
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"{where}: {value!r} is not one of {typing.get_args(tp)}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
-        (item_tp, *_rest) = typing.get_args(tp)
-        return tuple(_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 (PyYAML) reads `1e-4` (no dot) as a string
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if tp is type(None):
-        if value is not None:
-            raise ConfigError(f"{where}: expected null, got {value!r}")
-        return None
-    raise ConfigError(f"{where}: unsupported annotation {tp!r}")  # pragma: no cover - a config-author error
-
-
-def from_dict(cls: type, data: Mapping[str, Any], base: Any = None, *, _prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a (nested) mapping; fields absent from ``data`` come from ``base`` or defaults.
-
-    Unknown keys raise :class:`ConfigError` naming the full key path (``sft.lora_rr``) and the known keys.
-    """
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{_prefix.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        raise ConfigError(
-            f"unknown config key {_prefix + str(unknown[0])!r} (known keys of {cls.__name__}: {', '.join(names)})"
-        )
-    kwargs: dict[str, Any] = {}
-    for name in names:
-        sub_base = getattr(base, name) if base is not None else None
-        if name in data:
-            tp = hints[name]
-            if dataclasses.is_dataclass(tp):
-                if not isinstance(data[name], Mapping):
-                    raise ConfigError(f"{_prefix}{name}: expected a mapping, got {type(data[name]).__name__}")
-                kwargs[name] = from_dict(tp, data[name], sub_base, _prefix=f"{_prefix}{name}.")
-            else:
-                kwargs[name] = _coerce(data[name], tp, _prefix + name)
-        elif base is not None:
-            kwargs[name] = sub_base
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{_prefix.rstrip('.') or cls.__name__}: {e}") from None
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Nested plain dict (tuples as lists) of a config dataclass — the YAML shape."""
-
-    def plain(v: Any) -> Any:
-        if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        if isinstance(v, tuple):
-            return [plain(x) for x in v]
-        return v
-
-    return plain(cfg)
+# ------------------------------------------------------------------------------------------------- presets
 
 
 def profile(name: str = "quick") -> RunConfig:
@@ -709,8 +721,20 @@ def load_config(path: str | os.PathLike, cls: type = RunConfig) -> Any:
 
 
 # A path-looking value: absolute, relative (./ ../), home (~), or a data/model file name.
-_FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".arrow", ".yaml", ".yml", ".txt",
-                  ".gguf", ".safetensors", ".bin", ".pt")
+_FILE_SUFFIXES = (
+    ".json",
+    ".jsonl",
+    ".parquet",
+    ".csv",
+    ".arrow",
+    ".yaml",
+    ".yml",
+    ".txt",
+    ".gguf",
+    ".safetensors",
+    ".bin",
+    ".pt",
+)
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
@@ -739,6 +763,7 @@ def validate_paths(cfg: RunConfig) -> RunConfig:
     with ``/``, ``.`` or ``~``, or ending in a data/model file suffix).  Relative paths are relative to the
     working directory, as the stages read them.
     """
+
     def embedded() -> tuple[str, ...]:
         from .models import _EMBEDDED  # the names live with the loader (imports torch: only when needed)
 
@@ -747,6 +772,7 @@ def validate_paths(cfg: RunConfig) -> RunConfig:
     _check_source("model", cfg.model, want_dir=True, also=embedded)
     if cfg.data != "default":
         _check_source("data", cfg.data, want_dir=False)
+    cfg.loader()  # a source without a format fails here, not in the data stage
     return cfg
 
 

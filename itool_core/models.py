@@ -10,7 +10,7 @@
 * any hub id (``meta-llama/Llama-3.1-8B-Instruct``): the real-user path, the same code with another source.
 
 The pipeline's policies are "base + LoRA adapter" during an iteration and a merged folder between iterations
-(the merged previous policy is the DPO reference of the next iteration, METHOD_NOTES "Reference model").
+(the merged previous policy is the DPO reference of the next iteration, docs/design.md#reference-model).
 """
 
 from __future__ import annotations
@@ -22,9 +22,13 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,9 @@ def _finish_tokenizer(tok, max_length: int | None = None):
     return tok
 
 
-def convert_embedded(name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | None = None, force: bool = False) -> Path:
+def convert_embedded(
+    name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | None = None, force: bool = False
+) -> Path:
     """Dequantise the embedded GGUF once into a safetensors folder; return that folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -82,8 +88,9 @@ def convert_embedded(name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | N
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # A GGUF-loaded model is flagged quantised and save_pretrained refuses it; the weights are already
     # dequantised to fp32, so clearing the flags is correct.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    # (torch types assignments to undeclared attributes through nn.Module.__setattr__: Tensor | Module only)
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -117,16 +124,23 @@ def load_tokenizer(name_or_path: str | os.PathLike = DEFAULT_MODEL, max_length: 
 def _dtype(dtype: Any) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-            "float16": torch.float16, "fp16": torch.float16}[str(dtype)]
+    return {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }[str(dtype)]
 
 
 def bf16_is_fast(device: str = "cpu") -> bool:
     """Whether bf16 arithmetic is native on ``device``, i.e. whether bf16 autocast speeds training up.
 
-    On a CPU with AMX or AVX-512-BF16 (the Xeon of DESIGN.md) autocast halves an SFT step (20.6 → 11.8 s); on a
-    CPU without them (AVX2-only AMD EPYC, measured 2026-11-29) every bf16 op is emulated and an SFT step of
-    SmolLM2-135M took ~12 minutes instead of ~75 s in fp32 (one thread, batch 4 × ~600 tokens).  CUDA: the GPU's own bf16 support.
+    On a CPU with AMX or AVX-512-BF16 (docs/design.md#training-on-cpu) autocast halves an SFT step
+    (20.6 → 11.8 s); on a CPU without them (AVX2-only AMD EPYC, measured 2026-11-29) every bf16 op is emulated
+    and an SFT step of SmolLM2-135M took ~12 minutes instead of ~75 s in fp32 (one thread, batch 4 × ~600
+    tokens).  CUDA: the GPU's own bf16 support.
     """
     if device.startswith("cuda"):
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
@@ -165,9 +179,12 @@ def with_concrete_precision(cfg: Any) -> Any:
     from dataclasses import replace
 
     device = "cuda" if str(getattr(cfg, "device", "cpu")).startswith("cuda") else "cpu"
-    return replace(cfg, sft=replace(cfg.sft, bf16=resolve_bf16(cfg.sft.bf16, device)),
-                   preference=replace(cfg.preference, bf16=resolve_bf16(cfg.preference.bf16, device)),
-                   buffer=replace(cfg.buffer, dtype=resolve_dtype(cfg.buffer.dtype, device)))
+    return replace(
+        cfg,
+        sft=replace(cfg.sft, bf16=resolve_bf16(cfg.sft.bf16, device)),
+        preference=replace(cfg.preference, bf16=resolve_bf16(cfg.preference.bf16, device)),
+        buffer=replace(cfg.buffer, dtype=resolve_dtype(cfg.buffer.dtype, device)),
+    )
 
 
 _LOAD_LOCK = threading.Lock()
@@ -184,8 +201,8 @@ def load_policy(
 ):
     """Load ``(model, tokenizer)``; with ``adapter``, wrap the model in that peft LoRA adapter.
 
-    ``dtype`` defaults to float32 on CPU (single-sequence decode is slower in bf16 there, DESIGN.md) and
-    bfloat16 on CUDA.
+    ``dtype`` defaults to float32 on CPU (single-sequence decode is slower in bf16 there,
+    docs/design.md#speed-facts) and bfloat16 on CUDA.
     """
     from transformers import AutoModelForCausalLM
 
@@ -196,14 +213,15 @@ def load_policy(
     # ("Cannot copy out of meta tensor").  One load at a time per process.
     with _LOAD_LOCK:
         tok = load_tokenizer(src, max_length)
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=dt)
+        model: PreTrainedModel | PeftModel = AutoModelForCausalLM.from_pretrained(src, dtype=dt)
         if model.generation_config.pad_token_id is None:
             model.generation_config.pad_token_id = tok.pad_token_id
         if adapter is not None:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
-    model.to(device)
+    # transformers declares PreTrainedModel.to with @wraps(nn.Module.to): mypy does not bind its self
+    model.to(device)  # type: ignore[arg-type]
     model.eval()
     return model, tok
 
@@ -218,8 +236,15 @@ def tiny_model(seed: int = 0, base: str | os.PathLike = DEFAULT_MODEL, **overrid
 
     src = resolve(base)
     cfg = AutoConfig.from_pretrained(src)
-    small = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=16, max_position_embeddings=4096)
+    small = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=4096,
+    )
     small.update(overrides)
     for k, v in small.items():
         setattr(cfg, k, v)

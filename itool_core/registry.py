@@ -5,7 +5,7 @@ when that name is used, plus a few plain facts the config needs before anything 
 β, whether it needs a reference model).  The config validates names against :meth:`Registry.names` and the
 command line offers them as choices, so adding an implementation is one module and one ``register`` line here:
 
-    LOSSES.register("kto", "itool_core.train.losses:KTO", default_beta=0.1, reference_free=False)
+    LOSSES.register("kto", "itool_core.train.losses.kto:KTO", default_beta=0.1, reference_free=False)
 
 This module imports nothing of the project (it is the bottom layer, next to ``config``).
 """
@@ -76,10 +76,10 @@ class Registry:
 #: ``default_beta`` is β when ``preference.beta`` is unset: DPO 0.1 (trl's default, the DPO paper's 0.1–0.5);
 #: IPO τ 0.1 (trl's default); SimPO 2.0 (SimPO paper: β ∈ [2, 2.5] on length-normalised rewards); ORPO λ 0.1.
 LOSSES = Registry("preference loss")
-LOSSES.register("dpo", "itool_core.train.losses:DPO", default_beta=0.1, reference_free=False)
-LOSSES.register("ipo", "itool_core.train.losses:IPO", default_beta=0.1, reference_free=False)
-LOSSES.register("simpo", "itool_core.train.losses:SIMPO", default_beta=2.0, reference_free=True)
-LOSSES.register("orpo", "itool_core.train.losses:ORPO", default_beta=0.1, reference_free=True)
+LOSSES.register("dpo", "itool_core.train.losses.dpo:DPO", default_beta=0.1, reference_free=False)
+LOSSES.register("ipo", "itool_core.train.losses.dpo:IPO", default_beta=0.1, reference_free=False)
+LOSSES.register("simpo", "itool_core.train.losses.simpo:SIMPO", default_beta=2.0, reference_free=True)
+LOSSES.register("orpo", "itool_core.train.losses.orpo:ORPO", default_beta=0.1, reference_free=True)
 
 #: Generation engines (``engines.base.Engine``): classes built as ``cls(model, tokenizer=None, **kwargs)``.
 ENGINES = Registry("engine")
@@ -94,7 +94,10 @@ LOADERS.register("xlam", "itool_core.data.xlam:load_xlam")
 LOADERS.register("bfcl", "itool_core.data.bfcl:load_source")
 LOADERS.register("apibank", "itool_core.data.apibank:load_source")
 
-#: Benchmarks (``eval.benchmarks.Benchmark``): which categories they own, how they load and score items.
+#: Benchmarks (``eval.benchmarks.Benchmark``): how they load, answer and score items.  ``categories`` names the
+#: tuple of categories each scores, in a data module (read by the config without importing model code).
 BENCHMARKS = Registry("benchmark")
-BENCHMARKS.register("bfcl", "itool_core.eval.benchmarks:BFCL")
-BENCHMARKS.register("apibank", "itool_core.eval.benchmarks:APIBANK")
+BENCHMARKS.register("bfcl", "itool_core.eval.benchmarks:BFCL", categories="itool_core.data.bfcl:V3_CATEGORIES")
+BENCHMARKS.register(
+    "apibank", "itool_core.eval.benchmarks:APIBANK", categories="itool_core.data.apibank:EVAL_CATEGORIES"
+)

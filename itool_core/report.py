@@ -10,14 +10,23 @@ with each other.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .eval.stats import Paired, paired, wilson
 
-__all__ = ["StageScores", "categories_of", "cell", "score_table", "paired_table", "item_verdicts", "plot_scores",
-           "report_markdown"]
+__all__ = [
+    "StageScores",
+    "categories_of",
+    "cell",
+    "score_table",
+    "paired_table",
+    "item_verdicts",
+    "plot_scores",
+    "report_markdown",
+]
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,9 @@ def item_verdicts(eval_dir: str | Path) -> dict[str, dict[str, bool]]:
     from .eval.runner import EVAL_SAMPLES
 
     out: dict[str, dict[str, bool]] = {}
-    for r in read_table(Path(eval_dir) / "samples.parquet", EVAL_SAMPLES).select(["id", "category", "valid"]).to_pylist():
+    for r in (
+        read_table(Path(eval_dir) / "samples.parquet", EVAL_SAMPLES).select(["id", "category", "valid"]).to_pylist()
+    ):
         out.setdefault(r["category"], {})[r["id"]] = bool(r["valid"])
     return out
 
@@ -85,8 +96,7 @@ def paired_table(stages: Sequence[StageScores]) -> str:
     """Markdown: every stage against the stage before it, per category, on the items both were scored on —
     difference in points, items only A / only B got right, exact McNemar p."""
     rows: list[list[str]] = []
-    verdicts = [item_verdicts(s.dir) if s.dir and (Path(s.dir) / "samples.parquet").is_file() else None
-                for s in stages]
+    verdicts = [item_verdicts(s.dir) if s.dir and (Path(s.dir) / "samples.parquet").is_file() else None for s in stages]
     cats = categories_of(stages)
     for i in range(1, len(stages)):
         a, b = verdicts[i - 1], verdicts[i]
@@ -96,13 +106,23 @@ def paired_table(stages: Sequence[StageScores]) -> str:
             if c not in a or c not in b:
                 continue
             p: Paired = paired(a[c], b[c])
-            rows.append([f"{stages[i].label} vs {stages[i - 1].label}", c, str(p.n), f"{100 * p.diff:+.0f}",
-                         f"{p.a_only} / {p.b_only}", f"{p.p_value:.2f}"])
+            rows.append(
+                [
+                    f"{stages[i].label} vs {stages[i - 1].label}",
+                    c,
+                    str(p.n),
+                    f"{100 * p.diff:+.0f}",
+                    f"{p.a_only} / {p.b_only}",
+                    f"{p.p_value:.2f}",
+                ]
+            )
     if not rows:
         return ""
     head = ["comparison", "category", "n", "Δ points", "only A right / only B right", "McNemar p"]
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-                     + ["| " + " | ".join(r) + " |" for r in rows])
+    return "\n".join(
+        ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        + ["| " + " | ".join(r) + " |" for r in rows]
+    )
 
 
 def report_markdown(stages: Sequence[StageScores], subset: str, note: str = "") -> str:
@@ -110,8 +130,14 @@ def report_markdown(stages: Sequence[StageScores], subset: str, note: str = "") 
     parts = ["## Scores per stage", "", f"accuracy % [95 % Wilson interval]; {subset}", "", score_table(stages)]
     pt = paired_table(stages)
     if pt:
-        parts += ["", "## Each stage against the previous one (paired, same items)", "", pt, "",
-                  "p ≥ 0.05: the difference is within what chance gives on this many items."]
+        parts += [
+            "",
+            "## Each stage against the previous one (paired, same items)",
+            "",
+            pt,
+            "",
+            "p ≥ 0.05: the difference is within what chance gives on this many items.",
+        ]
     if note:
         parts += ["", note]
     return "\n".join(parts) + "\n"

@@ -36,30 +36,61 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from prefect import task
 
 from itool_core.artifacts import ArtifactRef, ContentRef, fingerprint
-from itool_core.config import (BufferConfig, EvalConfig, MCTSConfig, PolicyConfig, PreferenceConfig, SFTConfig,
-                               SplitConfig)
+from itool_core.config import (
+    BufferConfig,
+    BuildConfig,
+    EvalConfig,
+    MCTSConfig,
+    PolicyConfig,
+    PreferenceConfig,
+    SFTConfig,
+    SplitConfig,
+)
 
 __all__ = [
-    "RETRY_DELAYS", "BAD_INPUT", "is_transient", "code_version", "stage_key", "StageRunner",
-    "Split", "Trained", "Buffer", "Mined", "Evaluation",
-    "load_data", "split_data", "warmup_sft", "refresh_buffer", "select_shards", "mine_shard", "merge_pairs",
-    "preference_update", "evaluate_policy",
+    "RETRY_DELAYS",
+    "BAD_INPUT",
+    "is_transient",
+    "code_version",
+    "stage_key",
+    "StageRunner",
+    "Split",
+    "Trained",
+    "Buffer",
+    "Mined",
+    "Evaluation",
+    "load_data",
+    "split_data",
+    "warmup_sft",
+    "refresh_buffer",
+    "select_shards",
+    "mine_shard",
+    "merge_pairs",
+    "preference_update",
+    "evaluate_policy",
 ]
 
 #: Back-off between the attempts (seconds): long enough for a restarted engine / server to come back.
 RETRY_DELAYS = [10, 60]
 #: Exceptions that say the *input* is wrong: retrying cannot help, so they fail fast.  ``ValueError`` covers
 #: ``artifacts.SchemaMismatch``, ``data.records.BadRow`` and ``config.ConfigError`` (all subclass it).
-BAD_INPUT: tuple[type[BaseException], ...] = (ValueError, TypeError, KeyError, FileNotFoundError,
-                                               NotADirectoryError, IsADirectoryError)
+BAD_INPUT: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    KeyError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,9 +151,16 @@ def _floats(d: dict[str, Any]) -> dict[str, float]:
 
 
 def _stage(name: str, gpu: bool = False):
-    return task(name=name, tags=["itool", "gpu"] if gpu else ["itool"], cache_key_fn=_cache_key,
-                persist_result=True, result_serializer="json", retries=2, retry_delay_seconds=RETRY_DELAYS,
-                retry_condition_fn=is_transient)
+    return task(
+        name=name,
+        tags=["itool", "gpu"] if gpu else ["itool"],
+        cache_key_fn=_cache_key,
+        persist_result=True,
+        result_serializer="json",
+        retries=2,
+        retry_delay_seconds=RETRY_DELAYS,
+        retry_condition_fn=is_transient,
+    )
 
 
 # ------------------------------------------------------------------------------------------- stage records
@@ -192,30 +230,34 @@ class Evaluation:
 
 
 @_stage("data")
-def load_data(data: str, build_profile: str, seed: int, source: ContentRef | None, out_dir: str) -> ArtifactRef:
-    """The canonical training table (``examples/1``): the embedded default set (built with ``build_profile``), a
-    Parquet file or a ToolACE-style file / hub id.  ``source`` is the content of a local file (cache key only)."""
-    from itool_core.artifacts import read_table, write_table
-    from itool_core.data.records import Example
-    from itool_core.schemas import EXAMPLES
+def load_data(
+    data: str,
+    data_format: str,
+    build: BuildConfig,
+    run_profile: str,
+    seed: int,
+    source: ContentRef | None,
+    out_dir: str,
+) -> ArtifactRef:
+    """The canonical training table (``examples/1``): the embedded default set built as ``build`` says
+    (``data_format`` "default"), or ``data`` read by the loader ``data_format`` names.  ``source`` is the
+    content of a local file (cache key only)."""
 
-    if data == "default":
-        from itool_core.data.build import build_training_set
+    if data_format == "default":
+        from itool_core.data.build import build_training_set, from_config, write_training_set
 
-        exs, _card = build_training_set(build_profile, seed=seed)
-    elif data.endswith(".parquet"):
-        exs = [Example.from_row(r) for r in read_table(data, EXAMPLES).to_pylist()]
-    else:
-        import logging
+        exs, card = build_training_set(seed=seed, **from_config(build, run_profile))
+        # the card (counts per source / augmentation, what each step dropped) goes beside the table
+        return write_training_set(exs, card, Path(out_dir) / "train.parquet")
+    import logging
 
-        from itool_core.data.loaders import load, write_examples
+    from itool_core.data.loaders import load, write_examples
 
-        exs, reports = load("toolace", data)
-        for r in reports:  # skipped rows are reported (file, row, field), never dropped silently
-            if r.skipped:
-                logging.getLogger(__name__).warning("%s", r.summary())
-        return write_examples(exs, Path(out_dir) / "train.parquet", reports)  # zero good rows: an error
-    return write_table([e.to_row() for e in exs], Path(out_dir) / "train.parquet", EXAMPLES)
+    exs, reports = load(data_format, data)
+    for r in reports:  # skipped rows are reported (file, row, field), never dropped silently
+        if r.skipped:
+            logging.getLogger(__name__).warning("%s", r.summary())
+    return write_examples(exs, Path(out_dir) / "train.parquet", reports)  # zero good rows: an error
 
 
 @_stage("split")
@@ -243,16 +285,27 @@ def warmup_sft(model: ContentRef, sft: SFTConfig, split: Split, out_dir: str) ->
     # unfinished one from its newest checkpoint (out_dir is this input's own folder)
     res = train_sft(model.path, parts, sft, out_dir, callback=collect, resume=True)
     merged = res.merged_dir or res.adapter_dir
-    return Trained(policy=ContentRef.of(merged), adapter=res.adapter_dir, seconds=time.time() - t0,
-                   steps=sum(s.steps for s in res.stages),
-                   stages=[{"name": s.name, "n_examples": s.n_examples, "steps": s.steps, "train_loss": s.train_loss,
-                            "s_per_step": s.s_per_step} for s in res.stages],
-                   history=history)
+    return Trained(
+        policy=ContentRef.of(merged),
+        adapter=res.adapter_dir,
+        seconds=time.time() - t0,
+        steps=sum(s.steps for s in res.stages),
+        stages=[
+            {
+                "name": s.name,
+                "n_examples": s.n_examples,
+                "steps": s.steps,
+                "train_loss": s.train_loss,
+                "s_per_step": s.s_per_step,
+            }
+            for s in res.stages
+        ],
+        history=history,
+    )
 
 
 @_stage("buffer-refresh")
-def refresh_buffer(buffer: BufferConfig, pool: ArtifactRef, policy: ContentRef, iteration: int,
-                   out_dir: str) -> Buffer:
+def refresh_buffer(buffer: BufferConfig, pool: ArtifactRef, policy: ContentRef, iteration: int, out_dir: str) -> Buffer:
     """Perplexity of every pool example's target under the current policy (Eq. 4): the replay buffer table."""
     import torch
 
@@ -279,13 +332,23 @@ def select_shards(buffer_cfg: BufferConfig, mcts: MCTSConfig, buffer: Buffer, ou
 
     chosen = replay.select_for_search(read_table(_check(buffer.table), replay.REPLAY_BUFFER), buffer_cfg)
     shards = shard_examples(replay.buffer_examples(chosen), mcts.shards)
-    return [write_table([e.to_row() for e in shard], Path(out_dir) / f"shard_{i}.parquet", EXAMPLES)
-            for i, shard in enumerate(shards)]
+    return [
+        write_table([e.to_row() for e in shard], Path(out_dir) / f"shard_{i}.parquet", EXAMPLES)
+        for i, shard in enumerate(shards)
+    ]
 
 
 @_stage("mine-shard", gpu=True)
-def mine_shard(mcts: MCTSConfig, policy_cfg: PolicyConfig, tools_style: str, shard: ArtifactRef,
-               policy: ContentRef, out_dir: str, torch_threads: int | None = None, engine: str = "hf") -> Mined:
+def mine_shard(
+    mcts: MCTSConfig,
+    policy_cfg: PolicyConfig,
+    tools_style: str,
+    shard: ArtifactRef,
+    policy: ContentRef,
+    out_dir: str,
+    torch_threads: int | None = None,
+    engine: str = "hf",
+) -> Mined:
     """Step-level MCTS (Eq. 5–9) on one shard: its pairs table + trees.  ``torch_threads`` pins the CPU threads
     (a Dask worker starts with 1; pin the same value on every runner for bit-identical samples)."""
     from itool_core.calls import PromptStyle
@@ -295,9 +358,9 @@ def mine_shard(mcts: MCTSConfig, policy_cfg: PolicyConfig, tools_style: str, sha
     t0 = time.time()
     gen = policy_engine(engine, policy.path, num_threads=torch_threads)
     res = mine(gen, _examples(shard), out_dir, mcts, policy_cfg, PromptStyle(tools_style))
-    return Mined(pairs=res.pairs, n_pairs=res.n_pairs, n_trees=res.n_trees,
-                 stats=_floats(res.stats),
-                 seconds=time.time() - t0)
+    return Mined(
+        pairs=res.pairs, n_pairs=res.n_pairs, n_trees=res.n_trees, stats=_floats(res.stats), seconds=time.time() - t0
+    )
 
 
 @_stage("merge-pairs")
@@ -306,9 +369,13 @@ def merge_pairs(shards: list[Mined], out_dir: str) -> Mined:
     from itool_core.mcts.mine import merge_mined, sum_stats
 
     ref = merge_mined([_check(m.pairs) for m in shards], Path(out_dir) / "pairs.parquet")
-    return Mined(pairs=ref, n_pairs=ref.rows, n_trees=sum(m.n_trees for m in shards),
-                 stats=_floats(sum_stats([m.stats for m in shards])),
-                 seconds=max([m.seconds for m in shards], default=0.0))
+    return Mined(
+        pairs=ref,
+        n_pairs=ref.rows,
+        n_trees=sum(m.n_trees for m in shards),
+        stats=_floats(sum_stats([m.stats for m in shards])),
+        seconds=max([m.seconds for m in shards], default=0.0),
+    )
 
 
 @_stage("preference-update", gpu=True)
@@ -326,28 +393,35 @@ def preference_update(preference: PreferenceConfig, pairs: Mined, policy: Conten
         if event == "log" and "loss" in metrics:
             history.append({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
 
-    res = train_preference(policy.path, _check(pairs.pairs), preference, out_dir, reference=policy.path,
-                           callback=collect)
+    res = train_preference(
+        policy.path, _check(pairs.pairs), preference, out_dir, reference=policy.path, callback=collect
+    )
     merged = res.merged_dir or res.adapter_dir
-    return Trained(policy=ContentRef.of(merged), adapter=res.adapter_dir, seconds=time.time() - t0,
-                   train_loss=res.train_loss, steps=res.steps, metrics=_floats(res.metrics), history=history)
+    return Trained(
+        policy=ContentRef.of(merged),
+        adapter=res.adapter_dir,
+        seconds=time.time() - t0,
+        train_loss=res.train_loss,
+        steps=res.steps,
+        metrics=_floats(res.metrics),
+        history=history,
+    )
 
 
 @_stage("evaluate")
-def evaluate_policy(evaluation: EvalConfig, tools_style: str, policy: ContentRef, label: str, out_dir: str,
-                    engine: str = "hf") -> Evaluation:
-    """BFCL (categories + overall) and API-Bank L1/L2 on a seeded subset: the evaluation summary."""
-    from itool_core.calls import PromptStyle
+def evaluate_policy(
+    evaluation: EvalConfig, policy: ContentRef, label: str, out_dir: str, engine: str = "hf"
+) -> Evaluation:
+    """The evaluation config's benchmarks (BFCL categories + groups, API-Bank L1/L2) on its seeded subset."""
     from itool_core.eval.runner import evaluate
 
     t0 = time.time()
-    s = evaluation
-    summary = evaluate(policy.path, benchmarks=("bfcl", "apibank"), categories=list(s.categories), limit=s.limit,
-                       seed=s.seed, out_dir=out_dir, batch_size=s.batch_size, max_new_tokens=s.max_new_tokens,
-                       style=PromptStyle(tools_style), progress=False, print_tables=False, model_label=label,
-                       engine_kind=engine)
-    return Evaluation(label=label, summary=json.loads(json.dumps(summary, default=str)), dir=out_dir,
-                      seconds=time.time() - t0)
+    summary = evaluate(
+        policy.path, evaluation, out_dir=out_dir, engine=engine, progress=False, print_tables=False, label=label
+    )
+    return Evaluation(
+        label=label, summary=json.loads(json.dumps(summary, default=str)), dir=out_dir, seconds=time.time() - t0
+    )
 
 
 # ------------------------------------------------------------------------------------------------ the runner
@@ -360,8 +434,13 @@ class StageRunner:
     its cached record under ``<run_dir>/.prefect-results``, prints one status line per stage, and records the
     wall time and final Prefect state ("Completed" or "Cached") of every stage for the run's summary."""
 
-    def __init__(self, run_dir: str | Path, refresh_cache: bool = False, retry_delay_seconds: Any = None,
-                 progress: Callable[[str], None] = print):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        refresh_cache: bool = False,
+        retry_delay_seconds: Any = None,
+        progress: Callable[[str], None] = print,
+    ):
         self.run_dir = Path(run_dir).resolve()
         self.refresh_cache = refresh_cache
         self.retry_delay_seconds = retry_delay_seconds
@@ -409,5 +488,7 @@ class StageRunner:
 
     def metrics(self, names: list[str]) -> dict[str, float]:
         """``wall_s/<stage>`` and ``compute_s/<stage>`` of the named stages, for MLflow."""
-        return {**{f"wall_s/{k.split('/')[-1]}": self.wall[k] for k in names if k in self.wall},
-                **{f"compute_s/{k.split('/')[-1]}": self.compute[k] for k in names if k in self.compute}}
+        return {
+            **{f"wall_s/{k.split('/')[-1]}": self.wall[k] for k in names if k in self.wall},
+            **{f"compute_s/{k.split('/')[-1]}": self.compute[k] for k in names if k in self.compute},
+        }

@@ -10,8 +10,16 @@ import time
 import pyarrow as pa
 import pytest
 
-from itool_core.artifacts import (SchemaMismatch, atomic_write_json, read_marker, read_table, ref_for, sha256_file,
-                                  write_marker, write_table)
+from itool_core.artifacts import (
+    SchemaMismatch,
+    atomic_write_json,
+    read_marker,
+    read_table,
+    ref_for,
+    sha256_file,
+    write_marker,
+    write_table,
+)
 from itool_core.calls import ToolCall
 from itool_core.data.records import Example
 from itool_core.schemas import EXAMPLES

@@ -26,20 +26,32 @@ def _tool(name: str, desc: str, params: dict[str, str], required: list[str] | No
     for p, t in params.items():
         if t == "array":
             props[p]["items"] = {"type": "integer"}
-    return {"name": name, "description": desc + HINT,
-            "parameters": {"type": "dict", "properties": props, "required": required if required is not None else list(params)}}
+    return {
+        "name": name,
+        "description": desc + HINT,
+        "parameters": {
+            "type": "dict",
+            "properties": props,
+            "required": required if required is not None else list(params),
+        },
+    }
 
 
 WEATHER = _tool("get_weather", "Get the current weather of a city.", {"city": "string", "unit": "string"}, ["city"])
 AREA = _tool("geometry_area_circle", "Calculate the area of a circle from its radius.", {"radius": "float"})
 FACT = _tool("math_factorial", "Compute the factorial of an integer.", {"n": "integer"})
-STOCK = _tool("get_stock_price_by_stock_name", "Look up the latest trading price of a company's shares.",
-              {"stock_name": "string"})
-TRANSLATE = _tool("translate_text", "Translate a sentence into another language.",
-                  {"text": "string", "target_language": "string"})
+STOCK = _tool(
+    "get_stock_price_by_stock_name", "Look up the latest trading price of a company's shares.", {"stock_name": "string"}
+)
+TRANSLATE = _tool(
+    "translate_text", "Translate a sentence into another language.", {"text": "string", "target_language": "string"}
+)
 MEAN = _tool("calculate_mean", "Arithmetic mean of a sequence.", {"numbers": "array"})
-FLIGHT = _tool("book_flight", "Reserve a seat on an airplane between two airports.",
-               {"origin": "string", "destination": "string", "date": "string"})
+FLIGHT = _tool(
+    "book_flight",
+    "Reserve a seat on an airplane between two airports.",
+    {"origin": "string", "destination": "string", "date": "string"},
+)
 TIMER = _tool("set_timer", "Start a countdown alarm.", {"minutes": "integer"})
 SQL = _tool("sql.execute", "Run a SQL statement on the database.", {"sql_keyword": "string", "table_name": "string"})
 
@@ -54,8 +66,11 @@ _QA = [
     (STOCK, "What does Apple trade at today?", {"stock_name": "AAPL"}),
     (TRANSLATE, "Say 'good morning' in German.", {"text": "good morning", "target_language": "German"}),
     (MEAN, "Average of 3, 5 and 10, please.", {"numbers": [3, 5, 10]}),
-    (FLIGHT, "Reserve me a seat from SFO to JFK on 2024-05-01.",
-     {"origin": "SFO", "destination": "JFK", "date": "2024-05-01"}),
+    (
+        FLIGHT,
+        "Reserve me a seat from SFO to JFK on 2024-05-01.",
+        {"origin": "SFO", "destination": "JFK", "date": "2024-05-01"},
+    ),
     (TIMER, "Wake me up in 20 minutes.", {"minutes": 20}),
     (SQL, "Show everything in the orders table.", {"sql_keyword": "SELECT", "table_name": "orders"}),
 ]
@@ -64,17 +79,42 @@ _QA = [
 def _examples() -> list[Example]:
     out = []
     for i, (tool, q, args) in enumerate(_QA):
-        out.append(Example(f"hand/{i:02d}", "handmade", "exec_simple", [copy.deepcopy(tool)],
-                           [{"role": "user", "content": q}], [ToolCall(tool["name"], dict(args))]))
+        out.append(
+            Example(
+                f"hand/{i:02d}",
+                "handmade",
+                "exec_simple",
+                [copy.deepcopy(tool)],
+                [{"role": "user", "content": q}],
+                [ToolCall(tool["name"], dict(args))],
+            )
+        )
     # a "multiple"-style example and a dialogue (history mentions the called tool, as API-Bank's do)
-    out.append(Example("hand/multi", "handmade", "exec_multiple", [copy.deepcopy(TIMER), copy.deepcopy(FACT)],
-                       [{"role": "user", "content": "Compute the factorial of 5."}], [ToolCall("math_factorial", {"n": 5})]))
-    out.append(Example("hand/dialogue", "handmade", "apibank_train", [copy.deepcopy(STOCK)],
-                       [{"role": "user", "content": "Price of Tesla shares?"},
-                        {"role": "assistant", "content": "[get_stock_price_by_stock_name(stock_name='TSLA')]"},
-                        {"role": "tool", "content": "{'price': 201.3}"},
-                        {"role": "user", "content": "And of Microsoft?"}],
-                       [ToolCall("get_stock_price_by_stock_name", {"stock_name": "MSFT"})]))
+    out.append(
+        Example(
+            "hand/multi",
+            "handmade",
+            "exec_multiple",
+            [copy.deepcopy(TIMER), copy.deepcopy(FACT)],
+            [{"role": "user", "content": "Compute the factorial of 5."}],
+            [ToolCall("math_factorial", {"n": 5})],
+        )
+    )
+    out.append(
+        Example(
+            "hand/dialogue",
+            "handmade",
+            "apibank_train",
+            [copy.deepcopy(STOCK)],
+            [
+                {"role": "user", "content": "Price of Tesla shares?"},
+                {"role": "assistant", "content": "[get_stock_price_by_stock_name(stock_name='TSLA')]"},
+                {"role": "tool", "content": "{'price': 201.3}"},
+                {"role": "user", "content": "And of Microsoft?"},
+            ],
+            [ToolCall("get_stock_price_by_stock_name", {"stock_name": "MSFT"})],
+        )
+    )
     return out
 
 
@@ -131,8 +171,12 @@ def test_deterministic_order_free_and_pure(name):
 
 def test_augment_runs_each_independently():
     exs = _examples()
-    cfg = A.AugmentConfig(no_call=A.NoCallParams(rate=1.0), renamed=A.RenameParams(rate=1.0),
-                          distractors=A.DistractorParams(rate=1.0), parallel=A.ParallelParams(n_same=4, n_different=4))
+    cfg = A.AugmentConfig(
+        no_call=A.NoCallParams(rate=1.0),
+        renamed=A.RenameParams(rate=1.0),
+        distractors=A.DistractorParams(rate=1.0),
+        parallel=A.ParallelParams(n_same=4, n_different=4),
+    )
     full = A.augment(exs, cfg, seed=3)
     assert set(full) == set(A.AUGMENTATIONS)
     part = A.augment(exs, cfg.without("parallel", "renamed"), seed=3)
@@ -176,10 +220,18 @@ def test_no_call_shape():
 
 
 def test_no_call_rejects_related_tools():
-    q = Example("q", "s", "c", [copy.deepcopy(AREA)], [{"role": "user", "content": "Area of a circle of radius 2?"}],
-                [ToolCall("geometry_area_circle", {"radius": 2.0})])
+    q = Example(
+        "q",
+        "s",
+        "c",
+        [copy.deepcopy(AREA)],
+        [{"role": "user", "content": "Area of a circle of radius 2?"}],
+        [ToolCall("geometry_area_circle", {"radius": 2.0})],
+    )
     related = _tool("geometry_area_square", "Area of a square.", {"side": "float"})
-    other = Example("o", "s", "c", [related], [{"role": "user", "content": "x"}], [ToolCall(related["name"], {"side": 1.0})])
+    other = Example(
+        "o", "s", "c", [related], [{"role": "user", "content": "x"}], [ToolCall(related["name"], {"side": 1.0})]
+    )
     # the only candidate shares "geometry"/"area" with the question's function: no no-call example is made
     assert [e for e in A.no_call([q, other], A.NoCallParams(rate=1.0), 0) if e.meta["sources"] == ["q"]] == []
 
@@ -187,18 +239,38 @@ def test_no_call_rejects_related_tools():
 def test_no_call_near_miss_keeps_the_topic_but_never_the_function():
     """near_miss: tools on the question's topic (BFCL irrelevance style), never one that shares a name keyword
     with the question's own function (it might answer), never for a question answered by a generic tool."""
-    circle = Example("q", "s", "c", [copy.deepcopy(AREA)],
-                     [{"role": "user", "content": "Area of a circle of radius 2?"}],
-                     [ToolCall("geometry_area_circle", {"radius": 2.0})])
+    circle = Example(
+        "q",
+        "s",
+        "c",
+        [copy.deepcopy(AREA)],
+        [{"role": "user", "content": "Area of a circle of radius 2?"}],
+        [ToolCall("geometry_area_circle", {"radius": 2.0})],
+    )
     tools = {
         "perimeter": _tool("round_shape_perimeter", "Perimeter of a circle from its radius.", {"radius": "float"}),
         "square": _tool("geometry_area_square", "Area of a square.", {"side": "float"}),  # shares "geometry", "area"
-        "flight": FLIGHT,                                                                  # off topic
+        "flight": FLIGHT,  # off topic
     }
-    pool = [Example(f"o/{k}", "s", "c", [t], [{"role": "user", "content": "x"}],
-                    [ToolCall(t["name"], {p: 1.0 for p in t["parameters"]["properties"]})]) for k, t in tools.items()]
-    table = Example("t", "s", "c", [copy.deepcopy(SQL)], [{"role": "user", "content": "Show the circle table."}],
-                    [ToolCall("sql.execute", {"sql_keyword": "SELECT", "table_name": "circle"})])
+    pool = [
+        Example(
+            f"o/{k}",
+            "s",
+            "c",
+            [t],
+            [{"role": "user", "content": "x"}],
+            [ToolCall(t["name"], {p: 1.0 for p in t["parameters"]["properties"]})],
+        )
+        for k, t in tools.items()
+    ]
+    table = Example(
+        "t",
+        "s",
+        "c",
+        [copy.deepcopy(SQL)],
+        [{"role": "user", "content": "Show the circle table."}],
+        [ToolCall("sql.execute", {"sql_keyword": "SELECT", "table_name": "circle"})],
+    )
     params = A.NoCallParams(rate=1.0, near_miss=1.0, max_tools=1)
     out = {e.meta["sources"][0]: e for e in A.no_call([circle, table, *pool], params, 0)}
     near = out["q"]
@@ -208,8 +280,9 @@ def test_no_call_near_miss_keeps_the_topic_but_never_the_function():
     assert "near_miss" not in out["t"].meta
     assert "round_shape_perimeter" not in {t["name"] for t in out["t"].tools}
     # without near misses the same question gets no on-topic tool at all (the default, unchanged)
-    plain = {e.meta["sources"][0]: e
-             for e in A.no_call([circle, table, *pool], A.NoCallParams(rate=1.0, max_tools=1), 0)}
+    plain = {
+        e.meta["sources"][0]: e for e in A.no_call([circle, table, *pool], A.NoCallParams(rate=1.0, max_tools=1), 0)
+    }
     assert "near_miss" not in plain["q"].meta and {t["name"] for t in plain["q"].tools} == {"book_flight"}
     # near_miss = 0 draws nothing extra from the seeded stream: earlier builds are reproduced
     exs = _examples()
@@ -218,24 +291,29 @@ def test_no_call_near_miss_keeps_the_topic_but_never_the_function():
 
 def _two_sources():
     exs = [e for e in _examples() if len(e.messages) == 1]
-    return [Example(f"{src}/{e.id}", src, e.category, e.tools, e.messages, e.target, dict(e.meta))
-            for src in ("a", "b") for e in exs]
+    return [
+        Example(f"{src}/{e.id}", src, e.category, e.tools, e.messages, e.target, dict(e.meta))
+        for src in ("a", "b")
+        for e in exs
+    ]
 
 
 def test_source_rates_equalise_the_no_call_share_per_source():
     exs = _two_sources()
     # source a's call examples are doubled by some augmentation, b's are not
-    rows = exs + [Example(e.id + "/copy", e.source, e.category, e.tools, e.messages, e.target) for e in exs
-                  if e.source == "a"]
+    rows = exs + [
+        Example(e.id + "/copy", e.source, e.category, e.tools, e.messages, e.target) for e in exs if e.source == "a"
+    ]
     rates = A.source_rates(exs, rows, share=0.2)
     # n / (n + calls) = 0.2  <=>  n = calls / 4 = rate * questions
     assert rates == pytest.approx({"a": 0.5, "b": 0.25})
     assert A.source_rates(exs, rows, share=0.9)["a"] == 1.0  # never more than one copy per question
     # a question asked in two examples (two steps of one dialogue) is drawn twice but copied once:
     # 1 - (1 - r)^2 = 0.25  <=>  r = 1 - sqrt(0.75)
-    twice = exs + [Example(e.id + "/step2", e.source, e.category, e.tools, e.messages, e.target) for e in exs
-                   if e.source == "b"]
-    assert A.source_rates(twice, exs, share=0.2)["b"] == pytest.approx(1 - 0.75 ** 0.5)
+    twice = exs + [
+        Example(e.id + "/step2", e.source, e.category, e.tools, e.messages, e.target) for e in exs if e.source == "b"
+    ]
+    assert A.source_rates(twice, exs, share=0.2)["b"] == pytest.approx(1 - 0.75**0.5)
     # the per-source rates drive the draw: all of a's questions, none of b's
     out = A.no_call(exs, A.NoCallParams(), 0, rates={"a": 1.0, "b": 0.0})
     assert out and {e.source for e in out} == {"a"}
@@ -250,8 +328,9 @@ def test_source_rates_equalise_the_no_call_share_per_source():
 def test_augment_with_a_share_for_one_source_leaves_the_other_at_the_rate():
     exs = _two_sources()
     rate = A.NoCallParams().rate
-    out = A.augment(exs, A.AugmentConfig(no_call=A.NoCallParams(source_share={"a": 0.4}), enabled=("no_call",)),
-                    seed=3)["no_call"]
+    out = A.augment(
+        exs, A.AugmentConfig(no_call=A.NoCallParams(source_share={"a": 0.4}), enabled=("no_call",)), seed=3
+    )["no_call"]
     assert hash(A.NoCallParams(source_share={"a": 0.4})) == hash(A.NoCallParams(source_share={"a": 0.4}))
     rates = A.source_rates(exs, exs, {"a": 0.4})
     assert set(rates) == {"a"}
@@ -262,16 +341,23 @@ def test_augment_with_a_share_for_one_source_leaves_the_other_at_the_rate():
 
 def test_augment_with_source_share_rates_from_the_other_augmentations():
     exs = _two_sources()
-    cfg = A.AugmentConfig(no_call=A.NoCallParams(source_share=0.3), renamed=A.RenameParams(rate=1.0),
-                          parallel=A.ParallelParams(n_same=4, n_different=4))
+    cfg = A.AugmentConfig(
+        no_call=A.NoCallParams(source_share=0.3),
+        renamed=A.RenameParams(rate=1.0),
+        parallel=A.ParallelParams(n_same=4, n_different=4),
+    )
     out = A.augment(exs, cfg, seed=3)
     others = [e for k, v in out.items() if k != "no_call" for e in v]
     rates = A.source_rates(exs, [*exs, *others], 0.3)
     assert _rows(out["no_call"]) == _rows(A.no_call(exs, cfg.no_call, 3, rates))
-    plain = A.augment(exs, A.AugmentConfig(renamed=A.RenameParams(rate=1.0),
-                                           parallel=A.ParallelParams(n_same=4, n_different=4)), seed=3)
+    plain = A.augment(
+        exs,
+        A.AugmentConfig(renamed=A.RenameParams(rate=1.0), parallel=A.ParallelParams(n_same=4, n_different=4)),
+        seed=3,
+    )
     assert {k: _rows(v) for k, v in plain.items() if k != "no_call"} == {
-        k: _rows(v) for k, v in out.items() if k != "no_call"}
+        k: _rows(v) for k, v in out.items() if k != "no_call"
+    }
 
 
 # ------------------------------------------------------------------------------------------------ parallel
@@ -438,9 +524,18 @@ def test_check_example_catches_bad_targets():
     assert not A.check_example(wrong_type)[0]
     assert A.check_example(Example("n", "s", "c", ex.tools, ex.messages, []))[0]
     # dict-typed and list-of-dict parameters get bfcl's per-key possible answers
-    tool = {"name": "f", "description": "d", "parameters": {"type": "dict", "required": ["cfg", "rows"], "properties": {
-        "cfg": {"type": "dict", "properties": {"a": {"type": "integer"}}},
-        "rows": {"type": "array", "items": {"type": "dict"}}}}}
+    tool = {
+        "name": "f",
+        "description": "d",
+        "parameters": {
+            "type": "dict",
+            "required": ["cfg", "rows"],
+            "properties": {
+                "cfg": {"type": "dict", "properties": {"a": {"type": "integer"}}},
+                "rows": {"type": "array", "items": {"type": "dict"}},
+            },
+        },
+    }
     e = Example("d", "s", "c", [tool], ex.messages, [ToolCall("f", {"cfg": {"a": 1}, "rows": [{"x": "y"}]})])
     assert A.check_example(e) == (True, "")
 

@@ -105,7 +105,7 @@ def _pick(values: list, rng: random.Random):
 def _gold_calls(possible: list, rng: random.Random) -> list[tuple[str, dict]]:
     out = []
     for item in possible:
-        (name, params), = item.items()
+        ((name, params),) = item.items()
         args = {k: x for k, vals in params.items() if (x := _pick(vals, rng)) is not None}
         out.append((name, args))
     return out
@@ -169,12 +169,16 @@ def generated_outputs(functions: list, possible: list | None, rng: random.Random
     if not possible:  # irrelevance: calls of the entry's tools with made-up arguments
         props = list((functions[0].get("parameters") or {}).get("properties") or {})
         args = {p: rng.choice([1, "x", [1, 2], True]) for p in props[:2]}
-        outs += [_text([(fn, args)], rng), _text([(fn, {})], rng, style="bare"), f"[{fn}(1, 2)]",
-                 f"[{fn}(unit=celsius)]", _text([(fn, args)], rng, tuples=True)]
+        outs += [
+            _text([(fn, args)], rng),
+            _text([(fn, {})], rng, style="bare"),
+            f"[{fn}(1, 2)]",
+            f"[{fn}(unit=celsius)]",
+            _text([(fn, args)], rng, tuples=True),
+        ]
         return outs
     gold = _gold_calls(possible, rng)
-    outs += [_text(gold, rng), _text(gold, rng, style=rng.choice(["bare", "fence"])),
-             _text(list(reversed(gold)), rng)]
+    outs += [_text(gold, rng), _text(gold, rng, style=rng.choice(["bare", "fence"])), _text(list(reversed(gold)), rng)]
     outs.append(_text(gold, rng, tuples=True))  # tuple for a list: bfcl-eval's checker refuses it
     name, args = gold[0]
     if args:
@@ -185,8 +189,9 @@ def generated_outputs(functions: list, possible: list | None, rng: random.Random
         if isinstance(v, (int, float)) and not isinstance(v, bool):  # +n reads as -n in bfcl-eval
             outs.append(_text([(name, args)] + gold[1:], rng).replace(f"{k}={v!r}", f"{k}=+{v!r}", 1))
         if isinstance(v, str) and v.isidentifier():  # a bare name is its string in bfcl-eval
-            outs.append(f"[{name}(" + ", ".join(f"{kk}={vv if kk == k else _lit(vv, rng)}" for kk, vv in args.items())
-                        + ")]")
+            outs.append(
+                f"[{name}(" + ", ".join(f"{kk}={vv if kk == k else _lit(vv, rng)}" for kk, vv in args.items()) + ")]"
+            )
         pos = ", ".join(_lit(args[kk], rng) for kk in sorted(args)[:1])
         outs.append(f"[{name}({pos})]")  # positional: bfcl-eval drops it
     outs.append(_text([(name, {**args, "unexpected": 1})] + gold[1:], rng))
@@ -240,7 +245,7 @@ def test_verdicts_equal_bfcl_eval_on_generated_outputs(cases):
 
 def test_tuple_for_an_array_parameter_is_wrong_as_on_the_leaderboard(cases):
     hits = 0
-    for cat, eid, ex, functions, possible, text in cases:
+    for cat, eid, ex, functions, _possible, text in cases:
         if cat == "irrelevance":
             continue
         s = bf.score_single_turn(ex, text)
@@ -267,11 +272,24 @@ def test_documented_difference_binary_operations_are_decode_failures(value, cat)
     assert bf.answer_kind(text) == "broken_call"
 
 
-@pytest.mark.parametrize("wrap", [
-    "[f(a={})]", "f(a={})", "  f(a={})  ", "'[f(a={})]'", "```python\n[f(a={})]\n```", "`f(a={})`",
-    "[f(a=[{}])]", "[f(a={{'k': {}}})]", "[f(a=({},))]", "[f(a=g(b={}))]", "[f(a=x[{}])]", "[f(a=-({}))]",
-    "[f(a=1), g(b={})]",
-])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        "[f(a={})]",
+        "f(a={})",
+        "  f(a={})  ",
+        "'[f(a={})]'",
+        "```python\n[f(a={})]\n```",
+        "`f(a={})`",
+        "[f(a=[{}])]",
+        "[f(a={{'k': {}}})]",
+        "[f(a=({},))]",
+        "[f(a=g(b={}))]",
+        "[f(a=x[{}])]",
+        "[f(a=-({}))]",
+        "[f(a=1), g(b={})]",
+    ],
+)
 def test_guard_keeps_every_binary_operation_from_bfcl_eval(tmp_path, wrap):
     marker = tmp_path / "ran"
     text = wrap.format(f"__import__('pathlib').Path({str(marker)!r}).touch() + 1")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import load_bench
 
 NONE = "None of the given functions can be used to answer this question."
@@ -17,8 +16,12 @@ def bs():
 PROBE = {
     "train call easy": [{"id": "t1", "log_odds": 9.0}],  # not a BFCL group: ignored
     "BFCL irrelevance": [{"id": "i1", "log_odds": 0.5}, {"id": "i2", "log_odds": -1.0}, {"id": "i3", "log_odds": -3.0}],
-    "BFCL simple_python": [{"id": "s1", "log_odds": -0.5}, {"id": "s2", "log_odds": -2.0},
-                           {"id": "s3", "log_odds": 0.3}, {"id": "never_evaluated", "log_odds": 5.0}],
+    "BFCL simple_python": [
+        {"id": "s1", "log_odds": -0.5},
+        {"id": "s2", "log_odds": -2.0},
+        {"id": "s3", "log_odds": 0.3},
+        {"id": "never_evaluated", "log_odds": 5.0},
+    ],
 }
 SAMPLES = [
     {"id": "i1", "category": "irrelevance", "output": NONE, "valid": True},
@@ -64,9 +67,25 @@ def test_cli_writes_json(bs, tmp_path):
     (tmp_path / "probe.json").write_text(json.dumps({"prompts": PROBE}))
     pd.DataFrame(SAMPLES).to_parquet(tmp_path / "samples.parquet")
     (tmp_path / "summary.json").write_text(json.dumps({"bfcl": {"categories": {"simple_python": {"accuracy": 1.0}}}}))
-    assert bs.main(["--probe", str(tmp_path / "probe.json"), "--samples", str(tmp_path / "samples.parquet"),
-                    "--shifts", "0,1", "--reference", str(tmp_path / "summary.json"), "--max-loss", "40",
-                    "--json", str(tmp_path / "out.json")]) == 0
+    assert (
+        bs.main(
+            [
+                "--probe",
+                str(tmp_path / "probe.json"),
+                "--samples",
+                str(tmp_path / "samples.parquet"),
+                "--shifts",
+                "0,1",
+                "--reference",
+                str(tmp_path / "summary.json"),
+                "--max-loss",
+                "40",
+                "--json",
+                str(tmp_path / "out.json"),
+            ]
+        )
+        == 0
+    )
     out = json.loads((tmp_path / "out.json").read_text())
     assert [row["shift"] for row in out["table"]] == [0.0, 1.0]
     assert out["table"][1]["simple_python"]["declined"] == 2
@@ -93,8 +112,18 @@ def test_reference_from_an_eval_summary(bs, tmp_path):
     import json
 
     path = tmp_path / "summary.json"
-    path.write_text(json.dumps({"bfcl": {"categories": {"multiple": {"accuracy": 0.28, "correct": 28, "total": 100},
-                                                        "irrelevance": {"accuracy": 0.22}}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "bfcl": {
+                    "categories": {
+                        "multiple": {"accuracy": 0.28, "correct": 28, "total": 100},
+                        "irrelevance": {"accuracy": 0.22},
+                    }
+                }
+            }
+        )
+    )
     assert bs.reference_scores(str(path)) == {"multiple": 28.0}  # exactly: 0.28 × 100 is 28.000000000000004
     path.write_text("{}")
     with pytest.raises(ValueError, match="summary.json"):

@@ -69,7 +69,15 @@ def test_card_numbers(built):
     assert max(calls.values()) <= 0.05 * sum(calls.values())
     # every step is accounted for
     assert [s["step"].split(" ")[0] for s in card["steps"]] == [
-        "load", "validate", "dedupe", "source", "augmentations", "dedupe", "length", "final"]
+        "load",
+        "validate",
+        "dedupe",
+        "source",
+        "augmentations",
+        "dedupe",
+        "length",
+        "final",
+    ]
     json.dumps(card)  # serialisable as written
 
 
@@ -109,13 +117,25 @@ def test_build_is_deterministic(built, smol_tokenizer):
 
 
 def test_fit_length_trims_then_drops(smol_tokenizer):
-    tools = [{"name": f"tool_{i}", "description": "word " * 60, "parameters": {"type": "dict", "properties": {
-        "x": {"type": "string", "description": "x"}}, "required": ["x"]}} for i in range(6)]
+    tools = [
+        {
+            "name": f"tool_{i}",
+            "description": "word " * 60,
+            "parameters": {
+                "type": "dict",
+                "properties": {"x": {"type": "string", "description": "x"}},
+                "required": ["x"],
+            },
+        }
+        for i in range(6)
+    ]
     from itool_core.calls import ToolCall
 
     msgs = [{"role": "user", "content": "call tool 3"}]
     ex = Example("t", "s", "c", tools, msgs, [ToolCall("tool_3", {"x": "a"})])
-    huge = Example("h", "s", "c", tools[:1], [{"role": "user", "content": "word " * 2000}], [ToolCall("tool_0", {"x": "a"})])
+    huge = Example(
+        "h", "s", "c", tools[:1], [{"role": "user", "content": "word " * 2000}], [ToolCall("tool_0", {"x": "a"})]
+    )
     short = Example("s", "s", "c", tools[:1], msgs, [ToolCall("tool_0", {"x": "a"})])
     full = token_lengths([ex], smol_tokenizer, PromptStyle("compact"))[0]
     one = token_lengths([short], smol_tokenizer, PromptStyle("compact"))[0]
@@ -158,13 +178,17 @@ def _grams(text: str) -> set[tuple[str, ...]]:
     w = text.split()
     if len(w) < 3:
         return {tuple(w)} if w else set()
-    return {tuple(w[i: i + 3]) for i in range(len(w) - 2)}
+    return {tuple(w[i : i + 3]) for i in range(len(w) - 2)}
 
 
 @pytest.fixture(scope="module")
 def scored():
-    cats = [c for c in V3_CATEGORIES if c in ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
-            or c.startswith(("live_", "multi_turn_"))]
+    cats = [
+        c
+        for c in V3_CATEGORIES
+        if c in ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
+        or c.startswith(("live_", "multi_turn_"))
+    ]
     assert len(cats) == len(V3_CATEGORIES)
     out = load_bfcl(cats) + load_apibank(1) + load_apibank(2)
     assert {e.category for e in out} >= {"simple_python", "irrelevance", "live_simple", "multi_turn_base"}
@@ -207,8 +231,10 @@ def test_no_training_question_in_scored_sets(built, scored):
                 near.append((round(jac, 3), tid, scored_texts[keys[j]]))
             elif len(grams[j]) >= 8 and inter / len(grams[j]) >= NEAR_DUPLICATE:
                 contained.append((round(inter / len(grams[j]), 3), tid, scored_texts[keys[j]]))
-    print(f"{len(train_texts)} training texts vs {len(scored_texts)} scored; "
-          f"max 3-gram Jaccard {best[0]:.3f} ({best[1]} ~ {best[2]})")
+    print(
+        f"{len(train_texts)} training texts vs {len(scored_texts)} scored; "
+        f"max 3-gram Jaccard {best[0]:.3f} ({best[1]} ~ {best[2]})"
+    )
     assert not exact, exact[:10]
     assert not near, sorted(near, reverse=True)[:10]
     assert not contained, sorted(contained, reverse=True)[:10]
@@ -224,8 +250,25 @@ def test_cli_build_writes_table_and_card(tmp_path, capsys):
     from itool_core.schemas import EXAMPLES
 
     out = tmp_path / "train.parquet"
-    rc = main(["data", "build", "--profile", "quick", "--no-augment", "parallel", "renamed", "--max-length", "0",
-               "--no-call-rate", "0.6", "--no-call-near-miss", "0.5", "-o", str(out)])
+    rc = main(
+        [
+            "data",
+            "build",
+            "--profile",
+            "quick",
+            "--no-augment",
+            "parallel",
+            "renamed",
+            "--max-length",
+            "0",
+            "--no-call-rate",
+            "0.6",
+            "--no-call-near-miss",
+            "0.5",
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 0
     ref = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     table = read_table(out, EXAMPLES)
@@ -249,18 +292,50 @@ def test_cli_source_share_gives_every_source_the_same_no_call_share(tmp_path, ca
 
     plain, balanced = tmp_path / "plain.parquet", tmp_path / "balanced.parquet"
     assert main(["data", "build", "--profile", "quick", "--max-length", "0", "-o", str(plain)]) == 0
-    assert main(["data", "build", "--profile", "quick", "--max-length", "0", "--no-call-source-share", "0.2",
-                 "-o", str(balanced)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "build",
+                "--profile",
+                "quick",
+                "--max-length",
+                "0",
+                "--no-call-source-share",
+                "0.2",
+                "-o",
+                str(balanced),
+            ]
+        )
+        == 0
+    )
     assert "per source: apibank" in capsys.readouterr().out
-    shares = {n: json.loads((tmp_path / f"{n}.card.json").read_text())["no_call_share_by_source"]
-              for n in ("plain", "balanced")}
+    shares = {
+        n: json.loads((tmp_path / f"{n}.card.json").read_text())["no_call_share_by_source"]
+        for n in ("plain", "balanced")
+    }
     # one global rate: the augmentations multiply BFCL's call rows, so its prompts rarely mean "no call"
     assert shares["plain"]["bfcl_unused"] < shares["plain"]["apibank"] - 0.08
     assert shares["balanced"] == {"apibank": pytest.approx(0.2, abs=0.03), "bfcl_unused": pytest.approx(0.2, abs=0.03)}
     # one source only: BFCL's share moves, API-Bank's stays where the global rate put it
     one = tmp_path / "one.parquet"
-    assert main(["data", "build", "--profile", "quick", "--max-length", "0", "--no-call-source-share",
-                 "bfcl_unused=0.125", "-o", str(one)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "build",
+                "--profile",
+                "quick",
+                "--max-length",
+                "0",
+                "--no-call-source-share",
+                "bfcl_unused=0.125",
+                "-o",
+                str(one),
+            ]
+        )
+        == 0
+    )
     share = json.loads((tmp_path / "one.card.json").read_text())["no_call_share_by_source"]
     assert share["bfcl_unused"] == pytest.approx(0.125, abs=0.02)
     assert share["apibank"] == pytest.approx(shares["plain"]["apibank"], abs=0.02)

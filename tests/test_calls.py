@@ -46,8 +46,13 @@ _calls = st.lists(_call, max_size=3)
 
 
 # 10 000 generated inputs each (the issue's bar); no example database, no shrinking unless a failure is found.
-@settings(max_examples=10_000, deadline=None, database=None, suppress_health_check=list(HealthCheck),
-          phases=[Phase.explicit, Phase.generate, Phase.shrink])
+@settings(
+    max_examples=10_000,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],
+)
 @given(_calls)
 def test_roundtrip_parse_serialise(calls):
     text = serialise_calls(calls)
@@ -57,19 +62,74 @@ def test_roundtrip_parse_serialise(calls):
 
 
 _tokens = st.sampled_from(
-    ["[", "]", "(", ")", ",", "=", "f", "g.h", "a", "b", "1", "-", "2.5", "'x'", '"y"', "{", "}", ":", "True",
-     "None", "__import__", "'os'", ".system", "lambda", "+", "*", "**", "...", " ", "\n", "`", "1j", "b'z'",
-     "[1,", "{'k':", "x", "if", "else", "not", "@", "#", "\\", "\x00"]
+    [
+        "[",
+        "]",
+        "(",
+        ")",
+        ",",
+        "=",
+        "f",
+        "g.h",
+        "a",
+        "b",
+        "1",
+        "-",
+        "2.5",
+        "'x'",
+        '"y"',
+        "{",
+        "}",
+        ":",
+        "True",
+        "None",
+        "__import__",
+        "'os'",
+        ".system",
+        "lambda",
+        "+",
+        "*",
+        "**",
+        "...",
+        " ",
+        "\n",
+        "`",
+        "1j",
+        "b'z'",
+        "[1,",
+        "{'k':",
+        "x",
+        "if",
+        "else",
+        "not",
+        "@",
+        "#",
+        "\\",
+        "\x00",
+    ]
 )
 _grammarish = st.lists(_tokens, max_size=30).map("".join)
 
 
 # 10 000 generated inputs each (the issue's bar); no example database, no shrinking unless a failure is found.
-@settings(max_examples=10_000, deadline=None, database=None, suppress_health_check=list(HealthCheck),
-          phases=[Phase.explicit, Phase.generate, Phase.shrink])
-@given(st.one_of(st.text(max_size=80), _grammarish, _calls.map(serialise_calls).flatmap(
-    lambda s: st.tuples(st.just(s), st.integers(0, max(0, len(s))), st.text(max_size=3)).map(
-        lambda t: t[0][: t[1]] + t[2] + t[0][t[1] + 1:]))))
+@settings(
+    max_examples=10_000,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],
+)
+@given(
+    st.one_of(
+        st.text(max_size=80),
+        _grammarish,
+        _calls.map(serialise_calls).flatmap(
+            lambda s: st.tuples(st.just(s), st.integers(0, max(0, len(s))), st.text(max_size=3)).map(
+                lambda t: t[0][: t[1]] + t[2] + t[0][t[1] + 1 :]
+            )
+        ),
+    )
+)
 def test_parser_returns_calls_or_parse_error(text):
     try:
         calls = parse_calls(text)

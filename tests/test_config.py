@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import pytest
 
-from itool_core.config import (CONFIG_DIR, PROFILES, ConfigError, EvalConfig, MCTSConfig, PolicyConfig,
-                               PreferenceConfig, RunConfig, dump_config, load_config, profile, to_dict)
+from itool_core.config import (
+    CONFIG_DIR,
+    PROFILES,
+    ConfigError,
+    EvalConfig,
+    MCTSConfig,
+    PolicyConfig,
+    PreferenceConfig,
+    RunConfig,
+    dump_config,
+    load_config,
+    profile,
+    to_dict,
+)
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
@@ -20,12 +33,19 @@ def test_shipped_yaml_files_are_the_profiles(name):
 
 def test_every_stage_has_its_section_and_round_trips(tmp_path):
     cfg = profile("quick")
-    for section, cls in (("mcts", MCTSConfig), ("policy", PolicyConfig), ("preference", PreferenceConfig),
-                         ("evaluation", EvalConfig)):
+    for section, cls in (
+        ("mcts", MCTSConfig),
+        ("policy", PolicyConfig),
+        ("preference", PreferenceConfig),
+        ("evaluation", EvalConfig),
+    ):
         assert isinstance(getattr(cfg, section), cls)
-    cfg = dataclasses.replace(cfg, mcts=dataclasses.replace(cfg.mcts, simulations=7, shards=3),
-                              preference=dataclasses.replace(cfg.preference, loss="ipo", beta=0.3),
-                              evaluation=dataclasses.replace(cfg.evaluation, limit=None, categories=("multiple",)))
+    cfg = dataclasses.replace(
+        cfg,
+        mcts=dataclasses.replace(cfg.mcts, simulations=7, shards=3),
+        preference=dataclasses.replace(cfg.preference, loss="ipo", beta=0.3),
+        evaluation=dataclasses.replace(cfg.evaluation, limit=None, categories=("multiple",)),
+    )
     assert load_config(dump_config(cfg, tmp_path / "x.yaml")) == cfg
 
 
@@ -38,13 +58,16 @@ def test_a_file_overrides_its_profile_section_by_section(tmp_path):
     assert cfg.model == "meta-llama/Llama-3.1-8B-Instruct"
 
 
-@pytest.mark.parametrize("text, match", [
-    ("mcts:\n  simulatons: 3\n", "mcts.simulatons"),
-    ("mcts:\n  k: 0\n", "mcts.k"),
-    ("preference:\n  loss: kto\n", "preference.loss"),
-    ("evaluation:\n  limit: many\n", "evaluation.limit"),
-    ("policy:\n  top_p: 0\n", "policy.top_p"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("mcts:\n  simulatons: 3\n", "mcts.simulatons"),
+        ("mcts:\n  k: 0\n", "mcts.k"),
+        ("preference:\n  loss: kto\n", "preference.loss"),
+        ("evaluation:\n  limit: many\n", "evaluation.limit"),
+        ("policy:\n  top_p: 0\n", "policy.top_p"),
+    ],
+)
 def test_bad_keys_and_values_name_the_key(tmp_path, text, match):
     f = tmp_path / "bad.yaml"
     f.write_text(text)
@@ -56,7 +79,7 @@ def test_run_flags_override_the_config(tmp_path):
     import argparse
 
     from flows.cli import register_run, run_overrides
-    from itool_core.config import RunConfig, from_dict
+    from itool_core.config import with_overrides
 
     p = argparse.ArgumentParser()
     register_run(p.add_subparsers(dest="command"))
@@ -64,13 +87,35 @@ def test_run_flags_override_the_config(tmp_path):
     def resolved(*argv):
         a = p.parse_args(["run", *argv])
         over = run_overrides(a)
-        return from_dict(RunConfig, over, profile(over.get("profile", a.profile)))
+        return with_overrides(profile(over.get("profile", a.profile)), over)
 
-    cfg = resolved("--iterations", "1", "--mixed-sft", "--loss", "orpo", "--simulations", "2", "--k", "5",
-                   "--eval-limit", "7", "--set", "sft.learning_rate=0.0003", "--set", "evaluation.base=false")
-    assert (cfg.iterations, cfg.sft.mode, cfg.preference.loss, cfg.mcts.simulations, cfg.mcts.k,
-            cfg.evaluation.limit, cfg.sft.learning_rate, cfg.evaluation.base) == (1, "mixed", "orpo", 2, 5, 7,
-                                                                                  3e-4, False)
+    cfg = resolved(
+        "--iterations",
+        "1",
+        "--mixed-sft",
+        "--loss",
+        "orpo",
+        "--simulations",
+        "2",
+        "--k",
+        "5",
+        "--eval-limit",
+        "7",
+        "--set",
+        "sft.learning_rate=0.0003",
+        "--set",
+        "evaluation.base=false",
+    )
+    assert (
+        cfg.iterations,
+        cfg.sft.mode,
+        cfg.preference.loss,
+        cfg.mcts.simulations,
+        cfg.mcts.k,
+        cfg.evaluation.limit,
+        cfg.sft.learning_rate,
+        cfg.evaluation.base,
+    ) == (1, "mixed", "orpo", 2, 5, 7, 3e-4, False)
     assert resolved() == profile("quick")
     assert resolved("--full-eval").evaluation.limit is None
     assert resolved("--no-rl").iterations == 0
@@ -79,8 +124,36 @@ def test_run_flags_override_the_config(tmp_path):
     f.write_text("profile: demo\nmcts:\n  k: 4\n")
     cfg = resolved("--config", str(f), "--simulations", "3")
     assert (cfg.profile, cfg.mcts.k, cfg.mcts.simulations) == ("demo", 4, 3)
+    # --set after the shorthand of the same key wins; a section mapping sets only its keys
+    assert resolved("--simulations", "3", "--set", "mcts.simulations=6").mcts.simulations == 6
+    cfg = resolved("--config", str(f), "--set", "mcts={simulations: 5}")
+    assert (cfg.mcts.k, cfg.mcts.simulations) == (4, 5)
     a = p.parse_args(["demo"])
     assert a.profile == "demo" and a.func is p.parse_args(["run"]).func
+
+
+def test_with_overrides_takes_dotted_keys_and_sections_in_order():
+    from itool_core.config import with_overrides
+
+    base = profile("quick")
+    cfg = with_overrides(base, {"mcts.simulations": 5, "sft": {"mode": "mixed"}, "evaluation.limit": None})
+    assert (cfg.mcts.simulations, cfg.mcts.k, cfg.sft.mode, cfg.evaluation.limit) == (5, base.mcts.k, "mixed", None)
+    assert cfg.sft.learning_rate == base.sft.learning_rate  # a section mapping keeps the keys it does not name
+    # mapping after mapping, the later wins; values are checked as a YAML file's are
+    assert with_overrides(base, {"mcts": {"k": 2}}, {"mcts.k": 5}).mcts.k == 5
+    assert with_overrides(base, {"sft.learning_rate": "1e-4"}).sft.learning_rate == 1e-4
+    assert with_overrides(base, {}) is base
+    assert with_overrides(MCTSConfig(), {"simulations": 2}) == MCTSConfig(simulations=2)  # any config dataclass
+    for over, match in [
+        ({"mcts.simulatons": 3}, "'mcts.simulatons' (did you mean 'mcts.simulations'?"),
+        ({"model.name": "x"}, "'model.name': model is a value"),
+        ({"mcts.simulations": 0}, "mcts.simulations: 0 must be >= 1"),
+        ({"mcts.simulations": "many"}, "mcts.simulations: expected an integer"),
+        ({"sft.tools_style": "json"}, "buffer.tools_style"),
+        ({"mcts..k": 1}, "not a config key"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(match)):
+            with_overrides(base, over)
 
 
 def test_itool_config_cli_prints_a_loadable_file(tmp_path, capsys):
@@ -124,8 +197,12 @@ def test_fingerprints_name_the_precision_that_runs():
 
     auto = profile("quick")
     fast = bf16_is_fast("cpu")
-    spelled = replace(auto, sft=replace(auto.sft, bf16=fast), preference=replace(auto.preference, bf16=fast),
-                      buffer=replace(auto.buffer, dtype="bfloat16" if fast else "float32"))
+    spelled = replace(
+        auto,
+        sft=replace(auto.sft, bf16=fast),
+        preference=replace(auto.preference, bf16=fast),
+        buffer=replace(auto.buffer, dtype="bfloat16" if fast else "float32"),
+    )
     other = replace(auto, sft=replace(auto.sft, bf16=not fast))
     c_auto, c_spelled, c_other = map(with_concrete_precision, (auto, spelled, other))
     assert c_auto.sft.bf16 is fast and c_auto.preference.bf16 is fast

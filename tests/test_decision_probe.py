@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from conftest import load_bench
+
 from itool_core.calls import PromptStyle, ToolCall
 from itool_core.data.records import Example
 from itool_core.train.sft import sft_pair, tokenize_pair
@@ -38,9 +38,15 @@ def test_auroc_standard_error_hanley_mcneil(dp):
     assert dp.auroc_se(None, 30, 60) is None
 
 
-TOOL = {"name": "get_weather", "description": "Get the current weather of a city.",
-        "parameters": {"type": "dict", "properties": {"city": {"type": "string", "description": "The city."}},
-                       "required": ["city"]}}
+TOOL = {
+    "name": "get_weather",
+    "description": "Get the current weather of a city.",
+    "parameters": {
+        "type": "dict",
+        "properties": {"city": {"type": "string", "description": "The city."}},
+        "required": ["city"],
+    },
+}
 
 
 @pytest.mark.parametrize("target", [[], [ToolCall("get_weather", {"city": "Paris"})]], ids=["no_call", "call"])

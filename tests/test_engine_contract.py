@@ -26,14 +26,27 @@ PROMPTS = [
 TOL = 2e-3  # log-prob agreement between batched/unbatched and generate/score passes (fp32 on CPU)
 
 
-@pytest.fixture(scope="module", params=["hf", "hf-shared-prefixes", "hf-prefix-cache", pytest.param("vllm", marks=[
-    pytest.mark.gpu, pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")])])
+@pytest.fixture(
+    scope="module",
+    params=[
+        "hf",
+        "hf-shared-prefixes",
+        "hf-prefix-cache",
+        pytest.param("vllm", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")]),
+    ],
+)
 def engine(request, tiny, tmp_path_factory):
     model, tok = tiny
     if request.param.startswith("hf"):
-        return make_engine("hf", model=model, tokenizer=tok, batch_size=4, progress=False,
-                           share_prefixes=request.param != "hf",
-                           prefix_cache_mb=64 if request.param == "hf-prefix-cache" else 0)
+        return make_engine(
+            "hf",
+            model=model,
+            tokenizer=tok,
+            batch_size=4,
+            progress=False,
+            share_prefixes=request.param != "hf",
+            prefix_cache_mb=64 if request.param == "hf-prefix-cache" else 0,
+        )
     folder = tmp_path_factory.mktemp("tiny-model")
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
@@ -248,8 +261,9 @@ def test_hf_prefix_store_reuses_earlier_calls_and_computes_the_same(tiny):
     # that differ only at the end.  Every answer and log-prob must equal the plain engine's.
     model, tok = tiny
     plain = make_engine("hf", model=model, tokenizer=tok, batch_size=16, progress=False)
-    cached = make_engine("hf", model=model, tokenizer=tok, batch_size=16, progress=False, share_prefixes=True,
-                         prefix_cache_mb=64)
+    cached = make_engine(
+        "hf", model=model, tokenizer=tok, batch_size=16, progress=False, share_prefixes=True, prefix_cache_mb=64
+    )
     store = cached.prefix_store
     stem = PROMPTS[2] + "Sure. " * 20
     g = GenerationParams(max_new_tokens=6)
@@ -276,8 +290,9 @@ def test_hf_prefix_store_reuses_earlier_calls_and_computes_the_same(tiny):
     store.clear()
     assert not store.entries and store.bytes == store.reused_tokens == store.prefilled_tokens == 0
     # the store stays within its budget: a 50-kB store evicts least recently used rows
-    small = make_engine("hf", model=model, tokenizer=tok, batch_size=16, progress=False, share_prefixes=True,
-                        prefix_cache_mb=0.05)
+    small = make_engine(
+        "hf", model=model, tokenizer=tok, batch_size=16, progress=False, share_prefixes=True, prefix_cache_mb=0.05
+    )
     small.generate([stem + s for s in ("a", "b")] + [PROMPTS[0] * 3, PROMPTS[2] * 2], g)
     assert 0 < small.prefix_store.bytes <= small.prefix_store.max_bytes
     with pytest.raises(ValueError, match="share_prefixes"):
@@ -318,7 +333,11 @@ class _FakeLLM:
         for i, inp in enumerate(inputs):
             p = sp[i] if isinstance(sp, list) else sp
             ids = inp["prompt_token_ids"]
-            plp = [None] + [{t: _LP(-0.01 * (k + 1)), 7: _LP(-9.0)} for k, t in enumerate(ids[1:])] if getattr(p, "prompt_logprobs", None) else None
+            plp = (
+                [None] + [{t: _LP(-0.01 * (k + 1)), 7: _LP(-9.0)} for k, t in enumerate(ids[1:])]
+                if getattr(p, "prompt_logprobs", None)
+                else None
+            )
             comps = []
             for j in range(getattr(p, "n", 1)):
                 gen = [100 + j, 200, self.tok.eos_token_id]

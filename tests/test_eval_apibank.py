@@ -8,6 +8,7 @@ import pytest
 
 from itool_core.artifacts import read_table
 from itool_core.calls import ToolCall, render_prompt, serialise_calls
+from itool_core.config import EvalConfig
 from itool_core.data.loaders import load
 from itool_core.engines.base import Completion, GenerationParams
 from itool_core.eval import apibank as ab
@@ -44,8 +45,13 @@ def test_ground_truth_scores_100_percent_on_both_levels(items, tmp_path):
         p = render_prompt(tok, ex.tools, ex.messages)
         text = "API-Request: " + serialise_calls(ex.target)  # the prefix is accepted
         assert by_prompt.setdefault(p, text) == text  # one answer per distinct prompt
-    summary = evaluate(ScriptedEngine(by_prompt.__getitem__), benchmarks=["apibank"], examples=items,
-                       out_dir=tmp_path, print_tables=False)
+    summary = evaluate(
+        ScriptedEngine(by_prompt.__getitem__),
+        EvalConfig.covering(items),
+        examples=items,
+        out_dir=tmp_path,
+        print_tables=False,
+    )
     a = summary["apibank"]
     from itool_core.eval.stats import wilson
 
@@ -112,7 +118,8 @@ def test_level_filter_and_limit(items, tmp_path):
         seen.append(p)
         return "[]"
 
-    s = evaluate(ScriptedEngine(respond), benchmarks="apibank", examples=items, categories="apibank_level2",
-                 limit=7, print_tables=False)
+    s = evaluate(
+        ScriptedEngine(respond), EvalConfig(categories=("apibank_level2",), limit=7), examples=items, print_tables=False
+    )
     assert list(s["apibank"]) == ["level2"] and s["apibank"]["level2"]["total"] == 7 and len(seen) == 7
     assert s["apibank"]["level2"]["accuracy"] == 0.0

@@ -16,6 +16,7 @@ import pytest
 
 from itool_core.artifacts import read_table
 from itool_core.calls import NO_CALL_TEXT, ToolCall, render_prompt, serialise_calls
+from itool_core.config import EvalConfig
 from itool_core.data.bfcl import AST_CATEGORIES, MULTI_TURN_CATEGORIES, RELEVANCE_CATEGORIES, load_bfcl
 from itool_core.data.normalise import parse_calls_lenient
 from itool_core.engines.base import Completion, GenerationParams
@@ -88,12 +89,12 @@ def test_ground_truth_scores_100_percent_on_every_single_turn_category(single_tu
     for part, group in (("ast", AST_CATEGORIES), ("relevance", RELEVANCE_CATEGORIES)):
         exs = [ex for ex in single_turn_examples if ex.category in group]
         by_prompt = {}
-        engine = ScriptedEngine(lambda p: by_prompt[p])
+        engine = ScriptedEngine(by_prompt.__getitem__)
         for ex in exs:
             prompt = render_prompt(engine.tokenizer, ex.tools, ex.messages)
             assert by_prompt.get(prompt, _gold_text(ex)) == _gold_text(ex), ex.id
             by_prompt[prompt] = _gold_text(ex)
-        summary = evaluate(engine, benchmarks=["bfcl"], examples=exs, out_dir=tmp_path / part, print_tables=False)
+        summary = evaluate(engine, EvalConfig.covering(exs), examples=exs, out_dir=tmp_path / part, print_tables=False)
         cats.update(summary["bfcl"]["categories"])
         rows += read_table(tmp_path / part / "samples.parquet", EVAL_SAMPLES).to_pylist()
 
@@ -112,11 +113,21 @@ def test_ground_truth_scores_100_percent_on_every_single_turn_category(single_tu
         assert st["correct"] == expected, cat
 
 
-@pytest.mark.parametrize("text, kind", [
-    (NO_CALL_TEXT, "no_call"), ("[]", "no_call"), ("I cannot help with that.", "no_call"), ("", "no_call"),
-    ("[f(a=1)]", "call"), ("f(a=1)", "call"), ("```\n[f(a=1)]\n```", "call"),
-    ("[f(a=1), f(a=", "broken_call"), ("math.sqrt(x=", "broken_call"), ("```python\n[f(", "broken_call"),
-])
+@pytest.mark.parametrize(
+    "text, kind",
+    [
+        (NO_CALL_TEXT, "no_call"),
+        ("[]", "no_call"),
+        ("I cannot help with that.", "no_call"),
+        ("", "no_call"),
+        ("[f(a=1)]", "call"),
+        ("f(a=1)", "call"),
+        ("```\n[f(a=1)]\n```", "call"),
+        ("[f(a=1), f(a=", "broken_call"),
+        ("math.sqrt(x=", "broken_call"),
+        ("```python\n[f(", "broken_call"),
+    ],
+)
 def test_answer_kind(text, kind):
     assert bf.answer_kind(text) == kind
 
@@ -126,11 +137,20 @@ def test_summary_counts_answer_kinds_so_cut_off_lists_are_not_read_as_abstention
     irr = bf.stable_subset([e for e in single_turn_examples if e.category == "irrelevance"], 6, seed=0)
     simple = bf.stable_subset([e for e in single_turn_examples if e.category == "simple_python"], 2, seed=0)
     tok = JsonChatTokenizer()
-    script = {render_prompt(tok, ex.tools, ex.messages): text for ex, text in zip(irr, [
-        NO_CALL_TEXT, NO_CALL_TEXT, "[f(a=1), f(a=1), f(a=", "[g(b=", f"[{irr[4].tools[0]['name']}()]", "No."])}
+    script = {
+        render_prompt(tok, ex.tools, ex.messages): text
+        for ex, text in zip(
+            irr, [NO_CALL_TEXT, NO_CALL_TEXT, "[f(a=1), f(a=1), f(a=", "[g(b=", f"[{irr[4].tools[0]['name']}()]", "No."]
+        )
+    }
     script.update({render_prompt(tok, ex.tools, ex.messages): _gold_text(ex) for ex in simple})
-    summary = evaluate(ScriptedEngine(script), benchmarks="bfcl", examples=irr + simple, out_dir=tmp_path,
-                       print_tables=False)
+    summary = evaluate(
+        ScriptedEngine(script),
+        EvalConfig.covering(irr + simple),
+        examples=irr + simple,
+        out_dir=tmp_path,
+        print_tables=False,
+    )
     b = summary["bfcl"]
     assert b["categories"]["irrelevance"]["correct"] == 5  # BFCL's rule: only the decodable call is wrong
     assert b["answer_kinds"]["irrelevance"] == {"call": 1, "no_call": 3, "broken_call": 2}
@@ -252,7 +272,9 @@ def test_stable_subset_is_seeded_per_category_and_grows_by_prefix(single_turn_ex
     per_cat = defaultdict(list)
     for e in a:
         per_cat[e.category].append(e.id)
-    assert all(len(v) == 5 for v in per_cat.values()) and len(per_cat) == len(AST_CATEGORIES) + len(RELEVANCE_CATEGORIES)
+    assert all(len(v) == 5 for v in per_cat.values()) and len(per_cat) == len(AST_CATEGORIES) + len(
+        RELEVANCE_CATEGORIES
+    )
     bigger = {e.id for e in bf.stable_subset(single_turn_examples, 8, seed=0)}
     assert {e.id for e in a} <= bigger
     other_seed = {e.id for e in bf.stable_subset(single_turn_examples, 5, seed=1)}
@@ -326,7 +348,8 @@ def test_multi_turn_ground_truth_full_categories(multi_turn_examples, cat):
 
 def _entry(multi_turn_examples, cat="multi_turn_base", min_turns=2):
     return next(
-        ex for ex in multi_turn_examples[cat]
+        ex
+        for ex in multi_turn_examples[cat]
         if len(ex.meta["turns"]) >= min_turns and all(ex.meta["ground_truth"][t] for t in range(min_turns))
     )
 
@@ -342,19 +365,27 @@ def test_multi_turn_corrupted_answers_fail(multi_turn_examples):
 
     r = run_multi_turn(ScriptedEngine(gt_responder([ex], drop_last_call)), [ex])[0]
     assert not r.valid and r.error_type in (
-        "multi_turn:instance_state_mismatch", "multi_turn:execution_response_mismatch", "multi_turn:empty_turn_model_response"
+        "multi_turn:instance_state_mismatch",
+        "multi_turn:execution_response_mismatch",
+        "multi_turn:empty_turn_model_response",
     )
 
     def wrong_value(e, turn, text):  # every string argument of turn 0 changed
         if turn != 0 or text == NO_CALL_TEXT:
             return text
         calls = parse_calls_lenient(text, e.tools)[0]
-        return serialise_calls([
-            ToolCall(c.name, {k: (v + "_x" if isinstance(v, str) else v) for k, v in c.arguments.items()}) for c in calls
-        ])
+        return serialise_calls(
+            [
+                ToolCall(c.name, {k: (v + "_x" if isinstance(v, str) else v) for k, v in c.arguments.items()})
+                for c in calls
+            ]
+        )
 
     r = run_multi_turn(ScriptedEngine(gt_responder([ex], wrong_value)), [ex])[0]
-    assert not r.valid and r.error_type in ("multi_turn:instance_state_mismatch", "multi_turn:execution_response_mismatch")
+    assert not r.valid and r.error_type in (
+        "multi_turn:instance_state_mismatch",
+        "multi_turn:execution_response_mismatch",
+    )
 
     r = run_multi_turn(ScriptedEngine(lambda p: NO_CALL_TEXT), [ex])[0]  # never calls anything
     assert not r.valid and r.error_type == "multi_turn:empty_turn_model_response"
@@ -375,12 +406,14 @@ def test_multi_turn_step_limit_force_quits_like_bfcl(multi_turn_examples):
 def test_withheld_functions_are_announced_at_their_turn(multi_turn_examples):
     from bfcl_eval.constants.default_prompts import (
         DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_PROMPTING,
+    )
+    from bfcl_eval.constants.default_prompts import (
         MAXIMUM_STEP_LIMIT as BFCL_LIMIT,
     )
 
     assert BFCL_LIMIT == MAXIMUM_STEP_LIMIT
     ex = multi_turn_examples["multi_turn_miss_func"][0]
-    (turn, names), = ex.meta["missed_function"].items()
+    ((turn, names),) = ex.meta["missed_function"].items()
     engine = ScriptedEngine(gt_responder([ex]))
     r = run_multi_turn(engine, [ex])[0]
     assert r.valid
@@ -398,7 +431,7 @@ def test_runner_writes_samples_summary_and_tables(multi_turn_examples, single_tu
     gt = gt_responder(mt)
     by_prompt = {render_prompt(JsonChatTokenizer(), ex.tools, ex.messages): _gold_text(ex) for ex in st}
     engine = ScriptedEngine(lambda p: by_prompt[p] if p in by_prompt else gt(p))
-    summary = evaluate(engine, benchmarks="bfcl", examples=mt + st, out_dir=tmp_path, limit=None, print_tables=False)
+    summary = evaluate(engine, EvalConfig.covering(mt + st), examples=mt + st, out_dir=tmp_path, print_tables=False)
     assert summary["n_items"] == len(mt) + len(st)
     assert summary["bfcl"]["categories"]["multi_turn_base"]["accuracy"] == 1.0
     assert summary["bfcl"]["multi_turn"] == 1.0 and summary["bfcl"]["overall"] == 1.0
@@ -417,9 +450,16 @@ def test_runner_writes_samples_summary_and_tables(multi_turn_examples, single_tu
 def test_tiny_model_end_to_end_through_the_hf_engine(tiny, single_turn_examples, multi_turn_examples, tmp_path):
     """The runner on a real (tiny, random) model: generation, decoding, checkers and outputs all wired."""
     model, tok = tiny
-    exs = bf.stable_subset(single_turn_examples, 1, seed=0) + bf.stable_subset(multi_turn_examples["multi_turn_base"], 1)
-    summary = evaluate((model, tok), benchmarks="bfcl", examples=exs, out_dir=tmp_path, max_new_tokens=8,
-                       max_steps=2, batch_size=4, print_tables=False)
+    exs = bf.stable_subset(single_turn_examples, 1, seed=0) + bf.stable_subset(
+        multi_turn_examples["multi_turn_base"], 1
+    )
+    summary = evaluate(
+        (model, tok),
+        EvalConfig.covering(exs, max_new_tokens=8, max_steps=2, batch_size=4),
+        examples=exs,
+        out_dir=tmp_path,
+        print_tables=False,
+    )
     assert summary["n_items"] == len(exs)
     assert set(summary["bfcl"]["groups_evaluated"]) == {"non_live", "live", "multi_turn"}
     rows = read_table(tmp_path / "samples.parquet", EVAL_SAMPLES).to_pylist()
@@ -428,15 +468,39 @@ def test_tiny_model_end_to_end_through_the_hf_engine(tiny, single_turn_examples,
     assert summary["timing"]["total"]["seconds_per_item"] > 0
 
 
-def test_register_cli_adds_the_eval_command():
-    import argparse
+def test_the_eval_command_parses_its_flags():
+    from itool_core.cli import build_parser
 
-    from itool_core.eval.runner import register_cli
-
-    p = argparse.ArgumentParser()
-    register_cli(p.add_subparsers(dest="command"))
-    a = p.parse_args(["eval", "--model", "m", "--adapter", "ad", "--benchmarks", "bfcl", "--limit", "3",
-                      "--categories", "simple_python,apibank_level1", "--seed", "5", "--out", "o", "--batch-size", "2"])
+    a = build_parser().parse_args(
+        [
+            "eval",
+            "--model",
+            "m",
+            "--adapter",
+            "ad",
+            "--benchmarks",
+            "bfcl",
+            "--limit",
+            "3",
+            "--categories",
+            "simple_python,apibank_level1",
+            "--seed",
+            "5",
+            "--out",
+            "o",
+            "--batch-size",
+            "2",
+        ]
+    )
     assert (a.model, a.adapter, a.benchmarks, a.limit, a.categories, a.seed, a.out, a.batch_size) == (
-        "m", "ad", "bfcl", 3, "simple_python,apibank_level1", 5, "o", 2)
-    assert callable(a.func) and a.max_steps == MAXIMUM_STEP_LIMIT
+        "m",
+        "ad",
+        ["bfcl"],
+        3,
+        "simple_python,apibank_level1",
+        5,
+        "o",
+        2,
+    )
+    assert callable(a.func) and a.max_steps is None  # None: the profile's evaluation.max_steps
+    assert EvalConfig().max_steps == MAXIMUM_STEP_LIMIT  # the config states bfcl-eval's limit

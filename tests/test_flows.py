@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_data import _data  # the tiny tool-use data set
 
 from itool_core.artifacts import write_table
 from itool_core.schemas import EXAMPLES
-
-from tiny_data import _data  # the tiny tool-use data set
 
 prefect = pytest.importorskip("prefect")
 pytest.importorskip("mlflow")
@@ -31,8 +30,18 @@ from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from tasks import stages  # noqa: E402
 
-STAGES = ["data", "split", "warmup", "eval_sft", "iter_1/buffer", "iter_1/mine/select", "iter_1/mine/pairs",
-          "iter_1/mine", "iter_1/preference", "iter_1/eval"]
+STAGES = [
+    "data",
+    "split",
+    "warmup",
+    "eval_sft",
+    "iter_1/buffer",
+    "iter_1/mine/select",
+    "iter_1/mine/pairs",
+    "iter_1/mine",
+    "iter_1/preference",
+    "iter_1/eval",
+]
 #: Task runs of the itool flow run itself: "iter_1/mine" is the composite of select + merge (tasks of this flow
 #: run) and the mine-shard tasks of the itool-mine sub-flow run.
 FLOW_TASKS = len(STAGES) - 1
@@ -56,10 +65,17 @@ def tiny_dir(tmp_path_factory):
 def _params(tiny_dir, data_path, run_dir, uri, **over):
     p = dict(
         profile="quick",
-        config={"model": tiny_dir, "data": str(data_path), "split": {"pool_fraction": 0.3},
-                "sft": {"max_steps_per_stage": 1, "per_device_batch_size": 2, "max_length": 768},
-                "buffer": {"alpha": 0.5, "batch_size": 4}},
-        iterations=1, run_dir=str(run_dir), tracking_uri=uri, eval_limit=1,
+        config={
+            "model": tiny_dir,
+            "data": str(data_path),
+            "split": {"pool_fraction": 0.3},
+            "sft": {"max_steps_per_stage": 1, "per_device_batch_size": 2, "max_length": 768},
+            "buffer": {"alpha": 0.5, "batch_size": 4},
+        },
+        iterations=1,
+        run_dir=str(run_dir),
+        tracking_uri=uri,
+        eval_limit=1,
         evaluation={"categories": ["simple_python", "apibank_level1"], "max_new_tokens": 4, "base": False},
         mcts={"simulations": 1, "k": 2, "min_q_gap": 0.0, "min_chosen_q": -100.0, "max_overlap": 1.0},
         policy={"max_step_tokens": 6, "max_rollout_tokens": 6, "continue_incomplete": 0},
@@ -81,8 +97,11 @@ def _task_run_states(flow_run_id, expected: int, timeout: float = 30.0) -> list[
         with get_client(sync_client=True) as c:
             runs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
         # the itool-mine sub-flow appears in its parent as a task run of its own: not a stage
-        names = [r.state.name for r in runs if r.state is not None and r.state.is_final()
-                 and not r.name.startswith("itool-mine")]
+        names = [
+            r.state.name
+            for r in runs
+            if r.state is not None and r.state.is_final() and not r.name.startswith("itool-mine")
+        ]
         if len(names) >= expected:
             return names
         time.sleep(0.5)
@@ -105,8 +124,12 @@ def two_runs(harness, tiny_dir, data_path, tmp_path_factory):
     for key in ("first", "second"):
         t0 = time.time()
         state = iterate(**params, return_state=True)
-        out[key] = {"state": state, "result": state.result(), "seconds": time.time() - t0,
-                    "flow_run_id": state.state_details.flow_run_id}
+        out[key] = {
+            "state": state,
+            "result": state.result(),
+            "seconds": time.time() - t0,
+            "flow_run_id": state.state_details.flow_run_id,
+        }
     return out
 
 
@@ -134,16 +157,27 @@ def test_iterate_flow_runs_end_to_end_and_tracks_in_mlflow(two_runs):
     assert parent.data.params["iterations"] == "1"  # the YAML key paths
     assert parent.data.params["mcts.simulations"] == "1"
     assert parent.data.tags["prefect.flow_run_id"] == str(first["flow_run_id"])
-    for key in ("bfcl/overall", "bfcl/simple_python", "bfcl/simple_python/ci95_lo", "bfcl/simple_python/n",
-                "apibank/level1", "pairs_mined", "final/bfcl/overall"):
+    for key in (
+        "bfcl/overall",
+        "bfcl/simple_python",
+        "bfcl/simple_python/ci95_lo",
+        "bfcl/simple_python/n",
+        "apibank/level1",
+        "pairs_mined",
+        "final/bfcl/overall",
+    ):
         assert key in parent.data.metrics, key
     hist = c.get_metric_history(parent.info.run_id, "bfcl/overall")
     assert sorted(m.step for m in hist) == [0, 1]  # after SFT (iteration 0) and after iteration 1
     assert {a.path for a in c.list_artifacts(parent.info.run_id, "report")} == {
-        "report/report.md", "report/scores.png", "report/config.yaml"}
+        "report/report.md",
+        "report/scores.png",
+        "report/config.yaml",
+    }
 
-    children = c.search_runs([parent.info.experiment_id],
-                             filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = c.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     by_name = {r.info.run_name: r for r in children}
     assert set(by_name) == {"warm-up", "iteration 1"}
     it1 = by_name["iteration 1"]
@@ -204,7 +238,6 @@ def _half_written(run_dir: Path) -> list[str]:
 
 def test_a_failed_stage_resumes_there(harness, tiny_dir, data_path, tmp_path, monkeypatch):
     import itool_core.train.preference as pref
-
     from flows.iterate import iterate
 
     real = pref.train_preference
@@ -238,14 +271,24 @@ def test_kill_9_in_the_middle_of_an_iteration_resumes_there(harness, tiny_dir, d
     from flows.iterate import iterate
 
     run_dir = tmp_path / "run"
-    params = _params(tiny_dir, data_path, run_dir, f"sqlite:///{tmp_path / 'mlflow.db'}",
-                     preference={"max_steps": 40, "per_device_batch_size": 1, "grad_accum_steps": 1,
-                                 "max_length": 768})
+    params = _params(
+        tiny_dir,
+        data_path,
+        run_dir,
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        preference={"max_steps": 40, "per_device_batch_size": 1, "grad_accum_steps": 1, "max_length": 768},
+    )
     root = Path(__file__).resolve().parents[1]
-    code = ("import json, sys; from flows.iterate import iterate; iterate(**json.loads(sys.argv[1]))")
+    code = "import json, sys; from flows.iterate import iterate; iterate(**json.loads(sys.argv[1]))"
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(root)}
-    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(params)], cwd=root, env=env,
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(params)],
+        cwd=root,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         # the trainer's first checkpoint-free step: the preference stage folder exists and training has begun
         deadline = time.time() + 300
@@ -297,8 +340,12 @@ def _split_once(run_dir, train, out_dir):
         t = stages.StageRunner(run_dir, retry_delay_seconds=0).bind(stages.split_data)
         state = t(split=SplitConfig(pool_fraction=0.3), train=train, out_dir=str(out_dir), return_state=True)
         # plain values out: a flow returning a failed State would itself end failed
-        return {"completed": state.is_completed(), "failed": state.is_failed(), "message": state.message or "",
-                "result": state.result() if state.is_completed() else None}
+        return {
+            "completed": state.is_completed(),
+            "failed": state.is_failed(),
+            "message": state.message or "",
+            "result": state.result() if state.is_completed() else None,
+        }
 
     return split_once()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+from test_eval_bfcl import ScriptedEngine  # the model-only test double (real checker, runner, tables)
 
 from itool_core.artifacts import read_table
 from itool_core.calls import (
@@ -19,14 +20,13 @@ from itool_core.calls import (
     parse_calls,
     serialise_calls,
 )
+from itool_core.config import EvalConfig
 from itool_core.data.bfcl import load_bfcl
 from itool_core.data.records import Example
 from itool_core.eval import apibank as ab
 from itool_core.eval import bfcl as bf
 from itool_core.eval.runner import EVAL_SAMPLES, evaluate
 from itool_core.mcts.reward import Outcome
-
-from test_eval_bfcl import ScriptedEngine  # the model-only test double (real checker, runner, tables)
 
 LIMIT = sys.get_int_max_str_digits()
 # Past the digit limit in every spelling Python accepts (a decimal literal that long is a syntax error).
@@ -63,8 +63,15 @@ def test_integers_past_float_parse_render_store_and_compare(lit):
 
 
 def _apibank_item(value) -> Example:
-    return Example("apibank/t", "apibank", "apibank_level1", [{"name": "Api", "parameters": {}}],
-                   [{"role": "user", "content": "q"}], [ToolCall("Api", {"n": value})], {})
+    return Example(
+        "apibank/t",
+        "apibank",
+        "apibank_level1",
+        [{"name": "Api", "parameters": {}}],
+        [{"role": "user", "content": "q"}],
+        [ToolCall("Api", {"n": value})],
+        {},
+    )
 
 
 @pytest.mark.parametrize("lit", PAST_LIMIT + PAST_FLOAT + ["1e999", "'[0x" + "f" * 5000 + "]'", "'" + "9" * 5000 + "'"])
@@ -84,6 +91,7 @@ def test_mcts_outcome_reward_takes_huge_numbers(lit):
         assert o(f"[f(x={lit})]", True) == -1.0
         assert o(f"[f(x={lit}), ", False) == -1.0
         assert o(f"[f(x=2), g(y={lit})]", True) == -1.0
+
     def bfcl_like_check(calls):  # bfcl-eval's checker: float() of an int param, repr() in its messages
         return float(calls[0].arguments.get("x", 0)) == 2.0
 
@@ -105,11 +113,18 @@ def test_bfcl_and_apibank_evaluation_run_on_past_the_limit_outputs(bfcl_items, t
     irrelevance)."""
     items = bfcl_items + [_apibank_item(5)]
     for k, lit in enumerate(PAST_LIMIT[:3] + PAST_FLOAT[:1]):
+
         def respond(prompt, lit=lit):
             ex = next(e for e in items if e.messages[-1]["content"] in prompt)
             return f"[{ex.tools[0]['name']}(x={lit})]"
 
-        summary = evaluate(ScriptedEngine(respond), examples=items, out_dir=tmp_path / str(k), print_tables=False)
+        summary = evaluate(
+            ScriptedEngine(respond),
+            EvalConfig.covering(items),
+            examples=items,
+            out_dir=tmp_path / str(k),
+            print_tables=False,
+        )
         rows = read_table(tmp_path / str(k) / "samples.parquet", EVAL_SAMPLES).to_pylist()
         assert summary["n_items"] == len(rows) == len(items)
         assert not any(r["valid"] for r in rows)
@@ -117,10 +132,10 @@ def test_bfcl_and_apibank_evaluation_run_on_past_the_limit_outputs(bfcl_items, t
 
 
 def test_multi_turn_run_goes_on_past_a_hostile_number():
+    from test_eval_bfcl import _gt_turn_text
+
     from itool_core.calls import NO_CALL_TEXT
     from itool_core.eval.bfcl_multi_turn import run_multi_turn
-
-    from test_eval_bfcl import _gt_turn_text
 
     exs = bf.stable_subset(load_bfcl(["multi_turn_base"]), 2, seed=0)
 

@@ -87,10 +87,17 @@ def _check_bad_row(loader, path: str, n_good: int, row, field: str, reason_part:
 # -------------------------------------------------------------------------------------------- fixtures: ok
 
 
-def test_formats_and_dispatch():
-    assert FORMATS == ("toolace", "xlam", "bfcl", "apibank")
-    with pytest.raises(ValueError, match="unknown format"):
+def test_formats_and_dispatch(tmp_path):
+    assert set(FORMATS) == {"toolace", "xlam", "bfcl", "apibank", "examples"}
+    with pytest.raises(ValueError, match="unknown data format 'nope'"):
         load("nope", "x")
+    # "examples": our own table reads back as it was written
+    from itool_core.data.loaders import write_examples
+
+    exs, reports = load("toolace", str(FIX / "toolace.json"))
+    write_examples(exs, tmp_path / "t.parquet", reports)
+    again, rep = load("examples", str(tmp_path / "t.parquet"))
+    assert again == exs and rep[0].loaded == len(exs)
 
 
 def test_toolace_fixture():
@@ -109,7 +116,9 @@ def test_toolace_fixture():
         "required": ["trend_type"],
     }
     assert e0.tools[1]["parameters"]["properties"]["fields"] == {
-        "description": "Fields to return.", "type": "array", "items": {"type": "string"}
+        "description": "Fields to return.",
+        "type": "array",
+        "items": {"type": "string"},
     }
     assert e0.messages == [{"role": "user", "content": "What are the market indexes in the US right now?"}]
     assert e0.target == [ToolCall("Market_Trends_API", {"trend_type": "MARKET_INDEXES", "country": "us"})]
@@ -156,7 +165,9 @@ def test_xlam_fixture():
     assert [t["name"] for t in e1.tools] == ["add_numbers", "mean"]
     assert e1.tools[0]["parameters"]["required"] == ["a", "b"]  # "int, optional" drops c
     assert e1.tools[1]["parameters"]["properties"]["weights"] == {
-        "description": "Weights.", "type": "array", "items": {"type": "float"}
+        "description": "Weights.",
+        "type": "array",
+        "items": {"type": "float"},
     }
     assert e1.tools[1]["parameters"]["required"] == ["values"]  # Optional[...] drops weights
     assert e1.target[0] == ToolCall("add_numbers", {"a": 3, "b": 4})
@@ -192,7 +203,9 @@ def test_apibank_fixture():
     assert [t["name"] for t in e0.tools] == ["GetUserToken", "AddMeeting"]
     meet = e0.tools[1]
     assert meet["parameters"]["properties"]["attendees"] == {
-        "type": "array", "items": {"type": "string"}, "description": "The attendees."
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "The attendees.",
     }
     assert meet["parameters"]["properties"]["remind"]["type"] == "boolean"
     assert meet["parameters"]["required"] == ["token", "meeting_topic", "attendees"]  # "[Optional]" dropped
@@ -219,7 +232,8 @@ def test_apibank_fixture():
     # Train: apiCode/parameters keys, retrieved API added to tools, unquoted values read as text.
     assert [t["name"] for t in e2.tools] == ["ToolSearcher", "GetOccupationSalary"]
     assert e2.tools[0]["response"]["properties"]["best_matchs"] == {
-        "type": "string", "description": "The best match tool(s). (original type: Union[List[dict], dict])"
+        "type": "string",
+        "description": "The best match tool(s). (original type: Union[List[dict], dict])",
     }
     assert e2.meta["retrieved_tools"] == ["GetOccupationSalary"]
     assert e2.messages[0]["role"] == "user"  # "{{time}}" template → no system message
@@ -289,9 +303,7 @@ def test_bad_toolace_target_does_not_parse(tmp_path):
     rows = _toolace_rows()
     rows[0]["conversations"][5]["value"] = "[getStockQuote(symbol=AAPL MSFT)]"
     # The whole dialogue is one row: its examples go, the other rows still load.
-    _check_bad_row(
-        load_toolace, _write(tmp_path / "t.json", rows), 1, 0, "conversations[5].value", "does not parse"
-    )
+    _check_bad_row(load_toolace, _write(tmp_path / "t.json", rows), 1, 0, "conversations[5].value", "does not parse")
 
 
 def test_bad_toolace_no_tools_and_unknown_speaker(tmp_path):

@@ -8,30 +8,33 @@ import pytest
 from itool_core.calls import ToolCall
 from itool_core.mcts.pairs import mine_pairs, word_overlap
 from itool_core.mcts.reward import Outcome
-from itool_core.mcts.search import (Candidate, MCTSConfig, SearchItem, rollout_value, search_lockstep,
-                                    search_sequential)
+from itool_core.mcts.search import Candidate, MCTSConfig, SearchItem, rollout_value, search_lockstep, search_sequential
 from itool_core.mcts.steps import first_step_end, split_steps
 from itool_core.mcts.tree import Tree, backup, puct_score, select_child, select_leaf
 
-
 # ------------------------------------------------------------------------------------------------ steps
+
 
 def test_split_steps_at_top_level_commas_between_calls():
     a = "[f(a=1, b='x),y'), g(c=[1, 2], d={'k': (3, 4)}), h()]"
     steps = split_steps(a)
     assert steps == [("[f(a=1, b='x),y'),", False), (" g(c=[1, 2], d={'k': (3, 4)}),", False), (" h()]", True)]
     assert "".join(s for s, _ in steps) == a
-    assert split_steps("None of the functions fit. Sorry!") == [("None of the functions fit.", False), (" Sorry!", True)]
+    assert split_steps("None of the functions fit. Sorry!") == [
+        ("None of the functions fit.", False),
+        (" Sorry!", True),
+    ]
     assert split_steps("[f(a=1)") == [("[f(a=1)", True)]  # unfinished: generation ended there
 
 
 def test_first_step_end_with_prefix_and_escapes():
-    assert first_step_end(" g(s='a\\'),b')]", "[f(),") .index == len(" g(s='a\\'),b')]")
+    assert first_step_end(" g(s='a\\'),b')]", "[f(),").index == len(" g(s='a\\'),b')]")
     assert first_step_end(" g(s='a", "[f(),") is None
     assert first_step_end("[f(),").terminal is False
 
 
 # ------------------------------------------------------------------------------------------ PUCT + backup
+
 
 def _node(tree, parent, text, prior=0.5, terminal=False):
     return tree.add_child(parent, text, tuple(ord(ch) for ch in text), prior, terminal)
@@ -81,6 +84,7 @@ def test_backup_arithmetic_matches_hand_computation():
 
 # -------------------------------------------------------------------------------------------------- pairs
 
+
 def test_pair_extraction_on_hand_built_tree():
     t = Tree("ex1", "PROMPT:", [7, 8])
     root = t.root
@@ -115,6 +119,7 @@ def test_pair_extraction_on_hand_built_tree():
 
 
 # ---------------------------------------------------------------------------------------------- outcome
+
 
 def test_outcome_partial_credit_and_terminal():
     o = Outcome([ToolCall("f", {"x": 2}), ToolCall("g", {"y": 1})], partial_weight=0.5)

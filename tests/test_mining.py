@@ -11,14 +11,25 @@ from itool_core.mcts.pairs import PAIRS
 from itool_core.mcts.policy import EnginePolicy, PolicyConfig
 from itool_core.mcts.search import MCTSConfig
 
-TOOLS = [{"name": "get_weather", "description": "Weather of a city",
-          "parameters": {"type": "dict", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+TOOLS = [
+    {
+        "name": "get_weather",
+        "description": "Weather of a city",
+        "parameters": {"type": "dict", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+]
 
 
 def _examples():
     return [
-        Example("m/0", "test", "simple", TOOLS, [{"role": "user", "content": "Weather in Paris?"}],
-                [ToolCall("get_weather", {"city": "Paris"})]),
+        Example(
+            "m/0",
+            "test",
+            "simple",
+            TOOLS,
+            [{"role": "user", "content": "Weather in Paris?"}],
+            [ToolCall("get_weather", {"city": "Paris"})],
+        ),
         Example("m/1", "test", "irrelevance", TOOLS, [{"role": "user", "content": "Tell me a joke."}], []),
     ]
 
@@ -53,8 +64,9 @@ LOOSE = dict(min_q_gap=0.0, min_chosen_q=-100.0, max_overlap=1.0)
 
 def test_mined_pair_ids_are_exactly_what_the_search_generated(spy, tmp_path):
     cfg = MCTSConfig(simulations=3, k=3, seed=0, **LOOSE)
-    res = mine(spy, _examples(), tmp_path, cfg, PolicyConfig(max_step_tokens=12, max_rollout_tokens=12,
-                                                             continue_incomplete=0))
+    res = mine(
+        spy, _examples(), tmp_path, cfg, PolicyConfig(max_step_tokens=12, max_rollout_tokens=12, continue_incomplete=0)
+    )
     pairs = read_table(res.pairs, PAIRS).to_pylist()
     assert res.n_trees == 2 and len(list((tmp_path / "trees").glob("*.json"))) == 2
     assert pairs, "a random model still produces distinct siblings with different Q"
@@ -69,8 +81,14 @@ def test_mined_pair_ids_are_exactly_what_the_search_generated(spy, tmp_path):
 def test_lockstep_sends_one_batched_call_per_round(spy, tmp_path):
     spy.calls.clear()
     cfg = MCTSConfig(simulations=2, k=2, seed=1, **LOOSE)
-    mine(spy, _examples(), tmp_path, cfg, PolicyConfig(max_step_tokens=8, max_rollout_tokens=8,
-                                                       continue_incomplete=0), trees_per_batch=2)
+    mine(
+        spy,
+        _examples(),
+        tmp_path,
+        cfg,
+        PolicyConfig(max_step_tokens=8, max_rollout_tokens=8, continue_incomplete=0),
+        trees_per_batch=2,
+    )
     gens = [c for c in spy.calls if c[0] == "generate" and c[2] == 2]
     # each expansion call carries BOTH trees' leaves with n = k samples each
     assert gens and all(c[1] == 2 for c in gens)

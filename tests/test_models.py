@@ -19,20 +19,27 @@ def test_real_smollm2_loads_and_generates():
     model, tok = load_policy(DEFAULT_MODEL)
     assert sum(p.numel() for p in model.parameters()) > 100e6
     assert tok.pad_token_id == tok.eos_token_id and tok.model_max_length == 2048
-    tools = [{"name": "get_weather", "description": "Current weather of a city",
-              "parameters": {"type": "dict", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    tools = [
+        {
+            "name": "get_weather",
+            "description": "Current weather of a city",
+            "parameters": {"type": "dict", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        }
+    ]
     prompt = render_prompt(tok, tools, [{"role": "user", "content": "What's the weather in Paris?"}])
     assert prompt.startswith("<|im_start|>system\nYou are an expert in composing functions.")
     assert prompt.endswith("<|im_start|>assistant\n")
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=12, do_sample=False)
-    text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    text = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert out.shape[1] > ids["input_ids"].shape[1] and text.strip()
     # the converted weights are real: the model assigns the chat continuation a sane perplexity
     with torch.no_grad():
-        loss = model(**tok("The capital of France is Paris.", return_tensors="pt"), labels=tok(
-            "The capital of France is Paris.", return_tensors="pt")["input_ids"]).loss
+        loss = model(
+            **tok("The capital of France is Paris.", return_tensors="pt"),
+            labels=tok("The capital of France is Paris.", return_tensors="pt")["input_ids"],
+        ).loss
     assert loss.item() < 5.0
 
 

@@ -114,8 +114,11 @@ def test_unknown_and_valid_calls_in_one_step(entry, recorded, tmp_path):
     engine = ScriptedEngine(text)
     res = mt.run_multi_turn(engine, [entry])[0]
     assert not marker.exists()
-    assert res.executed[0][0] == ["ls(a=True)", mt.REJECTED_CALL,
-                                   "echo(content=\"__import__('os').system('touch " + str(marker) + "')\")"]
+    assert res.executed[0][0] == [
+        "ls(a=True)",
+        mt.REJECTED_CALL,
+        "echo(content=\"__import__('os').system('touch " + str(marker) + "')\")",
+    ]
     assert [r["call"]["name"] for r in res.rejected] == ["open"]
     # The model is told what bfcl's executor says about an unknown name; the other calls really ran.
     second = json.loads(engine.prompts[1])
@@ -131,8 +134,14 @@ def test_refusal_message_matches_bfcls_executor_for_unknown_names(entry):
 
     args = (entry.meta["initial_config"], entry.meta["involved_classes"], "itool_probe_refusal", "probe")
     try:
-        for call in ("no_such_tool(x=1)", "GorillaFileSystem.cd(folder='x')", "tools.search(q='a')", "exit(code=1)",
-                     "os.remove(path='x')", "a.b.unlink(p='x')"):
+        for call in (
+            "no_such_tool(x=1)",
+            "GorillaFileSystem.cd(folder='x')",
+            "tools.search(q='a')",
+            "exit(code=1)",
+            "os.remove(path='x')",
+            "a.b.unlink(p='x')",
+        ):
             (bfcl_says,), _ = execute_multi_turn_func_call([call], *args)  # safe: fixed, harmless strings
             (parsed,) = parse_calls(call)
             assert mt.refusal_message(parsed) == bfcl_says

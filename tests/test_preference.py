@@ -15,8 +15,16 @@ import torch
 from itool_core.artifacts import write_table
 from itool_core.mcts.pairs import PAIRS
 from itool_core.models import load_policy, save_policy, tiny_model
-from itool_core.train.preference import (DEFAULT_BETA, PreferenceConfig, build_trainer, completion_logps,
-                                         load_pairs, planned_steps, prepare_pairs, train_preference)
+from itool_core.registry import LOSSES
+from itool_core.train.preference import (
+    PreferenceConfig,
+    build_trainer,
+    completion_logps,
+    load_pairs,
+    planned_steps,
+    prepare_pairs,
+    train_preference,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -40,8 +48,17 @@ STEPS = [
 
 def _tiny_cfg(loss="dpo", **kw):
     # All pairs in one micro-batch, fp32 (exact reference check), a learning rate a tiny random model notices.
-    base = dict(loss=loss, per_device_batch_size=3, grad_accum_steps=1, max_length=512, learning_rate=5e-3,
-                lora_r=8, lora_alpha=16, bf16=False, epochs=1)
+    base = dict(
+        loss=loss,
+        per_device_batch_size=3,
+        grad_accum_steps=1,
+        max_length=512,
+        learning_rate=5e-3,
+        lora_r=8,
+        lora_alpha=16,
+        bf16=False,
+        epochs=1,
+    )
     base.update(kw)
     return PreferenceConfig(**base)
 
@@ -65,20 +82,35 @@ def pairs(folders):
     """PAIRS rows with real tokenizer ids: a chat prompt + steps, as the search stores them.  (The project's
     full tool prompt, ``calls.render_prompt``, is ~400 tokens: 8× slower here and no different for the checks.)"""
     tok = folders["tok"]
-    prompt = tok.apply_chat_template([{"role": "user", "content": "Weather in Paris, and the time in CET?"}],
-                                     tokenize=False, add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "Weather in Paris, and the time in CET?"}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
 
     def enc(s):
         return tok(s, add_special_tokens=False)["input_ids"]
 
     rows = []
     for i, (prefix, ch, ch_term, rj, rj_term) in enumerate(STEPS):
-        rows.append({
-            "example_id": "ex0", "tree_id": "ex0", "prompt": prompt + prefix, "chosen": ch, "rejected": rj,
-            "prompt_ids": enc(prompt) + enc(prefix), "chosen_ids": enc(ch), "rejected_ids": enc(rj),
-            "q_chosen": 0.9, "q_rejected": -0.5 + 0.1 * i, "depth": 1 if prefix else 0,
-            "chosen_terminal": ch_term, "rejected_terminal": rj_term, "is_final_step": ch_term,
-        })
+        rows.append(
+            {
+                "example_id": "ex0",
+                "tree_id": "ex0",
+                "prompt": prompt + prefix,
+                "chosen": ch,
+                "rejected": rj,
+                "prompt_ids": enc(prompt) + enc(prefix),
+                "chosen_ids": enc(ch),
+                "rejected_ids": enc(rj),
+                "q_chosen": 0.9,
+                "q_rejected": -0.5 + 0.1 * i,
+                "depth": 1 if prefix else 0,
+                "chosen_terminal": ch_term,
+                "rejected_terminal": rj_term,
+                "is_final_step": ch_term,
+            }
+        )
     assert tok.eos_token_id not in [t for r in rows for t in r["chosen_ids"] + r["rejected_ids"]]
     return rows
 
@@ -111,10 +143,14 @@ def test_config_profiles_defaults_and_validation():
     assert cpu == dataclasses.replace(PreferenceConfig(), epochs=3.0)
     assert cpu.lora_dropout == 0.0 and cpu.bf16 and not cpu.gradient_checkpointing
     assert gpu.gradient_checkpointing and gpu.model_dtype == "bfloat16" and gpu.learning_rate == 5e-5
-    with pytest.raises(Exception):
-        cpu.beta = 0.5  # frozen
-    assert {l: PreferenceConfig(loss=l).resolved_beta() for l in DEFAULT_BETA} == {
-        "dpo": 0.1, "ipo": 0.1, "simpo": 2.0, "orpo": 0.1}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cpu.beta = 0.5
+    assert {name: PreferenceConfig(loss=name).resolved_beta() for name in LOSSES.names()} == {
+        "dpo": 0.1,
+        "ipo": 0.1,
+        "simpo": 2.0,
+        "orpo": 0.1,
+    }
     assert PreferenceConfig(loss="simpo", beta=2.5).resolved_beta() == 2.5
     assert not PreferenceConfig(loss="orpo").uses_reference and PreferenceConfig(loss="ipo").uses_reference
     for bad in (dict(loss="kto"), dict(beta=0.0), dict(warmup_ratio=1.0), dict(max_steps=0), dict(lora_dropout=1)):
@@ -144,7 +180,10 @@ def test_prepare_pairs_eos_only_on_terminal_steps_and_ids_untouched(pairs, folde
     # too long → dropped (never truncated); empty/identical → dropped; stray EOS on a non-terminal step removed
     short = prepare_pairs(pairs, eos, _tiny_cfg(max_length=len(pairs[0]["prompt_ids"]) + 3))
     assert short.n_dropped_too_long == 3 and not short.rows
-    odd = [dict(pairs[0], chosen_ids=pairs[0]["chosen_ids"] + [eos]), dict(pairs[0], rejected_ids=pairs[0]["chosen_ids"])]
+    odd = [
+        dict(pairs[0], chosen_ids=pairs[0]["chosen_ids"] + [eos]),
+        dict(pairs[0], rejected_ids=pairs[0]["chosen_ids"]),
+    ]
     got = prepare_pairs(odd, eos, _tiny_cfg())
     assert got.n_eos_stripped == 1 and got.n_dropped_empty == 1 and eos not in got.rows[0]["chosen_ids"]
 
@@ -170,14 +209,23 @@ def _batch_sequences(batch):
         b = ids.shape[0] // 2
         for i in range(b):
             c, r = i, i + b
-            out.append((tuple(ids[c][att[c]].tolist()), ids[c][comp[c]].tolist(),
-                        tuple(ids[r][att[r]].tolist()), ids[r][comp[r]].tolist()))
+            out.append(
+                (
+                    tuple(ids[c][att[c]].tolist()),
+                    ids[c][comp[c]].tolist(),
+                    tuple(ids[r][att[r]].tolist()),
+                    ids[r][comp[r]].tolist(),
+                )
+            )
     else:  # CPO / ORPO: one tensor set per side, labels −100 off the completion
         for i in range(batch["chosen_input_ids"].shape[0]):
             row = []
             for side in ("chosen", "rejected"):
-                ids, att, lab = (batch[f"{side}_input_ids"][i], batch[f"{side}_attention_mask"][i].bool(),
-                                 batch[f"{side}_labels"][i])
+                ids, att, lab = (
+                    batch[f"{side}_input_ids"][i],
+                    batch[f"{side}_attention_mask"][i].bool(),
+                    batch[f"{side}_labels"][i],
+                )
                 row += [tuple(ids[att].tolist()), lab[lab != -100].tolist()]
             out.append(tuple(row))
     return out
@@ -240,6 +288,31 @@ def test_each_loss_moves_the_margin_toward_the_chosen_step(loss, pairs, folders,
     assert saved["loss"] == loss and saved["merged_dir"] == res.merged_dir
 
 
+@pytest.mark.parametrize("loss", ["dpo", "ipo"])
+def test_trl_computes_the_loss_the_loss_module_states(loss, pairs, folders, loaded, tmp_path):
+    """Eq. 10 (and IPO) as ``train.losses.dpo`` writes them, from log-probs computed here, equal the loss trl's
+    trainer computes on the same batch — with policy ≠ reference, so the log-ratios are not all zero."""
+    from itool_core.train.losses.dpo import dpo_loss, ipo_loss
+
+    cfg = _tiny_cfg(loss)
+    trainer, prep, _ = build_trainer(folders["policy"], pairs, cfg, tmp_path, reference=folders["base"])
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    with torch.no_grad():
+        got = float(trainer.compute_loss(trainer.model, batch))
+    policy, reference = loaded(folders["policy"]), loaded(folders["base"])
+
+    def log_ratio(row, side):
+        p = completion_logps(policy, row["prompt_ids"], row[f"{side}_ids"])
+        q = completion_logps(reference, row["prompt_ids"], row[f"{side}_ids"])
+        return (sum(p) - sum(q)) / (len(p) if loss == "ipo" else 1)  # IPO: per completion token
+
+    fn = dpo_loss if loss == "dpo" else ipo_loss
+    expected = [fn(log_ratio(r, "chosen"), log_ratio(r, "rejected"), cfg.resolved_beta()) for r in prep.rows]
+    assert len(expected) == 3  # one micro-batch holds all pairs: trl's loss is their mean
+    assert abs(got - sum(expected) / 3) < 1e-4, (got, expected)
+    assert abs(got - fn(0.0, 0.0, cfg.resolved_beta())) > 1e-3  # the check is not the trivial policy = reference
+
+
 # ------------------------------------------------------------------------------ the reference model
 
 
@@ -275,14 +348,16 @@ def test_dpo_reference_is_the_previous_policy_unless_told_otherwise(which, pairs
 
 def test_reference_free_losses_ignore_a_reference(pairs, folders, tmp_path):
     with pytest.warns(UserWarning, match="reference-free"):
-        trainer, _, info = build_trainer(folders["policy"], pairs, _tiny_cfg("simpo"), tmp_path,
-                                         reference=folders["base"])
+        trainer, _, info = build_trainer(
+            folders["policy"], pairs, _tiny_cfg("simpo"), tmp_path, reference=folders["base"]
+        )
     assert info["reference"] is None and getattr(trainer, "ref_model", None) is None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # the same folder passed explicitly: still the adapter-disabled policy, no second copy loaded
-        trainer, _, info = build_trainer(folders["policy"], pairs, _tiny_cfg("dpo"), tmp_path,
-                                         reference=folders["policy"])
+        trainer, _, info = build_trainer(
+            folders["policy"], pairs, _tiny_cfg("dpo"), tmp_path, reference=folders["policy"]
+        )
     assert not [w for w in caught if "reference" in str(w.message)]
     assert info["reference_mode"] == "policy (adapter disabled)" and trainer.ref_model is None
 

@@ -27,17 +27,33 @@ from itool_core.train.sft import sft_pair, train_sft
 
 torch.set_num_threads(2)
 
-TOOLS = [{"name": "convert", "description": "Convert an amount between currencies",
-          "parameters": {"type": "dict", "properties": {"amount": {"type": "number"}, "to": {"type": "string"}},
-                         "required": ["amount", "to"]}}]
+TOOLS = [
+    {
+        "name": "convert",
+        "description": "Convert an amount between currencies",
+        "parameters": {
+            "type": "dict",
+            "properties": {"amount": {"type": "number"}, "to": {"type": "string"}},
+            "required": ["amount", "to"],
+        },
+    }
+]
 
 
 def pool(n: int = 5) -> list[Example]:
     out = []
     for i in range(n):
         target = [] if i == 1 else [ToolCall("convert", {"amount": 10 * i + 1, "to": "EUR"})] * (1 + i % 2)
-        out.append(Example(f"p{i}", "synthetic", "simple", TOOLS,
-                           [{"role": "user", "content": "Convert " + "and again " * i + "to euros."}], target))
+        out.append(
+            Example(
+                f"p{i}",
+                "synthetic",
+                "simple",
+                TOOLS,
+                [{"role": "user", "content": "Convert " + "and again " * i + "to euros."}],
+                target,
+            )
+        )
     return out
 
 
@@ -60,7 +76,7 @@ def model_tok():
 def test_answer_span_is_the_sft_completion(model_tok):
     _, tok = model_tok
     for ex in pool():
-        (ids, start), = answer_spans(tok, [ex])
+        ((ids, start),) = answer_spans(tok, [ex])
         completion = sft_pair(tok, ex)[1]
         assert tok.decode(ids[start:]) == completion and ids[-1] == tok.eos_token_id
         assert ids[:start] == tok(sft_pair(tok, ex)[0], add_special_tokens=False)["input_ids"]
@@ -90,8 +106,7 @@ def test_h_drops_on_what_the_policy_was_trained_on(tmp_path):
     model, tok = tiny_model(seed=5)
     exs = pool(4)
     before = target_perplexity(model, tok, exs, dtype="float32")
-    cfg = SFTConfig(per_device_batch_size=2, learning_rate=3e-2, lr_scheduler="constant", merge=False,
-                    bf16=False)
+    cfg = SFTConfig(per_device_batch_size=2, learning_rate=3e-2, lr_scheduler="constant", merge=False, bf16=False)
     result = train_sft(model, [("pool", exs)], cfg, tmp_path, tokenizer=tok)
     after = target_perplexity(result.model, tok, exs, dtype="float32")
     assert all(a < b for a, b in zip(after, before)), (before, after)
@@ -111,7 +126,12 @@ def test_select_hardest_keeps_the_call_no_call_proportion():
     assert [r["id"] for r in picked] == ["r00", "r01", "r02", "r05", "r07"]
     # without the proportion: simply the top 5 by h (no-call r05 would be the only abstention)
     assert [r["id"] for r in select_hardest(rows, 0.5, keep_call_proportion=False)] == [
-        "r00", "r01", "r02", "r03", "r04"]
+        "r00",
+        "r01",
+        "r02",
+        "r03",
+        "r04",
+    ]
     # a table works the same as a list of dicts, and ties in h go by id
     tied = _buffer([2.0, 3.0, 3.0, 3.0, 1.0], no_call=set())
     assert [r["id"] for r in select_hardest(pa.Table.from_pylist(tied), 0.4)] == ["r01", "r02"]
@@ -126,10 +146,16 @@ def test_skip_hardest_selects_a_band_below_the_top():
     assert [r["id"] for r in select_hardest(rows, 0.3, skip_hardest=0.5)] == ["r04", "r06", "r09"]
     # without the proportion: skip 5 of 10, take the next 3
     assert [r["id"] for r in select_hardest(rows, 0.3, keep_call_proportion=False, skip_hardest=0.5)] == [
-        "r05", "r06", "r07"]
+        "r05",
+        "r06",
+        "r07",
+    ]
     # near the bottom the window moves up: still k rows, the easiest ones
     assert [r["id"] for r in select_hardest(rows, 0.3, keep_call_proportion=False, skip_hardest=0.9)] == [
-        "r07", "r08", "r09"]
+        "r07",
+        "r08",
+        "r09",
+    ]
     # the config carries the same three settings
     cfg = BufferConfig(alpha=0.3, skip_hardest=0.5)
     assert select_for_search(rows, cfg) == select_hardest(rows, 0.3, skip_hardest=0.5)
@@ -139,14 +165,17 @@ def test_skip_hardest_selects_a_band_below_the_top():
         BufferConfig(skip_hardest=-0.1)
 
 
-@pytest.mark.parametrize("n_call,n_no,alpha,expected", [
-    (28, 7, 0.2, (6, 1)),  # k = 7 exactly; 7·7/35 = 1.4 → 1
-    (8, 2, 0.2, (2, 0)),  # k = 2; 2·2/10 = 0.4 → 0 (a share below one half rounds away)
-    (5, 5, 0.3, (1, 2)),  # k = 3; no-call 3·5/10 = 1.5 rounds half up → 2, call gets the rest
-    (0, 4, 0.5, (0, 2)),
-    (3, 0, 0.1, (1, 0)),  # at least one row from a non-empty buffer
-    (0, 0, 0.2, (0, 0)),
-])
+@pytest.mark.parametrize(
+    "n_call,n_no,alpha,expected",
+    [
+        (28, 7, 0.2, (6, 1)),  # k = 7 exactly; 7·7/35 = 1.4 → 1
+        (8, 2, 0.2, (2, 0)),  # k = 2; 2·2/10 = 0.4 → 0 (a share below one half rounds away)
+        (5, 5, 0.3, (1, 2)),  # k = 3; no-call 3·5/10 = 1.5 rounds half up → 2, call gets the rest
+        (0, 4, 0.5, (0, 2)),
+        (3, 0, 0.1, (1, 0)),  # at least one row from a non-empty buffer
+        (0, 0, 0.2, (0, 0)),
+    ],
+)
 def test_selection_counts_rounding(n_call, n_no, alpha, expected):
     assert selection_counts(n_call, n_no, alpha) == expected
     k_call, k_no = selection_counts(n_call, n_no, alpha)
@@ -184,18 +213,63 @@ def test_buffer_cli_refresh_and_select(tmp_path, capsys):
     model_dir = save_policy(model, tok, tmp_path / "policy")
     exs = pool()
     write_table([e.to_row() for e in exs], tmp_path / "pool.parquet", EXAMPLES)
-    assert main(["buffer", "refresh", "--model", str(model_dir), "--pool", str(tmp_path / "pool.parquet"),
-                 "-o", str(tmp_path / "buf.parquet"), "--batch-size", "2", "--iteration", "1"]) == 0
+    assert (
+        main(
+            [
+                "buffer",
+                "refresh",
+                "--model",
+                str(model_dir),
+                "--pool",
+                str(tmp_path / "pool.parquet"),
+                "-o",
+                str(tmp_path / "buf.parquet"),
+                "--batch-size",
+                "2",
+                "--iteration",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "scored 5 pool examples" in out and "median" in out and "no_call" in out
-    assert main(["buffer", "select", str(tmp_path / "buf.parquet"), "--alpha", "0.4", "--skip-hardest", "0",
-                 "-o", str(tmp_path / "hard.parquet")]) == 0
+    assert (
+        main(
+            [
+                "buffer",
+                "select",
+                str(tmp_path / "buf.parquet"),
+                "--alpha",
+                "0.4",
+                "--skip-hardest",
+                "0",
+                "-o",
+                str(tmp_path / "hard.parquet"),
+            ]
+        )
+        == 0
+    )
     hard = read_table(tmp_path / "hard.parquet", EXAMPLES)
     assert hard.num_rows == 2
     buf = read_table(tmp_path / "buf.parquet", REPLAY_BUFFER).to_pylist()
     assert set(hard.column("id").to_pylist()) == {r["id"] for r in select_hardest(buf, 0.4)}
-    assert main(["buffer", "select", str(tmp_path / "buf.parquet"), "--alpha", "0.4", "--skip-hardest", "0.6",
-                 "-o", str(tmp_path / "band.parquet")]) == 0
+    assert (
+        main(
+            [
+                "buffer",
+                "select",
+                str(tmp_path / "buf.parquet"),
+                "--alpha",
+                "0.4",
+                "--skip-hardest",
+                "0.6",
+                "-o",
+                str(tmp_path / "band.parquet"),
+            ]
+        )
+        == 0
+    )
     band = read_table(tmp_path / "band.parquet", EXAMPLES).column("id").to_pylist()
     assert set(band) == {r["id"] for r in select_hardest(buf, 0.4, skip_hardest=0.6)}
     assert not set(band) & set(hard.column("id").to_pylist())

@@ -53,13 +53,29 @@ def test_paired_uses_only_the_shared_items():
 
 def _stage(tmp_path, label, verdicts, pairs=None):
     d = tmp_path / label
-    rows = [{"id": i, "benchmark": "bfcl", "category": "simple_python", "prompt": "", "output": "", "calls": "null",
-             "valid": v, "error": "", "error_type": ""} for i, v in verdicts.items()]
+    rows = [
+        {
+            "id": i,
+            "benchmark": "bfcl",
+            "category": "simple_python",
+            "prompt": "",
+            "output": "",
+            "calls": "null",
+            "valid": v,
+            "error": "",
+            "error_type": "",
+        }
+        for i, v in verdicts.items()
+    ]
     write_table(rows, d / "samples.parquet", EVAL_SAMPLES)
     k, n = sum(verdicts.values()), len(verdicts)
-    summary = {"bfcl": {"overall": k / n, "categories": {
-        "simple_python": {"accuracy": k / n, "total": n, "correct": k, "ci95": list(wilson(k, n))}}},
-        "apibank": {"level1": {"accuracy": 0.5, "total": 2, "correct": 1}}}
+    summary = {
+        "bfcl": {
+            "overall": k / n,
+            "categories": {"simple_python": {"accuracy": k / n, "total": n, "correct": k, "ci95": list(wilson(k, n))}},
+        },
+        "apibank": {"level1": {"accuracy": 0.5, "total": 2, "correct": 1}},
+    }
     return StageScores(label, summary, str(d), pairs)
 
 

@@ -22,11 +22,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from tiny_data import _data
 
 from itool_core.artifacts import write_table
 from itool_core.schemas import EXAMPLES
-
-from tiny_data import _data
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -91,8 +90,9 @@ class Procs:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     """Prefect + MLflow servers, the tiny model and data, the deployments registered with their defaults."""
-    from itool_core.models import save_policy, tiny_model
     from test_flows import _params
+
+    from itool_core.models import save_policy, tiny_model
 
     tmp = tmp_path_factory.mktemp("service")
     model, tok = tiny_model(seed=0)
@@ -100,27 +100,63 @@ def service(tmp_path_factory):
     data = write_table([e.to_row() for e in _data()], tmp / "data.parquet", EXAMPLES)
     p_port, m_port = _free_port(), _free_port()
     api, mlflow_uri = f"http://127.0.0.1:{p_port}/api", f"http://127.0.0.1:{m_port}"
-    env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "PREFECT_API_URL": api,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "ITOOL_HOME": str(tmp / "home"),
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp / "prefect"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "ITOOL_HOME": str(tmp / "home"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     params = _params(tiny_dir, data.path, tmp / "run", mlflow_uri)
     params.pop("profile")
     procs = Procs(tmp)
     try:
         t0 = time.time()
-        server = procs.start("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                                                "--port", str(p_port), "--analytics-off"], env)
-        mlflow = procs.start("mlflow-server", [str(BIN / "mlflow"), "server", "--backend-store-uri",
-                                               f"sqlite:///{tmp / 'mlflow.db'}", "--artifacts-destination",
-                                               str(tmp / "mlartifacts"), "--host", "127.0.0.1", "--port",
-                                               str(m_port), "--workers", "1"], env)
+        server = procs.start(
+            "prefect-server",
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(p_port), "--analytics-off"],
+            env,
+        )
+        mlflow = procs.start(
+            "mlflow-server",
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{tmp / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(tmp / "mlartifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(m_port),
+                "--workers",
+                "1",
+            ],
+            env,
+        )
         _wait_http(f"{api}/health", server, 120)
         _wait_http(f"{mlflow_uri}/health", mlflow, 120)
         t_up = time.time() - t0
-        dep = subprocess.run([sys.executable, "deployments/deploy.py", "--pool", "itool-test", "--cron", "0 0 1 1 *",
-                              "--parameters", json.dumps(params)], env=env, cwd=ROOT, capture_output=True,
-                             text=True, timeout=180)
+        dep = subprocess.run(
+            [
+                sys.executable,
+                "deployments/deploy.py",
+                "--pool",
+                "itool-test",
+                "--cron",
+                "0 0 1 1 *",
+                "--parameters",
+                json.dumps(params),
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert dep.returncode == 0, dep.stdout + dep.stderr
         assert "itool/iterate" in dep.stdout
         print(f"\nservers healthy after {t_up:.0f}s")
@@ -138,12 +174,14 @@ def _run_deployment(env: dict, params: dict | None = None, timeout: int = 900) -
 
 def test_deployment_run_itool_iterate_end_to_end(service):
     env, procs, tmp, mlflow_uri = service["env"], service["procs"], service["tmp"], service["mlflow_uri"]
-    ls = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], env=env, cwd=ROOT, capture_output=True,
-                        text=True, timeout=120)
+    ls = subprocess.run(
+        [str(BIN / "prefect"), "deployment", "ls"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert "itool/iterate" in ls.stdout and "itool-evaluate/evaluate" in ls.stdout, ls.stdout + ls.stderr
 
-    worker = procs.start("worker", [str(BIN / "prefect"), "worker", "start", "--pool", "itool-test", "--type",
-                                    "process"], env)
+    worker = procs.start(
+        "worker", [str(BIN / "prefect"), "worker", "start", "--pool", "itool-test", "--type", "process"], env
+    )
     t1 = time.time()
     run = _run_deployment(env)
     t_run = time.time() - t1
@@ -200,21 +238,33 @@ def test_worker_killed_mid_stage_then_rerun_reuses_finished_stages(service):
     run_dir = tmp / "killed-run"
     params = {**service["params"], "run_dir": str(run_dir), "iterations": 1}
     # a warm-up long enough to be caught between its stages, short enough to redo on a busy 2-core machine
-    params["config"] = {**params["config"], "sft": {**params["config"]["sft"], "max_steps_per_stage": 40,
-                                                    "epochs_per_stage": 40.0}}
+    params["config"] = {
+        **params["config"],
+        "sft": {**params["config"]["sft"], "max_steps_per_stage": 40, "epochs_per_stage": 40.0},
+    }
 
-    worker = procs.start("worker-killed", [str(BIN / "prefect"), "worker", "start", "--pool", "itool-test",
-                                           "--type", "process"], env)
-    first = subprocess.run([str(BIN / "prefect"), "deployment", "run", "itool/iterate", "--params",
-                            json.dumps(params)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    worker = procs.start(
+        "worker-killed", [str(BIN / "prefect"), "worker", "start", "--pool", "itool-test", "--type", "process"], env
+    )
+    first = subprocess.run(
+        [str(BIN / "prefect"), "deployment", "run", "itool/iterate", "--params", json.dumps(params)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert first.returncode == 0, first.stdout + first.stderr
     flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", first.stdout).group(1)
     # the warm-up has started writing when its trainer's first stage folder appears
     deadline = time.time() + 600
     started = None
     while time.time() < deadline and started is None:
-        started = next((d for d in (run_dir / "warmup").glob("*/*") if d.is_dir()), None) \
-            if (run_dir / "warmup").is_dir() else None
+        started = (
+            next((d for d in (run_dir / "warmup").glob("*/*") if d.is_dir()), None)
+            if (run_dir / "warmup").is_dir()
+            else None
+        )
         time.sleep(0.2)
     assert started is not None, (tmp / "worker-killed.log").read_text(errors="replace")[-3000:]
 
@@ -232,16 +282,28 @@ def test_worker_killed_mid_stage_then_rerun_reuses_finished_stages(service):
 
     # A dead machine reports nothing: the server still shows the run Running, holding the deployment's
     # concurrency slot (limit 1).  Mark it Crashed, as an operator (or Prefect's heartbeat automation) does.
-    mark = subprocess.run([sys.executable, "-c", (
-        "from prefect.client.orchestration import get_client\n"
-        "from prefect.states import Crashed\n"
-        "with get_client(sync_client=True) as c:\n"
-        f"    print(c.set_flow_run_state('{flow_run_id}', Crashed(message='worker killed')).status)\n")],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    mark = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "from prefect.client.orchestration import get_client\n"
+                "from prefect.states import Crashed\n"
+                "with get_client(sync_client=True) as c:\n"
+                f"    print(c.set_flow_run_state('{flow_run_id}', Crashed(message='worker killed')).status)\n"
+            ),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert mark.returncode == 0 and "ACCEPT" in mark.stdout, mark.stdout + mark.stderr
 
-    procs.start("worker-again", [str(BIN / "prefect"), "worker", "start", "--pool", "itool-test", "--type",
-                                 "process"], env)
+    procs.start(
+        "worker-again", [str(BIN / "prefect"), "worker", "start", "--pool", "itool-test", "--type", "process"], env
+    )
     run = _run_deployment(env, params)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     summary = json.loads((run_dir / "flow_summary.json").read_text())

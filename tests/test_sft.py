@@ -26,9 +26,9 @@ from itool_core.data.records import Example
 from itool_core.models import tiny_model
 from itool_core.train.common import quiet_progress
 from itool_core.train.sft import (
+    answer_loss,
     build_sft_records,
     build_trainer,
-    answer_loss,
     planned_steps,
     sft_pair,
     tokenize_pair,
@@ -37,8 +37,13 @@ from itool_core.train.sft import (
 
 torch.set_num_threads(2)
 
-TOOLS = [{"name": "get_weather", "description": "Weather of a city",
-          "parameters": {"type": "dict", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+TOOLS = [
+    {
+        "name": "get_weather",
+        "description": "Weather of a city",
+        "parameters": {"type": "dict", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+]
 CITIES = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Doha"]
 
 
@@ -47,9 +52,16 @@ def examples(n: int = 6, prefix: str = "w") -> list[Example]:
     for i in range(n):
         city = CITIES[i % len(CITIES)]
         target = [] if i % 3 == 2 else [ToolCall("get_weather", {"city": city})]
-        out.append(Example(f"{prefix}{i}", "synthetic", "simple", TOOLS,
-                           [{"role": "user", "content": f"Weather in {city}?" if target else "Tell me a joke."}],
-                           target))
+        out.append(
+            Example(
+                f"{prefix}{i}",
+                "synthetic",
+                "simple",
+                TOOLS,
+                [{"role": "user", "content": f"Weather in {city}?" if target else "Tell me a joke."}],
+                target,
+            )
+        )
     return out
 
 
@@ -109,9 +121,9 @@ def test_completion_only_mask(tmp_path):
         p_ids, c_ids = tokenize_pair(tok, prompt, completion)
         labels = by_ids[tuple(p_ids + c_ids)]
         assert labels[: len(p_ids)] == [-100] * len(p_ids)
-        assert labels[len(p_ids):] == c_ids and -100 not in labels[len(p_ids):]
+        assert labels[len(p_ids) :] == c_ids and -100 not in labels[len(p_ids) :]
         assert labels[-1] == tok.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
-        assert tok.decode(labels[len(p_ids):]) == completion == render_target(ex.target) + "<|im_end|>"
+        assert tok.decode(labels[len(p_ids) :]) == completion == render_target(ex.target) + "<|im_end|>"
     # the collator pads on the right with label −100 and keeps every row's answer trained
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
     pad_rows = batch["attention_mask"] == 0
@@ -133,8 +145,9 @@ def test_planned_steps_arithmetic():
 
 def _answer_loss(model, tok, exs) -> float:
     """Mean answer-token NLL of ``exs`` (fp32, no autocast): the SFT objective on that batch."""
-    from itool_core.data.replay import target_perplexity
     import math
+
+    from itool_core.data.replay import target_perplexity
 
     return sum(math.log(h) for h in target_perplexity(model, tok, exs, dtype="float32")) / len(exs)
 
@@ -143,7 +156,9 @@ def test_sft_moves_lora_and_lowers_the_loss_on_its_batch(tmp_path):
     model, tok = tiny_model(seed=1)
     exs = examples(2)
     before = _answer_loss(model, tok, exs)
-    cfg = dataclasses.replace(FAST, epochs_per_stage=3.0, max_steps_per_stage=None, merge=False, lr_scheduler="constant")
+    cfg = dataclasses.replace(
+        FAST, epochs_per_stage=3.0, max_steps_per_stage=None, merge=False, lr_scheduler="constant"
+    )
     result = train_sft(model, [("all", exs)], cfg, tmp_path, tokenizer=tok)
     after = _answer_loss(result.model, tok, exs)
     assert after < before - 0.5, (before, after)  # random 2-layer model: 10.75 → 9.98 in 3 steps
@@ -160,11 +175,16 @@ def test_answer_loss_normalisations_and_decision_weight():
 
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 7, requires_grad=True)
-    labels = torch.tensor([[-100, -100, -100, -100, 3],  # one answer token (predicted from position 3)
-                           [-100, 1, 2, 4, 5]])          # four answer tokens, the first predicted from position 0
+    labels = torch.tensor(
+        [
+            [-100, -100, -100, -100, 3],  # one answer token (predicted from position 3)
+            [-100, 1, 2, 4, 5],
+        ]
+    )  # four answer tokens, the first predicted from position 0
     out = SimpleNamespace(logits=logits)
-    nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:].clamp(min=0),
-                                            reduction="none")
+    nll = torch.nn.functional.cross_entropy(
+        logits[:, :-1].transpose(1, 2), labels[:, 1:].clamp(min=0), reduction="none"
+    )
     mask = labels[:, 1:] != -100
     per_example = [(nll[i] * mask[i]).sum() / mask[i].sum() for i in range(2)]
     loss = answer_loss(out, labels)
@@ -174,10 +194,12 @@ def test_answer_loss_normalisations_and_decision_weight():
     assert not torch.allclose(loss, token_mean)
     # decision weight 3: each answer's first token (row 0 position 3, row 1 position 0) counts three times
     w = torch.tensor([[0, 0, 0, 3.0], [3.0, 1, 1, 1]])
-    assert torch.allclose(answer_loss(out, labels, normalisation="token", decision_weight=3.0),
-                          (nll * w).sum() / w.sum())
-    assert torch.allclose(answer_loss(out, labels, decision_weight=3.0),
-                          (nll[0, 3] + (nll[1] * w[1]).sum() / w[1].sum()) / 2)  # a one-token answer: unchanged
+    assert torch.allclose(
+        answer_loss(out, labels, normalisation="token", decision_weight=3.0), (nll * w).sum() / w.sum()
+    )
+    assert torch.allclose(
+        answer_loss(out, labels, decision_weight=3.0), (nll[0, 3] + (nll[1] * w[1]).sum() / w[1].sum()) / 2
+    )  # a one-token answer: unchanged
     loss.backward()
     assert logits.grad[0, 3].abs().sum() > 0 and logits.grad[0, :3].abs().sum() == 0  # prompt positions untouched
     logits.grad = None
@@ -210,8 +232,9 @@ def test_example_normalisation_is_the_mean_of_per_example_answer_nll(tmp_path):
     with quiet_progress():
         trainer = build_trainer(peft_model, tok, records, cfg, 1, tmp_path)
     assert trainer.loss_is_scaled_for_ga is False  # a per-batch mean: gradient accumulation divides it
-    two_steps = dataclasses.replace(cfg, epochs_per_stage=2.0, max_steps_per_stage=2, merge=False,
-                                    lr_scheduler="constant")
+    two_steps = dataclasses.replace(
+        cfg, epochs_per_stage=2.0, max_steps_per_stage=2, merge=False, lr_scheduler="constant"
+    )
     st = train_sft(tiny_model(seed=3)[0], [("all", exs)], two_steps, tmp_path / "run", tokenizer=tok).stages[0]
     assert st.steps == 2 and st.last_loss < st.first_loss  # it trains
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
@@ -224,24 +247,29 @@ def test_example_normalisation_is_the_mean_of_per_example_answer_nll(tmp_path):
     n = [len(tokenize_pair(tok, *sft_pair(tok, ex))[1]) for ex in exs]
     m = [math.log(h) for h in target_perplexity(peft_model, tok, exs, dtype="float32")]
     with quiet_progress():
-        token = build_trainer(peft_model, tok, records, dataclasses.replace(cfg, loss_normalisation="token"), 1,
-                              tmp_path)
+        token = build_trainer(
+            peft_model, tok, records, dataclasses.replace(cfg, loss_normalisation="token"), 1, tmp_path
+        )
     with torch.no_grad():
         token_loss = token.compute_loss(peft_model, dict(batch)).item()
     assert token_loss == pytest.approx(sum(a * b for a, b in zip(n, m)) / sum(n), rel=1e-4)
     with torch.no_grad():  # the hand-written token mean (taken when a decision weight is set) is trl's
-        ours = answer_loss(peft_model(**{k: batch[k] for k in ("input_ids", "attention_mask")}), batch["labels"],
-                           normalisation="token").item()
+        ours = answer_loss(
+            peft_model(**{k: batch[k] for k in ("input_ids", "attention_mask")}), batch["labels"], normalisation="token"
+        ).item()
     assert ours == pytest.approx(token_loss, rel=1e-4)
-    weighted = build_trainer(peft_model, tok, records, dataclasses.replace(cfg, loss_normalisation="token",
-                                                                           decision_weight=5.0), 1, tmp_path)
+    weighted = build_trainer(
+        peft_model, tok, records, dataclasses.replace(cfg, loss_normalisation="token", decision_weight=5.0), 1, tmp_path
+    )
     assert weighted.loss_is_scaled_for_ga is False
     with torch.no_grad():
         fwd = peft_model(**{k: batch[k] for k in ("input_ids", "attention_mask")})
         assert weighted.compute_loss(peft_model, dict(batch)).item() == pytest.approx(
-            answer_loss(fwd, batch["labels"], normalisation="token", decision_weight=5.0).item(), rel=1e-5)
-        assert answer_loss(fwd, batch["labels"], normalisation="token", decision_weight=5.0).item() != \
-            pytest.approx(token_loss, rel=1e-3)
+            answer_loss(fwd, batch["labels"], normalisation="token", decision_weight=5.0).item(), rel=1e-5
+        )
+        assert answer_loss(fwd, batch["labels"], normalisation="token", decision_weight=5.0).item() != pytest.approx(
+            token_loss, rel=1e-3
+        )
     assert len(set(n)) > 1  # the two normalisations differ on this batch only because the lengths do
     with pytest.raises(ConfigError, match="sft.loss_normalisation"):
         SFTConfig(loss_normalisation="sequence")
@@ -252,8 +280,14 @@ def test_curriculum_runs_easy_medium_hard_in_order_and_saves_each_stage(tmp_path
     exs = examples(6)
     events = []
     cfg = dataclasses.replace(FAST, bf16=True)  # the production CPU path: bf16 autocast + use_cpu
-    result = train_sft(model, [("easy", exs[:2]), ("medium", exs[2:4]), ("hard", exs[4:])], cfg, tmp_path,
-                       lambda e, m: events.append((e, m)), tokenizer=tok)
+    result = train_sft(
+        model,
+        [("easy", exs[:2]), ("medium", exs[2:4]), ("hard", exs[4:])],
+        cfg,
+        tmp_path,
+        lambda e, m: events.append((e, m)),
+        tokenizer=tok,
+    )
     starts = [m["stage"] for e, m in events if e == "stage_start"]
     assert starts == ["easy", "medium", "hard"]
     assert [e for e, _ in events] == ["stage_start", "log", "stage_end"] * 3 + ["end"]
@@ -289,20 +323,23 @@ def test_resume_reuses_finished_stages_and_reproduces_the_uninterrupted_run(tmp_
 
     events = []
     model, tok = tiny_model(seed=4)
-    result = train_sft(model, stages, cfg, interrupted, lambda e, m: events.append((e, m)), tokenizer=tok,
-                       resume=True)
+    result = train_sft(model, stages, cfg, interrupted, lambda e, m: events.append((e, m)), tokenizer=tok, resume=True)
     assert [s.resumed for s in result.stages] == [True, True, False]
     assert [e for e, _ in events] == ["stage_start", "stage_end"] * 2 + ["stage_start", "log", "stage_end", "end"]
     assert [m["step"] for e, m in events if e == "log"] == [3]  # the step count continues after resumed stages
-    assert result.stages[0].train_loss == json.loads((full / "stage_1_easy" / "stage_result.json").read_text())[
-        "result"]["train_loss"]
+    assert (
+        result.stages[0].train_loss
+        == json.loads((full / "stage_1_easy" / "stage_result.json").read_text())["result"]["train_loss"]
+    )
     a = load_file(full / "stage_3_hard" / "adapter_model.safetensors")
     b = load_file(interrupted / "stage_3_hard" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     # a changed config or changed data is never resumed: every stage is trained again
-    for changed_cfg, changed_stages in [(dataclasses.replace(cfg, learning_rate=2e-2), stages),
-                                        (cfg, [("easy", exs[1:3]), ("medium", exs[2:4]), ("hard", exs[4:])])]:
+    for changed_cfg, changed_stages in [
+        (dataclasses.replace(cfg, learning_rate=2e-2), stages),
+        (cfg, [("easy", exs[1:3]), ("medium", exs[2:4]), ("hard", exs[4:])]),
+    ]:
         model, tok = tiny_model(seed=4)
         result = train_sft(model, changed_stages, changed_cfg, interrupted, tokenizer=tok, resume=True)
         assert [s.resumed for s in result.stages] == [False, False, False]
@@ -328,6 +365,7 @@ def test_resume_continues_an_unfinished_stage_from_its_checkpoint_bit_for_bit(tm
     def crash_in_hard_step_3(event, m):  # logs come before the step's checkpoint: checkpoint-2 is the newest
         if event == "log" and m["stage"] == "hard" and m["stage_step"] == 3:
             raise _Crash
+
     model, tok = tiny_model(seed=5)
     with pytest.raises(_Crash):
         train_sft(model, stages, cfg, interrupted, crash_in_hard_step_3, tokenizer=tok)
@@ -337,8 +375,7 @@ def test_resume_continues_an_unfinished_stage_from_its_checkpoint_bit_for_bit(tm
 
     events = []
     model, tok = tiny_model(seed=5)
-    result = train_sft(model, stages, cfg, interrupted, lambda e, m: events.append((e, m)), tokenizer=tok,
-                       resume=True)
+    result = train_sft(model, stages, cfg, interrupted, lambda e, m: events.append((e, m)), tokenizer=tok, resume=True)
     hard = result.stages[1]
     assert [s.resumed for s in result.stages] == [True, False] and hard.resumed_at_step == 2
     assert [m["stage_step"] for e, m in events if e == "log"] == [3, 4]  # only the missing steps are trained
@@ -358,8 +395,15 @@ def test_resume_continues_an_unfinished_stage_from_its_checkpoint_bit_for_bit(tm
     (interrupted / "stage_2_hard" / "stage_result.json").unlink()
     events = []
     model, tok = tiny_model(seed=5)
-    result = train_sft(model, stages, dataclasses.replace(cfg, learning_rate=2e-2), interrupted,
-                       lambda e, m: events.append((e, m)), tokenizer=tok, resume=True)
+    result = train_sft(
+        model,
+        stages,
+        dataclasses.replace(cfg, learning_rate=2e-2),
+        interrupted,
+        lambda e, m: events.append((e, m)),
+        tokenizer=tok,
+        resume=True,
+    )
     assert result.stages[1].resumed_at_step == 0
     assert [m["stage_step"] for e, m in events if e == "log" and m["stage"] == "hard"] == [1, 2, 3, 4]
 
@@ -383,8 +427,12 @@ def test_config_yaml_round_trip(tmp_path):
     for name, cfg in PROFILES.items():
         path = dump_config(cfg, tmp_path / f"{name}.yaml")
         assert load_config(path) == cfg
-    custom = dataclasses.replace(PROFILES["quick"], sft=dataclasses.replace(
-        PROFILES["quick"].sft, target_modules=("q_proj", "v_proj"), max_steps_per_stage=5, mode="mixed"))
+    custom = dataclasses.replace(
+        PROFILES["quick"],
+        sft=dataclasses.replace(
+            PROFILES["quick"].sft, target_modules=("q_proj", "v_proj"), max_steps_per_stage=5, mode="mixed"
+        ),
+    )
     assert load_config(dump_config(custom, tmp_path / "c.yaml")) == custom
     # stage configs alone round-trip too
     assert load_config(dump_config(SplitConfig(seed=7), tmp_path / "s.yaml"), SplitConfig) == SplitConfig(seed=7)
@@ -396,9 +444,14 @@ def test_profiles_hold_the_paper_setting():
     assert quick.sft.gradient_checkpointing is False and quick.sft.bf16 == "auto" and paper.sft.bf16 is True
     assert paper.model == "meta-llama/Llama-3.1-8B-Instruct" and paper.engine == "vllm"
     assert (paper.sft.lora_r, paper.sft.lora_alpha, paper.sft.learning_rate, paper.sft.epochs_per_stage) == (
-        16, 32, 1e-4, 3.0)
+        16,
+        32,
+        1e-4,
+        3.0,
+    )
     assert paper.buffer.alpha == 0.2 and paper.split.pool_fraction == 0.1
-    # the paper's α, but below the hardest half: the 135M policy mines no pair from its hardest 10 % (docs/notebook/RESULTS.md)
+    # the paper's α, but below the hardest half: the 135M policy mines no pair from its hardest 10 %
+    # (docs/notebook/RESULTS.md)
     assert (quick.buffer.alpha, quick.buffer.skip_hardest, paper.buffer.skip_hardest) == (0.2, 0.5, 0.0)
     with pytest.raises(ConfigError, match="unknown profile"):
         profile("huge")
@@ -414,16 +467,19 @@ def test_partial_yaml_overrides_its_profile(tmp_path):
     assert load_config(p) == PROFILES["quick"]
 
 
-@pytest.mark.parametrize("text,match", [
-    ("sft:\n  lora_rr: 8\n", "'sft.lora_rr'"),
-    ("modle: x\n", "'modle'"),
-    ("split:\n  seed: 1\n  stratify: source\n", "'split.stratify'"),
-    ("sft:\n  lora_r: 2.5\n", "sft.lora_r: expected an integer"),
-    ("sft:\n  mode: shuffled\n", "sft.mode"),
-    ("buffer:\n  alpha: 20\n", "buffer.alpha"),
-    ("sft: 3\n", "sft: expected a mapping"),
-    ("sft:\n  tools_style: json\n", "tools_style"),  # buffer (compact in quick) must use the same prompt
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("sft:\n  lora_rr: 8\n", "'sft.lora_rr'"),
+        ("modle: x\n", "'modle'"),
+        ("split:\n  seed: 1\n  stratify: source\n", "'split.stratify'"),
+        ("sft:\n  lora_r: 2.5\n", "sft.lora_r: expected an integer"),
+        ("sft:\n  mode: shuffled\n", "sft.mode"),
+        ("buffer:\n  alpha: 20\n", "buffer.alpha"),
+        ("sft: 3\n", "sft: expected a mapping"),
+        ("sft:\n  tools_style: json\n", "tools_style"),  # buffer (compact in quick) must use the same prompt
+    ],
+)
 def test_config_errors_name_the_key(tmp_path, text, match):
     p = tmp_path / "bad.yaml"
     p.write_text(text)
@@ -452,9 +508,25 @@ def test_warmup_cli_splits_trains_and_prints_one_line_per_stage(tmp_path, capsys
     model_dir = save_policy(model, tok, tmp_path / "base")
     write_table([e.to_row() for e in examples(12)], tmp_path / "train.parquet", EXAMPLES)
     (tmp_path / "run.yaml").write_text("sft:\n  bf16: false\n  per_device_batch_size: 2\n  learning_rate: 0.01\n")
-    rc = main(["warmup", "--data", str(tmp_path / "train.parquet"), "--model", str(model_dir), "--out",
-               str(tmp_path / "out"), "--config", str(tmp_path / "run.yaml"), "--max-steps", "1",
-               "--decision-weight", "3", "--checkpoint-every", "5"])
+    rc = main(
+        [
+            "warmup",
+            "--data",
+            str(tmp_path / "train.parquet"),
+            "--model",
+            str(model_dir),
+            "--out",
+            str(tmp_path / "out"),
+            "--config",
+            str(tmp_path / "run.yaml"),
+            "--max-steps",
+            "1",
+            "--decision-weight",
+            "3",
+            "--checkpoint-every",
+            "5",
+        ]
+    )
     assert rc == 0
     lines = capsys.readouterr().out.splitlines()
     # 11 = 4 no-call (1/1/2) + 7 call (2/2/3): the thirds are cut per answer kind (data/split.py)
@@ -465,21 +537,46 @@ def test_warmup_cli_splits_trains_and_prints_one_line_per_stage(tmp_path, capsys
     progress = [ln.split()[1] for ln in lines if " step 1/1 loss " in ln]
     assert progress == ["easy", "medium", "hard"]
     out = tmp_path / "out"
-    assert {p.name for p in out.iterdir()} == {"data", "stage_1_easy", "stage_2_medium", "stage_3_hard", "merged",
-                                                "sft_result.json"}
-    assert {p.name for p in (out / "data").iterdir()} == {f"{n}.parquet" for n in
-                                                         ("warmup", "pool", "easy", "medium", "hard")}
+    assert {p.name for p in out.iterdir()} == {
+        "data",
+        "stage_1_easy",
+        "stage_2_medium",
+        "stage_3_hard",
+        "merged",
+        "sft_result.json",
+    }
+    assert {p.name for p in (out / "data").iterdir()} == {
+        f"{n}.parquet" for n in ("warmup", "pool", "easy", "medium", "hard")
+    }
     recorded = json.loads((out / "sft_result.json").read_text())["config"]
     assert recorded["decision_weight"] == 3.0 and recorded["loss_normalisation"] == "token"
     assert recorded["checkpoint_steps"] == 5
 
     # the same command with --resume finds every stage finished and trains nothing (checkpointing is not part
     # of a stage's fingerprint: resumed without the flag)
-    rc = main(["warmup", "--data", str(tmp_path / "train.parquet"), "--model", str(model_dir), "--out",
-               str(out), "--config", str(tmp_path / "run.yaml"), "--max-steps", "1", "--decision-weight", "3",
-               "--resume"])
+    rc = main(
+        [
+            "warmup",
+            "--data",
+            str(tmp_path / "train.parquet"),
+            "--model",
+            str(model_dir),
+            "--out",
+            str(out),
+            "--config",
+            str(tmp_path / "run.yaml"),
+            "--max-steps",
+            "1",
+            "--decision-weight",
+            "3",
+            "--resume",
+        ]
+    )
     assert rc == 0
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split()[3] for ln in lines if ln.startswith("[warmup] stage") and ln.endswith("(resumed)")] == [
-        "easy", "medium", "hard"]
+        "easy",
+        "medium",
+        "hard",
+    ]
     assert not [ln for ln in lines if " step 1/1 loss " in ln]  # no training step ran

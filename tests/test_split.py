@@ -21,8 +21,11 @@ from itool_core.schemas import EXAMPLES
 
 
 def _tool(name: str, desc_len: int = 10) -> dict:
-    return {"name": name, "description": "x" * desc_len,
-            "parameters": {"type": "dict", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}
+    return {
+        "name": name,
+        "description": "x" * desc_len,
+        "parameters": {"type": "dict", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+    }
 
 
 def make_example(i: int, category: str = "c", n_tools: int = 1, desc_len: int = 10, n_calls: int = 1) -> Example:

@@ -21,8 +21,17 @@ def test_parent_and_nested_runs_with_params_metrics_and_artifacts(tracker, tmp_p
         tracker.log_params(parent, {"run": {"sft": {"lora_r": 16, "target_modules": ["q", "v"]}}, "iterations": 2})
         for i in (1, 2):
             with tracker.run(f"iteration {i}", parent_run_id=parent) as child:
-                tracker.log_metrics(child, {"bfcl": {"overall": 0.1 * i}, "pairs_mined": 3 * i, "skip": "text",
-                                            "nan": float("nan"), "flag": True}, step=i)
+                tracker.log_metrics(
+                    child,
+                    {
+                        "bfcl": {"overall": 0.1 * i},
+                        "pairs_mined": 3 * i,
+                        "skip": "text",
+                        "nan": float("nan"),
+                        "flag": True,
+                    },
+                    step=i,
+                )
                 tracker.log_bar_plot(child, {"simple_python": 0.5, "BFCL overall": 0.25}, f"plots/iter{i}.png")
                 f = tmp_path / "pairs.parquet"
                 f.write_bytes(b"x")
@@ -68,14 +77,25 @@ def test_eval_metrics_carry_the_answer_kinds(tracker):
     """The evaluation summary → MLflow metrics, answer kinds included, logged on the real store."""
     from flows.common import eval_metrics
 
-    summary = {"bfcl": {"overall": 0.2, "irrelevance": 0.6, "categories": {"irrelevance": {"accuracy": 0.6}},
-                        "answer_kinds": {"irrelevance": {"call": 4, "no_call": 1, "broken_call": 5}}},
-               "apibank": {"level1": {"accuracy": 0.1, "correct": 1, "total": 10}}}
+    summary = {
+        "bfcl": {
+            "overall": 0.2,
+            "irrelevance": 0.6,
+            "categories": {"irrelevance": {"accuracy": 0.6}},
+            "answer_kinds": {"irrelevance": {"call": 4, "no_call": 1, "broken_call": 5}},
+        },
+        "apibank": {"level1": {"accuracy": 0.1, "correct": 1, "total": 10}},
+    }
     m = eval_metrics(summary, prefix="sft/")
-    assert m == {"sft/bfcl/overall": 0.2, "sft/bfcl/irrelevance": 0.6,
-                 "sft/bfcl_answers/irrelevance/call": 0.4, "sft/bfcl_answers/irrelevance/no_call": 0.1,
-                 "sft/bfcl_answers/irrelevance/broken_call": 0.5, "sft/apibank/level1": 0.1,
-                 "sft/apibank/level1/n": 10.0}
+    assert m == {
+        "sft/bfcl/overall": 0.2,
+        "sft/bfcl/irrelevance": 0.6,
+        "sft/bfcl_answers/irrelevance/call": 0.4,
+        "sft/bfcl_answers/irrelevance/no_call": 0.1,
+        "sft/bfcl_answers/irrelevance/broken_call": 0.5,
+        "sft/apibank/level1": 0.1,
+        "sft/apibank/level1/n": 10.0,
+    }
     with tracker.run("eval") as run:
         tracker.log_metrics(run, m, step=1)
     assert tracker.client.get_run(run).data.metrics["sft/bfcl_answers/irrelevance/no_call"] == pytest.approx(0.1)

@@ -118,13 +118,16 @@ def test_unreachable_hub_id_is_a_clear_error(tmp_path, capsys, monkeypatch):
     assert "hf://nobody-xyz/no-such-dataset: row -: field '<source>': hub dataset cannot be loaded" in err
 
 
-@pytest.mark.parametrize("value", [
-    "0x" + "f" * 5000,  # an int past the int-to-str limit
-    "9" * 5000,  # the same in decimal: a syntax error
-    "1e999",
-    "[" * 400 + "1" + "]" * 400,  # nesting
-    "'" + "x" * (MAX_TEXT_CHARS + 10) + "'",  # longer than the parser's limit
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0x" + "f" * 5000,  # an int past the int-to-str limit
+        "9" * 5000,  # the same in decimal: a syntax error
+        "1e999",
+        "[" * 400 + "1" + "]" * 400,  # nesting
+        "'" + "x" * (MAX_TEXT_CHARS + 10) + "'",  # longer than the parser's limit
+    ],
+)
 def test_huge_target_literal_is_that_rows_failure(tmp_path, capsys, value):
     rows = _rows()
     rows[1]["conversations"][1]["value"] = f"[get_weather(city={value})]"
@@ -149,8 +152,12 @@ def test_row_without_assistant_turn_is_reported_text_only_row_counted(tmp_path, 
 
 def test_zero_good_rows_is_an_error_not_an_empty_table(tmp_path, capsys):
     rows = [{"system": "no tools here", "conversations": [{"from": "user", "value": "hi"}]}] * 3
-    for name, text in (("bad.json", json.dumps(rows)), ("bad.jsonl", _jsonl(rows)), ("empty.jsonl", "\n\n"),
-                       ("garbage.jsonl", "not json\n{also not\n")):
+    for name, text in (
+        ("bad.json", json.dumps(rows)),
+        ("bad.jsonl", _jsonl(rows)),
+        ("empty.jsonl", "\n\n"),
+        ("garbage.jsonl", "not json\n{also not\n"),
+    ):
         src = tmp_path / name
         src.write_text(text)
         rc, out, err = _import(src, tmp_path / "o.parquet", capsys)

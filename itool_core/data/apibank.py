@@ -37,6 +37,7 @@ import ast
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,12 @@ __all__ = [
     "parse_api_request",
     "parse_dialogue",
     "load_apibank",
+    "EVAL_CATEGORIES",
+    "load_source",
 ]
+
+#: The scored categories (levels 1 and 2; "train" is training data): the ``apibank`` benchmark's categories.
+EVAL_CATEGORIES = ("apibank_level1", "apibank_level2")
 
 LEVEL_FILES: dict[Any, str] = {1: "level-1-api.json", 2: "level-2-api.json", "train": "lv3-api-train.json"}
 _LEVEL_NAMES = {1: "level1", 2: "level2", "train": "train"}
@@ -203,7 +209,9 @@ def _retrieved_apis_by_pattern(s: str) -> list[dict]:
 
 def _split_args(body: str) -> list[str]:
     """Split ``a=1, b=New York, NY, c='x'`` at top-level commas that start a new ``key=``."""
-    pieces, cur, depth, quote = [], [], 0, ""
+    pieces: list[str] = []
+    cur: list[str] = []
+    depth, quote = 0, ""
     i = 0
     while i < len(body):
         ch = body[i]
@@ -356,7 +364,7 @@ def _typed_values(target: list[ToolCall], tools: list[dict]) -> list[str]:
 
 
 def _instruction_apis(instruction: str) -> list[dict]:
-    out = []
+    out: list[dict] = []
     after = instruction.split("API descriptions:", 1)
     if len(after) < 2:
         return out
@@ -475,9 +483,35 @@ def load_apibank(
         raise BadRow(str(path), "-", "<file>", f"expected a JSON list of items, got {type(data).__name__}")
     report = LoadReport(str(path))
     rows = list(enumerate(data))
-    out = list(
-        convert_rows(str(path), rows, lambda item, rowno: _convert(item, rowno, key, path.name), report, strict)
-    )
+    out = list(convert_rows(str(path), rows, lambda item, rowno: _convert(item, rowno, key, path.name), report, strict))
     if report_list is not None:
         report_list.append(report)
+    return out
+
+
+def _levels(level: Any) -> list[Any]:
+    if level is None:
+        return [1, 2]
+    if isinstance(level, str):
+        if level.strip().lower() == "all":
+            return [1, 2, "train"]
+        return [x.strip() for x in level.split(",") if x.strip()]
+    if isinstance(level, Iterable):
+        return list(level)
+    return [level]
+
+
+def load_source(
+    src: str | os.PathLike | None = None,
+    *,
+    strict: bool = False,
+    report_list: list[LoadReport] | None = None,
+    level: Any = None,
+) -> list[Example]:
+    """The ``apibank`` format of ``data.loaders.load``: ``src`` = an API-Bank folder (default
+    :func:`default_apibank_dir`); ``level`` 1, 2, "train", a list or comma string of those, or "all"
+    (default: the two test levels)."""
+    out: list[Example] = []
+    for lv in _levels(level):
+        out.extend(load_apibank(lv, src, strict=strict, report_list=report_list))
     return out

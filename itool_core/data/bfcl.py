@@ -34,9 +34,10 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-from functools import lru_cache
+from collections.abc import Iterable, Sequence
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..calls import ParseError, ToolCall
 from .normalise import parse_calls_lenient
@@ -55,6 +56,7 @@ __all__ = [
     "language_hint",
     "preprocess_function_docs",
     "target_from_ground_truth",
+    "load_source",
     "load_bfcl",
     "load_bfcl_unused",
 ]
@@ -295,7 +297,7 @@ def _resolve_dict(value: Any, where: str, notes: list[str]) -> Any:
     """A dict-typed parameter's possible answer maps each key to its own list of possible values."""
     if not isinstance(value, dict):
         return value
-    out = {}
+    out: dict[Any, Any] = {}
     for k, vals in value.items():
         if isinstance(vals, list) and not vals:
             # Same data defect as for top-level parameters (see target_from_ground_truth).
@@ -326,7 +328,7 @@ def target_from_ground_truth(
     for i, call in enumerate(ground_truth):
         if not isinstance(call, dict) or len(call) != 1:
             raise FieldError(f"ground_truth[{i}]", "each call must be an object with exactly one function name")
-        (name, params), = call.items()
+        ((name, params),) = call.items()
         if not isinstance(params, dict):
             raise FieldError(f"ground_truth[{i}].{name}", "parameters must be an object")
         params_schema = (by_name.get(name) or {}).get("parameters", {})
@@ -431,7 +433,7 @@ def _relevance_example(entry: dict, category: str) -> Example:
     return Example(f"bfcl/{entry['id']}", "bfcl", category, tools, messages, [], meta)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _class_docs(data_dir: str, class_name: str) -> tuple[str, ...]:
     fname = MULTI_TURN_FUNC_DOC_FILE_MAPPING.get(class_name)
     if fname is None:
@@ -611,3 +613,17 @@ def load_bfcl_unused(
     for c in cats:
         out.extend(_load_category(c, d, True, strict, report_list))
     return out
+
+
+def load_source(
+    src: str | Path | None = None,
+    *,
+    strict: bool = False,
+    report_list: list[LoadReport] | None = None,
+    categories: str | Iterable[str] | None = None,
+    unused: bool = False,
+) -> list[Example]:
+    """The ``bfcl`` format of ``data.loaders.load``: ``src`` = a bfcl-eval data folder (default: the installed
+    package's); scored categories, or with ``unused=True`` the retired exec/sql sets."""
+    loader = load_bfcl_unused if unused else load_bfcl
+    return loader(categories, strict=strict, report_list=report_list, data_dir=src)

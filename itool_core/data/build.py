@@ -2,7 +2,7 @@
 
 The embedded sources (BFCL's unused exec/sql sets + API-Bank's training set, ``load_default_training_set``)
 taught SmolLM2-135M simple and multiple calls but not abstention or parallel calls, and are dominated by two
-functions (DESIGN.md, "What SFT on the embedded data does").  This module turns them into the set the warm-up
+functions (docs/design.md#what-sft-on-the-embedded-data-does).  This module turns them into the set the warm-up
 SFT (§4.2) trains on, in this order — each step's counts go into the card:
 
 1. **load** the default sources (or ``sources=`` given by the caller);
@@ -32,15 +32,15 @@ shares, and everything each step dropped.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import random
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..calls import PromptStyle, serialise_calls
 from . import augment as aug
@@ -56,8 +56,8 @@ __all__ = [
     "build_training_set",
     "training_card",
     "card_markdown",
+    "from_config",
     "write_training_set",
-    "register_cli",
 ]
 
 DEFAULT_OUT = "data/train_quick.parquet"
@@ -160,7 +160,7 @@ def fit_length(
     kept_len: list[int] = []
     trimmed, dropped = [], []
     retry: list[tuple[int, Example]] = []
-    for i, (ex, n) in enumerate(zip(examples, lengths)):
+    for ex, n in zip(examples, lengths):
         if n <= max_length:
             kept.append(ex)
             kept_len.append(n)
@@ -176,7 +176,9 @@ def fit_length(
             if n <= max_length:
                 kept.append(t)
                 kept_len.append(n)
-                trimmed.append({"id": t.id, "tokens_before": n0, "tokens": n, "tools_removed": len(t.meta["trimmed_tools"])})
+                trimmed.append(
+                    {"id": t.id, "tokens_before": n0, "tokens": n, "tools_removed": len(t.meta["trimmed_tools"])}
+                )
             else:
                 dropped.append({"id": t.id, "tokens": n0, "tokens_trimmed": n})
     within = sum(1 for n in lengths if n <= max_length)
@@ -213,8 +215,9 @@ def training_card(examples: Sequence[Example], lengths: Sequence[int] | None = N
         "rows": rows,
         "by_source": dict(sorted(Counter(e.source for e in examples).items())),
         "by_augmentation": dict(sorted(Counter(e.meta.get("augmentation", "none") for e in examples).items())),
-        "by_source_and_augmentation": dict(sorted(Counter(
-            f"{e.source}/{e.meta.get('augmentation', 'none')}" for e in examples).items())),
+        "by_source_and_augmentation": dict(
+            sorted(Counter(f"{e.source}/{e.meta.get('augmentation', 'none')}" for e in examples).items())
+        ),
         "by_category": dict(Counter(e.category for e in examples).most_common()),
         "no_call_rows": no_call,
         "no_call_share": no_call / rows if rows else 0.0,
@@ -222,15 +225,14 @@ def training_card(examples: Sequence[Example], lengths: Sequence[int] | None = N
         # per source: the prompt's style must be no cue for abstaining (NoCallParams.source_share)
         "no_call_share_by_source": {
             src: sum(1 for e in examples if e.source == src and not e.target) / n
-            for src, n in sorted(Counter(e.source for e in examples).items())},
+            for src, n in sorted(Counter(e.source for e in examples).items())
+        },
         "calls_per_example": {str(k): v for k, v in sorted(Counter(len(e.target) for e in examples).items())},
         "target_calls": n_calls,
         "distinct_functions_called": len(funcs),
         "distinct_tools_offered": len({t.get("name") for e in examples for t in e.tools}),
         "max_function_share": max(funcs.values()) / n_calls if n_calls else 0.0,
-        "top_functions": [
-            {"name": f, "calls": n, "share": n / n_calls} for f, n in funcs.most_common(10)
-        ],
+        "top_functions": [{"name": f, "calls": n, "share": n / n_calls} for f, n in funcs.most_common(10)],
         "n_tools": _summary([len(e.tools) for e in examples]),
     }
     if lengths is not None and len(lengths):
@@ -251,19 +253,27 @@ def card_markdown(card: dict[str, Any]) -> str:
     pct = lambda x: f"{100 * x:.1f} %"  # noqa: E731
     lines = [f"# Training set card — profile `{card.get('profile', '?')}`, seed {card.get('seed', '?')}", ""]
     lines.append(f"- rows: **{card['rows']}**; target calls: {card['target_calls']}")
-    lines.append(f"- no-call rows: {card['no_call_rows']} ({pct(card['no_call_share'])}), of which near misses: "
-                 f"{card.get('no_call_near_miss_rows', 0)}; per source: "
-                 + ", ".join(f"{s} {pct(x)}" for s, x in card.get("no_call_share_by_source", {}).items()))
-    lines.append(f"- distinct functions called: {card['distinct_functions_called']}; distinct tools offered: "
-                 f"{card['distinct_tools_offered']}; largest function share: {pct(card['max_function_share'])}")
+    lines.append(
+        f"- no-call rows: {card['no_call_rows']} ({pct(card['no_call_share'])}), of which near misses: "
+        f"{card.get('no_call_near_miss_rows', 0)}; per source: "
+        + ", ".join(f"{s} {pct(x)}" for s, x in card.get("no_call_share_by_source", {}).items())
+    )
+    lines.append(
+        f"- distinct functions called: {card['distinct_functions_called']}; distinct tools offered: "
+        f"{card['distinct_tools_offered']}; largest function share: {pct(card['max_function_share'])}"
+    )
     if "tokens" in card:
         t = card["tokens"]
         fit = card.get("length", {})
-        lines.append(f"- tokens (prompt + answer, tools={fit.get('tools_style', '?')}): min {t['min']:.0f}, "
-                     f"median {t['p50']:.0f}, p90 {t['p90']:.0f}, p99 {t['p99']:.0f}, max {t['max']:.0f}")
+        lines.append(
+            f"- tokens (prompt + answer, tools={fit.get('tools_style', '?')}): min {t['min']:.0f}, "
+            f"median {t['p50']:.0f}, p90 {t['p90']:.0f}, p99 {t['p99']:.0f}, max {t['max']:.0f}"
+        )
         if fit:
-            lines.append(f"- max length {fit['max_length']}: {pct(fit['share_within_before_fit'])} fitted before the "
-                         f"length step; {len(fit['trimmed'])} trimmed, {len(fit['dropped'])} dropped")
+            lines.append(
+                f"- max length {fit['max_length']}: {pct(fit['share_within_before_fit'])} fitted before the "
+                f"length step; {len(fit['trimmed'])} trimmed, {len(fit['dropped'])} dropped"
+            )
     lines += ["", "## Rows per source and augmentation", "", "| source | augmentation | rows |", "|---|---|---|"]
     for k, v in card["by_source_and_augmentation"].items():
         s, a = k.split("/", 1)
@@ -321,20 +331,35 @@ def build_training_set(
     steps.append({"step": "load", "rows": len(loaded), "note": "default sources" if sources is None else "given"})
 
     valid, rejected = validate_examples(loaded)
-    steps.append({"step": "validate (parse, serialise, bfcl ast_checker)", "rows": len(valid),
-                  "note": f"{len(rejected)} rejected"})
+    steps.append(
+        {
+            "step": "validate (parse, serialise, bfcl ast_checker)",
+            "rows": len(valid),
+            "note": f"{len(rejected)} rejected",
+        }
+    )
     valid, dup = dedupe(valid)
     steps.append({"step": "dedupe sources", "rows": len(valid), "note": f"{len(dup)} duplicates"})
 
     capped = aug.cap_functions(valid, cfg.caps, seed) if cfg.apply_caps else list(valid)
     cap_dropped = Counter(c.name for e in valid for c in e.target) - Counter(c.name for e in capped for c in e.target)
-    steps.append({"step": f"source caps (max share {cfg.caps.max_share:g})", "rows": len(capped),
-                  "note": f"{len(valid) - len(capped)} examples dropped"})
+    steps.append(
+        {
+            "step": f"source caps (max share {cfg.caps.max_share:g})",
+            "rows": len(capped),
+            "note": f"{len(valid) - len(capped)} examples dropped",
+        }
+    )
 
     produced = aug.augment(capped, cfg, seed, no_call_sources=valid)
     combined = list(capped) + [e for name in aug.AUGMENTATIONS for e in produced.get(name, [])]
-    steps.append({"step": "augmentations", "rows": len(combined),
-                  "note": ", ".join(f"{k} +{len(v)}" for k, v in produced.items()) or "none"})
+    steps.append(
+        {
+            "step": "augmentations",
+            "rows": len(combined),
+            "note": ", ".join(f"{k} +{len(v)}" for k, v in produced.items()) or "none",
+        }
+    )
     combined, dup2 = dedupe(combined)
     steps.append({"step": "dedupe", "rows": len(combined), "note": f"{len(dup2)} duplicates"})
 
@@ -350,8 +375,13 @@ def build_training_set(
         combined, lengths, length_report = fit_length(
             combined, tokenizer, limit, style, prof.long_policy, prof.keep_extra_tools, seed
         )
-        steps.append({"step": f"length fit ({limit} tokens, tools={style.tools})", "rows": len(combined),
-                      "note": f"{len(length_report['trimmed'])} trimmed, {len(length_report['dropped'])} dropped"})
+        steps.append(
+            {
+                "step": f"length fit ({limit} tokens, tools={style.tools})",
+                "rows": len(combined),
+                "note": f"{len(length_report['trimmed'])} trimmed, {len(length_report['dropped'])} dropped",
+            }
+        )
 
     if cfg.apply_caps:
         final = aug.cap_functions(combined, cfg.caps, seed, drop_first=lambda e: "augmentation" in e.meta)
@@ -377,6 +407,19 @@ def build_training_set(
     return combined, card
 
 
+def from_config(build: Any, run_profile: str) -> dict[str, Any]:
+    """``build_training_set`` keyword arguments from a run config's ``build`` section
+    (:class:`~itool_core.config.BuildConfig`): its build profile, augmentations, caps and length limit."""
+    cfg = aug.AugmentConfig(caps=aug.CapParams(max_share=build.max_share), apply_caps=build.caps)
+    cfg = dataclasses.replace(
+        cfg,
+        enabled=tuple(build.augmentations),
+        no_call=dataclasses.replace(cfg.no_call, rate=build.no_call_rate, near_miss=build.no_call_near_miss),
+    )
+    max_length: int | bool | None = True if build.max_length is None else (build.max_length or None)
+    return {"profile": build.profile or run_profile, "augment": cfg, "max_length": max_length}
+
+
 def write_training_set(examples: Sequence[Example], card: dict[str, Any], out: str | Path):
     """Write the Parquet table (``EXAMPLES`` schema, atomic) and the card (JSON + markdown) beside it."""
     from ..artifacts import atomic_write_json, atomic_write_text, write_table
@@ -389,86 +432,3 @@ def write_training_set(examples: Sequence[Example], card: dict[str, Any], out: s
     atomic_write_json(f"{stem}.card.json", card)
     atomic_write_text(f"{stem}.card.md", card_markdown(card))
     return ref
-
-
-# -------------------------------------------------------------------------------------------------------- CLI
-
-
-def _source_share(text: str) -> float | dict[str, float]:
-    """``0.2`` (every source) or ``bfcl_unused=0.125,apibank=0.2`` (the named sources only)."""
-    if "=" not in text:
-        return float(text)
-    shares = {}
-    for part in text.split(","):
-        src, sep, value = part.partition("=")
-        if not sep or not src.strip():
-            raise argparse.ArgumentTypeError(f"{part!r}: expected SOURCE=SHARE")
-        shares[src.strip()] = float(value)
-    return shares
-
-
-def _cmd_build(args) -> int:
-    cfg = aug.AugmentConfig(caps=aug.CapParams(max_share=args.max_share))
-    if args.no_call_rate is not None:
-        cfg = dataclasses.replace(cfg, no_call=dataclasses.replace(cfg.no_call, rate=args.no_call_rate))
-    if args.no_call_near_miss is not None:
-        cfg = dataclasses.replace(cfg, no_call=dataclasses.replace(cfg.no_call, near_miss=args.no_call_near_miss))
-    if args.no_call_source_share is not None:
-        cfg = dataclasses.replace(cfg, no_call=dataclasses.replace(cfg.no_call,
-                                                                   source_share=args.no_call_source_share))
-    if args.no_augment:
-        cfg = cfg.without(*args.no_augment)
-    if args.no_caps:
-        cfg = dataclasses.replace(cfg, apply_caps=False)
-    max_length: int | bool | None = True if args.max_length is None else (args.max_length or None)
-    examples, card = build_training_set(args.profile, args.apibank_dir, cfg, args.seed, max_length=max_length)
-    ref = write_training_set(examples, card, args.out)
-    stem = Path(args.out).with_suffix("")
-    print(card_markdown(card))
-    print(json.dumps({**ref.to_dict(), "card": f"{stem}.card.json"}))
-    return 0
-
-
-def _data_subparsers(subparsers):
-    """The ``itool data`` sub-command group (created by the CLI), or a new one if it does not exist."""
-    import argparse
-
-    data = subparsers.choices.get("data")
-    if data is None:
-        data = subparsers.add_parser("data", help="tool-use data")
-        return data.add_subparsers(dest="data_cmd", required=True)
-    for action in data._actions:  # argparse keeps a group's sub-commands in its _SubParsersAction
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return data.add_subparsers(dest="data_cmd", required=True)
-
-
-def register_cli(subparsers) -> None:
-    """Add ``itool data build`` to the project CLI."""
-    p = _data_subparsers(subparsers).add_parser(
-        "build", help="build the warm-up training set (sources → caps → augmentations → length fit) + card")
-    p.add_argument("--profile", default="quick", choices=sorted(PROFILES),
-                   help="quick: compact tools, 1024 tokens (SmolLM2 on CPU); paper: JSON tools, 4096 tokens")
-    p.add_argument("--no-augment", nargs="+", default=[], choices=list(aug.AUGMENTATIONS), metavar="NAME",
-                   help=f"switch augmentations off (ablation): {', '.join(aug.AUGMENTATIONS)}")
-    p.add_argument("--no-caps", action="store_true", help="do not cap over-represented functions")
-    p.add_argument("--no-call-rate", type=float, default=None,
-                   help=f"share of call examples that get a no-call copy (default {aug.NoCallParams().rate}); "
-                        "raise it when a trained model stops abstaining (BFCL irrelevance)")
-    p.add_argument("--no-call-near-miss", type=float, default=None,
-                   help="share of the no-call copies offered tools on the question's topic that are other functions "
-                        f"(default {aug.NoCallParams().near_miss}; BFCL irrelevance is built that way)")
-    p.add_argument("--no-call-source-share", type=_source_share, default=None, metavar="S | SOURCE=S,...",
-                   help="make no-call copies this share of every source's rows (replaces --no-call-rate per "
-                        "source), so that the prompt's style is no cue for abstaining; SOURCE=S[,SOURCE=S] sets "
-                        "only the named sources (e.g. bfcl_unused=0.125); default: one rate for all. The length "
-                        "fit and caps run afterwards and can raise the realised share by ~2 points; the card "
-                        "prints it")
-    p.add_argument("--max-share", type=float, default=aug.CapParams().max_share,
-                   help="largest share of the target calls one function may hold")
-    p.add_argument("--max-length", type=int, default=None,
-                   help="token limit (default: the profile's; 0 = no length fit)")
-    p.add_argument("--apibank-dir", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--out", default=DEFAULT_OUT)
-    p.set_defaults(func=_cmd_build)

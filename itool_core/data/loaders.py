@@ -9,66 +9,62 @@ format      ``src``                                          options
                                                              sets allowed), ``unused=True`` = exec/sql only
 ``apibank`` API-Bank folder (default ``default_apibank_dir``) ``level``: 1, 2, "train", a list, or "all"
                                                              (default: levels 1 and 2)
+``examples`` a Parquet table of this project's example schema  —
 =========== ================================================ ===========================================
 
-The CLI (written elsewhere) calls :func:`load` and writes ``[e.to_row() for e in examples]`` with
-``artifacts.write_table(..., schemas.EXAMPLES)``.  Every loader reports per file what it loaded and which
-rows it skipped (file, row, field, reason); ``strict=True`` turns the first bad row into an exception.
+The formats are the names of :data:`itool_core.registry.LOADERS`; each maps to a function
+``fn(src, *, strict, report_list, **options) -> list[Example]``, so a new format is one module with such a
+function and one registration line.  Every loader reports per file what it loaded and which rows it skipped
+(file, row, field, reason); ``strict=True`` turns the first bad row into an exception.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
+from ..registry import LOADERS, UnknownName
 from .apibank import default_apibank_dir, load_apibank
-from .bfcl import load_bfcl, load_bfcl_unused
+from .bfcl import load_bfcl_unused
 from .records import BadRow, Example, LoadReport
-from .toolace import load_toolace
-from .xlam import load_xlam
 
-__all__ = ["FORMATS", "load", "load_default_training_set", "default_apibank_dir", "write_examples"]
+__all__ = [
+    "FORMATS",
+    "load",
+    "load_default_training_set",
+    "load_examples_table",
+    "default_apibank_dir",
+    "write_examples",
+]
 
-FORMATS = ("toolace", "xlam", "bfcl", "apibank")
-
-
-def _levels(level: Any) -> list[Any]:
-    if level is None:
-        return [1, 2]
-    if isinstance(level, str):
-        if level.strip().lower() == "all":
-            return [1, 2, "train"]
-        return [x.strip() for x in level.split(",") if x.strip()]
-    if isinstance(level, Iterable):
-        return list(level)
-    return [level]
+FORMATS = LOADERS.names()
 
 
 def load(
     fmt: str, src: str | None = None, *, strict: bool = False, **opts: Any
 ) -> tuple[list[Example], list[LoadReport]]:
-    """Load examples of format ``fmt`` (one of :data:`FORMATS`) from ``src``; see the module table."""
+    """Load examples of format ``fmt`` (a name of :data:`~itool_core.registry.LOADERS`) from ``src``."""
+    try:
+        loader = LOADERS.load(fmt)
+    except UnknownName as e:
+        raise ValueError(str(e)) from None
     reports: list[LoadReport] = []
-    if fmt == "toolace":
-        return load_toolace(src, strict=strict, report_list=reports, **opts), reports
-    if fmt == "xlam":
-        return load_xlam(src, strict=strict, report_list=reports, **opts), reports
-    if fmt == "bfcl":
-        unused = bool(opts.pop("unused", False))
-        categories = opts.pop("categories", None)
-        if opts:
-            raise TypeError(f"bfcl: unknown options {sorted(opts)}")
-        loader = load_bfcl_unused if unused else load_bfcl
-        return loader(categories, strict=strict, report_list=reports, data_dir=src), reports
-    if fmt == "apibank":
-        levels = _levels(opts.pop("level", opts.pop("levels", None)))
-        if opts:
-            raise TypeError(f"apibank: unknown options {sorted(opts)}")
-        out: list[Example] = []
-        for lv in levels:
-            out.extend(load_apibank(lv, src, strict=strict, report_list=reports))
-        return out, reports
-    raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    return loader(src, strict=strict, report_list=reports, **opts), reports
+
+
+def load_examples_table(
+    src: str | Path | None, *, strict: bool = False, report_list: list[LoadReport] | None = None
+) -> list[Example]:
+    """A Parquet table written by this project (schema ``examples``, checked): the rows as they are."""
+    from ..artifacts import read_table
+    from ..schemas import EXAMPLES
+
+    if src is None:
+        raise ValueError("examples: give the Parquet file to read")
+    out = [Example.from_row(r) for r in read_table(src, EXAMPLES).to_pylist()]
+    if report_list is not None:
+        report_list.append(LoadReport(str(src), len(out)))
+    return out
 
 
 def load_default_training_set(

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from ..calls import ToolCall, calls_from_json
 
@@ -41,7 +42,7 @@ class Example:
         }
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "Example":
+    def from_row(cls, row: dict[str, Any]) -> Example:
         return cls(
             id=row["id"],
             source=row["source"],
@@ -90,10 +91,14 @@ class LoadReport:
         return "\n".join(lines) + empty
 
 
+#: A row's number: its index in the file, or its id where the source has one.
+_RowNo = TypeVar("_RowNo", bound=int | str)
+
+
 def convert_rows(
     file: str,
-    rows: Iterable[tuple[int | str, Any]],
-    convert: Callable[[Any, int | str], Example | list[Example] | None],
+    rows: Iterable[tuple[_RowNo, Any]],
+    convert: Callable[[Any, _RowNo], Example | list[Example] | None],
     report: LoadReport,
     strict: bool = False,
 ) -> Iterator[Example]:
@@ -107,10 +112,10 @@ def convert_rows(
                 raise bad from None
             report.skipped.append(bad)
             continue
-        except BadRow as bad:
+        except BadRow as row_error:
             if strict:
                 raise
-            report.skipped.append(bad)
+            report.skipped.append(row_error)
             continue
         except (ValueError, TypeError, OverflowError, RecursionError) as e:
             # A row the converter did not anticipate (a value no check foresaw) is that row's failure: name it

@@ -10,22 +10,22 @@ are the examples it has not learnt yet.  The top α (default 20 %, the paper's b
 step-level tree search, so search effort goes where the policy is weakest, and the buffer is refreshed every
 iteration because the policy changes.
 
-"Answer tokens" are exactly the tokens the warm-up SFT trains on (``train.sft.sft_pair`` + ``tokenize_pair``):
+"Answer tokens" are exactly the tokens the warm-up SFT trains on (``data.tokenise.sft_pair`` + ``tokenize_pair``):
 the rendered call list — or the no-call sentence — and the end-of-turn token, after the prompt ids the policy
 sees at generation time.
 So log h(x) equals the per-example SFT loss, and the two stages can never disagree about what "the answer" is.
 
 Computation: one forward pass per batch, right padding with an attention mask (positions stay 0..n−1 per row),
-bf16 autocast on CPU (AMX: about 2× faster than fp32, DESIGN.md), log-softmax in fp32 on the answer positions
-only.  Examples are grouped by length to waste little padding, and results come back in input order.
+bf16 autocast on CPU (AMX: about 2× faster than fp32, docs/design.md#speed-facts), log-softmax in fp32 on the
+answer positions only.  Examples are grouped by length to waste little padding, and results come back in input order.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Literal, overload
 
 import pyarrow as pa
 
@@ -33,10 +33,12 @@ from ..calls import PromptStyle
 from ..config import BufferConfig
 from ..schemas import EXAMPLES, TableSchema, register
 from .records import Example
+from .tokenise import sft_pair, tokenize_pair
 
 __all__ = [
     "REPLAY_BUFFER",
     "answer_spans",
+    "perplexity",
     "target_perplexity",
     "refresh_buffer",
     "select_hardest",
@@ -45,7 +47,6 @@ __all__ = [
     "selection_counts",
     "buffer_examples",
     "h_summary",
-    "register_cli",
 ]
 
 #: The pool with its current h: every ``examples`` column (so a selected row is a complete example, no join
@@ -68,11 +69,24 @@ REPLAY_BUFFER = register(
 )
 
 
-def answer_spans(tokenizer, examples: Sequence[Example], style: PromptStyle = PromptStyle()) -> list[tuple[list[int], int]]:
-    """``(input_ids, answer_start)`` per example: the same ids the warm-up SFT trains on
-    (``train.sft.tokenize_pair``: prompt ids as the engines encode them, then the answer + end-token ids)."""
-    from ..train.sft import sft_pair, tokenize_pair
+def perplexity(answer_logprobs: Any) -> float:
+    """Eq. 4: ``h = exp(−(1/n) Σ_t log p(y_t | q, T, y_<t))`` from the n answer tokens' log-probs.
 
+    The n-th root of the answer's probability, inverted: a per-token measure, so long and short answers are
+    comparable, and exactly ``exp`` of the per-example SFT loss.  ``answer_logprobs``: a 1-D tensor (its mean
+    is taken in its own dtype, fp32 here) or a sequence of floats."""
+    n = len(answer_logprobs)
+    if n == 0:
+        raise ValueError("perplexity of an empty answer")
+    mean = answer_logprobs.mean().item() if hasattr(answer_logprobs, "mean") else math.fsum(answer_logprobs) / n
+    return math.exp(-mean)
+
+
+def answer_spans(
+    tokenizer, examples: Sequence[Example], style: PromptStyle = PromptStyle()
+) -> list[tuple[list[int], int]]:
+    """``(input_ids, answer_start)`` per example: the same ids the warm-up SFT trains on
+    (``data.tokenise.tokenize_pair``: prompt ids as the engines encode them, then the answer + end-token ids)."""
     out = []
     for ex in examples:
         p_ids, c_ids = tokenize_pair(tokenizer, *sft_pair(tokenizer, ex, style))
@@ -94,6 +108,32 @@ def _autocast(dtype: Any, device: str):
     if dtype in ("float32", "fp32", torch.float32, None):
         return nullcontext()
     raise ValueError(f"unsupported perplexity dtype {dtype!r} (auto|bfloat16|float32)")
+
+
+@overload
+def target_perplexity(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    style: PromptStyle = ...,
+    batch_size: int = ...,
+    dtype: Any = ...,
+    *,
+    return_lengths: Literal[False] = ...,
+) -> list[float]: ...
+
+
+@overload
+def target_perplexity(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    style: PromptStyle = ...,
+    batch_size: int = ...,
+    dtype: Any = ...,
+    *,
+    return_lengths: Literal[True],
+) -> tuple[list[float], list[int]]: ...
 
 
 def target_perplexity(
@@ -139,8 +179,7 @@ def target_perplexity(
                 # token t is predicted by the logits at t−1; only the answer positions count (Eq. 4)
                 lp = torch.log_softmax(logits[r, start - 1 : len(ids) - 1].float(), dim=-1)
                 target = torch.tensor(ids[start:], dtype=torch.long, device=lp.device)
-                nll = -lp.gather(1, target[:, None]).squeeze(1)
-                h[i] = math.exp(nll.mean().item())
+                h[i] = perplexity(lp.gather(1, target[:, None]).squeeze(1))
             del logits
     finally:
         model.train(was_training)
@@ -154,8 +193,9 @@ def refresh_buffer(
 ) -> pa.Table:
     """Score the whole pool with the current policy: a ``replay_buffer/1`` table (write it with
     ``artifacts.write_table(table, path, REPLAY_BUFFER)``)."""
-    h, lengths = target_perplexity(model, tokenizer, pool_examples, PromptStyle(cfg.tools_style), cfg.batch_size,
-                                   cfg.dtype, return_lengths=True)
+    h, lengths = target_perplexity(
+        model, tokenizer, pool_examples, PromptStyle(cfg.tools_style), cfg.batch_size, cfg.dtype, return_lengths=True
+    )
     rows = []
     for ex, hi, n in zip(pool_examples, h, lengths):
         row = ex.to_row()
@@ -206,22 +246,25 @@ def _window(n: int, k: int, skip_hardest: float) -> slice:
 
 
 def select_hardest(
-    buffer_rows: pa.Table | Iterable[Mapping[str, Any]], alpha: float = 0.2, keep_call_proportion: bool = True,
+    buffer_rows: pa.Table | Iterable[Mapping[str, Any]],
+    alpha: float = 0.2,
+    keep_call_proportion: bool = True,
     skip_hardest: float = 0.0,
 ) -> list[dict[str, Any]]:
     """The top α of the buffer by h, hardest first.
 
     ``skip_hardest`` (a fraction, default 0 = the paper) first passes over that share of the hardest rows of
     each group and takes the next α: a band of h instead of the very top.  A policy far from solving its
-    hardest examples gets only wrong siblings there and therefore no preference pair (docs/notebook/RESULTS.md, quick run
-    on SmolLM2-135M); the band keeps the search where some sibling can succeed.  When fewer than the selection
+    hardest examples gets only wrong siblings there and therefore no preference pair (docs/notebook/RESULTS.md,
+    quick run on SmolLM2-135M); the band keeps the search where some sibling can succeed.  When fewer than the selection
     size remain below the skipped share the window moves up, so the number of rows never changes.
 
     With ``keep_call_proportion`` the hardest ``k_call`` tool-call rows and the hardest ``k_no_call`` no-call
     rows are taken (:func:`selection_counts` gives the rounding), so the search sees abstention examples in
     the proportion the data has them — selecting by h alone could drop them all, and the policy would unlearn
-    saying "no call" (DESIGN.md: irrelevance collapses without no-call examples).  Without it, the top
-    ``selection_size(N, α)`` rows.  Ties in h are broken by id, so the choice is deterministic.
+    saying "no call" (irrelevance collapses without no-call examples:
+    docs/design.md#what-sft-on-the-embedded-data-does).  Without it, the top ``selection_size(N, α)`` rows.  Ties
+    in h are broken by id, so the choice is deterministic.
     """
     if not 0.0 <= skip_hardest < 1.0:
         raise ValueError(f"skip_hardest is a fraction in [0, 1), got {skip_hardest!r}")
@@ -260,8 +303,16 @@ def h_summary(rows: pa.Table | Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             lo, hi = int(math.floor(x)), int(math.ceil(x))
             return v[lo] + (v[hi] - v[lo]) * (x - lo)
 
-        return {"n": len(v), "mean": sum(v) / len(v), "min": v[0], "p25": q(0.25), "median": q(0.5),
-                "p75": q(0.75), "p90": q(0.9), "max": v[-1]}
+        return {
+            "n": len(v),
+            "mean": sum(v) / len(v),
+            "min": v[0],
+            "p25": q(0.25),
+            "median": q(0.5),
+            "p75": q(0.75),
+            "p90": q(0.9),
+            "max": v[-1],
+        }
 
     rs = _rows(rows)
     return {
@@ -269,95 +320,3 @@ def h_summary(rows: pa.Table | Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "call": stats([r["h"] for r in rs if not r["is_no_call"]]),
         "no_call": stats([r["h"] for r in rs if r["is_no_call"]]),
     }
-
-
-# ------------------------------------------------------------------------------------------------------ CLI
-
-
-def _format_summary(s: dict[str, Any]) -> str:
-    lines = [f"{'':<8} {'n':>5} {'mean':>8} {'min':>8} {'p25':>8} {'median':>8} {'p75':>8} {'p90':>8} {'max':>8}"]
-    for name, st in s.items():
-        if not st.get("n"):
-            lines.append(f"{name:<8} {0:>5}")
-            continue
-        lines.append(f"{name:<8} {st['n']:>5} " + " ".join(f"{st[k]:>8.3f}" for k in
-                                                          ("mean", "min", "p25", "median", "p75", "p90", "max")))
-    return "\n".join(lines)
-
-
-def _buffer_cfg(args: argparse.Namespace) -> BufferConfig:
-    import dataclasses
-
-    from ..config import load_config, profile
-
-    cfg = (load_config(args.config) if args.config else profile("quick")).buffer
-    changes = {k: v for k, v in (("batch_size", getattr(args, "batch_size", None)),
-                                 ("dtype", getattr(args, "dtype", None)),
-                                 ("alpha", getattr(args, "alpha", None)),
-                                 ("skip_hardest", getattr(args, "skip_hardest", None))) if v is not None}
-    return dataclasses.replace(cfg, **changes)
-
-
-def _cmd_refresh(args: argparse.Namespace) -> int:
-    import time
-
-    import torch
-
-    from ..artifacts import read_table, write_table
-    from ..models import load_policy
-
-    torch.set_num_threads(args.threads)
-    cfg = _buffer_cfg(args)
-    pool = [Example.from_row(r) for r in read_table(args.pool, EXAMPLES).to_pylist()]
-    if args.limit:
-        pool = pool[: args.limit]
-    model, tok = load_policy(args.model, adapter=args.adapter)
-    t0 = time.perf_counter()
-    table = refresh_buffer(model, tok, pool, cfg, iteration=args.iteration)
-    wall = time.perf_counter() - t0
-    ref = write_table(table, args.out, REPLAY_BUFFER)
-    print(f"[buffer] scored {len(pool)} pool examples in {wall:.1f} s ({wall / max(len(pool), 1):.2f} s/example, "
-          f"{cfg.dtype}, batch {cfg.batch_size}) → {ref.path}")
-    print(_format_summary(h_summary(table)))
-    flags = table.column("is_no_call").to_pylist()
-    k_call, k_no = selection_counts(len(flags) - sum(flags), sum(flags), cfg.alpha)
-    print(f"[buffer] α = {cfg.alpha:g}: select would take {k_call + k_no} hardest ({k_call} call, {k_no} no-call)")
-    return 0
-
-
-def _cmd_select(args: argparse.Namespace) -> int:
-    from ..artifacts import read_table, write_table
-
-    cfg = _buffer_cfg(args)
-    rows = select_for_search(read_table(args.buffer, REPLAY_BUFFER), cfg)
-    ref = write_table([e.to_row() for e in buffer_examples(rows)], args.out, EXAMPLES)
-    n_no = sum(1 for r in rows if r["is_no_call"])
-    print(f"[buffer] selected {len(rows)} (α = {cfg.alpha:g}, hardest {cfg.skip_hardest:g} skipped; "
-          f"{len(rows) - n_no} call, {n_no} no-call; "
-          f"h ≥ {min((r['h'] for r in rows), default=float('nan')):.3f}) → {ref.path}")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("buffer", help="perplexity replay buffer (Eq. 4): score the pool, select the hardest")
-    sub = p.add_subparsers(dest="buffer_cmd", required=True)
-    r = sub.add_parser("refresh", help="score every pool example by the perplexity of its target; print the h distribution")
-    r.add_argument("--model", required=True, help="policy: embedded name, folder (e.g. a merged model) or hub id")
-    r.add_argument("--adapter", default=None, help="LoRA adapter folder on top of --model")
-    r.add_argument("--pool", required=True, help="examples Parquet (the reinforcement pool)")
-    r.add_argument("-o", "--out", required=True, help="replay_buffer Parquet to write")
-    r.add_argument("--iteration", type=int, default=0)
-    r.add_argument("--config", default=None, help="RunConfig YAML (default: the quick profile)")
-    r.add_argument("--batch-size", type=int, default=None)
-    r.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default=None)
-    r.add_argument("--limit", type=int, default=None, help="score only the first N pool examples")
-    r.add_argument("--threads", type=int, default=2)
-    r.set_defaults(func=_cmd_refresh)
-    s = sub.add_parser("select", help="write the top-α hardest examples of a buffer as an examples table")
-    s.add_argument("buffer")
-    s.add_argument("-o", "--out", required=True)
-    s.add_argument("--alpha", type=float, default=None, help="fraction, e.g. 0.2 (default: the config's)")
-    s.add_argument("--skip-hardest", type=float, default=None,
-                   help="fraction of the hardest rows passed over before taking α, e.g. 0.5 (default: the config's)")
-    s.add_argument("--config", default=None)
-    s.set_defaults(func=_cmd_select)

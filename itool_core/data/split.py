@@ -35,8 +35,8 @@ import hashlib
 import json
 import os
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from ..config import SplitConfig
 from .records import Example
@@ -45,6 +45,7 @@ __all__ = [
     "CRITERIA",
     "criteria",
     "percentile_ranks",
+    "difficulty_score",
     "difficulty_scores",
     "order_by_difficulty",
     "split_pool",
@@ -83,13 +84,24 @@ def percentile_ranks(values: Sequence[float]) -> list[float]:
     return out
 
 
+def difficulty_score(percentiles: Sequence[float]) -> float:
+    """``d(x) = (pr(n_tools) + pr(tools_chars) + pr(n_calls)) / 3``: the mean of one example's per-criterion
+    percentile ranks (:func:`percentile_ranks`), in :data:`CRITERIA` order.
+
+    Equal weights, because the paper names the three criteria of §4.2 without weighting them; ranks, because
+    the criteria live on incomparable, heavy-tailed scales (module docstring)."""
+    if len(percentiles) != len(CRITERIA):
+        raise ValueError(f"one percentile per criterion {CRITERIA}, got {len(percentiles)}")
+    return sum(percentiles) / len(CRITERIA)
+
+
 def difficulty_scores(examples: Sequence[Example]) -> list[float]:
-    """The combined difficulty score of each example (module docstring), in input order, within this set."""
+    """:func:`difficulty_score` of each example, in input order, with percentiles taken within this set."""
     if not examples:
         return []
     feats = [criteria(e) for e in examples]
     per_criterion = [percentile_ranks([f[c] for f in feats]) for c in range(len(CRITERIA))]
-    return [sum(pc[i] for pc in per_criterion) / len(CRITERIA) for i in range(len(examples))]
+    return [difficulty_score([pc[i] for pc in per_criterion]) for i in range(len(examples))]
 
 
 def _tie_key(seed: int, ex_id: str) -> int:
@@ -156,8 +168,9 @@ def _cut_thirds(ordered: Sequence[Example]) -> tuple[list[Example], list[Example
     return list(ordered[:a]), list(ordered[a:b]), list(ordered[b:])
 
 
-def curriculum_thirds(warmup: Sequence[Example], seed: int = 0,
-                      no_call_every_stage: bool = True) -> tuple[list[Example], list[Example], list[Example]]:
+def curriculum_thirds(
+    warmup: Sequence[Example], seed: int = 0, no_call_every_stage: bool = True
+) -> tuple[list[Example], list[Example], list[Example]]:
     """``(easy, medium, hard)``: the warm-up set ordered by difficulty and cut into three equal parts.
 
     With ``N = 3k + r`` the sizes are ``k`` or ``k + 1`` and the extra examples go to the *harder* parts
@@ -189,8 +202,9 @@ def write_parts(parts: dict[str, Iterable[Example]], out_dir: str | os.PathLike)
     from ..schemas import EXAMPLES
 
     out = Path(out_dir)
-    return {name: write_table([e.to_row() for e in exs], out / f"{name}.parquet", EXAMPLES)
-            for name, exs in parts.items()}
+    return {
+        name: write_table([e.to_row() for e in exs], out / f"{name}.parquet", EXAMPLES) for name, exs in parts.items()
+    }
 
 
 def split_and_write(examples: Sequence[Example], cfg: SplitConfig, out_dir: str | os.PathLike) -> dict:

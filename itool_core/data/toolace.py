@@ -23,15 +23,10 @@ import re
 from typing import Any
 
 from ..calls import ParseError, serialise_calls
-from .normalise import (
-    SchemaError,
-    check_calls,
-    load_file_records,
-    normalise_tools,
-    parse_calls_lenient,
-    rename_in_call_text,
-)
+from .files import load_file_records
+from .normalise import SchemaError, normalise_tools
 from .records import Example, FieldError, LoadReport
+from .targets import check_calls, parse_calls_lenient, rename_in_call_text
 
 __all__ = ["DEFAULT_HUB_ID", "extract_tools", "toolace_examples", "load_toolace"]
 

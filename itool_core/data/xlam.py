@@ -17,8 +17,10 @@ import json
 from typing import Any
 
 from ..calls import ToolCall
-from .normalise import SchemaError, check_calls, load_file_records, normalise_tools
+from .files import load_file_records
+from .normalise import SchemaError, normalise_tools
 from .records import Example, FieldError, LoadReport
+from .targets import check_calls
 
 __all__ = ["DEFAULT_HUB_ID", "xlam_example", "load_xlam"]
 
@@ -65,7 +67,8 @@ def xlam_example(row: dict, rowno: int | str) -> Example:
             args = {}
         if not isinstance(args, dict):
             raise FieldError(f"{where}.arguments", f"expected keyword arguments (an object), got {type(args).__name__}")
-        target.append(ToolCall(renames.get(a["name"], a["name"]), dict(args)))
+        name: str = a["name"]  # a string: checked above
+        target.append(ToolCall(renames.get(name, name), dict(args)))
     problem = check_calls(target, tools)
     if problem:
         raise FieldError("answers", problem)

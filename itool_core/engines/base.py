@@ -1,13 +1,13 @@
 """The one generation protocol every backend implements (transformers on CPU, vLLM on GPU).
 
 Evaluation, the perplexity buffer, the tree search and self-evaluation all see the policy only through these
-three calls, so a backend can be swapped without touching them (DESIGN.md principle 5: every engine passes the
-same contract test, ``tests/test_engine_contract.py``):
+three calls, so a backend can be swapped without touching them (every engine passes the same contract test,
+``tests/test_engine_contract.py``; docs/design.md#layout-and-principles):
 
 * :meth:`Engine.generate` — ``n`` completions per prompt, greedy (``temperature=0``) or sampled, with stop
   strings; each completion carries its token ids and per-token log-probs.  The tree search uses the
-  cumulative log-prob (length-normalised) as the PUCT prior p(a|s) of a new step (METHOD_NOTES, "Making the
-  search fast": prior from the engine, no second pass).
+  cumulative log-prob (length-normalised) as the PUCT prior p(a|s) of a new step (prior from the engine, no
+  second pass: docs/design.md#making-the-search-fast).
 * :meth:`Engine.score` — per-token log-probs of given continuations (perplexity of the target,
   ``h = P(y|q,T)^(-1/n)``, Eq. 4 of the paper).
 * :meth:`Engine.next_token_logprobs` — one forward pass, log-probs of a few candidate next tokens
@@ -28,8 +28,9 @@ Conventions shared by all engines (the contract test checks them):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 __all__ = ["GenerationParams", "GenerationRequest", "Completion", "Engine", "apply_stop", "FINISH_REASONS"]
 
@@ -69,7 +70,7 @@ class GenerationParams:
     def greedy(self) -> bool:
         return self.temperature == 0
 
-    def with_(self, **changes) -> "GenerationParams":
+    def with_(self, **changes) -> GenerationParams:
         return replace(self, **changes)
 
 

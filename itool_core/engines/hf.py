@@ -1,6 +1,6 @@
 """Transformers generation backend (CPU-testable reference implementation of the engine protocol).
 
-How it generates (see DESIGN.md "Speed facts"):
+How it generates (docs/design.md#speed-facts):
 
 * Prompts are tokenised once, sorted by length (longest first, so an out-of-memory shows up at once) and cut
   into batches; each batch is LEFT-padded, so the last position of every row is its real last prompt token
@@ -44,12 +44,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from .base import Completion, GenerationParams, apply_stop
+from .prefix_cache import PrefixKVStore
 
 log = logging.getLogger(__name__)
 
@@ -87,72 +88,42 @@ class _LogprobRecorder:
         return torch.stack(self.out[:steps], dim=1).cpu()
 
 
-class PrefixKVStore:
-    """K/V of prompt prefixes kept across engine calls: one unpadded row per entry, least recently used first out.
-
-    ``lookup(ids)`` returns the longest common prefix of ``ids`` with any stored row and that row's K/V cut to
-    it (views: the cache layers concatenate into new tensors, so a stored row is never written to).  ``put``
-    drops stored rows that the new one extends, then evicts the least recently used rows while the store holds
-    more than ``max_bytes``.  Counters say how many prompt tokens were reused vs prefilled.  Rows are valid for
-    the weights that computed them: an engine whose model is trained in place must ``clear()`` its store (the
-    pipeline builds a new engine per policy, ``engines.policy_engine``).
-    """
-
-    def __init__(self, max_bytes: int, min_tokens: int = 16) -> None:
-        self.max_bytes = int(max_bytes)
-        self.min_tokens = min_tokens
-        self.entries: OrderedDict[int, tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], int]] = OrderedDict()
-        self.bytes = 0
-        self.reused_tokens = 0
-        self.prefilled_tokens = 0
-        self._next = 0
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _lcp(a: torch.Tensor, b: torch.Tensor) -> int:
-        m = min(len(a), len(b))
-        diff = (a[:m] != b[:m]).nonzero()
-        return int(diff[0]) if len(diff) else m
-
-    def lookup(self, ids: Sequence[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
-        q = torch.tensor(list(ids), dtype=torch.long)
-        with self._lock:
-            best, best_key = 0, None
-            for key, (row, _kv, _b) in self.entries.items():
-                c = self._lcp(row, q)
-                if c > best:
-                    best, best_key = c, key
-            if best < self.min_tokens or best_key is None:
-                return 0, None
-            self.entries.move_to_end(best_key)
-            kv = self.entries[best_key][1]
-            return best, [(k[:, :, :best], v[:, :, :best]) for k, v in kv]
-
-    def put(self, ids: Sequence[int], kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        row = torch.tensor(list(ids), dtype=torch.long)
-        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
-        if size > self.max_bytes:
-            return
-        with self._lock:
-            for key in [k for k, (r, _kv, _b) in self.entries.items() if len(r) <= len(row) and self._lcp(r, row) == len(r)]:
-                self.bytes -= self.entries.pop(key)[2]
-            self._next += 1
-            self.entries[self._next] = (row, kv, size)
-            self.bytes += size
-            while self.bytes > self.max_bytes:
-                self.bytes -= self.entries.popitem(last=False)[1][2]
-
-    def clear(self) -> None:
-        """Empty the store and zero its counters."""
-        with self._lock:
-            self.entries.clear()
-            self.bytes = self.reused_tokens = self.prefilled_tokens = 0
+#: K/V the policy engine keeps across the search's calls (about 22k prompt tokens of SmolLM2-135M in fp32,
+#: several rounds of a batch of 8 trees: tree prompts, leaf prompts and self-evaluation prompts).
+POLICY_PREFIX_CACHE_MB = 1024
 
 
 class HFEngine:
     """Engine protocol on a transformers causal LM (optionally a peft LoRA model)."""
 
     kind = "hf"
+
+    @classmethod
+    def build(
+        cls,
+        model: Any,
+        *,
+        tokenizer: Any = None,
+        adapter: str | os.PathLike | None = None,
+        batch_size: int = 8,
+        num_threads: int | None = None,
+        reuse_prefixes: bool = False,
+        progress: bool | None = False,
+    ) -> HFEngine:
+        """The pipeline's options (engines.__init__): ``reuse_prefixes`` = one prefill per shared prefix and
+        prefixes kept across calls (the search revisits its prompts); the batch and thread knobs are this CPU's."""
+        extra: dict[str, Any] = (
+            dict(share_prefixes=True, prefix_cache_mb=POLICY_PREFIX_CACHE_MB) if reuse_prefixes else {}
+        )
+        return cls(
+            model,
+            tokenizer,
+            adapter=adapter,
+            batch_size=batch_size,
+            num_threads=num_threads,
+            progress=progress,
+            **extra,
+        )
 
     def __init__(
         self,
@@ -277,8 +248,9 @@ class HFEngine:
             if chunks:
                 cur = chunks[-1]
                 width = max(lengths[cur[0]], lengths[i]) if lengths is not None else 0
-                fits = len(cur) < size and (lengths is None or not self.max_batch_tokens
-                                            or (len(cur) + 1) * width <= self.max_batch_tokens)
+                fits = len(cur) < size and (
+                    lengths is None or not self.max_batch_tokens or (len(cur) + 1) * width <= self.max_batch_tokens
+                )
                 if fits:
                     cur.append(i)
                     continue
@@ -321,7 +293,9 @@ class HFEngine:
     # ------------------------------------------------------------------------------------------------ generate
 
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[str | Sequence[int]], params: GenerationParams = GenerationParams()) -> list[list[Completion]]:
+    def generate(
+        self, prompts: Sequence[str | Sequence[int]], params: GenerationParams = GenerationParams()
+    ) -> list[list[Completion]]:
         if isinstance(prompts, str):
             raise TypeError("generate() takes a list of prompts")
         if not prompts:
@@ -355,8 +329,9 @@ class HFEngine:
 
     # ------------------------------------------------------------------------------------ shared prefixes
 
-    def _prefix_groups(self, encoded: Sequence[Sequence[int]], min_prefix: int = 32,
-                       keep: float = 0.8) -> list[tuple[int, list[int]]]:
+    def _prefix_groups(
+        self, encoded: Sequence[Sequence[int]], min_prefix: int = 32, keep: float = 0.8
+    ) -> list[tuple[int, list[int]]]:
         """``(cut, members)``: prompts sorted by their ids, adjacent ones joined while their common prefix stays
         ≥ ``min_prefix`` tokens and ≥ ``keep`` × the group's prefix so far; ``cut`` = tokens of the shared
         prefix that go to the cache (at most each member's length − 1: a row needs one uncached token)."""
@@ -374,14 +349,15 @@ class HFEngine:
             groups.append([len(encoded[i]), [i]])
         return [(min(shared, min(len(encoded[i]) for i in members) - 1), members) for shared, members in groups]
 
-    def _group_chunks(self, encoded: Sequence[Sequence[int]], max_rows: int,
-                      n: int) -> list[list[tuple[int, list[int]]]]:
+    def _group_chunks(
+        self, encoded: Sequence[Sequence[int]], max_rows: int, n: int
+    ) -> list[list[tuple[int, list[int]]]]:
         """Batches of prefix groups: at most ``max_rows`` rows (members × n) and ``max_batch_tokens`` padded
         tokens (rows × (widest prefix + widest suffix)); a group larger than a batch is split."""
         pieces: list[tuple[int, list[int]]] = []
         per = max(1, max_rows // n)
         for cut, members in self._prefix_groups(encoded):
-            pieces += [(cut, members[k:k + per]) for k in range(0, len(members), per)]
+            pieces += [(cut, members[k : k + per]) for k in range(0, len(members), per)]
         pieces.sort(key=lambda g: -max(len(encoded[i]) for i in g[1]))  # longest first, as the plain path
         chunks: list[list[tuple[int, list[int]]]] = []
         for piece in pieces:
@@ -417,12 +393,21 @@ class HFEngine:
             if self.prefix_store is not None:
                 cache = self._stored_prefixes(prefixes, width_p)
             else:
-                self.model(input_ids=pids, attention_mask=pmask, position_ids=ppos, past_key_values=cache,
-                           use_cache=True, logits_to_keep=1)
+                self.model(
+                    input_ids=pids,
+                    attention_mask=pmask,
+                    position_ids=ppos,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
         rows = [(g, i) for g, (_cut, members) in enumerate(chunk) for i in members for _ in range(n)]
         if width_p:
-            cache.reorder_cache(torch.tensor([g for g, _i in rows], dtype=torch.long, device=self.device))
-        suffixes = [list(encoded[i][chunk[g][0]:]) for g, i in rows]
+            # transformers annotates the index as torch.LongTensor, which torch.tensor(..., dtype=long) is at runtime
+            cache.reorder_cache(
+                torch.tensor([g for g, _i in rows], dtype=torch.long, device=self.device)  # type: ignore[arg-type]
+            )
+        suffixes = [list(encoded[i][chunk[g][0] :]) for g, i in rows]
         width_s = max(len(x) for x in suffixes)
         ids = torch.full((len(rows), width_p + width_s), self.pad_id, dtype=torch.long, device=self.device)
         mask = torch.zeros_like(ids)
@@ -430,8 +415,8 @@ class HFEngine:
             if width_p and prefixes[g]:
                 ids[r, :width_p] = pids[g]
                 mask[r, :width_p] = pmask[g]
-            ids[r, width_p + width_s - len(suf):] = torch.tensor(suf, dtype=torch.long)
-            mask[r, width_p + width_s - len(suf):] = 1
+            ids[r, width_p + width_s - len(suf) :] = torch.tensor(suf, dtype=torch.long)
+            mask[r, width_p + width_s - len(suf) :] = 1
         return (cache if width_p else None), ids, mask, width_p
 
     def _prefix_kv(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -439,17 +424,29 @@ class HFEngine:
         from transformers import DynamicCache
 
         store = self.prefix_store
+        assert store is not None  # called only when the engine has a prefix store (see _stored_prefixes)
         have, kv = store.lookup(prefix)
         store.reused_tokens += have
         if have == len(prefix):
             return kv  # type: ignore[return-value]
-        cache = DynamicCache(ddp_cache_data=kv, config=self.model.config) if kv else DynamicCache(config=self.model.config)
+        cache = (
+            DynamicCache(ddp_cache_data=kv, config=self.model.config) if kv else DynamicCache(config=self.model.config)
+        )
         rest = torch.tensor([prefix[have:]], dtype=torch.long, device=self.device)
         pos = torch.arange(have, len(prefix), device=self.device).unsqueeze(0)
-        self.model(input_ids=rest, attention_mask=torch.ones((1, len(prefix)), dtype=torch.long, device=self.device),
-                   position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        self.model(
+            input_ids=rest,
+            attention_mask=torch.ones((1, len(prefix)), dtype=torch.long, device=self.device),
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         store.prefilled_tokens += len(prefix) - have
-        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        # transformers types Cache.layers as also admitting linear-attention layers (no keys/values) and a layer's
+        # keys/values as Optional (unset until filled); a DynamicCache of the attention models this engine serves
+        # holds DynamicLayers, all filled by the prefill above
+        kv = [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[union-attr,misc]
         store.put(prefix, kv)
         return kv
 
@@ -467,17 +464,19 @@ class HFEngine:
             for g, r in enumerate(rows):
                 if r is not None:
                     n = r[li][0].shape[2]
-                    k[g, :, width_p - n:] = r[li][0][0]
-                    v[g, :, width_p - n:] = r[li][1][0]
+                    k[g, :, width_p - n :] = r[li][0][0]
+                    v[g, :, width_p - n :] = r[li][1][0]
             layers.append((k, v))
         return DynamicCache(ddp_cache_data=layers, config=self.model.config)
 
-    def _generate_shared(self, encoded: Sequence[Sequence[int]], chunk: list[tuple[int, list[int]]],
-                         p: GenerationParams) -> list[Completion]:
+    def _generate_shared(
+        self, encoded: Sequence[Sequence[int]], chunk: list[tuple[int, list[int]]], p: GenerationParams
+    ) -> list[Completion]:
         cache, ids, mask, _wp = self._shared_inputs(encoded, chunk, p.n)
         recorder = _LogprobRecorder()
-        kwargs: dict[str, Any] = dict(generation_config=self._gen_config(p), logits_processor=[recorder],
-                                      stopping_criteria=self._stopping(p.stop))
+        kwargs: dict[str, Any] = dict(
+            generation_config=self._gen_config(p), logits_processor=[recorder], stopping_criteria=self._stopping(p.stop)
+        )
         if cache is not None:
             kwargs["past_key_values"] = cache
         out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
@@ -567,8 +566,7 @@ class HFEngine:
         pairs = [(self.encode(p), self._continuation_ids(c)) for p, c in zip(prompts, continuations)]
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
         out: list[list[float] | None] = [None] * len(pairs)
-        for idx in self._batches(order, self.batch_size, "score",
-                                  [len(a) + len(b) for a, b in pairs]):
+        for idx in self._batches(order, self.batch_size, "score", [len(a) + len(b) for a, b in pairs]):
             seqs = [pairs[i][0] + pairs[i][1] for i in idx]
             ids, mask, pos = self._pad_left(seqs)
             n_keep = max(len(pairs[i][1]) for i in idx)
@@ -613,8 +611,14 @@ class HFEngine:
             for chunk in self._progress(self._group_chunks(encoded, self.batch_size, 1), "next-token"):
                 cache, ids, mask, width_p = self._shared_inputs(encoded, chunk, 1)
                 pos = (mask.cumsum(-1) - 1).clamp(min=0)
-                logits = self.model(input_ids=ids[:, width_p:], attention_mask=mask, position_ids=pos[:, width_p:],
-                                    past_key_values=cache, use_cache=cache is not None, logits_to_keep=1).logits
+                logits = self.model(
+                    input_ids=ids[:, width_p:],
+                    attention_mask=mask,
+                    position_ids=pos[:, width_p:],
+                    past_key_values=cache,
+                    use_cache=cache is not None,
+                    logits_to_keep=1,
+                ).logits
                 lp = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()[:, sel]
                 members = [i for _cut, idx in chunk for i in idx]
                 for r, i in enumerate(members):

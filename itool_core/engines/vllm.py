@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .base import Completion, GenerationParams
 
@@ -63,6 +64,22 @@ class VLLMEngine:
     """Engine protocol on ``vllm.LLM``."""
 
     kind = "vllm"
+
+    @classmethod
+    def build(
+        cls,
+        model: Any,
+        *,
+        tokenizer: Any = None,
+        adapter: str | os.PathLike | None = None,
+        batch_size: int = 8,
+        num_threads: int | None = None,
+        reuse_prefixes: bool = False,
+        progress: bool | None = False,
+    ) -> VLLMEngine:
+        """The pipeline's options (engines.__init__): vLLM schedules its own batches, uses the GPU rather than
+        CPU threads and always caches prefixes, so only the model, tokenizer and adapter matter here."""
+        return cls(model, tokenizer=tokenizer, adapter=adapter, progress=bool(progress))
 
     def __init__(
         self,
@@ -109,7 +126,11 @@ class VLLMEngine:
                 **llm_kwargs,
             )
         self.llm = llm
-        self.tokenizer = tokenizer if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike)) else llm.get_tokenizer()
+        self.tokenizer = (
+            tokenizer
+            if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike))
+            else llm.get_tokenizer()
+        )
         self.max_logprobs = max(max_logprobs, 1)
         self.progress = progress
         self.lora_request = None
@@ -125,7 +146,11 @@ class VLLMEngine:
 
     def encode(self, text: str | Sequence[int]) -> list[int]:
         # token-id prompts pass through: the tree search continues exactly the ids it generated
-        ids = list(text) if not isinstance(text, str) else list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        ids = (
+            list(text)
+            if not isinstance(text, str)
+            else list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        )
         if not ids:
             raise ValueError("empty prompt: the engines need at least one prompt token to condition on")
         return ids
@@ -155,7 +180,9 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------------------------------------ protocol
 
-    def generate(self, prompts: Sequence[str | Sequence[int]], params: GenerationParams = GenerationParams()) -> list[list[Completion]]:
+    def generate(
+        self, prompts: Sequence[str | Sequence[int]], params: GenerationParams = GenerationParams()
+    ) -> list[list[Completion]]:
         if isinstance(prompts, str):
             raise TypeError("generate() takes a list of prompts")
         if not prompts:
@@ -180,7 +207,12 @@ class VLLMEngine:
         stop_reason = o.stop_reason if isinstance(o.stop_reason, str) else None
         # vLLM keeps the token that ended generation (EOS, or a stop token id of the generation config such
         # as Llama 3's <|eot_id|>) in token_ids; the protocol leaves it out.
-        if ids and o.finish_reason == "stop" and stop_reason is None and (ids[-1] in self.eos_ids or ids[-1] in self.special_ids):
+        if (
+            ids
+            and o.finish_reason == "stop"
+            and stop_reason is None
+            and (ids[-1] in self.eos_ids or ids[-1] in self.special_ids)
+        ):
             ids, lps = ids[:-1], lps[:-1]
         finish = "length" if o.finish_reason == "length" else "stop"
         return Completion(text=o.text, token_ids=ids, logprobs=lps, finish_reason=finish, stop_reason=stop_reason)
@@ -192,7 +224,11 @@ class VLLMEngine:
             raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
         pairs = []
         for p, c in zip(prompts, continuations):
-            cont = list(self.tokenizer(c, add_special_tokens=False)["input_ids"]) if isinstance(c, str) else [int(x) for x in c]
+            cont = (
+                list(self.tokenizer(c, add_special_tokens=False)["input_ids"])
+                if isinstance(c, str)
+                else [int(x) for x in c]
+            )
             pairs.append((self.encode(p), cont))
         sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
         outputs = self._run([a + b for a, b in pairs], sp)

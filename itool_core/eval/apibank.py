@@ -25,15 +25,16 @@ from __future__ import annotations
 import ast
 import math
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..calls import PromptStyle, ToolCall, number_key, render_prompt, try_parse_calls
+from ..config import APIBANK_PROMPTS as PROMPTS
 from ..data.records import Example
 from .bfcl import SampleScore
 
 __all__ = ["PROMPTS", "decode_request", "normalise_value", "normalise_arguments", "score_apibank", "apibank_prompts"]
 
-PROMPTS = ("ours", "native")
 _MAX_LITERAL_CHARS = 10_000  # a string value is only read as a list/dict literal below this size
 
 
@@ -108,12 +109,18 @@ def score_apibank(ex: Example, text: str) -> SampleScore:
     got, want = normalise_arguments(call.arguments), normalise_arguments(gold.arguments)
     if set(got) != set(want):
         missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-        return SampleScore(False, calls, f"arguments differ: missing {missing}, unexpected {extra}", "apibank:wrong_keys")
+        return SampleScore(
+            False, calls, f"arguments differ: missing {missing}, unexpected {extra}", "apibank:wrong_keys"
+        )
     bad = [k for k in want if got[k] != want[k]]
     if bad:
         k = bad[0]
-        return SampleScore(False, calls, f"value of {k!r}: {call.arguments[k]!r}, expected {gold.arguments[k]!r}",
-                           "apibank:wrong_value")
+        return SampleScore(
+            False,
+            calls,
+            f"value of {k!r}: {call.arguments[k]!r}, expected {gold.arguments[k]!r}",
+            "apibank:wrong_value",
+        )
     return SampleScore(True, calls)
 
 
@@ -124,7 +131,9 @@ def native_messages(ex: Example) -> list[dict]:
     return [{"role": "user", "content": f"{instruction}\n{inp}".strip()}]
 
 
-def apibank_prompts(tokenizer, examples: Sequence[Example], prompt: str = "ours", style: PromptStyle = PromptStyle()) -> list[str]:
+def apibank_prompts(
+    tokenizer, examples: Sequence[Example], prompt: str = "ours", style: PromptStyle = PromptStyle()
+) -> list[str]:
     if prompt not in PROMPTS:
         raise ValueError(f"unknown API-Bank prompt {prompt!r} ({'|'.join(PROMPTS)})")
     if prompt == "ours":

@@ -45,10 +45,8 @@ irrelevance that there are no others):
   of its four categories; Overall = mean of the groups that were evaluated (the summary says which);
   Relevance = live_relevance; Irrelevance = count-weighted mean of irrelevance and live_irrelevance.
 
-Importing the checker pulls ``bfcl_eval.constants.model_config``, which imports every model vendor's SDK;
-:func:`install_model_config_stub` puts a stand-in module there first.  The AST checker only reads
-``MODEL_CONFIG_MAPPING[name].underscore_to_dot`` (to rename dotted functions for OpenAI-style FC models): the
-stand-in answers ``False`` for every name, which is right for prompt-mode models.
+The checker itself is reached through :mod:`itool_core.bfcl_checker` (re-exported here), which makes it
+importable without bfcl-eval's vendor SDKs; the data build checks its training targets with the same one.
 """
 
 from __future__ import annotations
@@ -56,13 +54,13 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
-import sys
-import types
 import warnings
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
+from ..bfcl_checker import CHECKER_MODEL_NAME, ast_checker, install_model_config_stub
 from ..calls import MAX_TEXT_CHARS, PromptStyle, ToolCall, normalise_answer_text, render_prompt, try_parse_calls
 from ..data.bfcl import AST_CATEGORIES, MULTI_TURN_CATEGORIES, RELEVANCE_CATEGORIES, V3_CATEGORIES
 from ..data.records import Example
@@ -75,6 +73,7 @@ __all__ = [
     "NON_LIVE",
     "LIVE",
     "SampleScore",
+    "CHECKER_MODEL_NAME",
     "install_model_config_stub",
     "ast_checker",
     "decode",
@@ -91,8 +90,6 @@ __all__ = [
 
 NON_LIVE = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
 LIVE = ("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple", "live_irrelevance", "live_relevance")
-#: Name passed to bfcl's checker; with the stand-in config it only matters as a label.
-CHECKER_MODEL_NAME = "itool-prompt"
 
 
 @dataclass
@@ -104,50 +101,6 @@ class SampleScore:
     error: str = ""
     error_type: str = ""
     details: dict[str, Any] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------------------------------------- checker
-
-
-class _StubModelConfig:
-    underscore_to_dot = False
-    is_fc_model = False
-
-
-class _StubConfigMapping(dict):
-    """``MODEL_CONFIG_MAPPING`` stand-in: every model name maps to a prompt-mode config."""
-
-    def __missing__(self, key: str) -> _StubModelConfig:
-        return _StubModelConfig()
-
-
-def install_model_config_stub() -> None:
-    """Make ``bfcl_eval.constants.model_config`` importable without importing any vendor SDK.
-
-    If the real module is already imported (a full bfcl-eval install), its mapping is wrapped instead so that
-    model names it does not know (ours) still answer ``underscore_to_dot=False`` rather than ``KeyError``.
-    """
-    name = "bfcl_eval.constants.model_config"
-    mod = sys.modules.get(name)
-    if mod is None:
-        mod = types.ModuleType(name)
-        mod.__doc__ = "itool stand-in: the AST checker only reads MODEL_CONFIG_MAPPING[...].underscore_to_dot"
-        mod.MODEL_CONFIG_MAPPING = _StubConfigMapping()
-        sys.modules[name] = mod
-    elif not isinstance(getattr(mod, "MODEL_CONFIG_MAPPING", None), _StubConfigMapping):
-        mod.MODEL_CONFIG_MAPPING = _StubConfigMapping(getattr(mod, "MODEL_CONFIG_MAPPING", {}))
-    checker = sys.modules.get("bfcl_eval.eval_checker.ast_eval.ast_checker")
-    if checker is not None:  # imported earlier (e.g. by a test): rebind its global to the safe mapping
-        checker.MODEL_CONFIG_MAPPING = mod.MODEL_CONFIG_MAPPING
-
-
-def ast_checker():
-    """``(ast_checker function, Language enum)`` from the installed bfcl-eval."""
-    install_model_config_stub()
-    from bfcl_eval.constants.enums import Language
-    from bfcl_eval.eval_checker.ast_eval.ast_checker import ast_checker as _checker
-
-    return _checker, Language
 
 
 # ------------------------------------------------------------------------------------------------ decoding
@@ -234,10 +187,14 @@ def score_ast(ex: Example, text: str) -> SampleScore:
     if model_output is None:
         return SampleScore(False, calls, f"Invalid syntax. Failed to decode AST. {err}", "ast_decoder:decoder_failed")
     if not _bfcl_decoder()[1](model_output):
-        return SampleScore(False, calls, "Did not output in the specified format.", "ast_decoder:decoder_wrong_output_format")
+        return SampleScore(
+            False, calls, "Did not output in the specified format.", "ast_decoder:decoder_wrong_output_format"
+        )
     checker, Language = ast_checker()
     try:
-        res = checker(ex.tools, model_output, ex.meta["ground_truth"], Language.PYTHON, _category(ex), CHECKER_MODEL_NAME)
+        res = checker(
+            ex.tools, model_output, ex.meta["ground_truth"], Language.PYTHON, _category(ex), CHECKER_MODEL_NAME
+        )
     except Exception as e:  # a checker crash on odd output is that output's failure, not the run's
         return SampleScore(False, calls, f"checker raised {type(e).__name__}: {e}", "checker:exception")
     if res.get("valid"):
@@ -254,13 +211,21 @@ def score_relevance(ex: Example, text: str) -> SampleScore:
     if "irrelevance" in _category(ex):
         if not called:
             return SampleScore(True, calls)
-        return SampleScore(False, calls, "Valid syntax. Successfully decode AST when it should not.",
-                           "irrelevance_error:decoder_success")
+        return SampleScore(
+            False,
+            calls,
+            "Valid syntax. Successfully decode AST when it should not.",
+            "irrelevance_error:decoder_success",
+        )
     if called:
         return SampleScore(True, calls)
     why = err if decoded is None else "decoded to an empty call list"
-    return SampleScore(False, calls, f"Invalid syntax. Failed to decode AST when it should have. {why}",
-                       "relevance_error:decoder_failed")
+    return SampleScore(
+        False,
+        calls,
+        f"Invalid syntax. Failed to decode AST when it should have. {why}",
+        "relevance_error:decoder_failed",
+    )
 
 
 def score_single_turn(ex: Example, text: str) -> SampleScore:
@@ -293,7 +258,7 @@ def stable_subset(examples: Iterable[Example], limit: int | None, seed: int = 0)
     for ex in examples:
         by_cat[ex.category].append(ex)
     out: list[Example] = []
-    for cat, exs in by_cat.items():
+    for exs in by_cat.values():
         exs = sorted(exs, key=lambda e: _stable_key(seed, e.id))
         out.extend(exs if limit is None else exs[: max(0, int(limit))])
     return out
@@ -302,14 +267,14 @@ def stable_subset(examples: Iterable[Example], limit: int | None, seed: int = 0)
 # -------------------------------------------------------------------------------------------------- summary
 
 
-def _acc(cat_stats: dict[str, dict[str, float]], cat: str) -> tuple[float, int] | None:
+def _acc(cat_stats: Mapping[str, Mapping[str, float]], cat: str) -> tuple[float, int] | None:
     s = cat_stats.get(cat)
     if not s or not s.get("total"):
         return None
     return s["correct"] / s["total"], int(s["total"])
 
 
-def summarise(cat_stats: dict[str, dict[str, float]]) -> dict[str, Any]:
+def summarise(cat_stats: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
     """BFCL v3 group scores from ``{category: {"correct": c, "total": n}}`` (accuracies in [0, 1]).
 
     A group is computed over its evaluated categories only; ``groups_evaluated`` and ``missing`` say which

@@ -41,9 +41,10 @@ import inspect
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, Sequence
+from functools import cache
+from typing import Any
 
 from ..calls import PromptStyle, ToolCall, format_call, render_prompt, try_parse_calls
 from ..data.records import Example
@@ -81,7 +82,7 @@ def _bfcl():
     return multi_turn_utils, multi_turn_checker, DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_PROMPTING
 
 
-@lru_cache(maxsize=None)
+@cache
 def _class_methods(class_name: str) -> frozenset[str]:
     # The same set bfcl's executor maps to an instance: public bound methods of a fresh instance.
     import importlib
@@ -182,7 +183,8 @@ class Episode:
         self._start_turn(0)
 
     def _withheld_docs(self, turn: int) -> list[dict] | None:
-        docs = self.ex.meta.get("missed_function_docs") or {}
+        # {turn: [doc, ...]} (turn as a string or an int), or one flat list of docs
+        docs: dict[Any, list[dict]] | list[dict] = self.ex.meta.get("missed_function_docs") or {}
         missed = self.ex.meta.get("missed_function") or {}
         if str(turn) not in missed and turn not in missed:
             return None
@@ -283,8 +285,10 @@ def check_multi_turn(res: MultiTurnResult, model_name: str | None = None) -> Mul
     if len(res.outputs) != len(gt):
         res.valid = False
         res.error_type = "multi_turn:force_terminated"
-        res.error = (f"Model was force-terminated during inference phase. The length of the model result turns "
-                     f"({len(res.outputs)}) does not match the length of the ground truth turns ({len(gt)}).")
+        res.error = (
+            f"Model was force-terminated during inference phase. The length of the model result turns "
+            f"({len(res.outputs)}) does not match the length of the ground truth turns ({len(gt)})."
+        )
         return res
     name = model_name or f"itool_{uuid.uuid4().hex[:16]}"
     entry = {
@@ -295,7 +299,11 @@ def check_multi_turn(res: MultiTurnResult, model_name: str | None = None) -> Mul
     try:
         out = checker(res.executed, gt, entry, ex.meta.get("bfcl_category") or ex.category, name)
     except Exception as e:  # a checker assertion on odd state is this entry's failure, not the run's
-        out = {"valid": False, "error_message": f"checker raised {type(e).__name__}: {e}", "error_type": "checker:exception"}
+        out = {
+            "valid": False,
+            "error_message": f"checker raised {type(e).__name__}: {e}",
+            "error_type": "checker:exception",
+        }
     finally:
         cleanup_instances(name)
     res.valid = bool(out.get("valid"))

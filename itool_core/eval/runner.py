@@ -1,54 +1,45 @@
-"""Evaluation entry point: BFCL v3 (paper Table 1) and API-Bank L1/L2 (Table 2) on any model or engine.
+"""Evaluation entry point: ``evaluate(policy, EvalConfig)`` on BFCL v3 (paper Table 1) and API-Bank L1/L2 (Table 2).
 
-``evaluate(engine_or_model, ...)`` takes anything implementing the engine protocol
-(:mod:`itool_core.engines.base`), a ``(model, tokenizer)`` pair, or a model name/path (+ LoRA ``adapter``);
-loads the benchmark examples through :func:`itool_core.data.loaders.load`; optionally keeps a seeded, stable
-subset of ``limit`` examples per category (:func:`itool_core.eval.bfcl.stable_subset`); generates greedily
-and scores:
-
-* BFCL single-turn with bfcl-eval's AST checker / relevance rule (:mod:`itool_core.eval.bfcl`),
-* BFCL multi-turn by running the conversation against bfcl-eval's simulators and its ``multi_turn_checker``
-  (:mod:`itool_core.eval.bfcl_multi_turn`),
-* API-Bank L1/L2 call accuracy (:mod:`itool_core.eval.apibank`).
+``policy`` is anything implementing the engine protocol (:mod:`itool_core.engines.base`), a ``(model,
+tokenizer)`` pair, or a model name/path (+ LoRA ``adapter``, built with the engine named by ``engine``).  The
+:class:`~itool_core.config.EvalConfig` says what is measured — categories, a seeded stable subset of ``limit``
+items per category (:func:`itool_core.eval.bfcl.stable_subset`: growing it only adds items), greedy decoding
+with ``max_new_tokens``, tool rendering, the API-Bank prompt, multi-turn step cap — so ``itool eval`` and the
+pipeline's evaluation stage measure the same thing from the same config.  Each benchmark of
+:data:`itool_core.registry.BENCHMARKS` whose categories are named loads, answers and scores its items
+(:mod:`itool_core.eval.benchmarks`).
 
 It writes, under ``out_dir``: ``samples.parquet`` (one row per item, schema ``eval_samples/1``: id, benchmark,
 category, prompt, raw output, parsed calls as JSON, valid, error, error type) through
-:func:`itool_core.artifacts.write_table`, and ``summary.json`` (atomic), and returns the summary dict.
-:func:`format_tables` prints it in the layout of the paper's Table 1 and Table 2.  Every number of a subset
-run is labelled with the subset size and seed (``summary["subset"]``).
+:func:`itool_core.artifacts.write_table`, and ``summary.json`` (atomic), and returns the summary dict: per
+category n, accuracy and the Wilson 95 % interval.  :func:`format_tables` prints it in the layout of the
+paper's Table 1 and Table 2.  Every number of a subset run is labelled with the subset size and seed
+(``summary["subset"]``).
 
-``register_cli`` adds ``itool eval`` to the project CLI.
+``itool eval`` (:mod:`itool_core.cli.eval`) is this function on the command line.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pyarrow as pa
 
 from ..artifacts import atomic_write_json, write_table
-from ..calls import PromptStyle, calls_to_json
-from ..config import APIBANK_EVAL_CATEGORIES
+from ..calls import PromptStyle
+from ..config import EvalConfig, benchmark_categories
 from ..data.records import Example
 from ..engines.base import GenerationParams
+from ..registry import BENCHMARKS, ENGINES
 from ..schemas import TableSchema, register
-from . import apibank as ab
 from . import bfcl as bf
 from .stats import wilson
-from .bfcl_multi_turn import MAXIMUM_STEP_LIMIT, run_multi_turn
 
-log = logging.getLogger(__name__)
-
-__all__ = ["EVAL_SAMPLES", "BENCHMARKS", "evaluate", "format_tables", "register_cli", "as_engine"]
-
-BENCHMARKS = ("bfcl", "apibank")
-APIBANK_CATEGORIES = APIBANK_EVAL_CATEGORIES
+__all__ = ["EVAL_SAMPLES", "evaluate", "format_tables", "as_engine"]
 
 EVAL_SAMPLES = register(
     TableSchema(
@@ -72,245 +63,106 @@ EVAL_SAMPLES = register(
 )
 
 
-# ------------------------------------------------------------------------------------------------- engine
-
-
 def as_engine(
-    engine_or_model: Any,
-    tokenizer: Any = None,
+    policy: Any,
     *,
+    engine: str = "hf",
     adapter: str | None = None,
-    kind: str = "hf",
     batch_size: int = 8,
     num_threads: int | None = None,
-    **engine_kwargs: Any,
+    progress: bool | None = None,
 ):
-    """An engine from an engine, a ``(model, tokenizer)`` pair, a loaded model + ``tokenizer``, or a name/path."""
-    if hasattr(engine_or_model, "generate") and hasattr(engine_or_model, "tokenizer") and not hasattr(
-        engine_or_model, "config"
-    ):
-        return engine_or_model  # already an engine (a transformers model also has generate, but has a config)
-    from ..engines import make_engine
-
-    if isinstance(engine_or_model, tuple) and len(engine_or_model) == 2:
-        engine_or_model, tokenizer = engine_or_model
-    kw = dict(engine_kwargs)
-    if kind == "hf":
-        kw.update(batch_size=batch_size, num_threads=num_threads)
-    return make_engine(kind, model=engine_or_model, tokenizer=tokenizer, adapter=adapter, **kw)
+    """An engine from an engine, a ``(model, tokenizer)`` pair, or a name/path (built by engine ``engine``)."""
+    if hasattr(policy, "generate") and hasattr(policy, "tokenizer") and not hasattr(policy, "config"):
+        return policy  # already an engine (a transformers model also has generate, but has a config)
+    tokenizer = None
+    if isinstance(policy, tuple) and len(policy) == 2:
+        policy, tokenizer = policy
+    return ENGINES.load(engine).build(
+        policy, tokenizer=tokenizer, adapter=adapter, batch_size=batch_size, num_threads=num_threads, progress=progress
+    )
 
 
-# ----------------------------------------------------------------------------------------------- examples
-
-
-def _split_categories(categories: str | Iterable[str] | None) -> tuple[list[str] | None, list[int] | None]:
-    if categories is None:
-        return None, None
-    cats = [c.strip() for c in categories.split(",")] if isinstance(categories, str) else list(categories)
-    cats = [c for c in cats if c]
-    known = set(bf.V3_CATEGORIES) | set(APIBANK_CATEGORIES)
-    unknown = [c for c in cats if c not in known]
-    if unknown:
-        raise ValueError(f"unknown categories {unknown}; known: {list(bf.V3_CATEGORIES) + list(APIBANK_CATEGORIES)}")
-    bfcl = [c for c in cats if c in bf.V3_CATEGORIES] or None
-    levels = [int(c[-1]) for c in cats if c in APIBANK_CATEGORIES] or None
-    return bfcl, levels
-
-
-def load_examples(
-    benchmarks: Sequence[str], categories: str | Iterable[str] | None = None, apibank_dir: str | None = None
-) -> list[Example]:
-    """Benchmark examples via the loaders; ``categories`` filters each benchmark whose categories it names."""
-    from ..data.loaders import load
-
-    bfcl_cats, levels = _split_categories(categories)
-    out: list[Example] = []
-    for b in benchmarks:
-        if b == "bfcl":
-            exs, reports = load("bfcl", categories=bfcl_cats)
-        elif b == "apibank":
-            exs, reports = load("apibank", apibank_dir, level=levels or [1, 2])
-        else:
-            raise ValueError(f"unknown benchmark {b!r} ({'|'.join(BENCHMARKS)})")
-        for r in reports:
-            if r.skipped:
-                log.warning("%s", r.summary())
-        out.extend(exs)
-    return out
-
-
-def _benchmark_of(ex: Example) -> str:
-    return "apibank" if ex.category in APIBANK_CATEGORIES or ex.source == "apibank" else "bfcl"
-
-
-# -------------------------------------------------------------------------------------------------- rows
-
-
-def _row(ex: Example, bench: str, prompt: str, output: str, s: bf.SampleScore) -> dict[str, Any]:
-    return {
-        "id": ex.id,
-        "benchmark": bench,
-        "category": ex.category,
-        "prompt": prompt,
-        "output": output,
-        "calls": calls_to_json(s.calls) if s.calls is not None else "null",
-        "valid": bool(s.valid),
-        "error": s.error or "",
-        "error_type": s.error_type or "",
-    }
-
-
-def _generate_texts(engine, prompts: list[str], params: GenerationParams) -> list[str]:
-    if not prompts:
-        return []
-    return [c[0].text if c else "" for c in engine.generate(prompts, params)]
-
-
-# ------------------------------------------------------------------------------------------------ evaluate
+def _owner(categories: dict[str, str], ex: Example) -> str:
+    # API-Bank's training rows carry source "apibank" and category "apibank_train": not a scored category
+    return categories.get(ex.category) or ("apibank" if ex.source == "apibank" else "bfcl")
 
 
 def evaluate(
-    engine_or_model: Any,
+    policy: Any,
+    cfg: EvalConfig = EvalConfig(),
     *,
-    benchmarks: Sequence[str] | str = BENCHMARKS,
-    categories: str | Iterable[str] | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    out_dir: str | Path | None = None,
     examples: Sequence[Example] | None = None,
-    tokenizer: Any = None,
+    out_dir: str | Path | None = None,
+    engine: str = "hf",
     adapter: str | None = None,
-    engine_kind: str = "hf",
-    engine_kwargs: dict[str, Any] | None = None,
-    batch_size: int = 8,
     num_threads: int | None = None,
-    max_new_tokens: int = 256,
-    style: PromptStyle = PromptStyle(),
-    apibank_prompt: str = "ours",
-    apibank_dir: str | None = None,
-    max_steps: int = MAXIMUM_STEP_LIMIT,
+    data_dirs: dict[str, str | Path | None] | None = None,
     progress: bool = True,
     print_tables: bool = True,
-    model_label: str | None = None,
+    label: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a model on BFCL v3 and/or API-Bank L1/L2; write samples + summary to ``out_dir``; return the summary.
+    """Evaluate ``policy`` as ``cfg`` says; write samples + summary to ``out_dir``; return the summary.
 
-    ``examples`` replaces loading (any mix of BFCL and API-Bank examples; ``categories``/``limit`` still
-    apply).  Generation is greedy with ``max_new_tokens`` per step; multi-turn turns are capped at
-    ``max_steps`` executing steps (bfcl: 20).
+    ``examples`` replaces loading (any mix of the benchmarks' examples; ``cfg.categories`` / ``cfg.limit``
+    still apply).  ``data_dirs`` maps a benchmark to its data folder (API-Bank: ``default_apibank_dir``).
+    ``cfg.tools_style`` None renders tools as ``compact``'s default ``PromptStyle()``; the pipeline fills it in
+    from the training config (:meth:`~itool_core.config.RunConfig.evaluation_config`).
     """
     t_start = time.time()
-    if isinstance(benchmarks, str):
-        benchmarks = [b.strip() for b in benchmarks.split(",") if b.strip()]
-    for b in benchmarks:
-        if b not in BENCHMARKS:
-            raise ValueError(f"unknown benchmark {b!r} ({'|'.join(BENCHMARKS)})")
-    engine = as_engine(engine_or_model, tokenizer, adapter=adapter, kind=engine_kind,
-                       batch_size=batch_size, num_threads=num_threads, **(engine_kwargs or {}))
-    label = model_label or (engine_or_model if isinstance(engine_or_model, str) else type(engine).__name__)
+    eng = as_engine(policy, engine=engine, adapter=adapter, batch_size=cfg.batch_size, num_threads=num_threads)
+    name = label or (policy if isinstance(policy, str) else type(eng).__name__)
+    wanted = set(cfg.categories)
+    owners = {c: b for b in BENCHMARKS.names() for c in benchmark_categories(b)}
+    benchmarks = cfg.benchmarks()
 
     if examples is None:
-        examples = load_examples(benchmarks, categories, apibank_dir)
-    else:
-        bfcl_cats, levels = _split_categories(categories)
-        keep = []
-        for ex in examples:
-            bench = _benchmark_of(ex)
-            if bench not in benchmarks:
-                continue
-            if bench == "bfcl" and bfcl_cats is not None and ex.category not in bfcl_cats:
-                continue
-            if bench == "apibank" and levels is not None and ex.category not in [f"apibank_level{lv}" for lv in levels]:
-                continue
-            keep.append(ex)
-        examples = keep
-    examples = bf.stable_subset(examples, limit, seed)
+        examples = []
+        for b in benchmarks:
+            owned = [c for c in cfg.categories if owners.get(c) == b]
+            examples.extend(BENCHMARKS.load(b).load(owned, (data_dirs or {}).get(b)))
+    examples = [ex for ex in examples if ex.category in wanted and _owner(owners, ex) in benchmarks]
+    examples = bf.stable_subset(examples, cfg.limit, cfg.seed)
 
-    single = [ex for ex in examples if _benchmark_of(ex) == "bfcl" and ex.category not in bf.MULTI_TURN_CATEGORIES]
-    multi = [ex for ex in examples if _benchmark_of(ex) == "bfcl" and ex.category in bf.MULTI_TURN_CATEGORIES]
-    apib = [ex for ex in examples if _benchmark_of(ex) == "apibank"]
-    params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0, n=1, seed=seed)
-
-    rows: list[dict[str, Any]] = []
-    stats: dict[str, dict[str, int]] = defaultdict(lambda: {"correct": 0, "total": 0})
-    errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    kinds: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(bf.ANSWER_KINDS, 0))
+    style = PromptStyle(cfg.tools_style) if cfg.tools_style else PromptStyle()
+    params = GenerationParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0, n=1, seed=cfg.seed)
     timing: dict[str, dict[str, float]] = {}
-
-    def record(ex: Example, bench: str, prompt: str, output: str, s: bf.SampleScore) -> None:
-        rows.append(_row(ex, bench, prompt, output, s))
-        st = stats[ex.category]
-        st["total"] += 1
-        st["correct"] += int(bool(s.valid))
-        if not s.valid:
-            errors[ex.category][s.error_type or "unknown"] += 1
-
-    if single:
-        t0 = time.time()
-        prompts = bf.single_turn_prompts(engine.tokenizer, single, style)
-        texts = _generate_texts(engine, prompts, params)
-        for ex, p, t in zip(single, prompts, texts):
-            record(ex, "bfcl", p, t, bf.score_single_turn(ex, t))
-            kinds[ex.category][bf.answer_kind(t)] += 1
-        timing["bfcl_single_turn"] = _timing(t0, len(single))
-
-    if multi:
-        t0 = time.time()
-        results = run_multi_turn(engine, multi, params, style=style, max_steps=max_steps, progress=progress)
-        for r in results:
-            s = bf.SampleScore(r.valid, None, r.error, r.error_type)
-            row = _row(r.example, "bfcl", r.prompts[0] if r.prompts else "", json.dumps(r.outputs, ensure_ascii=False), s)
-            row["calls"] = json.dumps(r.executed, ensure_ascii=False)
-            if r.rejected and not row["error"]:
-                row["error"] = f"{len(r.rejected)} call(s) refused (not methods of the involved classes)"
-            rows.append(row)
-            st = stats[r.example.category]
-            st["total"] += 1
-            st["correct"] += int(r.valid)
-            if not r.valid:
-                errors[r.example.category][r.error_type or "unknown"] += 1
-        timing["bfcl_multi_turn"] = _timing(t0, len(multi))
-
-    if apib:
-        t0 = time.time()
-        prompts = ab.apibank_prompts(engine.tokenizer, apib, apibank_prompt, style)
-        texts = _generate_texts(engine, prompts, params)
-        for ex, p, t in zip(apib, prompts, texts):
-            record(ex, "apibank", p, t, ab.score_apibank(ex, t))
-        timing["apibank"] = _timing(t0, len(apib))
-
     summary: dict[str, Any] = {
-        "model": str(label),
+        "model": str(name),
         "benchmarks": list(benchmarks),
-        "subset": "full categories" if limit is None else f"seeded subset: at most {limit} per category (seed {seed})",
-        "limit": limit,
-        "seed": seed,
+        "subset": "full categories"
+        if cfg.limit is None
+        else f"seeded subset: at most {cfg.limit} per category (seed {cfg.seed})",
+        "limit": cfg.limit,
+        "seed": cfg.seed,
         "settings": {
-            "max_new_tokens": max_new_tokens,
-            "max_steps": max_steps,
+            "max_new_tokens": cfg.max_new_tokens,
+            "max_steps": cfg.max_steps,
             "tools": style.tools,
-            "apibank_prompt": apibank_prompt,
+            "apibank_prompt": cfg.apibank_prompt,
             "decoding": "greedy",
         },
-        "n_items": len(rows),
     }
-    bfcl_stats = {c: v for c, v in stats.items() if c not in APIBANK_CATEGORIES}
-    if "bfcl" in benchmarks:
-        summary["bfcl"] = bf.summarise(bfcl_stats)
-        for v in summary["bfcl"]["categories"].values():
-            v["ci95"] = list(wilson(v["correct"], v["total"]))
-        # call / no_call / broken_call per single-turn category: an irrelevance score can be made of broken
-        # call lists (BFCL counts them as no call), which is not abstention.
-        summary["bfcl"]["answer_kinds"] = {c: dict(v) for c, v in kinds.items()}
-    if "apibank" in benchmarks:
-        summary["apibank"] = {
-            c.replace("apibank_", ""): {"accuracy": v["correct"] / v["total"], **v,
-                                        "ci95": list(wilson(v["correct"], v["total"]))}
-            for c, v in stats.items()
-            if c in APIBANK_CATEGORIES and v["total"]
-        }
+    rows: list[dict[str, Any]] = []
+    errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for b in benchmarks:
+        bench = BENCHMARKS.load(b)
+        scored = bench.answer(
+            eng, [ex for ex in examples if _owner(owners, ex) == b], params, cfg, style, progress, timing
+        )
+        for s in scored:
+            rows.append(s.row)
+            if not s.valid:
+                errors[s.category][s.row["error_type"] or "unknown"] += 1
+        summary[b] = bench.summarise(scored)
+    summary["n_items"] = len(rows)
     summary["errors"] = {c: dict(v) for c, v in errors.items()}
-    timing["total"] = _timing(t_start, len(rows))
+    dt = time.time() - t_start
+    timing["total"] = {
+        "seconds": round(dt, 3),
+        "items": len(rows),
+        "seconds_per_item": round(dt / len(rows), 4) if rows else 0.0,
+    }
     summary["timing"] = timing
 
     if out_dir is not None:
@@ -322,11 +174,6 @@ def evaluate(
     if print_tables:
         print(format_tables(summary))
     return summary
-
-
-def _timing(t0: float, n: int) -> dict[str, float]:
-    dt = time.time() - t0
-    return {"seconds": round(dt, 3), "items": n, "seconds_per_item": round(dt / n, 4) if n else 0.0}
 
 
 # ---------------------------------------------------------------------------------------------- printing
@@ -343,7 +190,11 @@ def _ci(v: dict[str, Any]) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"
+
+    def line(r: list[str]) -> str:
+        cells = (str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        return "| " + " | ".join(cells) + " |"
+
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), sep] + [line(r) for r in rows])
 
@@ -354,8 +205,15 @@ def format_tables(summary: dict[str, Any]) -> str:
     b = summary.get("bfcl")
     if b is not None:
         head = ["Model", "Overall", "Non-live", "Live", "Multi-turn", "Relevance", "Irrelevance"]
-        row = [str(summary.get("model")), _pct(b.get("overall")), _pct(b.get("non_live")), _pct(b.get("live")),
-               _pct(b.get("multi_turn")), _pct(b.get("relevance")), _pct(b.get("irrelevance"))]
+        row = [
+            str(summary.get("model")),
+            _pct(b.get("overall")),
+            _pct(b.get("non_live")),
+            _pct(b.get("live")),
+            _pct(b.get("multi_turn")),
+            _pct(b.get("relevance")),
+            _pct(b.get("irrelevance")),
+        ]
         parts.append("Table 1 — BFCL v3 (accuracy %)\n" + _table(head, [row]))
         note = f"groups evaluated: {', '.join(b.get('groups_evaluated', [])) or 'none'}"
         if b.get("missing"):
@@ -364,11 +222,21 @@ def format_tables(summary: dict[str, Any]) -> str:
         cats = b.get("categories", {})
         if cats:
             kinds = b.get("answer_kinds", {})
-            rows = [[c, str(v["total"]), str(v["correct"]), _pct(v["accuracy"]), _ci(v),
-                     *(str(kinds[c][k]) if c in kinds else "" for k in bf.ANSWER_KINDS)] for c, v in cats.items()]
+            rows = [
+                [
+                    c,
+                    str(v["total"]),
+                    str(v["correct"]),
+                    _pct(v["accuracy"]),
+                    _ci(v),
+                    *(str(kinds[c][k]) if c in kinds else "" for k in bf.ANSWER_KINDS),
+                ]
+                for c, v in cats.items()
+            ]
             head = ["category", "n", "correct", "acc %", "95 % CI", "answered: call", "no call", "broken call"]
-            parts.append("BFCL per category (answered: what the outputs were, whatever was asked)\n"
-                         + _table(head, rows))
+            parts.append(
+                "BFCL per category (answered: what the outputs were, whatever was asked)\n" + _table(head, rows)
+            )
     a = summary.get("apibank")
     if a is not None:
         head = ["Model", "API-Bank L1", "API-Bank L2"]
@@ -380,78 +248,3 @@ def format_tables(summary: dict[str, Any]) -> str:
     if t:
         parts.append(f"{t['items']} items in {t['seconds']:.1f} s ({t['seconds_per_item']:.3f} s/item)")
     return "\n\n".join(parts)
-
-
-# --------------------------------------------------------------------------------------------------- CLI
-
-
-def _cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..config import load_config, profile
-
-    # The defaults are the pipeline's evaluation settings (the profile's ``evaluation`` section and its tool
-    # rendering), so a number from ``itool eval`` compares with the pipeline's number for the same model.
-    cfg = load_config(args.config) if args.config else profile(args.profile)
-    spec = cfg.evaluation
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = args.out or f"runs/eval/{time.strftime('%Y%m%d-%H%M%S')}"
-    engine_kwargs: dict[str, Any] = {}
-    if args.dtype:
-        engine_kwargs["dtype"] = args.dtype
-    summary = evaluate(
-        args.model,
-        adapter=args.adapter,
-        engine_kind=args.engine or cfg.engine,
-        engine_kwargs=engine_kwargs,
-        benchmarks=args.benchmarks,
-        categories=args.categories if args.categories is not None else list(spec.categories),
-        limit=None if args.full else (args.limit if args.limit is not None else spec.limit),
-        seed=spec.seed if args.seed is None else args.seed,
-        out_dir=out,
-        batch_size=args.batch_size or spec.batch_size,
-        num_threads=args.threads,
-        max_new_tokens=args.max_new_tokens or spec.max_new_tokens,
-        style=PromptStyle(args.tools or cfg.sft.tools_style),
-        apibank_prompt=args.apibank_prompt,
-        apibank_dir=args.apibank_dir,
-        max_steps=args.max_steps,
-        model_label=args.model + (f" + {args.adapter}" if args.adapter else ""),
-    )
-    print(f"samples and summary.json written to {out}")
-    return 0 if summary.get("n_items") else 1
-
-
-def register_cli(subparsers) -> None:
-    """Add ``itool eval`` to the project CLI."""
-    from ..config import PROFILES
-
-    p = subparsers.add_parser("eval", help="evaluate a model on BFCL v3 and API-Bank L1/L2",
-                              description="Defaults: the evaluation settings of --profile (or --config), the "
-                                          "same the pipeline evaluates its stages with.")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="model name, folder or hub id")
-    p.add_argument("--adapter", default=None, help="LoRA adapter folder")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="settings preset (default quick)")
-    src.add_argument("--config", help="YAML experiment file: its evaluation section and tool rendering")
-    p.add_argument("--benchmarks", default="bfcl,apibank", help="comma-separated: bfcl, apibank")
-    p.add_argument("--categories", default=None,
-                   help="comma-separated BFCL categories and/or apibank_level1, apibank_level2 "
-                        "(default: the profile's evaluation.categories)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="at most N items per category (seeded, stable subset; default: the profile's)")
-    p.add_argument("--full", action="store_true", help="full categories (no subset)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--out", default=None, help="output folder (default runs/eval/<time>)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--max-steps", type=int, default=MAXIMUM_STEP_LIMIT, help="multi-turn: executing steps per turn")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--engine", default=None, choices=["hf", "vllm"], help="default: the profile's engine")
-    p.add_argument("--dtype", default=None, help="hf engine weights dtype (float32, bfloat16)")
-    p.add_argument("--tools", default=None, choices=["json", "compact"],
-                   help="tool rendering in the prompt (default: the profile's sft.tools_style)")
-    p.add_argument("--apibank-prompt", default="ours", choices=list(ab.PROMPTS))
-    p.add_argument("--apibank-dir", default=None)
-    p.set_defaults(func=_cmd_eval)

@@ -14,8 +14,8 @@ intervals waste that pairing and are not made.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 __all__ = ["wilson", "mcnemar_exact", "Paired", "paired"]
 
@@ -42,7 +42,7 @@ def mcnemar_exact(b: int, c: int) -> float:
     if n == 0:
         return 1.0
     k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
     return min(1.0, 2 * tail)
 
 
@@ -68,6 +68,11 @@ def paired(a: Mapping[str, bool], b: Mapping[str, bool]) -> Paired:
     common = sorted(set(a) & set(b))
     a_only = sum(1 for i in common if a[i] and not b[i])
     b_only = sum(1 for i in common if b[i] and not a[i])
-    return Paired(n=len(common), a_correct=sum(bool(a[i]) for i in common),
-                  b_correct=sum(bool(b[i]) for i in common), a_only=a_only, b_only=b_only,
-                  p_value=mcnemar_exact(a_only, b_only))
+    return Paired(
+        n=len(common),
+        a_correct=sum(bool(a[i]) for i in common),
+        b_correct=sum(bool(b[i]) for i in common),
+        a_only=a_only,
+        b_only=b_only,
+        p_value=mcnemar_exact(a_only, b_only),
+    )

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..artifacts import ArtifactRef, atomic_write_json, write_table
 from ..calls import PromptStyle, render_prompt
+from ..config import MCTSConfig, PolicyConfig
 from .pairs import PAIRS, mine_pairs
-from ..config import PolicyConfig
 from .policy import EnginePolicy
 from .reward import Outcome
-from ..config import MCTSConfig
 from .search import SearchItem, SearchStats, search_lockstep
 from .tree import Tree
 
@@ -40,9 +40,13 @@ def _tree_seed(base: int, example_id: str) -> int:
     return base * 1_000_003 + int(hashlib.sha256(example_id.encode()).hexdigest()[:8], 16)
 
 
-def build_items(examples: Sequence[Any], tokenizer, style: PromptStyle = PromptStyle(),
-                partial_weight: float = 0.5,
-                final_check_for: Callable[[Any], Callable | None] | None = None) -> list[SearchItem]:
+def build_items(
+    examples: Sequence[Any],
+    tokenizer,
+    style: PromptStyle = PromptStyle(),
+    partial_weight: float = 0.5,
+    final_check_for: Callable[[Any], Callable | None] | None = None,
+) -> list[SearchItem]:
     items = []
     for ex in examples:
         prompt = render_prompt(tokenizer, ex.tools, ex.messages, style)
@@ -52,10 +56,17 @@ def build_items(examples: Sequence[Any], tokenizer, style: PromptStyle = PromptS
     return items
 
 
-def mine(engine, examples: Sequence[Any], out_dir: str | Path, cfg: MCTSConfig = MCTSConfig(),
-         policy_cfg: PolicyConfig = PolicyConfig(), style: PromptStyle = PromptStyle(),
-         trees_per_batch: int | None = None, final_check_for: Callable[[Any], Callable | None] | None = None,
-         callback: Callable[[str, dict], None] | None = None) -> MiningResult:
+def mine(
+    engine,
+    examples: Sequence[Any],
+    out_dir: str | Path,
+    cfg: MCTSConfig = MCTSConfig(),
+    policy_cfg: PolicyConfig = PolicyConfig(),
+    style: PromptStyle = PromptStyle(),
+    trees_per_batch: int | None = None,
+    final_check_for: Callable[[Any], Callable | None] | None = None,
+    callback: Callable[[str, dict], None] | None = None,
+) -> MiningResult:
     """Search one tree per example (lock-step, ``trees_per_batch`` at a time; default ``cfg.trees_per_batch``)
     and write ``out_dir/pairs.parquet``, ``out_dir/trees/*.json`` and ``out_dir/mining.json``."""
     trees_per_batch = trees_per_batch or cfg.trees_per_batch
@@ -67,7 +78,7 @@ def mine(engine, examples: Sequence[Any], out_dir: str | Path, cfg: MCTSConfig =
     stats = SearchStats()
     rows: list[dict[str, Any]] = []
     for start in range(0, len(examples), trees_per_batch):
-        chunk = list(examples[start:start + trees_per_batch])
+        chunk = list(examples[start : start + trees_per_batch])
         items = build_items(chunk, engine.tokenizer, style, cfg.partial_weight, final_check_for)
         # seeds are per round inside the search; make them depend on the chunk's first example too
         seed = _tree_seed(cfg.seed, chunk[0].id)
@@ -78,16 +89,37 @@ def mine(engine, examples: Sequence[Any], out_dir: str | Path, cfg: MCTSConfig =
             safe = hashlib.sha256(it.tree.example_id.encode()).hexdigest()[:16]
             atomic_write_json(trees_dir / f"{safe}.json", {**it.tree.to_json(), "pairs": len(tree_pairs)})
         if callback:
-            callback("mcts_chunk", {"trees_done": start + len(chunk), "pairs": len(rows),
-                                    "generated_tokens": stats.generated_tokens, "seconds": time.time() - t0})
+            callback(
+                "mcts_chunk",
+                {
+                    "trees_done": start + len(chunk),
+                    "pairs": len(rows),
+                    "generated_tokens": stats.generated_tokens,
+                    "seconds": time.time() - t0,
+                },
+            )
     ref = write_table(rows, out_dir / "pairs.parquet", PAIRS)
     seconds = time.time() - t0
-    summary = {"rounds": stats.rounds, "nodes": stats.nodes, "generated_tokens": stats.generated_tokens,
-               "propose_calls": stats.propose_calls, "confidence_calls": stats.confidence_calls,
-               "rollout_calls": stats.rollout_calls, "seconds_by_call": stats.seconds,
-               "trees_per_min": 60 * len(examples) / seconds if seconds else 0.0}
-    atomic_write_json(out_dir / "mining.json", {"n_trees": len(examples), "n_pairs": len(rows), **summary,
-                                                "config": asdict(cfg), "policy": asdict(policy_cfg)})
+    summary = {
+        "rounds": stats.rounds,
+        "nodes": stats.nodes,
+        "generated_tokens": stats.generated_tokens,
+        "propose_calls": stats.propose_calls,
+        "confidence_calls": stats.confidence_calls,
+        "rollout_calls": stats.rollout_calls,
+        "seconds_by_call": stats.seconds,
+        "trees_per_min": 60 * len(examples) / seconds if seconds else 0.0,
+    }
+    atomic_write_json(
+        out_dir / "mining.json",
+        {
+            "n_trees": len(examples),
+            "n_pairs": len(rows),
+            **summary,
+            "config": asdict(cfg),
+            "policy": asdict(policy_cfg),
+        },
+    )
     return MiningResult(ref, str(trees_dir), len(examples), len(rows), seconds, summary)
 
 
@@ -114,15 +146,23 @@ def merge_mined(pair_files: Sequence[str | Path], out_path: str | Path) -> Artif
     return write_table(rows, out_path, PAIRS)
 
 
-def mine_sharded(engine, examples: Sequence[Any], out_dir: str | Path, cfg: MCTSConfig = MCTSConfig(),
-                 policy_cfg: PolicyConfig = PolicyConfig(), style: PromptStyle = PromptStyle(),
-                 callback: Callable[[str, dict], None] | None = None) -> MiningResult:
+def mine_sharded(
+    engine,
+    examples: Sequence[Any],
+    out_dir: str | Path,
+    cfg: MCTSConfig = MCTSConfig(),
+    policy_cfg: PolicyConfig = PolicyConfig(),
+    style: PromptStyle = PromptStyle(),
+    callback: Callable[[str, dict], None] | None = None,
+) -> MiningResult:
     """:func:`mine` on each of ``cfg.shards`` shards in turn (``out_dir/shard_<i>``), then the merged
     ``out_dir/pairs.parquet`` — the same pairs the flows get by mining the shards as parallel tasks."""
     out_dir = Path(out_dir)
     t0 = time.time()
-    results = [mine(engine, shard, out_dir / f"shard_{i}", cfg, policy_cfg, style, callback=callback)
-               for i, shard in enumerate(shard_examples(examples, cfg.shards))]
+    results = [
+        mine(engine, shard, out_dir / f"shard_{i}", cfg, policy_cfg, style, callback=callback)
+        for i, shard in enumerate(shard_examples(examples, cfg.shards))
+    ]
     ref = merge_mined([r.pairs.path for r in results], out_dir / "pairs.parquet")
     stats = sum_stats([r.stats for r in results])
     return MiningResult(ref, str(out_dir), sum(r.n_trees for r in results), ref.rows, time.time() - t0, stats)

@@ -3,8 +3,8 @@
 At every node with at least two visited children, the child with the highest Q is *chosen* and the one with
 the lowest Q is *rejected*.  The pair's prompt is the tree's rendered prompt plus the steps so far, kept as
 the token ids the search generated: ``prompt_ids + chosen_ids`` is exactly a sequence the policy produced, so
-DPO optimises what the search saw (METHOD_NOTES).  The shared prefix stays in the prompt, never inside
-chosen/rejected, so SimPO's length normalisation sees only the differing step.
+DPO optimises what the search saw (docs/design.md#making-the-search-fast).  The shared prefix stays in the
+prompt, never inside chosen/rejected, so SimPO's length normalisation sees only the differing step.
 
 Filters of the authors' release (configurable): drop pairs whose Q gap is below ``min_q_gap``, whose word
 overlap exceeds ``max_overlap``, or whose chosen Q is below ``min_chosen_q``; keep at most

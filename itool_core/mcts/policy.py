@@ -10,18 +10,20 @@
 * ``confidence`` — ONE batched forward pass: the policy's probability of the answer token meaning "correct"
   under an evaluation prompt that shows the tools, the question, a reference answer and the partial answer
   (MCTS-DPO's self-evaluation); ``C = P(B) / (P(A) + P(B))`` read from the next-token distribution, not
-  from sampled text (the authors' release samples 7 tokens and substring-matches, METHOD_NOTES).
+  from sampled text (the authors' release samples 7 tokens and substring-matches,
+  docs/design.md#the-authors-release-differs-from-the-paper); :func:`~itool_core.mcts.reward.self_evaluation`.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..calls import render_target
 from ..config import PolicyConfig
 from ..engines.base import GenerationParams
+from .reward import self_evaluation
 from .search import Candidate, State
 from .steps import CALL_STOP_STRINGS, first_step_end
 
@@ -50,29 +52,40 @@ class EnginePolicy:
 
     # ------------------------------------------------------------------------------------------ propose
     def propose(self, states: Sequence[State], k: int, seed: int) -> list[list[Candidate]]:
-        params = GenerationParams(max_new_tokens=self.cfg.max_step_tokens, temperature=self.cfg.temperature,
-                                  top_p=self.cfg.top_p, n=k, stop=CALL_STOP_STRINGS, seed=seed,
-                                  include_stop_str_in_output=True)
+        params = GenerationParams(
+            max_new_tokens=self.cfg.max_step_tokens,
+            temperature=self.cfg.temperature,
+            top_p=self.cfg.top_p,
+            n=k,
+            stop=CALL_STOP_STRINGS,
+            seed=seed,
+            include_stop_str_in_output=True,
+        )
         outs = self.engine.generate([st.prompt_ids for st in states], params)
         result: list[list[Candidate]] = [[] for _ in states]
-        pending: list[tuple[int, list[int], list[float]]] = []
-        for i, (st, comps) in enumerate(zip(states, outs)):
+        pending: list[tuple[int, list[int], list[float], str, str | None]] = []  # + finish/stop reason
+        for i, comps in enumerate(outs):
             for c in comps:
                 pending.append((i, list(c.token_ids), list(c.logprobs), c.finish_reason, c.stop_reason))
         for attempt in range(self.cfg.continue_incomplete + 1):
             retry = []
             for i, ids, lps, finish, stop_reason in pending:
-                cand = self._candidate(states[i], ids, lps, finish, stop_reason, last=attempt == self.cfg.continue_incomplete)
+                cand = self._candidate(
+                    states[i], ids, lps, finish, stop_reason, last=attempt == self.cfg.continue_incomplete
+                )
                 if cand is None:
                     retry.append((i, ids, lps))
                 elif cand is not False:
                     result[i].append(cand)
             if not retry:
                 break
-            more = self.engine.generate([states[i].prompt_ids + ids for i, ids, _ in retry],
-                                        params.with_(n=1, seed=seed + 7919 * (attempt + 1)))
-            pending = [(i, ids + list(c[0].token_ids), lps + list(c[0].logprobs), c[0].finish_reason, c[0].stop_reason)
-                       for (i, ids, lps), c in zip(retry, more)]
+            more = self.engine.generate(
+                [states[i].prompt_ids + ids for i, ids, _ in retry], params.with_(n=1, seed=seed + 7919 * (attempt + 1))
+            )
+            pending = [
+                (i, ids + list(c[0].token_ids), lps + list(c[0].logprobs), c[0].finish_reason, c[0].stop_reason)
+                for (i, ids, lps), c in zip(retry, more)
+            ]
         return result
 
     def _candidate(self, st: State, ids, lps, finish, stop_reason, last: bool):
@@ -89,8 +102,9 @@ class EnginePolicy:
 
     # ------------------------------------------------------------------------------------------ rollout
     def rollout(self, states: Sequence[State], seed: int) -> list[str]:
-        params = GenerationParams(max_new_tokens=self.cfg.max_rollout_tokens, temperature=self.cfg.rollout_temperature,
-                                  n=1, seed=seed)
+        params = GenerationParams(
+            max_new_tokens=self.cfg.max_rollout_tokens, temperature=self.cfg.rollout_temperature, n=1, seed=seed
+        )
         outs = self.engine.generate([st.prompt_ids for st in states], params)
         return [c[0].text for c in outs]
 
@@ -101,17 +115,21 @@ class EnginePolicy:
         partial = st.answer_text.strip() or "(nothing yet)"
         msgs = [
             {"role": "system", "content": EVAL_SYSTEM},
-            {"role": "user", "content": EVAL_USER.format(
-                tools=json.dumps([{"name": t.get("name"), "parameters": t.get("parameters", {})} for t in ex.tools],
-                                 separators=(",", ":")),
-                question=question, reference=render_target(ex.target), partial=partial)},
+            {
+                "role": "user",
+                "content": EVAL_USER.format(
+                    tools=json.dumps(
+                        [{"name": t.get("name"), "parameters": t.get("parameters", {})} for t in ex.tools],
+                        separators=(",", ":"),
+                    ),
+                    question=question,
+                    reference=render_target(ex.target),
+                    partial=partial,
+                ),
+            },
         ]
         return self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
     def confidence(self, states: Sequence[State]) -> list[float]:
         lps = self.engine.next_token_logprobs([self.eval_prompt(st) for st in states], ["A", "B"])
-        out = []
-        for d in lps:
-            a, b = math.exp(d["A"]), math.exp(d["B"])
-            out.append(b / (a + b) if a + b > 0 else 0.5)
-        return out
+        return [self_evaluation(d["A"], d["B"]) for d in lps]

@@ -1,4 +1,9 @@
-"""Outcome part O(s) of the state reward R(s) = O(s) + C(s) (Eq. 6).
+"""The state reward R(s) = O(s) + C(s) (Eq. 6–7) and the edge reward r(s, a) = R(s') − R(s) of the search.
+
+Each part is one function: :class:`Outcome` computes O(s), :func:`self_evaluation` turns the policy's two
+answer-token log-probs into C(s) (Eq. 7), :func:`state_reward` adds them (Eq. 6), :func:`edge_reward` credits a
+step with the change it makes (the r of Eq. 8).  ``search.py`` applies them to the nodes; ``policy.py`` reads
+the log-probs.
 
 O compares the calls made so far with the ground truth:
 
@@ -11,13 +16,15 @@ O compares the calls made so far with the ground truth:
   text stops being a parsable call list;
 * a text (no-call) answer is on track (``w``) when the correct answer is "no call", wrong (−1) otherwise.
 
-The self-evaluation part C(s) needs the policy and lives with the engine adapter (``policy.py``).
+C(s) is the policy's own probability that the partial answer is correct, read from one forward pass under an
+evaluation prompt (``policy.py`` builds it): the answer token "B" (correct) against "A" (incorrect).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from ..calls import ToolCall, calls_match, try_parse_calls
 
@@ -37,6 +44,11 @@ def _is_call_list(answer: str) -> bool:
 
 @dataclass
 class Outcome:
+    """O(s) of Eq. 6 against the ground truth ``gold`` (rules in the module docstring): ``outcome(answer, terminal)``.
+
+    The ground truth is known for every searched example, so O is exact where the policy's C is only an
+    estimate; the partial credit makes a correct first call of a two-call answer worth more than nothing."""
+
     gold: Sequence[ToolCall]
     final_check: Callable[[list[ToolCall]], bool] | None = None
     partial_weight: float = 0.5
@@ -67,3 +79,28 @@ class Outcome:
                 return -1.0
             remaining.pop(hit)
         return self.partial_weight * len(calls) / len(self.gold)
+
+
+def self_evaluation(logprob_incorrect: float, logprob_correct: float) -> float:
+    """C(s) (Eq. 7): ``P(B) / (P(A) + P(B))`` from the next-token log-probs of "A" (incorrect) and "B" (correct).
+
+    Normalising over the two answer tokens ignores whatever mass the policy puts elsewhere, so C is a
+    probability in [0, 1] even for a small model that would rather start a sentence; 0.5 (no opinion) when
+    both probabilities underflow.  The authors' release samples tokens and substring-matches instead
+    (docs/design.md#the-authors-release-differs-from-the-paper)."""
+    a, b = math.exp(logprob_incorrect), math.exp(logprob_correct)
+    return b / (a + b) if a + b > 0 else 0.5
+
+
+def state_reward(outcome: float, confidence: float) -> float:
+    """Eq. 6: ``R(s) = O(s) + C(s)`` — correctness against the ground truth plus the policy's own confidence.
+
+    ``confidence`` is C as the search stores it, already scaled by ``MCTSConfig.confidence_weight`` (1 = the
+    paper)."""
+    return outcome + confidence
+
+
+def edge_reward(child_reward: float, parent_reward: float) -> float:
+    """``r(s, a) = R(s') − R(s)``, the r of Eq. 8: a step is credited with the change of the state reward it makes,
+    so a wrong call costs the step that made it, not every later step of the same answer."""
+    return child_reward - parent_reward

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from ..config import MCTSConfig
+from .reward import edge_reward, state_reward
 from .steps import split_steps
 from .tree import Node, Tree, backup, select_leaf
 
@@ -103,7 +105,15 @@ def rollout_value(node: Node, continuation: str, outcome: Callable[[str, bool], 
     return value
 
 
-def _expand(items: list[SearchItem], leaves: list[tuple[int, Node]], cands: list[list[Candidate]]) -> list[tuple[int, Node]]:
+def _reward(node: Node, p_correct: float, confidence_weight: float) -> None:
+    """Set C and R = O + C (Eq. 6–7) of a node whose O is known, from the policy's P("correct")."""
+    node.C = confidence_weight * p_correct
+    node.R = state_reward(node.O, node.C)
+
+
+def _expand(
+    items: list[SearchItem], leaves: list[tuple[int, Node]], cands: list[list[Candidate]]
+) -> list[tuple[int, Node]]:
     new: list[tuple[int, Node]] = []
     for (i, leaf), cs in zip(leaves, cands):
         tree, seen = items[i].tree, set()
@@ -117,8 +127,9 @@ def _expand(items: list[SearchItem], leaves: list[tuple[int, Node]], cands: list
     return new
 
 
-def search_lockstep(items: list[SearchItem], policy: SearchPolicy, cfg: MCTSConfig,
-                    stats: SearchStats | None = None) -> SearchStats:
+def search_lockstep(
+    items: list[SearchItem], policy: SearchPolicy, cfg: MCTSConfig, stats: SearchStats | None = None
+) -> SearchStats:
     """Run ``cfg.simulations`` lock-step rounds over all trees; the trees are filled in place."""
     stats = stats or SearchStats()
 
@@ -133,8 +144,7 @@ def search_lockstep(items: list[SearchItem], policy: SearchPolicy, cfg: MCTSConf
         confs = timed("confidence", policy.confidence, roots)
         stats.confidence_calls += 1
         for st, c in zip(roots, confs):
-            st.node.C = cfg.confidence_weight * c
-            st.node.R = st.node.O + st.node.C
+            _reward(st.node, c, cfg.confidence_weight)
     for rnd in range(cfg.simulations):
         leaves: list[tuple[int, Node]] = []
         for i, it in enumerate(items):
@@ -152,15 +162,15 @@ def search_lockstep(items: list[SearchItem], policy: SearchPolicy, cfg: MCTSConf
         new = _expand(items, leaves, cands)
         if not new:
             # every sample was empty/duplicate: count the visit so selection moves on
-            for i, leaf in leaves:
+            for _, leaf in leaves:
                 backup(leaf, leaf.V, cfg.gamma)
             continue
         confs = timed("confidence", policy.confidence, [State(items[i].tree, n) for i, n in new])
         stats.confidence_calls += 1
-        for (i, node), c in zip(new, confs):
-            node.C = cfg.confidence_weight * c
-            node.R = node.O + node.C
-            node.r = node.R - node.parent.R
+        for (_, node), c in zip(new, confs):
+            _reward(node, c, cfg.confidence_weight)
+            assert node.parent is not None  # a new child of a leaf
+            node.r = edge_reward(node.R, node.parent.R)
         open_nodes = [(i, n) for i, n in new if not n.terminal]
         values = {n.id: 0.0 for _, n in new}
         if open_nodes:
@@ -169,7 +179,7 @@ def search_lockstep(items: list[SearchItem], policy: SearchPolicy, cfg: MCTSConf
             for (i, node), cont in zip(open_nodes, conts):
                 node.info["rollout"] = cont
                 values[node.id] = rollout_value(node, cont, items[i].outcome, cfg.gamma)
-        for i, node in new:
+        for _, node in new:
             backup(node, values[node.id], cfg.gamma)
         stats.nodes += len(new)
         stats.rounds += 1

@@ -5,7 +5,8 @@ delimiter: ``[f(a=1),`` then `` g(b='x')]``.  The delimiter tells the search wha
 ``,`` leaves the call list open (non-terminal), one ending in ``]`` closes the answer (terminal).  Text that
 does not open a call list (e.g. "None of the given functions can be used...") is a text answer, split at
 sentence ends; the end of generation makes it terminal.  This is the paper's definition; the authors'
-release splits at ``. , = (``, so its "steps" are fragments of a call (METHOD_NOTES).
+release splits at ``. , = (``, so its "steps" are fragments of a call
+(docs/design.md#the-authors-release-differs-from-the-paper).
 
 :func:`first_step_end` scans text with a bracket/string-aware state machine, so a ``),`` inside a string
 argument is not mistaken for a step boundary.
@@ -91,7 +92,7 @@ def split_steps(answer: str, prefix: str = "") -> list[tuple[str, bool]]:
             break
         steps.append((rest[: end.index], end.terminal))
         done += rest[: end.index]
-        rest = rest[end.index:]
+        rest = rest[end.index :]
         if end.terminal:
             if rest.strip():
                 # text after the closing bracket belongs to the terminal step

@@ -15,19 +15,12 @@ policy may move from the reference (the implicit KL leash).  Because a step is s
 long, a step-level pair isolates the *fragment* where the two answers part ways (the paper's "fragment
 deficiency") instead of diluting it over a whole answer.
 
-The variants change the loss, not the data (``PreferenceConfig.loss``):
+The variants change the loss, not the data (``PreferenceConfig.loss``, one module each under
+:mod:`itool_core.train.losses`, registered in :data:`itool_core.registry.LOSSES`): ``dpo`` and ``ipo``
+(reference = previous policy), ``simpo`` and ``orpo`` (reference-free: no reference model is loaded).
 
-* ``ipo``   (Azar et al.) squared loss ``(h − 1/(2β))²`` on the log-ratio difference ``h`` instead of the
-  logistic loss: it regresses the margin to a fixed target and does not push it to infinity on
-  deterministic preferences.  trl averages ``h`` per completion token (confirmed with the IPO authors).
-  Reference = previous policy, as for DPO.
-* ``simpo`` (Meng et al.) *reference-free*: reward = ``β · mean token log-prob`` of the step (length-normalised),
-  loss ``−log σ(β Δ_avg − γ)`` with a target margin ``γ``.  No reference model is loaded or used.
-* ``orpo``  (Hong et al.) *reference-free*: ``NLL(a_w|x) − λ log σ(log odds(a_w) − log odds(a_l))`` with
-  ``odds(a) = p/(1−p)`` on the mean token probability; ``λ`` is ``beta`` here.  No reference model.
-
-Step-level pitfalls handled here (METHOD_NOTES, "Step-level DPO with trl")
---------------------------------------------------------------------------
+Step-level pitfalls handled here (docs/design.md#step-level-dpo-pitfalls)
+------------------------------------------------------------------------
 1. **EOS only on terminal steps.**  trl appends EOS to every chosen/rejected (DPO: to the text; CPO/ORPO:
    ``add_eos_token_if_needed`` after tokenising).  On an intermediate step (one call followed by ``,``) that
    would teach the policy to *stop after one call*.  We build the tokenised rows ourselves:
@@ -53,18 +46,12 @@ Step-level pitfalls handled here (METHOD_NOTES, "Step-level DPO with trl")
    long shared state that is mostly SFT on the prompt (system prompt and tool schemas included).  The paper's
    L_SFT is over the response; we recompute it over the chosen completion tokens.
 
-trl internals overridden (trl 1.16.0; re-check on upgrade)
-----------------------------------------------------------
-* ``DPOTrainer._prepare_dataset`` → returns our already tokenised dataset (columns ``prompt_ids``,
-  ``chosen_ids``, ``rejected_ids``, the format its own tokeniser produces).  trl's ``DataCollatorForPreference``
-  and loss are untouched.
-* ``CPOTrainer.tokenize_row`` / ``ORPOTrainer.tokenize_row`` → builds trl's row format (``prompt_input_ids``,
-  ``chosen_input_ids``, ``chosen_labels`` with −100 on the prompt, …) from our ids.  The ``__init__`` maps
-  that run before it (``maybe_extract_prompt``, ``maybe_apply_chat_template``) are no-ops on a dataset without
-  text columns.  Collator (``DPODataCollatorWithPadding``) and losses untouched.
-* ``ORPOTrainer.concatenated_forward`` → same outputs, with the NLL term recomputed over the chosen completion
-  only (pitfall 6).
-* ``training_step`` (all three) → counts non-padding tokens for tokens/s, then calls trl's.
+trl internals overridden (trl 1.16.0; re-check on upgrade; the subclasses live in ``train.losses``)
+--------------------------------------------------------------------------------------------------
+``DPOTrainer._prepare_dataset`` returns our already tokenised dataset; ``CPOTrainer`` / ``ORPOTrainer``
+``tokenize_row`` builds trl's row format from our ids; ``ORPOTrainer.concatenated_forward`` recomputes the NLL
+term over the chosen completion only (pitfall 6); ``training_step`` counts tokens, then calls trl's.  trl's
+collators and losses are untouched.
 
 Metrics (loss, rewards/margins, rewards/accuracies, logps, steps, wall time, tokens/s, peak RSS) leave through
 ``callback(event, metrics)`` and the returned :class:`PreferenceResult`; nothing is printed.
@@ -72,24 +59,22 @@ Metrics (loss, rewards/margins, rewards/accuracies, logps, steps, wall time, tok
 
 from __future__ import annotations
 
-import functools
 import gc
 import math
 import os
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
-from ..config import DEFAULT_BETA, LOSSES, REFERENCE_FREE, PreferenceConfig
+from ..config import PreferenceConfig
+from . import losses
 from .common import peak_rss_mb, quiet_progress
 
 __all__ = [
-    "LOSSES",
-    "DEFAULT_BETA",
-    "REFERENCE_FREE",
     "PreferenceConfig",
     "PreferenceResult",
     "PreparedPairs",
@@ -219,97 +204,7 @@ def planned_steps(n_pairs: int, cfg: PreferenceConfig) -> int:
     return max(steps, 1)
 
 
-# ----------------------------------------------------------------------------------------- trainer subclasses
-
-
-def _count_tokens(inputs: Mapping[str, Any]) -> int:
-    # DPO batches: one "attention_mask" over [chosen; rejected]; CPO/ORPO: one mask per side (the prompt's own
-    # mask is part of each side's sequence already).
-    keys = ("attention_mask",) if "attention_mask" in inputs else ("chosen_attention_mask", "rejected_attention_mask")
-    return int(sum(int(inputs[k].sum()) for k in keys if k in inputs))
-
-
-def _row_from_ids(feature: Mapping[str, Any]) -> dict[str, list[int]]:
-    """trl's CPO/ORPO ``tokenize_row`` output (decoder-only branch) built from our ids: no BOS added, no EOS
-    added, no re-tokenisation; labels −100 on the prompt."""
-    prompt = list(feature["prompt_ids"])
-    batch: dict[str, list[int]] = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
-    for side in ("chosen", "rejected"):
-        comp = list(feature[f"{side}_ids"])
-        seq = prompt + comp
-        batch[f"{side}_input_ids"] = seq
-        batch[f"{side}_attention_mask"] = [1] * len(seq)
-        batch[f"{side}_labels"] = [-100] * len(prompt) + comp
-    return batch
-
-
-@functools.lru_cache(maxsize=None)
-def _trainer_classes() -> dict[str, type]:
-    """The three step-level trainer subclasses (built lazily: importing this module stays cheap)."""
-    import torch.nn.functional as F
-    from trl import DPOTrainer
-    from trl.import_utils import TRLExperimentalWarning
-
-    with warnings.catch_warnings():
-        # CPO (for SimPO) and ORPO live under trl.experimental in trl 1.x; we use them knowingly.
-        warnings.simplefilter("ignore", TRLExperimentalWarning)
-        from trl.experimental.cpo import CPOTrainer
-        from trl.experimental.orpo import ORPOTrainer
-        from trl.experimental.utils import pad_to_length
-
-    class _TokenCounter:
-        tokens_seen = 0
-
-        def training_step(self, model, inputs, *args, **kwargs):
-            self.tokens_seen += _count_tokens(inputs)
-            return super().training_step(model, inputs, *args, **kwargs)
-
-    class StepDPOTrainer(_TokenCounter, DPOTrainer):
-        """DPOTrainer (losses "sigmoid" = DPO, "ipo") on pre-tokenised step-level rows."""
-
-        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-            # trl's version extracts the prompt, appends EOS to every chosen/rejected *text* and re-tokenises.
-            # Our rows are already {prompt_ids, chosen_ids, rejected_ids} from the search's ids (EOS only on
-            # terminal steps, pairs over max_length dropped) — exactly what its collator expects.
-            missing = {"prompt_ids", "chosen_ids", "rejected_ids"} - set(dataset.column_names)
-            if missing:
-                raise ValueError(f"{dataset_name} dataset must be pre-tokenised (prepare_pairs); missing {missing}")
-            return dataset
-
-    class StepCPOTrainer(_TokenCounter, CPOTrainer):
-        """CPOTrainer (used with loss_type="simpo", cpo_alpha=0 = SimPO) on pre-tokenised rows."""
-
-        def tokenize_row(self, feature, model=None):
-            # trl's version re-tokenises prompt + answer text, prepends BOS and appends EOS to both answers.
-            return _row_from_ids(feature)
-
-    class StepORPOTrainer(_TokenCounter, ORPOTrainer):
-        """ORPOTrainer on pre-tokenised rows, with the NLL term over the chosen completion only."""
-
-        def tokenize_row(self, feature, model=None):
-            return _row_from_ids(feature)
-
-        def concatenated_forward(self, model, batch):
-            out = super().concatenated_forward(model, batch)
-            if self.is_encoder_decoder:
-                return out
-            # trl: "orpo chosen nll loss is computed over the full prompt and response".  ORPO's L_SFT (paper
-            # Eq. 6) is the NLL of the response; on a step-level pair the prompt is the long shared state, so
-            # recompute the term over the chosen completion tokens (labels −100 elsewhere).
-            chosen_logits = out[2]  # [B, L-1, V]: all_logits[:B, :-1], the graph is kept
-            length = chosen_logits.shape[1] + 1
-            labels = pad_to_length(batch["chosen_labels"], length, pad_value=-100)[:, 1:].to(chosen_logits.device)
-            nll = F.cross_entropy(
-                chosen_logits.reshape(-1, chosen_logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100
-            )
-            return (*out[:4], nll, *out[5:])
-
-    return {"dpo": StepDPOTrainer, "ipo": StepDPOTrainer, "simpo": StepCPOTrainer, "orpo": StepORPOTrainer}
-
-
 # ------------------------------------------------------------------------------------------------- training
-
-
 
 
 def _same_model(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -350,28 +245,7 @@ def _trl_args(cfg: PreferenceConfig, output_dir: str, steps: int):
         dataloader_num_workers=0,
         disable_dropout=True,  # the model's own dropout; LoRA dropout is cfg.lora_dropout
     )
-    if cfg.loss in ("dpo", "ipo"):
-        from trl import DPOConfig
-
-        return DPOConfig(
-            loss_type=["sigmoid" if cfg.loss == "dpo" else "ipo"],  # trl 1.x: a list of losses
-            precompute_ref_log_probs=False,  # the reference runs alongside (one pass per epoch anyway)
-            **common,
-        )
-    from trl.import_utils import TRLExperimentalWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TRLExperimentalWarning)
-        if cfg.loss == "simpo":
-            from trl.experimental.cpo import CPOConfig
-
-            # SimPO = CPO's "simpo" loss without the behaviour-cloning term; trl's simpo_gamma is γ itself.
-            return CPOConfig(loss_type="simpo", cpo_alpha=0.0,
-                             simpo_gamma=cfg.simpo_gamma_beta_ratio * cfg.resolved_beta(),
-                             remove_unused_columns=False, **common)
-        from trl.experimental.orpo import ORPOConfig
-
-        return ORPOConfig(remove_unused_columns=False, **common)
+    return losses.get(cfg.loss).trl_config(cfg, common)
 
 
 def _lora(cfg: PreferenceConfig):
@@ -416,7 +290,7 @@ def build_trainer(
 
     ref_model = None
     if not cfg.uses_reference:
-        info = {"reference": None, "reference_mode": f"none ({cfg.loss} is reference-free)"}
+        info: dict[str, Any] = {"reference": None, "reference_mode": f"none ({cfg.loss} is reference-free)"}
         if reference is not None and not _same_model(reference, policy):
             warnings.warn(f"{cfg.loss} is reference-free: reference={reference!s} is ignored", stacklevel=2)
     elif reference is None or _same_model(reference, policy):
@@ -428,7 +302,7 @@ def build_trainer(
         info = {"reference": str(reference), "reference_mode": "explicit ref_model"}
 
     steps = planned_steps(len(prepared.rows), cfg)
-    trainer_cls = _trainer_classes()[cfg.loss]
+    trainer_cls = losses.get(cfg.loss).trainer_class()
     kwargs = dict(
         model=model,
         args=_trl_args(cfg, str(output_dir), steps),
@@ -477,8 +351,16 @@ class PreferenceResult:
         return asdict(self)
 
 
-_SUMMARY_KEYS = ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected",
-                 "logps/chosen", "logps/rejected", "grad_norm")
+_SUMMARY_KEYS = (
+    "loss",
+    "rewards/margins",
+    "rewards/accuracies",
+    "rewards/chosen",
+    "rewards/rejected",
+    "logps/chosen",
+    "logps/rejected",
+    "grad_norm",
+)
 
 
 def _make_log_callback(emit: Callback, history: list):
@@ -544,8 +426,9 @@ def _train_preference(policy, pairs, cfg: PreferenceConfig, out: Path, reference
         trainer, prepared, info = build_trainer(
             policy, pairs, cfg, scratch, reference=reference, callbacks=[_make_log_callback(emit, history)]
         )
-        emit("start", {"loss": cfg.loss, "beta": cfg.resolved_beta(), "policy": str(policy), **info,
-                       **prepared.stats()})
+        emit(
+            "start", {"loss": cfg.loss, "beta": cfg.resolved_beta(), "policy": str(policy), **info, **prepared.stats()}
+        )
         t0 = time.perf_counter()
         train_out = trainer.train()
         wall = time.perf_counter() - t0

@@ -30,7 +30,6 @@ Metrics (loss per logging step and per stage, tokens/s, s/step, wall time, peak 
 
 from __future__ import annotations
 
-import argparse
 import gc
 import math
 import os
@@ -38,15 +37,17 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from ..calls import PromptStyle, render_prompt, render_target
+from ..calls import PromptStyle
 from ..config import SFTConfig
-from .common import peak_rss_mb, quiet_progress
 from ..data.records import Example
+from ..data.tokenise import end_token, sft_pair, tokenize_pair  # re-exported; data.replay uses them too
+from .common import peak_rss_mb, quiet_progress
 
 __all__ = [
     "Callback",
@@ -61,34 +62,10 @@ __all__ = [
     "build_trainer",
     "answer_loss",
     "train_sft",
-    "register_cli",
 ]
 
 #: ``callback(event, metrics)``; events: "stage_start", "log", "stage_end", "end" (see :func:`train_sft`).
 Callback = Callable[[str, dict], None]
-
-
-def end_token(tokenizer) -> str:
-    """The token that closes an assistant turn: the tokenizer's EOS (``<|im_end|>`` for SmolLM2,
-    ``<|eot_id|>`` for Llama-3.1-Instruct) — the one generation stops on and trl would append itself."""
-    if not tokenizer.eos_token:
-        raise ValueError("the tokenizer has no eos_token: the answer's end cannot be trained")
-    return tokenizer.eos_token
-
-
-def sft_pair(tokenizer, ex: Example, style: PromptStyle = PromptStyle()) -> tuple[str, str]:
-    """``(prompt, completion)`` of one example: the policy's exact prompt and the answer it must produce."""
-    prompt = render_prompt(tokenizer, ex.tools, ex.messages, style)
-    completion = render_target(ex.target) + end_token(tokenizer)
-    return prompt, completion
-
-
-def tokenize_pair(tokenizer, prompt: str, completion: str) -> tuple[list[int], list[int]]:
-    """``(prompt_ids, completion_ids)``, no special tokens added: the prompt as the engines encode it, the
-    answer as the tokens that follow it.  Training (here) and perplexity (``data.replay``) both use this."""
-    p_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    c_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
-    return p_ids, c_ids
 
 
 def build_sft_records(
@@ -123,7 +100,6 @@ def planned_steps(n_examples: int, cfg: SFTConfig) -> int:
 def stage_dir_name(index: int, name: str) -> str:
     """``stage_1_easy`` ... — 1-based, so the folder order is the training order."""
     return f"stage_{index}_{name}"
-
 
 
 @dataclass
@@ -164,8 +140,15 @@ def _model_identity(model: Any) -> str:
     return str(getattr(getattr(model, "config", None), "_name_or_path", type(model).__name__))
 
 
-def stage_fingerprint(previous: str, model_id: str, cfg: SFTConfig, index: int, name: str, steps: int,
-                      records: Sequence[dict[str, list[int]]]) -> str:
+def stage_fingerprint(
+    previous: str,
+    model_id: str,
+    cfg: SFTConfig,
+    index: int,
+    name: str,
+    steps: int,
+    records: Sequence[dict[str, list[int]]],
+) -> str:
     """A hash of everything a stage's saved adapter depends on: the previous stage's fingerprint (so a change
     upstream invalidates every later stage), the base model, the weight-relevant config, and the exact token
     records and step count of this stage.  Training is deterministic given these (each stage's trainer is
@@ -174,8 +157,9 @@ def stage_fingerprint(previous: str, model_id: str, cfg: SFTConfig, index: int, 
     from ..artifacts import fingerprint
 
     conf = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
-    return fingerprint(previous, model_id, conf, index, name, steps,
-                       [(r["input_ids"], r["completion_mask"]) for r in records])
+    return fingerprint(
+        previous, model_id, conf, index, name, steps, [(r["input_ids"], r["completion_mask"]) for r in records]
+    )
 
 
 def _finished_stage(stage_dir: Path, fingerprint: str) -> StageResult | None:
@@ -251,7 +235,6 @@ class SFTResult:
             "peak_rss_mb": self.peak_rss_mb,
             "config": self.config,
         }
-
 
 
 def _make_log_callback(emit: Callback, stage: str, step_offset: int):
@@ -330,16 +313,24 @@ def _answer_loss_trainer(base, normalisation: str, decision_weight: float):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             fwd = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
             outputs = model(**fwd, use_cache=False)
-            loss = answer_loss(outputs, inputs["labels"], normalisation=normalisation,
-                               decision_weight=decision_weight)
+            loss = answer_loss(outputs, inputs["labels"], normalisation=normalisation, decision_weight=decision_weight)
             return (loss, outputs) if return_outputs else loss
 
     return AnswerLossSFTTrainer
 
 
-def build_trainer(peft_model, tokenizer, records: list[dict[str, list[int]]], cfg: SFTConfig, max_steps: int,
-                  output_dir: str | os.PathLike, *, seed: int | None = None, callbacks: Sequence[Any] = (),
-                  checkpoint_steps: int = 0):
+def build_trainer(
+    peft_model,
+    tokenizer,
+    records: list[dict[str, list[int]]],
+    cfg: SFTConfig,
+    max_steps: int,
+    output_dir: str | os.PathLike,
+    *,
+    seed: int | None = None,
+    callbacks: Sequence[Any] = (),
+    checkpoint_steps: int = 0,
+):
     """The trl ``SFTTrainer`` of one stage on :func:`build_sft_records` records (pre-tokenised: trl skips its
     tokenisation and builds labels from ``completion_mask``).  Exposed so a test can inspect the exact labels
     the loss sees (``trainer.train_dataset[i]["labels"]``).  ``checkpoint_steps > 0`` saves a resumable
@@ -347,10 +338,10 @@ def build_trainer(peft_model, tokenizer, records: list[dict[str, list[int]]], cf
     import torch
     from datasets import Dataset
     from transformers import PrinterCallback
-
-    from ..models import resolve_bf16
     from trl import SFTConfig as TrlSFTConfig
     from trl import SFTTrainer
+
+    from ..models import resolve_bf16
 
     args = TrlSFTConfig(
         output_dir=str(output_dir),  # only checkpoints go there; train_sft saves the stage adapters itself
@@ -379,8 +370,11 @@ def build_trainer(peft_model, tokenizer, records: list[dict[str, list[int]]], cf
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
     )
-    trainer_cls = (SFTTrainer if cfg.loss_normalisation == "token" and cfg.decision_weight == 1.0
-                   else _answer_loss_trainer(SFTTrainer, cfg.loss_normalisation, cfg.decision_weight))
+    trainer_cls = (
+        SFTTrainer
+        if cfg.loss_normalisation == "token" and cfg.decision_weight == 1.0
+        else _answer_loss_trainer(SFTTrainer, cfg.loss_normalisation, cfg.decision_weight)
+    )
     trainer = trainer_cls(
         model=peft_model,
         args=args,
@@ -419,7 +413,8 @@ def train_sft(
 
     ``resume=True`` reuses a stage folder finished by an earlier run into the same ``out_dir`` when its
     recorded :func:`stage_fingerprint` matches (same base model — by name or path, a model object by its
-    ``name_or_path``, not by its weights — config, data and steps, and the same for every stage before it): the adapter is loaded instead of trained, its ``StageResult`` comes back with
+    ``name_or_path``, not by its weights — config, data and steps, and the same for every stage before it): the
+    adapter is loaded instead of trained, its ``StageResult`` comes back with
     ``resumed=True``, and the events are ``stage_start`` (with ``resumed``) and ``stage_end`` without logs.  A
     warm-up that dies in its third stage then restarts there — on CPU a stage is up to an hour and a half.
     Within a stage, ``cfg.checkpoint_steps`` saves a trainer checkpoint (adapter, optimiser, scheduler, RNG)
@@ -433,8 +428,7 @@ def train_sft(
     if len(set(names)) != len(names):
         raise ValueError(f"train_sft: stage names must be unique, got {names}")
     with quiet_progress():
-        return _train_sft(model, stages, cfg, out_dir, callback or (lambda event, metrics: None), tokenizer,
-                          resume)
+        return _train_sft(model, stages, cfg, out_dir, callback or (lambda event, metrics: None), tokenizer, resume)
 
 
 def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer, resume: bool) -> SFTResult:
@@ -487,8 +481,9 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
     fingerprint = ""
     for index, (name, records, dropped, steps) in enumerate(runs, start=1):
         if not records:
-            raise ValueError(f"stage {name!r}: no trainable example ({len(dropped)} longer than "
-                             f"max_length={cfg.max_length})")
+            raise ValueError(
+                f"stage {name!r}: no trainable example ({len(dropped)} longer than max_length={cfg.max_length})"
+            )
         fingerprint = stage_fingerprint(fingerprint, model_id, cfg, index, name, steps, records)
         stage_dir = out / stage_dir_name(index, name)
         done = _finished_stage(stage_dir, fingerprint) if resume else None
@@ -496,9 +491,18 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
         resume_from = _last_checkpoint(ckpt_root, fingerprint) if resume and done is None else None
         ckpt_state = _checkpoint_state(resume_from) if resume_from else {}
         resumed_at = int(ckpt_state.get("global_step", 0))
-        emit("stage_start", {"stage": name, "index": index, "n_examples": len(records),
-                             "n_dropped_too_long": len(dropped), "steps": steps, "resumed": done is not None,
-                             "resumed_at_step": resumed_at})
+        emit(
+            "stage_start",
+            {
+                "stage": name,
+                "index": index,
+                "n_examples": len(records),
+                "n_dropped_too_long": len(dropped),
+                "steps": steps,
+                "resumed": done is not None,
+                "resumed_at_step": resumed_at,
+            },
+        )
         if done is not None:
             set_peft_model_state_dict(peft_model, load_peft_weights(str(stage_dir)))
             results.append(done)
@@ -511,12 +515,23 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
         if checkpointing and resume_from is None:
             ckpt_root.mkdir(parents=True)
             write_marker(ckpt_root / CHECKPOINT_MARKER, fingerprint)
-        trainer_dir = (nullcontext(str(ckpt_root)) if checkpointing or resume_from
-                       else tempfile.TemporaryDirectory(prefix=".trainer.", dir=out))
+        trainer_dir = (
+            nullcontext(str(ckpt_root))
+            if checkpointing or resume_from
+            else tempfile.TemporaryDirectory(prefix=".trainer.", dir=out)
+        )
         with trainer_dir as scratch:
-            trainer = build_trainer(peft_model, tok, records, cfg, steps, scratch, seed=cfg.seed + index - 1,
-                                    callbacks=[_make_log_callback(emit, name, step_offset)],
-                                    checkpoint_steps=cfg.checkpoint_steps if checkpointing else 0)
+            trainer = build_trainer(
+                peft_model,
+                tok,
+                records,
+                cfg,
+                steps,
+                scratch,
+                seed=cfg.seed + index - 1,
+                callbacks=[_make_log_callback(emit, name, step_offset)],
+                checkpoint_steps=cfg.checkpoint_steps if checkpointing else 0,
+            )
             tokens_before = int(ckpt_state.get("num_input_tokens_seen", 0))
             t0 = time.perf_counter()
             train_out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -559,7 +574,8 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
     final_model: Any = peft_model
     merged_dir = None
     if cfg.merge:
-        # Fold the adapter into the base weights: the next iteration's policy and DPO reference (METHOD_NOTES).
+        # Fold the adapter into the base weights: the next iteration's policy and DPO reference
+        # (docs/design.md#reference-model).
         final_model = peft_model.merge_and_unload()
         merged_dir = str(save_policy(final_model, tok, out / "merged"))
     result = SFTResult(
@@ -575,96 +591,3 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
     atomic_write_json(out / "sft_result.json", result.to_dict())
     emit("end", result.to_dict())
     return result
-
-
-# ------------------------------------------------------------------------------------------------------ CLI
-
-
-def _summary_line(m: dict) -> str:
-    first = "-" if m["first_loss"] is None else f"{m['first_loss']:.3f}"
-    last = "-" if m["last_loss"] is None else f"{m['last_loss']:.3f}"
-    return (f"[warmup] stage {m['index']} {m['name']:<7} n={m['n_examples']:<5} dropped={m['n_dropped_too_long']:<3} "
-            f"steps={m['steps']:<4} loss {first} → {last} (mean {m['train_loss']:.3f})  "
-            f"{m['tokens_per_s']:.0f} tok/s  {m['s_per_step']:.1f} s/step  {m['wall_s']:.0f} s  "
-            f"peak {m['peak_rss_mb'] / 1024:.1f} GB  → {m['adapter_dir']}" + ("  (resumed)" if m.get("resumed") else "")
-            + (f"  (continued from step {m['resumed_at_step']})" if m.get("resumed_at_step") else ""))
-
-
-def _cmd_warmup(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    import torch
-
-    from ..artifacts import read_table
-    from ..config import load_config, profile
-    from ..data.split import curriculum_thirds, split_pool, write_parts
-    from ..schemas import EXAMPLES
-
-    torch.set_num_threads(args.threads)
-    run_cfg = load_config(args.config) if args.config else profile("quick")
-    sft_cfg = run_cfg.sft
-    if args.mode:
-        sft_cfg = dataclasses.replace(sft_cfg, mode=args.mode)
-    if args.max_steps is not None:
-        sft_cfg = dataclasses.replace(sft_cfg, max_steps_per_stage=args.max_steps)
-    if args.loss_normalisation:
-        sft_cfg = dataclasses.replace(sft_cfg, loss_normalisation=args.loss_normalisation)
-    if args.decision_weight is not None:
-        sft_cfg = dataclasses.replace(sft_cfg, decision_weight=args.decision_weight)
-    if args.checkpoint_every is not None:
-        sft_cfg = dataclasses.replace(sft_cfg, checkpoint_steps=args.checkpoint_every)
-    model = args.model or run_cfg.model
-
-    if args.data == "default":
-        from ..data.loaders import load_default_training_set
-
-        examples, _ = load_default_training_set()
-    else:
-        examples = [Example.from_row(r) for r in read_table(args.data, EXAMPLES).to_pylist()]
-    warmup, pool = split_pool(examples, run_cfg.split)
-    easy, medium, hard = curriculum_thirds(warmup, run_cfg.split.seed, run_cfg.split.no_call_every_stage)
-    out = Path(args.out)
-    refs = write_parts({"warmup": warmup, "pool": pool, "easy": easy, "medium": medium, "hard": hard}, out / "data")
-    print(f"[warmup] {len(examples)} examples → warm-up {len(warmup)} (easy {len(easy)} / medium {len(medium)} / "
-          f"hard {len(hard)}), pool {len(pool)} → {refs['pool'].path}")
-
-    planned: dict[str, int] = {}
-
-    def on_event(event: str, m: dict) -> None:
-        if event == "stage_start":
-            planned[m["stage"]] = m["steps"]
-        elif event == "log" and m.get("loss") is not None:
-            # a stage takes minutes to an hour on CPU: show that it moves
-            print(f"[warmup]   {m['stage']} step {m['stage_step']}/{planned.get(m['stage'], '?')} "
-                  f"loss {m['loss']:.3f}", flush=True)
-        elif event == "stage_end":
-            print(_summary_line(m), flush=True)
-
-    result = train_sft(model, [("easy", easy), ("medium", medium), ("hard", hard)], sft_cfg, out, on_event,
-                       resume=args.resume)
-    print(f"[warmup] {result.mode} done in {result.wall_s:.0f} s; adapter {result.adapter_dir}; "
-          f"merged {result.merged_dir}")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "warmup", help="split the data, then LoRA SFT easy → medium → hard (or mixed); save adapters + merged model")
-    p.add_argument("--data", required=True,
-                   help="examples Parquet file (itool data import), or 'default' for the embedded training set")
-    p.add_argument("--model", default=None, help="base model: embedded name, folder or hub id (default: config's)")
-    p.add_argument("--mode", choices=["curriculum", "mixed"], default=None, help="default: the config's (curriculum)")
-    p.add_argument("--out", default="runs/warmup", help="output folder (data/, stage_*/, merged/)")
-    p.add_argument("--config", default=None, help="RunConfig YAML (default: the quick profile)")
-    p.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps per stage")
-    p.add_argument("--loss-normalisation", choices=["token", "example"], default=None,
-                   help="average the answer loss per token (trl's default) or per example (default: the config's)")
-    p.add_argument("--decision-weight", type=float, default=None,
-                   help="weight of each answer's first token, the call / no-call decision (default: the config's, 1)")
-    p.add_argument("--resume", action="store_true",
-                   help="reuse stages an interrupted run into the same --out finished with the same model, config "
-                        "and data (checked by fingerprint); continue an unfinished stage from its last checkpoint")
-    p.add_argument("--checkpoint-every", type=int, default=None,
-                   help="save a resumable checkpoint every N steps of a stage (0: off; default: the config's, 20)")
-    p.add_argument("--threads", type=int, default=2)
-    p.set_defaults(func=_cmd_warmup)
