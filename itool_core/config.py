@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 TOOLS_STYLES = ("json", "compact")
-#: The training-set augmentations (data/augment.py), in the order they run.
+#: The training-set augmentations (data/augment/), in the order they run.
 AUGMENTATIONS = ("no_call", "parallel", "renamed", "distractors")
 
 
@@ -464,7 +464,7 @@ class BuildConfig:
 
     #: data/build.py profile (tool rendering and token limit of the length fit); None = the run's profile.
     profile: str | None = None
-    #: Augmentations that run (data/augment.py): remove one for an ablation row.
+    #: Augmentations that run (data/augment/): remove one for an ablation row.
     augmentations: tuple[str, ...] = AUGMENTATIONS
     #: Apply the source caps (no function above ``max_share`` of the target calls), before and after augmenting.
     caps: bool = True

@@ -50,7 +50,7 @@ def test_no_eval_or_exec_in_project_code():
 #   0 base     registry, config, schemas, artifacts, calls, models, bfcl_checker (and the package itself)
 #   1 data     itool_core.data.*: loaders, normalisation, tokenisation of SFT pairs, split, replay, build
 #   2 middle   engines, train, eval, mcts — independent components, except the cross-edges in MIDDLE_EDGES
-#   3 top      report, cli (itool_core/cli.py or a cli/ package): they may import anything
+#   3 top      report, cli (the itool_core/cli/ package): they may import anything
 #
 # A new top-level module or package of itool_core must be given a layer here (the test says so).
 
