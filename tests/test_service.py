@@ -188,8 +188,15 @@ def test_deployment_run_itool_iterate_end_to_end(service):
     worker_log = (tmp / "worker.log").read_text(errors="replace")[-4000:]
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + worker_log
     assert "Completed" in run.stdout
+    # The run is done; stop the worker.  Prefect's worker escalates SIGTERM → SIGINT → SIGKILL to its child and
+    # took longer than 30 s to get there once on this 2-core machine (2026-12-03): what is tested here is the
+    # run, so a slow shutdown is waited out and then killed, not counted as a failure of the pipeline.
     os.killpg(worker.pid, signal.SIGTERM)
-    worker.wait(timeout=30)
+    try:
+        worker.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
 
     from mlflow import MlflowClient
 
