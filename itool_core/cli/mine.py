@@ -22,8 +22,8 @@ def _cmd_mine(args: argparse.Namespace) -> int:
     from ..artifacts import read_table
     from ..calls import PromptStyle
     from ..data.replay import REPLAY_BUFFER, buffer_examples, select_for_search
-    from ..engines import make_engine
     from ..mcts.mine import mine
+    from ..registry import ENGINES
 
     cfg = resolve_config(args, mine_overrides(args))
     torch.set_num_threads(args.threads)
@@ -32,7 +32,10 @@ def _cmd_mine(args: argparse.Namespace) -> int:
     if args.max_trees:
         chosen = chosen[: args.max_trees]
     examples = buffer_examples(chosen)
-    engine = make_engine(cfg.engine, model=args.model, adapter=args.adapter, batch_size=args.batch_size)
+    # the options the pipeline's mining passes any engine (engines.policy_engine), plus the adapter
+    engine = ENGINES.load(cfg.engine).build(
+        args.model, adapter=args.adapter, batch_size=args.batch_size, num_threads=args.threads, reuse_prefixes=True
+    )
     out = Path(args.out)
     res = mine(
         engine,
