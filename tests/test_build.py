@@ -339,3 +339,38 @@ def test_cli_source_share_gives_every_source_the_same_no_call_share(tmp_path, ca
     share = json.loads((tmp_path / "one.card.json").read_text())["no_call_share_by_source"]
     assert share["bfcl_unused"] == pytest.approx(0.125, abs=0.02)
     assert share["apibank"] == pytest.approx(shares["plain"]["apibank"], abs=0.02)
+
+
+def test_the_run_configs_build_section_defaults_to_the_builds_defaults():
+    """``data: default`` in a run builds the set ``itool data build`` builds: BuildConfig's defaults are
+    AugmentConfig's, and each knob reaches its field."""
+    import dataclasses
+
+    from itool_core.config import BuildConfig
+    from itool_core.data import augment as aug
+    from itool_core.data.build import from_config
+
+    assert from_config(BuildConfig(), "quick") == {
+        "profile": "quick",
+        "augment": aug.AugmentConfig(),
+        "max_length": True,
+    }
+    got = from_config(
+        BuildConfig(
+            profile="paper",
+            augmentations=("parallel",),
+            caps=False,
+            max_share=0.1,
+            no_call_rate=0.3,
+            no_call_near_miss=0.5,
+            max_length=0,
+        ),
+        "quick",
+    )
+    want = dataclasses.replace(
+        aug.AugmentConfig(caps=aug.CapParams(max_share=0.1)),
+        enabled=("parallel",),
+        apply_caps=False,
+        no_call=dataclasses.replace(aug.NoCallParams(), rate=0.3, near_miss=0.5),
+    )
+    assert got == {"profile": "paper", "augment": want, "max_length": None}
