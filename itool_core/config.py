@@ -383,10 +383,7 @@ class PreferenceConfig:
 def benchmark_categories(name: str) -> tuple[str, ...]:
     """The categories benchmark ``name`` scores: its registration's ``categories`` ("module:attribute" of a
     light data module, so a typo in a config fails before any model code is imported)."""
-    module, _, attr = BENCHMARKS.meta(name, "categories").partition(":")
-    import importlib
-
-    return tuple(getattr(importlib.import_module(module), attr))
+    return tuple(BENCHMARKS.load_meta(name, "categories"))
 
 
 #: The API-Bank prompts (eval/apibank.py uses these names): "ours" (the training prompt) or "native" (the benchmark's).

@@ -65,11 +65,19 @@ class Registry:
 
     def load(self, name: str) -> Any:
         """The registered object (its module is imported now)."""
-        module, _, attr = self.entry(name).target.partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        return obj
+        return _import(self.entry(name).target)
+
+    def load_meta(self, name: str, key: str) -> Any:
+        """A fact registered as "module:attribute" (a benchmark's categories), imported now."""
+        return _import(self.meta(name, key))
+
+
+def _import(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 #: Preference losses (§4.3, Eq. 10): ``train.losses`` objects with ``trainer_class()`` and ``trl_config(cfg, common)``.
