@@ -83,11 +83,6 @@ def as_engine(
     )
 
 
-def _owner(categories: dict[str, str], ex: Example) -> str:
-    # API-Bank's training rows carry source "apibank" and category "apibank_train": not a scored category
-    return categories.get(ex.category) or ("apibank" if ex.source == "apibank" else "bfcl")
-
-
 def evaluate(
     policy: Any,
     cfg: EvalConfig = EvalConfig(),
@@ -106,8 +101,8 @@ def evaluate(
 
     ``examples`` replaces loading (any mix of the benchmarks' examples; ``cfg.categories`` / ``cfg.limit``
     still apply).  ``data_dirs`` maps a benchmark to its data folder (API-Bank: ``default_apibank_dir``).
-    ``cfg.tools_style`` None renders tools as ``compact``'s default ``PromptStyle()``; the pipeline fills it in
-    from the training config (:meth:`~itool_core.config.RunConfig.evaluation_config`).
+    ``cfg.tools_style`` None renders tools with ``PromptStyle()``'s default; the pipeline fills it in from the
+    training config (:meth:`~itool_core.config.RunConfig.evaluation_config`).
     """
     t_start = time.time()
     eng = as_engine(policy, engine=engine, adapter=adapter, batch_size=cfg.batch_size, num_threads=num_threads)
@@ -119,9 +114,10 @@ def evaluate(
     if examples is None:
         examples = []
         for b in benchmarks:
-            owned = [c for c in cfg.categories if owners.get(c) == b]
+            owned = [c for c in cfg.categories if owners[c] == b]
             examples.extend(BENCHMARKS.load(b).load(owned, (data_dirs or {}).get(b)))
-    examples = [ex for ex in examples if ex.category in wanted and _owner(owners, ex) in benchmarks]
+    # every category of cfg is a registered benchmark's (EvalConfig checks), so a kept item has an owner
+    examples = [ex for ex in examples if ex.category in wanted]
     examples = bf.stable_subset(examples, cfg.limit, cfg.seed)
 
     style = PromptStyle(cfg.tools_style) if cfg.tools_style else PromptStyle()
@@ -148,7 +144,7 @@ def evaluate(
     for b in benchmarks:
         bench = BENCHMARKS.load(b)
         scored = bench.answer(
-            eng, [ex for ex in examples if _owner(owners, ex) == b], params, cfg, style, progress, timing
+            eng, [ex for ex in examples if owners[ex.category] == b], params, cfg, style, progress, timing
         )
         for s in scored:
             rows.append(s.row)
