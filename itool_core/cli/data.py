@@ -66,26 +66,27 @@ def _source_share(text: str) -> float | dict[str, float]:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from ..data import augment as aug
-    from ..data.build import build_training_set, card_markdown, write_training_set
+    from ..config import AUGMENTATIONS, BuildConfig
+    from ..data.build import build_training_set, card_markdown, from_config, write_training_set
 
-    cfg = aug.AugmentConfig(caps=aug.CapParams(max_share=args.max_share), apply_caps=not args.no_caps)
-    no_call = {
-        k: v
-        for k, v in (
-            ("rate", args.no_call_rate),
-            ("near_miss", args.no_call_near_miss),
-            ("source_share", args.no_call_source_share),
+    # the same knobs as a run config's `build` section, turned into build arguments by the same function
+    knobs = {"no_call_rate": args.no_call_rate, "no_call_near_miss": args.no_call_near_miss}
+    build = BuildConfig(
+        profile=args.profile,
+        augmentations=tuple(a for a in AUGMENTATIONS if a not in args.no_augment),
+        caps=not args.no_caps,
+        max_share=args.max_share,
+        max_length=args.max_length,
+        **{k: v for k, v in knobs.items() if v is not None},
+    )
+    kw = from_config(build, args.profile)
+    if args.no_call_source_share is not None:
+        # a per-source share is the data build's own knob (not a run-config field): set on its config directly
+        cfg = kw["augment"]
+        kw["augment"] = dataclasses.replace(
+            cfg, no_call=dataclasses.replace(cfg.no_call, source_share=args.no_call_source_share)
         )
-        if v is not None
-    }
-    if no_call:
-        # AugmentConfig is the data build's own config (not a RunConfig section): its fields are set directly
-        cfg = dataclasses.replace(cfg, no_call=dataclasses.replace(cfg.no_call, **no_call))
-    if args.no_augment:
-        cfg = cfg.without(*args.no_augment)
-    max_length: int | bool | None = True if args.max_length is None else (args.max_length or None)
-    examples, card = build_training_set(args.profile, args.apibank_dir, cfg, args.seed, max_length=max_length)
+    examples, card = build_training_set(apibank_dir=args.apibank_dir, seed=args.seed, **kw)
     ref = write_training_set(examples, card, args.out)
     stem = Path(args.out).with_suffix("")
     print(card_markdown(card))
