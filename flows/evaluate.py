@@ -52,6 +52,7 @@ def evaluate(
             policy=policy,
             label=label or model,
             engine=plan.cfg.engine,
+            serve=plan.cfg.engine_serve(),
         )
         log_evaluation(tracker, run_id, ev, step=0)
         md = publish_scores([scores_of(ev)], plan.subset(), label or model)

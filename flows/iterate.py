@@ -89,7 +89,13 @@ def iterate(
         ev = None
         if cfg.evaluation.base:
             ev = stage(
-                "eval_base", stages.evaluate_policy, evaluation=eval_cfg, policy=pi, label="base", engine=cfg.engine
+                "eval_base",
+                stages.evaluate_policy,
+                evaluation=eval_cfg,
+                policy=pi,
+                label="base",
+                engine=cfg.engine,
+                serve=cfg.engine_serve(),
             )
             scores.append(scores_of(ev))
             log_evaluation(tracker, parent, ev, step=0, prefix="base/")
@@ -104,6 +110,7 @@ def iterate(
                     policy=pi,
                     label=f"SFT ({cfg.sft.mode})",
                     engine=cfg.engine,
+                    serve=cfg.engine_serve(),
                 )
                 scores.append(scores_of(ev))
                 for h in warm.history:
@@ -131,6 +138,7 @@ def iterate(
                     tools_style=style,
                     policy=pi,
                     engine=cfg.engine,
+                    serve=cfg.engine_serve(),
                     dask_address=dask_address,
                     torch_threads=mine_threads,
                 )
@@ -149,6 +157,7 @@ def iterate(
                         policy=upd.policy,
                         label=f"iTool iteration {i}",
                         engine=cfg.engine,
+                        serve=cfg.engine_serve(),
                     )
                 pi = upd.policy
                 scores.append(scores_of(ev, pairs=pairs.n_pairs))

@@ -20,7 +20,7 @@ import time
 from prefect import flow, unmapped
 
 from itool_core.artifacts import ArtifactRef, ContentRef
-from itool_core.config import BufferConfig, MCTSConfig, PolicyConfig
+from itool_core.config import BufferConfig, MCTSConfig, PolicyConfig, ServeConfig
 from tasks import stages
 from tasks.stages import Buffer, Mined, StageRunner
 
@@ -48,6 +48,7 @@ def mine_shards(
     tools_style: str,
     policy: ContentRef,
     engine: str = "hf",
+    serve: ServeConfig | None = None,
     torch_threads: int | None = None,
     refresh_cache: bool = False,
 ) -> list[tuple[Mined, str]]:
@@ -63,6 +64,7 @@ def mine_shards(
             policy=policy,
             torch_threads=torch_threads,
             engine=engine,
+            serve=serve,
         )
         for s in shards
     ]
@@ -74,6 +76,7 @@ def mine_shards(
         policy=unmapped(policy),
         torch_threads=unmapped(torch_threads),
         engine=unmapped(engine),
+        serve=unmapped(serve),
         out_dir=[runner.out_dir(f"{name}/shard_{i}", **kw) for i, kw in enumerate(inputs)],
     )
     futures.wait()
@@ -91,6 +94,7 @@ def mine(
     tools_style: str,
     policy: ContentRef,
     engine: str = "hf",
+    serve: ServeConfig | None = None,
     dask_address: str | None = None,
     torch_threads: int | None = None,
 ) -> Mined:
@@ -109,6 +113,7 @@ def mine(
         tools_style=tools_style,
         policy=policy,
         engine=engine,
+        serve=serve,
         torch_threads=torch_threads,
         refresh_cache=stage.refresh_cache,
     )

@@ -50,6 +50,7 @@ __all__ = [
     "EvalConfig",
     "BuildConfig",
     "RunConfig",
+    "ServeConfig",
     "PROFILES",
     "PROFILE_OVERRIDES",
     "profile",
@@ -66,6 +67,10 @@ TOOLS_STYLES = ("json", "compact")
 #: The training-set augmentations (data/augment/), in the order they run.
 AUGMENTATIONS = ("no_call", "parallel", "renamed", "distractors")
 
+
+#: Servers the served engine can start, and the GGUF precisions llama.cpp serves (engines/serve.py).
+SERVERS = ("auto", "llama.cpp", "vllm")
+GGUF_DTYPES = ("f32", "f16", "q8_0")
 
 #: Values of the ``bf16`` switches (SFT, preference): on, off, or on where the device does bf16 natively.
 BF16_CHOICES = (True, False, "auto")
@@ -486,6 +491,43 @@ class BuildConfig:
             _check_range("build.max_length", self.max_length, 0)
 
 
+@dataclass(frozen=True)
+class ServeConfig:
+    """The served engine (``engine: openai``, engines/serve.py): which server, where, and its knobs.
+
+    The pipeline starts a server for each generating stage's policy and stops it after the stage, or uses the
+    one at ``url``.  On CPU that is llama.cpp's ``llama-server`` (the policy folder written as GGUF), on GPU
+    ``vllm serve`` (the docker-compose ``vllm`` service is one given by URL)."""
+
+    #: A running OpenAI-compatible server (``http://127.0.0.1:8000``); None = ``$ITOOL_ENGINE_URL``, else start one.
+    url: str | None = None
+    #: What to start: "auto" (vLLM where CUDA and vllm are present, else llama.cpp), "llama.cpp" or "vllm".
+    server: str = "auto"
+    #: Sequences the server decodes together (llama.cpp ``-np``) = requests the engine keeps in flight.
+    slots: int = 8
+    #: Context tokens per slot (the K/V pool is ``slots × ctx_per_slot``).
+    ctx_per_slot: int = 2048
+    #: Precision of the GGUF llama.cpp serves: "f32" (the transformers engine's arithmetic; the contract suite
+    #: compares greedy ids), "f16" or "q8_0" (smaller and faster to decode, outputs drift slightly).
+    gguf_dtype: str = "f32"
+    #: Seconds per request, and for a started server to answer ``/health``.
+    request_timeout: float = 300.0
+    startup_timeout: float = 300.0
+    #: Retries of a transient failure (connection refused while starting, 5xx, timeouts), exponential back-off.
+    retries: int = 8
+
+    def __post_init__(self) -> None:
+        if self.url is not None and not str(self.url).startswith(("http://", "https://")):
+            raise ConfigError(f"serve.url: {self.url!r} must start with http:// or https://")
+        _check_choice("serve.server", self.server, SERVERS)
+        _check_choice("serve.gguf_dtype", self.gguf_dtype, GGUF_DTYPES)
+        _check_range("serve.slots", self.slots, 1)
+        _check_range("serve.ctx_per_slot", self.ctx_per_slot, 64)
+        _check_range("serve.request_timeout", self.request_timeout, 0.0, lo_open=True)
+        _check_range("serve.startup_timeout", self.startup_timeout, 0.0, lo_open=True)
+        _check_range("serve.retries", self.retries, 0)
+
+
 # ------------------------------------------------------------------------------------------------- run
 
 
@@ -507,8 +549,10 @@ class RunConfig:
     #: How ``data: default`` becomes the warm-up set (augmentations, caps, length fit): ``itool data build``.
     build: BuildConfig = field(default_factory=BuildConfig)
     #: Generation backend for search / evaluation, a name of :data:`itool_core.registry.ENGINES`: "hf"
-    #: (transformers, CPU-testable) or "vllm".
+    #: (transformers, in-process), "vllm" (in-process, GPU) or "openai" (a served model, ``serve`` section).
+    #: Training-side scoring (buffer perplexity, preference training) always runs in transformers.
     engine: str = "hf"
+    serve: ServeConfig = field(default_factory=ServeConfig)
     device: str = "cpu"
     #: Number of iterations of refresh buffer → search → preference optimisation (§4.3; the paper uses ~3).
     iterations: int = 3
@@ -550,6 +594,11 @@ class RunConfig:
         raise ConfigError(
             f"data: {self.data!r}: say which format it is: set data_format to one of {', '.join(LOADERS.names())}"
         )
+
+    def engine_serve(self) -> ServeConfig | None:
+        """The ``serve`` section where the engine is a served one, else None (in-process engines ignore it, and
+        a stage's cache key then does not change with server knobs that do not apply)."""
+        return self.serve if ENGINES.meta(self.engine, "served", False) else None
 
     def evaluation_config(self) -> EvalConfig:
         """``evaluation`` with its tool rendering resolved: the rendering the policy is trained with unless set."""

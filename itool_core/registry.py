@@ -89,10 +89,12 @@ LOSSES.register("ipo", "itool_core.train.losses.dpo:IPO", default_beta=0.1, refe
 LOSSES.register("simpo", "itool_core.train.losses.simpo:SIMPO", default_beta=2.0, reference_free=True)
 LOSSES.register("orpo", "itool_core.train.losses.orpo:ORPO", default_beta=0.1, reference_free=True)
 
-#: Generation engines (``engines.base.Engine``): classes built as ``cls(model, tokenizer=None, **kwargs)``.
+#: Generation engines (``engines.base.Engine``): classes built as ``cls(model, tokenizer=None, **kwargs)`` or by
+#: their ``build`` classmethod.  ``served``: generates on a server (the run config's ``serve`` section applies).
 ENGINES = Registry("engine")
 ENGINES.register("hf", "itool_core.engines.hf:HFEngine")
 ENGINES.register("vllm", "itool_core.engines.vllm:VLLMEngine")
+ENGINES.register("openai", "itool_core.engines.openai:OpenAIEngine", served=True)
 
 #: Source formats: ``load(src, *, strict, report_list, **options) -> list[Example]`` (``data.records``).
 LOADERS = Registry("data format")

@@ -52,6 +52,7 @@ from itool_core.config import (
     MCTSConfig,
     PolicyConfig,
     PreferenceConfig,
+    ServeConfig,
     SFTConfig,
     SplitConfig,
 )
@@ -348,16 +349,18 @@ def mine_shard(
     out_dir: str,
     torch_threads: int | None = None,
     engine: str = "hf",
+    serve: ServeConfig | None = None,
 ) -> Mined:
     """Step-level MCTS (Eq. 5–9) on one shard: its pairs table + trees.  ``torch_threads`` pins the CPU threads
-    (a Dask worker starts with 1; pin the same value on every runner for bit-identical samples)."""
+    (a Dask worker starts with 1; pin the same value on every runner for bit-identical samples).  With the served
+    engine the shard's server (``serve``) starts here and stops when the shard is mined, also on failure."""
     from itool_core.calls import PromptStyle
-    from itool_core.engines import policy_engine
+    from itool_core.engines import closing, policy_engine
     from itool_core.mcts.mine import mine
 
     t0 = time.time()
-    gen = policy_engine(engine, policy.path, num_threads=torch_threads)
-    res = mine(gen, _examples(shard), out_dir, mcts, policy_cfg, PromptStyle(tools_style))
+    with closing(policy_engine(engine, policy.path, num_threads=torch_threads, serve=serve, log_dir=out_dir)) as gen:
+        res = mine(gen, _examples(shard), out_dir, mcts, policy_cfg, PromptStyle(tools_style))
     return Mined(
         pairs=res.pairs, n_pairs=res.n_pairs, n_trees=res.n_trees, stats=_floats(res.stats), seconds=time.time() - t0
     )
@@ -410,14 +413,26 @@ def preference_update(preference: PreferenceConfig, pairs: Mined, policy: Conten
 
 @_stage("evaluate")
 def evaluate_policy(
-    evaluation: EvalConfig, policy: ContentRef, label: str, out_dir: str, engine: str = "hf"
+    evaluation: EvalConfig,
+    policy: ContentRef,
+    label: str,
+    out_dir: str,
+    engine: str = "hf",
+    serve: ServeConfig | None = None,
 ) -> Evaluation:
     """The evaluation config's benchmarks (BFCL categories + groups, API-Bank L1/L2) on its seeded subset."""
     from itool_core.eval.runner import evaluate
 
     t0 = time.time()
     summary = evaluate(
-        policy.path, evaluation, out_dir=out_dir, engine=engine, progress=False, print_tables=False, label=label
+        policy.path,
+        evaluation,
+        out_dir=out_dir,
+        engine=engine,
+        serve=serve,
+        progress=False,
+        print_tables=False,
+        label=label,
     )
     return Evaluation(
         label=label, summary=json.loads(json.dumps(summary, default=str)), dir=out_dir, seconds=time.time() - t0

@@ -1,21 +1,30 @@
 """The engine contract: every backend passes the same suite (DESIGN.md principle 5).
 
-``hf`` runs here on the tiny random model; ``vllm`` runs the same tests on a GPU box with vLLM installed
-(``-m gpu``), on the same tiny model saved to a folder.
+``hf`` runs here on the tiny random model, and so does the served engine (``openai-llama.cpp``) against a REAL
+llama.cpp server on 127.0.0.1 serving the same tiny model written as GGUF (started by the fixture, stopped at
+teardown; seconds).  ``vllm`` (in-process) and ``openai-vllm`` (the served engine on ``vllm serve``) run the same
+tests on a GPU box (``make test-gpu``, i.e. ``-m gpu``), on the same tiny model saved to a folder:
+``openai-vllm`` starts ``vllm serve`` itself, or uses the server at ``$ITOOL_TEST_OPENAI_URL`` (which must serve
+that tiny model: ``python -c "from itool_core.models import *; save_policy(*tiny_model(), 'tiny')"`` then
+``vllm serve tiny --return-tokens-as-token-ids``; served name ``$ITOOL_TEST_OPENAI_MODEL``, default the server's
+first model).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
+import os
 
 import pytest
 import torch
 
+from itool_core.config import ServeConfig
 from itool_core.engines import Engine, GenerationParams, make_engine
 from itool_core.engines.base import apply_stop
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
+OPENAI_URL = os.environ.get("ITOOL_TEST_OPENAI_URL")
 
 PROMPTS = [
     "<|im_start|>user\nWhat is the weather in Paris?<|im_end|>\n<|im_start|>assistant\n",
@@ -26,13 +35,44 @@ PROMPTS = [
 TOL = 2e-3  # log-prob agreement between batched/unbatched and generate/score passes (fp32 on CPU)
 
 
+@pytest.fixture(scope="session")
+def tiny_folder(tiny, tmp_path_factory):
+    """The tiny model saved as a folder (what servers load)."""
+    model, tok = tiny
+    folder = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def llama_engine(tiny, tiny_folder, tmp_path_factory):
+    """The served engine on a real llama-server (tiny model as f32 GGUF), for the whole session."""
+    from itool_core.engines.serve import start_served_engine
+
+    serve = ServeConfig(server="llama.cpp", slots=4, ctx_per_slot=1024)
+    eng = start_served_engine(
+        tiny_folder, serve, threads=2, tokenizer=tiny[1], log_dir=tmp_path_factory.mktemp("llama-server")
+    )
+    yield eng
+    eng.close()
+
+
 @pytest.fixture(
     scope="module",
     params=[
         "hf",
         "hf-shared-prefixes",
         "hf-prefix-cache",
+        "openai-llama.cpp",
         pytest.param("vllm", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")]),
+        pytest.param(
+            "openai-vllm",
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(not (HAS_VLLM or OPENAI_URL), reason="no vllm and no ITOOL_TEST_OPENAI_URL"),
+            ],
+        ),
     ],
 )
 def engine(request, tiny, tmp_path_factory):
@@ -47,9 +87,22 @@ def engine(request, tiny, tmp_path_factory):
             share_prefixes=request.param != "hf",
             prefix_cache_mb=64 if request.param == "hf-prefix-cache" else 0,
         )
-    folder = tmp_path_factory.mktemp("tiny-model")
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
+    if request.param == "openai-llama.cpp":
+        return request.getfixturevalue("llama_engine")
+    folder = request.getfixturevalue("tiny_folder")
+    if request.param == "openai-vllm":
+        from itool_core.engines.serve import start_served_engine
+
+        if OPENAI_URL:
+            eng = make_engine(
+                "openai", base_url=OPENAI_URL, tokenizer=tok, model=os.environ.get("ITOOL_TEST_OPENAI_MODEL")
+            )
+        else:
+            eng = start_served_engine(
+                folder, ServeConfig(server="vllm"), tokenizer=tok, log_dir=tmp_path_factory.mktemp("vllm-server")
+            )
+        request.addfinalizer(eng.close)
+        return eng
     return make_engine("vllm", model=str(folder), gpu_memory_utilization=0.3, max_model_len=1024)
 
 
@@ -185,6 +238,50 @@ def test_next_token_logprobs(engine):
         assert d[text] == pytest.approx(first.logprobs[0], abs=TOL)
     with pytest.raises(ValueError):
         engine.next_token_logprobs(PROMPTS[:1], ["correct", "correct"])
+
+
+# ------------------------------------------------------------------------------------ served specifics
+
+
+def test_served_greedy_equals_the_transformers_engine(tiny, llama_engine):
+    # Same weights (f32 GGUF, f32 K/V cache): the served model must pick the same greedy tokens, and its
+    # log-probs agree to float noise.  This is also what proves the GGUF writer (Q/K permutation, metadata).
+    model, tok = tiny
+    hf = make_engine("hf", model=model, tokenizer=tok, batch_size=4, progress=False)
+    p = GenerationParams(max_new_tokens=16)
+    for a, b in zip(hf.generate(PROMPTS, p), llama_engine.generate(PROMPTS, p)):
+        assert a[0].token_ids == b[0].token_ids
+        assert a[0].text == b[0].text
+        assert a[0].logprobs == pytest.approx(b[0].logprobs, abs=TOL)
+    cands = ["A", "B", " correct"]
+    for x, y in zip(hf.next_token_logprobs(PROMPTS, cands), llama_engine.next_token_logprobs(PROMPTS, cands)):
+        assert x == pytest.approx(y, abs=TOL)
+
+
+def test_served_engine_stops_its_server_on_exit(tiny, tiny_folder, tmp_path):
+    from itool_core.engines import closing, policy_engine
+    from itool_core.engines.serve import served_engine
+
+    serve = ServeConfig(server="llama.cpp", slots=2, ctx_per_slot=512)
+    with served_engine(tiny_folder, serve, threads=1, tokenizer=tiny[1], log_dir=tmp_path) as eng:
+        proc = eng.server
+        assert proc.running and proc.base_url.startswith("http://127.0.0.1:")
+        ((c,),) = eng.generate(PROMPTS[:1], GenerationParams(max_new_tokens=3))
+        assert len(c.token_ids) == 3
+    assert not proc.running
+    # serve.url: connects to a running server and starts nothing; a server that never answers fails clearly
+    from itool_core.engines.llama_cpp import free_port
+    from itool_core.engines.openai import ServerUnavailable
+
+    gone = ServeConfig(url=f"http://127.0.0.1:{free_port()}", retries=1)
+    with pytest.raises(ServerUnavailable, match="127.0.0.1"):
+        policy_engine("openai", str(tiny_folder), serve=gone)
+    with served_engine(tiny_folder, serve, threads=1, tokenizer=tiny[1], log_dir=tmp_path) as owner:
+        with closing(policy_engine("openai", str(tiny_folder), serve=ServeConfig(url=owner.base_url))) as other:
+            assert getattr(other, "server", None) is None
+            ((c,),) = other.generate(PROMPTS[:1], GenerationParams(max_new_tokens=2))
+            assert len(c.token_ids) == 2
+        assert owner.server.running  # closing a connected engine leaves the server alone
 
 
 # ------------------------------------------------------------------------------------------ hf specifics
@@ -380,3 +477,39 @@ def test_vllm_engine_glue_with_a_fake_llm(tiny, monkeypatch):
     ids = [tok("zz", add_special_tokens=False)["input_ids"][0], tok("yy", add_special_tokens=False)["input_ids"][0]]
     assert set(d) == {"zz", "yy"} and all(v < 0 for v in d.values())  # outside the top-k: scored exactly
     assert ids[0] not in (100, 5)
+
+
+def test_a_killed_owner_leaves_no_server_behind(tiny_folder, tmp_path):
+    # SIGKILL runs no cleanup in the owner: the kernel's parent-death signal must stop its llama-server
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from itool_core.config import ServeConfig\n"
+        "from itool_core.engines.serve import start_served_engine\n"
+        f"e = start_served_engine({str(tiny_folder)!r}, ServeConfig(server='llama.cpp', slots=1, ctx_per_slot=256),"
+        " threads=1)\n"
+        "print(e.server.proc.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(owner.stdout.readline())
+        os.kill(pid, 0)  # the server runs
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(30)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("llama-server outlived the process that started it")
+    finally:
+        owner.kill()

@@ -413,3 +413,35 @@ def test_cache_key_follows_inputs_config_and_code_version(monkeypatch):
     assert key != stages.stage_key("split", {"split": SplitConfig(), "train": ArtifactRef("a.parquet", "2" * 64)})
     monkeypatch.setattr(stages, "code_version", lambda: "another version")
     assert key != stages.stage_key("split", {"split": SplitConfig(), "train": ref})
+
+
+# ------------------------------------------------------------------------------------------- served engine
+
+
+def _llama_servers() -> set[int]:
+    """PIDs of llama-server processes running now (this machine)."""
+    import subprocess
+
+    out = subprocess.run(["pgrep", "-f", "bin/llama-server"], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+def test_the_flow_generates_on_a_served_engine_it_starts_and_stops(harness, tiny_dir, data_path, tmp_path):
+    """``engine: openai`` without a URL: each generating stage (mining shard, evaluation) starts a real
+    llama-server for its policy, generates on it, and stops it when the stage ends."""
+    from flows.iterate import iterate
+
+    before = _llama_servers()
+    params = _params(tiny_dir, data_path, tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}", no_warmup=True)
+    params["config"] = {
+        **params["config"],
+        "engine": "openai",
+        "serve": {"server": "llama.cpp", "slots": 2, "ctx_per_slot": 1024},
+    }
+    res = iterate(**params)
+    assert res["states"]["iter_1/mine"] in ("Completed", "Cached")
+    logs = sorted((tmp_path / "run").rglob("llama-server.log"))
+    where = {p.parent.relative_to(tmp_path / "run").parts[0] for p in logs}
+    assert {"iter_1"} <= where or any("mine" in str(p) for p in logs), logs  # mining ran on a started server
+    assert all("server is listening" in p.read_text() or "listening" in p.read_text() for p in logs)
+    assert _llama_servers() <= before  # every server the stages started is stopped

@@ -1,5 +1,5 @@
 """The core's command line, all of it: ``data import|stats|build``, ``inspect``, ``config``, ``eval``, ``warmup``,
-``buffer refresh|select`` and ``mine``.
+``buffer refresh|select``, ``mine`` and ``serve build|gguf|which|start``.
 
 The library modules hold no command-line code: each command here parses its flags, resolves its run config
 through :mod:`itool_core.cli.common` (``--profile`` | ``--config``, ``--set key=value``: one surface for every
@@ -16,12 +16,12 @@ import logging
 import sys
 from collections.abc import Callable, Iterable
 
-from . import buffer, config, data, eval, inspect, mine, train
+from . import buffer, config, data, eval, inspect, mine, serve, train
 
 __all__ = ["build_parser", "main", "run"]
 
 #: The command modules, in the order ``itool --help`` lists them; each has ``register(subparsers)``.
-COMMANDS = (data, inspect, config, eval, train, buffer, mine)
+COMMANDS = (data, inspect, config, eval, train, buffer, mine, serve)
 
 
 def build_parser(extra: Iterable[Callable[[argparse._SubParsersAction], None]] = ()) -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         args,
         {
             "engine": args.engine,
+            "serve.url": args.engine_url,
             "evaluation.categories": [c.strip() for c in args.categories.split(",") if c.strip()]
             if args.categories is not None
             else None,
@@ -49,6 +50,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         spec,
         adapter=args.adapter,
         engine=cfg.engine,
+        serve=cfg.engine_serve(),
         out_dir=out,
         num_threads=args.threads,
         data_dirs={"apibank": args.apibank_dir},
@@ -96,6 +98,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--engine", default=None, choices=ENGINES.names(), help="default: the profile's engine")
+    p.add_argument(
+        "--engine-url",
+        default=None,
+        help="engine openai: a running OpenAI-compatible server (vllm serve, llama-server) instead of starting one",
+    )
     p.add_argument(
         "--tools",
         default=None,

@@ -22,6 +22,7 @@ def _cmd_mine(args: argparse.Namespace) -> int:
     from ..artifacts import read_table
     from ..calls import PromptStyle
     from ..data.replay import REPLAY_BUFFER, buffer_examples, select_for_search
+    from ..engines import closing
     from ..mcts.mine import mine
     from ..registry import ENGINES
 
@@ -33,21 +34,28 @@ def _cmd_mine(args: argparse.Namespace) -> int:
         chosen = chosen[: args.max_trees]
     examples = buffer_examples(chosen)
     # the options the pipeline's mining passes any engine (engines.policy_engine), plus the adapter
-    engine = ENGINES.load(cfg.engine).build(
-        args.model, adapter=args.adapter, batch_size=args.batch_size, num_threads=args.threads, reuse_prefixes=True
-    )
     out = Path(args.out)
-    res = mine(
-        engine,
-        examples,
-        out.parent / (out.stem + "_mining"),
-        cfg.mcts,
-        cfg.policy,
-        PromptStyle(cfg.sft.tools_style),
-        callback=lambda ev, m: print(
-            f"[mine] {m['trees_done']}/{len(examples)} trees, {m['pairs']} pairs, {m['seconds']:.0f}s", flush=True
-        ),
+    engine = ENGINES.load(cfg.engine).build(
+        args.model,
+        adapter=args.adapter,
+        batch_size=args.batch_size,
+        num_threads=args.threads,
+        reuse_prefixes=True,
+        serve=cfg.engine_serve(),
+        log_dir=out.parent / (out.stem + "_mining"),
     )
+    with closing(engine):  # a served engine's server stops here, also on errors
+        res = mine(
+            engine,
+            examples,
+            out.parent / (out.stem + "_mining"),
+            cfg.mcts,
+            cfg.policy,
+            PromptStyle(cfg.sft.tools_style),
+            callback=lambda ev, m: print(
+                f"[mine] {m['trees_done']}/{len(examples)} trees, {m['pairs']} pairs, {m['seconds']:.0f}s", flush=True
+            ),
+        )
     # the pairs file lands where the user asked; trees and mining.json stay beside it
     Path(res.pairs.path).replace(out)
     print(
@@ -71,6 +79,7 @@ def mine_overrides(args: argparse.Namespace) -> dict:
     return {
         **selection_overrides(args),
         "engine": args.engine,
+        "serve.url": args.engine_url,
         "mcts.simulations": args.simulations,
         "mcts.k": args.k,
         "mcts.c_puct": args.c_puct,
@@ -114,6 +123,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="tool rendering (sft.tools_style and buffer.tools_style; default: the config's)",
     )
     p.add_argument("--engine", default=None, choices=ENGINES.names(), help="default: the config's engine")
+    p.add_argument(
+        "--engine-url",
+        default=None,
+        help="engine openai: a running OpenAI-compatible server (vllm serve, llama-server) instead of starting one",
+    )
     p.add_argument("--max-trees", type=int, default=None, help="search at most this many of the selected examples")
     p.add_argument("--batch-size", type=int, default=32, help="engine batch size")
     p.add_argument("--threads", type=int, default=2)

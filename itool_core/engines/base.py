@@ -32,7 +32,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
-__all__ = ["GenerationParams", "GenerationRequest", "Completion", "Engine", "apply_stop", "FINISH_REASONS"]
+__all__ = [
+    "GenerationParams",
+    "GenerationRequest",
+    "Completion",
+    "Engine",
+    "apply_stop",
+    "FINISH_REASONS",
+    "encode_prompt",
+    "encode_prompts",
+    "candidate_token_ids",
+]
 
 #: ``stop``: EOS or a stop string (``stop_reason`` says which string); ``length``: ``max_new_tokens`` reached.
 FINISH_REASONS = ("stop", "length")
@@ -132,3 +142,32 @@ def apply_stop(text: str, stop: Sequence[str], include: bool = False) -> tuple[s
     i, _, s = best
     end = i + len(s)
     return (text[:end] if include else text[:i]), s, end
+
+
+def encode_prompt(tokenizer, text: str | Sequence[int]) -> list[int]:
+    """A prompt as token ids: text tokenised without special tokens; token ids pass through (the tree search
+    continues exactly the ids it generated).  An empty prompt is an error (nothing to condition on)."""
+    ids = list(text) if not isinstance(text, str) else list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if not ids:
+        raise ValueError("empty prompt: the engines need at least one prompt token to condition on")
+    return [int(t) for t in ids]
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str | Sequence[int]]) -> list[list[int]]:
+    """:func:`encode_prompt` of each prompt of a ``generate`` call (a bare string is a caller's slip: an error)."""
+    if isinstance(prompts, str):
+        raise TypeError("generate() takes a list of prompts")
+    return [encode_prompt(tokenizer, p) for p in prompts]
+
+
+def candidate_token_ids(tokenizer, candidate_tokens: Sequence[str]) -> list[int]:
+    """First token id of each ``next_token_logprobs`` candidate; candidates must not share one."""
+    ids = []
+    for c in candidate_tokens:
+        t = list(tokenizer(c, add_special_tokens=False)["input_ids"])
+        if not t:
+            raise ValueError(f"candidate {c!r} tokenises to nothing")
+        ids.append(int(t[0]))
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"candidates {list(candidate_tokens)} share a first token: {ids}")
+    return ids

@@ -109,9 +109,12 @@ class HFEngine:
         num_threads: int | None = None,
         reuse_prefixes: bool = False,
         progress: bool | None = False,
+        serve: Any = None,
+        log_dir: str | os.PathLike | None = None,
     ) -> HFEngine:
         """The pipeline's options (engines.__init__): ``reuse_prefixes`` = one prefill per shared prefix and
-        prefixes kept across calls (the search revisits its prompts); the batch and thread knobs are this CPU's."""
+        prefixes kept across calls (the search revisits its prompts); the batch and thread knobs are this CPU's
+        (``serve`` and ``log_dir`` are the served engine's)."""
         extra: dict[str, Any] = (
             dict(share_prefixes=True, prefix_cache_mb=POLICY_PREFIX_CACHE_MB) if reuse_prefixes else {}
         )

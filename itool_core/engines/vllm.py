@@ -32,7 +32,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .base import Completion, GenerationParams
+from .base import Completion, GenerationParams, candidate_token_ids, encode_prompt, encode_prompts
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,12 @@ class VLLMEngine:
         num_threads: int | None = None,
         reuse_prefixes: bool = False,
         progress: bool | None = False,
+        serve: Any = None,
+        log_dir: str | os.PathLike | None = None,
     ) -> VLLMEngine:
         """The pipeline's options (engines.__init__): vLLM schedules its own batches, uses the GPU rather than
-        CPU threads and always caches prefixes, so only the model, tokenizer and adapter matter here."""
+        CPU threads and always caches prefixes, so only the model, tokenizer and adapter matter here (``serve`` and
+        ``log_dir`` are the served engine's)."""
         return cls(model, tokenizer=tokenizer, adapter=adapter, progress=bool(progress))
 
     def __init__(
@@ -145,15 +148,7 @@ class VLLMEngine:
     # ------------------------------------------------------------------------------------------------ helpers
 
     def encode(self, text: str | Sequence[int]) -> list[int]:
-        # token-id prompts pass through: the tree search continues exactly the ids it generated
-        ids = (
-            list(text)
-            if not isinstance(text, str)
-            else list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        )
-        if not ids:
-            raise ValueError("empty prompt: the engines need at least one prompt token to condition on")
-        return ids
+        return encode_prompt(self.tokenizer, text)
 
     def _run(self, token_prompts: list[list[int]], sampling_params: Any) -> list[Any]:
         inputs = [{"prompt_token_ids": ids} for ids in token_prompts]
@@ -183,11 +178,9 @@ class VLLMEngine:
     def generate(
         self, prompts: Sequence[str | Sequence[int]], params: GenerationParams = GenerationParams()
     ) -> list[list[Completion]]:
-        if isinstance(prompts, str):
-            raise TypeError("generate() takes a list of prompts")
-        if not prompts:
+        encoded = encode_prompts(self.tokenizer, prompts)
+        if not encoded:
             return []
-        encoded = [self.encode(p) for p in prompts]
         if params.greedy or params.seed is None:
             sp = self._sampling_params(params, None)
             outputs = self._run(encoded, sp)
@@ -243,21 +236,10 @@ class VLLMEngine:
             result.append(vals)
         return result
 
-    def _candidate_ids(self, candidate_tokens: Sequence[str]) -> list[int]:
-        ids = []
-        for c in candidate_tokens:
-            t = list(self.tokenizer(c, add_special_tokens=False)["input_ids"])
-            if not t:
-                raise ValueError(f"candidate {c!r} tokenises to nothing")
-            ids.append(int(t[0]))
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"candidates {list(candidate_tokens)} share a first token: {ids}")
-        return ids
-
     def next_token_logprobs(self, prompts: Sequence[str], candidate_tokens: Sequence[str]) -> list[dict[str, float]]:
         from vllm import SamplingParams
 
-        cand = self._candidate_ids(candidate_tokens)
+        cand = candidate_token_ids(self.tokenizer, candidate_tokens)
         encoded = [self.encode(p) for p in prompts]
         sp = SamplingParams(max_tokens=1, temperature=0.0, logprobs=self.max_logprobs)
         outputs = self._run(encoded, sp)

@@ -21,6 +21,7 @@ paper's Table 1 and Table 2.  Every number of a subset run is labelled with the 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from ..artifacts import atomic_write_json, write_table
 from ..calls import PromptStyle
 from ..config import EvalConfig, benchmark_categories
 from ..data.records import Example
+from ..engines import closing
 from ..engines.base import GenerationParams
 from ..registry import BENCHMARKS, ENGINES
 from ..schemas import TableSchema, register
@@ -71,15 +73,25 @@ def as_engine(
     batch_size: int = 8,
     num_threads: int | None = None,
     progress: bool | None = None,
+    serve: Any = None,
+    log_dir: str | Path | None = None,
 ):
-    """An engine from an engine, a ``(model, tokenizer)`` pair, or a name/path (built by engine ``engine``)."""
+    """An engine from an engine, a ``(model, tokenizer)`` pair, or a name/path (built by engine ``engine``;
+    ``serve`` / ``log_dir``: the served engine's server settings and log folder)."""
     if hasattr(policy, "generate") and hasattr(policy, "tokenizer") and not hasattr(policy, "config"):
         return policy  # already an engine (a transformers model also has generate, but has a config)
     tokenizer = None
     if isinstance(policy, tuple) and len(policy) == 2:
         policy, tokenizer = policy
     return ENGINES.load(engine).build(
-        policy, tokenizer=tokenizer, adapter=adapter, batch_size=batch_size, num_threads=num_threads, progress=progress
+        policy,
+        tokenizer=tokenizer,
+        adapter=adapter,
+        batch_size=batch_size,
+        num_threads=num_threads,
+        progress=progress,
+        serve=serve,
+        log_dir=log_dir,
     )
 
 
@@ -96,16 +108,43 @@ def evaluate(
     progress: bool = True,
     print_tables: bool = True,
     label: str | None = None,
+    serve: Any = None,
 ) -> dict[str, Any]:
     """Evaluate ``policy`` as ``cfg`` says; write samples + summary to ``out_dir``; return the summary.
 
     ``examples`` replaces loading (any mix of the benchmarks' examples; ``cfg.categories`` / ``cfg.limit``
     still apply).  ``data_dirs`` maps a benchmark to its data folder (API-Bank: ``default_apibank_dir``).
     ``cfg.tools_style`` None renders tools with ``PromptStyle()``'s default; the pipeline fills it in from the
-    training config (:meth:`~itool_core.config.RunConfig.evaluation_config`).
+    training config (:meth:`~itool_core.config.RunConfig.evaluation_config`).  ``serve``
+    (:class:`~itool_core.config.ServeConfig`): the served engine's server; one built here is closed (its server
+    stopped) before returning.
     """
     t_start = time.time()
-    eng = as_engine(policy, engine=engine, adapter=adapter, batch_size=cfg.batch_size, num_threads=num_threads)
+    eng = as_engine(
+        policy,
+        engine=engine,
+        adapter=adapter,
+        batch_size=cfg.batch_size,
+        num_threads=num_threads,
+        serve=serve,
+        log_dir=out_dir,
+    )
+    with closing(eng) if eng is not policy else contextlib.nullcontext(eng):
+        return _evaluate(eng, policy, cfg, t_start, examples, out_dir, data_dirs, progress, print_tables, label)
+
+
+def _evaluate(
+    eng: Any,
+    policy: Any,
+    cfg: EvalConfig,
+    t_start: float,
+    examples: Sequence[Example] | None,
+    out_dir: str | Path | None,
+    data_dirs: dict[str, str | Path | None] | None,
+    progress: bool,
+    print_tables: bool,
+    label: str | None,
+) -> dict[str, Any]:
     name = label or (policy if isinstance(policy, str) else type(eng).__name__)
     wanted = set(cfg.categories)
     owners = {c: b for b in BENCHMARKS.names() for c in benchmark_categories(b)}

@@ -1,0 +1,201 @@
+"""The served engine's lifecycle: start (or connect to) the server that generates for a pipeline stage.
+
+Entry points (what the pipeline calls; no Prefect in here, a task wraps it unchanged):
+
+* ``served_engine(model_path, serve, ...)`` — a context manager yielding an
+  :class:`~itool_core.engines.openai.OpenAIEngine`::
+
+      with served_engine(policy_folder) as engine:   # starts a server, stops it on exit (also on errors)
+          mine(..., engine)
+
+  - ``serve.url`` given (``RunConfig.serve.url``, or ``$ITOOL_ENGINE_URL`` when it is None): connect to that
+    server (the docker-compose ``vllm`` service, a ``vllm serve`` on a GPU box, a llama-server run by hand);
+    nothing is started or stopped.
+  - otherwise, ``server="auto"``: ``vllm serve`` when CUDA and vLLM are present (the merged folder, or
+    ``base + adapter`` through vLLM's LoRA support), else llama.cpp's ``llama-server`` on CPU: the folder is
+    written as GGUF once (:func:`itool_core.engines.llama_cpp.gguf_for`, keyed by the folder's content hash),
+    the server starts on a free ``127.0.0.1`` port with ``serve.slots`` parallel slots, the engine is returned once
+    ``/health`` answers, and the server is stopped (SIGTERM, then SIGKILL) when the block exits.
+
+* ``start_served_engine(...)`` — the same without ``with``: returns the engine, whose ``close()`` stops the
+  server (idempotent; a ``weakref.finalize`` also stops it when the engine is garbage-collected or the process
+  exits).  ``OpenAIEngine.build`` (what ``engines.policy_engine("openai", ...)`` and the evaluation call)
+  returns this.
+
+Scoring (``Engine.score``) is exact on both servers (vLLM prompt log-probs, llama.cpp forced decoding); for any
+other OpenAI-compatible URL the engine falls back to the transformers engine on ``model_path``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import sys
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .llama_cpp import LlamaServer, ServerProcess, free_port, gguf_for
+
+log = logging.getLogger(__name__)
+
+__all__ = ["served_engine", "start_served_engine", "VLLMServer", "ENGINE_URL_ENV"]
+
+#: Environment variable naming a running server to use instead of starting one.
+ENGINE_URL_ENV = "ITOOL_ENGINE_URL"
+
+
+class VLLMServer(ServerProcess):
+    """``vllm serve`` (the OpenAI-compatible server) on a model folder, optionally with one LoRA adapter.
+
+    The served name is ``alias`` (the adapter's name when there is one: requests then run base + adapter).
+    Prefix caching on (tree search siblings share long prefixes); ``--return-tokens-as-token-ids`` so token ids
+    come back without re-tokenisation.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        adapter: str | os.PathLike | None = None,
+        alias: str = "policy",
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        max_model_len: int = 4096,
+        gpu_memory_utilization: float = 0.85,
+        max_logprobs: int = 20,
+        extra_args: tuple[str, ...] = (),
+        log_path: str | os.PathLike | None = None,
+        startup_timeout: float = 900.0,
+    ):
+        port = port or free_port(host)
+        argv = [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(model_path),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--max-model-len",
+            str(max_model_len),
+            "--gpu-memory-utilization",
+            str(gpu_memory_utilization),
+            "--max-logprobs",
+            str(max_logprobs),
+            "--enable-prefix-caching",
+            "--return-tokens-as-token-ids",
+            "--seed",
+            "0",
+        ]
+        if adapter is not None:
+            argv += ["--enable-lora", "--max-lora-rank", "64", "--lora-modules", f"{alias}={adapter}"]
+        else:
+            argv += ["--served-model-name", alias]
+        super().__init__(argv + list(extra_args), host, port, log_path=log_path, startup_timeout=startup_timeout)
+        self.alias = alias
+
+
+def _has_gpu_vllm() -> bool:
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def start_served_engine(
+    model_path: str | os.PathLike | None = None,
+    serve: Any = None,
+    *,
+    tokenizer: Any = None,
+    adapter: str | os.PathLike | None = None,
+    threads: int | None = None,
+    log_dir: str | os.PathLike | None = None,
+    **engine_kwargs: Any,
+):
+    """Start a server for ``model_path`` (or connect to ``serve.url``) and return an OpenAIEngine on it.
+
+    ``serve``: a :class:`~itool_core.config.ServeConfig` (default: its defaults) — url (None =
+    ``$ITOOL_ENGINE_URL``, else start one), server ("auto": vLLM with a GPU, else llama.cpp), slots (parallel
+    sequences = the engine's request concurrency), ctx_per_slot, gguf_dtype, timeouts, retries.  ``adapter``: a
+    LoRA folder on top of ``model_path`` (vLLM only; merge it first for llama.cpp).  ``threads``: llama.cpp's CPU
+    threads.  ``engine_kwargs`` go to :class:`~itool_core.engines.openai.OpenAIEngine`.  The returned engine's
+    ``close()`` stops the server it started.
+    """
+    from ..config import ServeConfig
+    from ..models import resolve
+    from .openai import OpenAIEngine
+
+    cfg = serve if serve is not None else ServeConfig()
+    url = cfg.url if cfg.url is not None else os.environ.get(ENGINE_URL_ENV) or None
+    folder = resolve(model_path) if model_path is not None else None
+    if tokenizer is None:
+        tokenizer = folder
+    engine_kwargs = {"concurrency": cfg.slots, "timeout": cfg.request_timeout, "retries": cfg.retries, **engine_kwargs}
+    if url:
+        fallback = _hf_fallback(folder) if folder else None
+        return OpenAIEngine(None, tokenizer, base_url=url, score_fallback=fallback, **engine_kwargs)
+    if folder is None:
+        raise ValueError("served engine: give a model folder to serve, or a server URL (serve.url / ITOOL_ENGINE_URL)")
+    kind = cfg.server if cfg.server != "auto" else ("vllm" if _has_gpu_vllm() else "llama.cpp")
+    logs = Path(log_dir) if log_dir else None
+    if kind == "vllm":
+        proc: ServerProcess = VLLMServer(
+            folder, adapter=adapter, log_path=logs / "vllm.log" if logs else None, startup_timeout=cfg.startup_timeout
+        )
+    else:
+        if adapter is not None:
+            raise ValueError(
+                "the llama.cpp server serves merged folders: merge the adapter first (models.merge_adapter)"
+            )
+        proc = LlamaServer(
+            gguf_for(folder, dtype=cfg.gguf_dtype),
+            slots=cfg.slots,
+            ctx_per_slot=cfg.ctx_per_slot,
+            threads=threads,
+            log_path=logs / "llama-server.log" if logs else None,
+            startup_timeout=cfg.startup_timeout,
+        )
+    proc.start()
+    try:
+        engine = OpenAIEngine(
+            None,
+            tokenizer,
+            base_url=proc.base_url,
+            server_kind="llama.cpp" if kind == "llama.cpp" else "vllm",
+            on_close=proc.stop,
+            **engine_kwargs,
+        )
+    except BaseException:
+        proc.stop()
+        raise
+    engine.server = proc
+    # a forgotten close() must not leave a server running after the process: stop it at collection / exit
+    weakref.finalize(engine, proc.stop)
+    return engine
+
+
+def _hf_fallback(folder: str):
+    def build():
+        from . import make_engine
+
+        return make_engine("hf", model=folder, progress=False)
+
+    return build
+
+
+@contextlib.contextmanager
+def served_engine(model_path: str | os.PathLike | None = None, serve: Any = None, **kwargs: Any) -> Iterator[Any]:
+    """``with served_engine(folder, serve) as engine:`` — :func:`start_served_engine`, closed (server stopped) on
+    exit."""
+    engine = start_served_engine(model_path, serve, **kwargs)
+    try:
+        yield engine
+    finally:
+        engine.close()
