@@ -178,16 +178,29 @@ def main() -> None:
     write_report(args, rows, summary)
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def write_report(args, rows: list[dict], summary: dict, **extra) -> None:
     """Print the summary ratios and the load, write ``args.out`` (JSON: date, machine, args, rows, summary)."""
     from itool_core.artifacts import atomic_write_text
 
     for k, v in summary.items():
-        print(f"{k}: {v:.2f}")
+        if isinstance(v, dict):  # a spread over repeats
+            print(f"{k}: {v['median']:.2f} (min {v['min']:.2f}, max {v['max']:.2f}, {v['n_repeats']} repeats)")
+        else:
+            print(f"{k}: {v:.2f}")
     print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
     out = {
         "date": date.today().isoformat(),
-        "machine": f"{platform.node()} {platform.processor()} {torch.get_num_threads()} threads",
+        "machine": f"{platform.node()} {_cpu_name()} {torch.get_num_threads()} threads",
         "load_average_end": os.getloadavg(),
         "args": vars(args),
         **extra,

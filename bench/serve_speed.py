@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -92,6 +93,7 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=16, help="llama-server parallel slots (= request concurrency)")
     ap.add_argument("--dtype", default="f32", choices=("f32", "f16", "q8_0"), help="GGUF precision of the served model")
     ap.add_argument("--skip-hf", action="store_true", help="served engine only (no ratios)")
+    ap.add_argument("--repeats", type=int, default=3, help="rounds of raw / mining / eval per engine (spread)")
     ap.add_argument("--out", default="bench/results/serve_speed.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -105,7 +107,7 @@ def main() -> None:
     pcfg = PolicyConfig(max_step_tokens=args.step_tokens, max_rollout_tokens=args.rollout_tokens)
     tmp = Path(tempfile.mkdtemp(prefix="serve-speed."))
 
-    rows = []
+    rows: list[dict] = []
     t_start = time.perf_counter()
     t0 = time.perf_counter()
     serve = ServeConfig(server="llama.cpp", slots=args.slots, gguf_dtype=args.dtype)
@@ -113,41 +115,44 @@ def main() -> None:
         policy_engine("openai", folder, num_threads=args.threads, serve=serve, log_dir=tmp / "server")
     ) as served:
         startup = time.perf_counter() - t0
+        engines = {"served": served}
+        if not args.skip_hf:
+            engines["transformers"] = policy_engine("hf", folder, num_threads=args.threads)
         items = build_items(examples, served.tokenizer, style)
-        rows.append(raw_row(served, "served", items, args.k, args.step_tokens))
-        r = run("lockstep", served, examples, cfg, pcfg, style)
-        rows.append({"engine": "served", "http_requests": served.requests, **r, "mode": "mining"})
-        if eval_examples:
-            rows.append(eval_row(served, "served", eval_examples, tmp))
-    if not args.skip_hf:
-        hf = policy_engine("hf", folder, num_threads=args.threads)
-        rows.append(raw_row(hf, "transformers", items, args.k, args.step_tokens))
-        rows.append({"engine": "transformers", **run("lockstep", hf, examples, cfg, pcfg, style), "mode": "mining"})
-        if eval_examples:
-            rows.append(eval_row(hf, "transformers", eval_examples, tmp))
+        for rep in range(args.repeats):
+            # alternate the order so neither engine always runs on a warmer (or more loaded) machine
+            for name in list(engines)[:: 1 if rep % 2 == 0 else -1]:
+                eng = engines[name]
+                rows.append({**raw_row(eng, name, items, args.k, args.step_tokens), "repeat": rep})
+                requests0 = getattr(eng, "requests", 0)
+                r = run("lockstep", eng, examples, cfg, pcfg, style)
+                extra = {"http_requests": eng.requests - requests0} if name == "served" else {}
+                rows.append({"engine": name, **r, **extra, "mode": "mining", "repeat": rep})
+                if eval_examples:
+                    rows.append({**eval_row(eng, name, eval_examples, tmp / f"r{rep}"), "repeat": rep})
 
-    def get(engine, mode):
-        return next((r for r in rows if r["engine"] == engine and r["mode"] == mode), None)
+    def values(engine: str, mode: str, key: str) -> list[float]:
+        return [r[key] for r in rows if r["engine"] == engine and r["mode"] == mode]
 
-    summary = {
+    def spread(xs: list[float]) -> dict:
+        return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n_repeats": len(xs)}
+
+    def ratio(mode: str, key: str, a: str = "served", b: str = "transformers") -> dict:
+        # paired by repeat: the two engines ran back to back on the same trees / items
+        return spread([x / y for x, y in zip(values(a, mode, key), values(b, mode, key))])
+
+    served_raw = values("served", "raw", "generated_tokens_per_s")
+    served_mine = values("served", "mining", "generated_tokens_per_s")
+    summary: dict = {
         "server_startup_seconds_incl_gguf": startup,
-        "served_mining_vs_served_raw_tokens_per_s": get("served", "mining")["generated_tokens_per_s"]
-        / get("served", "raw")["generated_tokens_per_s"],
+        "served_mining_vs_served_raw_tokens_per_s": spread([m / r for m, r in zip(served_mine, served_raw)]),
     }
     if not args.skip_hf:
-        summary["mining_trees_per_min_ratio"] = (
-            get("served", "mining")["trees_per_min"] / get("transformers", "mining")["trees_per_min"]
-        )
-        summary["mining_tokens_per_s_ratio"] = (
-            get("served", "mining")["generated_tokens_per_s"] / get("transformers", "mining")["generated_tokens_per_s"]
-        )
-        summary["raw_tokens_per_s_ratio"] = (
-            get("served", "raw")["generated_tokens_per_s"] / get("transformers", "raw")["generated_tokens_per_s"]
-        )
+        summary["mining_trees_per_min_ratio"] = ratio("mining", "trees_per_min")
+        summary["mining_tokens_per_s_ratio"] = ratio("mining", "generated_tokens_per_s")
+        summary["raw_tokens_per_s_ratio"] = ratio("raw", "generated_tokens_per_s")
         if eval_examples:
-            summary["eval_items_per_min_ratio"] = (
-                get("served", "eval")["items_per_min"] / get("transformers", "eval")["items_per_min"]
-            )
+            summary["eval_items_per_min_ratio"] = ratio("eval", "items_per_min")
     print(
         f"\nServed vs transformers — model {args.model}, {args.trees} trees × {args.simulations} simulations, "
         f"k={args.k}, {args.step_tokens} tokens/step, {args.threads} threads, {args.slots} slots, GGUF {args.dtype}"

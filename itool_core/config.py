@@ -652,7 +652,10 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "model": "meta-llama/Llama-3.1-8B-Instruct",
         "data": "Team-ACE/ToolACE",
         "data_format": "toolace",
-        "engine": "vllm",
+        # the served engine on `vllm serve`, which the pipeline starts per generating stage on the stage's
+        # merged policy (engines/serve.py); the docker-compose vllm service is one given by serve.url
+        "engine": "openai",
+        "serve": {"server": "vllm", "slots": 64, "ctx_per_slot": 8192},
         "device": "cuda",
         "iterations": 3,
         "sft": {

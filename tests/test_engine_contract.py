@@ -33,6 +33,7 @@ PROMPTS = [
     "tonight in a quiet Italian place near the station.<|im_end|>\n<|im_start|>assistant\n",
 ]
 TOL = 2e-3  # log-prob agreement between batched/unbatched and generate/score passes (fp32 on CPU)
+REAL_TOL = 2e-2  # the same between llama.cpp and transformers on the real 30-layer SmolLM2 (fp32 both)
 
 
 @pytest.fixture(scope="session")
@@ -256,6 +257,24 @@ def test_served_greedy_equals_the_transformers_engine(tiny, llama_engine):
     cands = ["A", "B", " correct"]
     for x, y in zip(hf.next_token_logprobs(PROMPTS, cands), llama_engine.next_token_logprobs(PROMPTS, cands)):
         assert x == pytest.approx(y, abs=TOL)
+
+
+def test_served_scores_tokens_that_end_inside_a_character(tmp_path):
+    # llama.cpp records no probability for a token that ends inside a UTF-8 character, and after emoji the real
+    # model's own greedy token is such a token too: the served engine must still return exact log-probs.
+    # (The real SmolLM2: the tiny random model rarely puts a byte token first.)
+    from itool_core.engines.serve import served_engine
+    from itool_core.models import DEFAULT_MODEL, resolve
+
+    folder = resolve(DEFAULT_MODEL)
+    prompt = "<|im_start|>user\nSend me emoji<|im_end|>\n<|im_start|>assistant\n🙂🙂🙂🙂"
+    cont = "🙂🙂 日本語"
+    hf = make_engine("hf", model=str(folder), batch_size=1, progress=False)
+    assert any(hf.tokenizer.decode([t]).endswith("\ufffd") for t in hf.tokenizer(cont)["input_ids"])
+    serve = ServeConfig(server="llama.cpp", slots=1, ctx_per_slot=256)
+    with served_engine(folder, serve, threads=2, log_dir=tmp_path) as eng:
+        # 30 layers of llama.cpp f32 against torch f32 arithmetic: measured ≤ 0.0072 apart per token here
+        assert eng.score([prompt], [cont])[0] == pytest.approx(hf.score([prompt], [cont])[0], abs=REAL_TOL)
 
 
 def test_served_engine_stops_its_server_on_exit(tiny, tiny_folder, tmp_path):

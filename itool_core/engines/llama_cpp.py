@@ -138,7 +138,7 @@ def write_gguf(
     if cfg.get("model_type") != "llama" and "LlamaForCausalLM" not in archs:
         raise ValueError(
             f"{model_dir}: only the Llama architecture is written as GGUF (got {cfg.get('model_type')!r}); "
-            "serve other models with vLLM (engine_url)"
+            "serve other models with vLLM (serve.server: vllm, or serve.url)"
         )
     tok_fields = _tokenizer_fields(Path(tokenizer_gguf) if tokenizer_gguf else embedded_gguf())
     n_vocab_tok = next(len(v) for k, v, _t, _s in tok_fields if k == "tokenizer.ggml.tokens")
@@ -270,7 +270,7 @@ def llama_server_binary(required: bool = True) -> Path | None:
         raise FileNotFoundError(
             "llama-server not found: run `make install` (builds it once, ~15 min on 2 cores, cached in "
             f"{_build_dir()}), or set ITOOL_LLAMA_SERVER to a llama-server binary, or give the engine a server "
-            "URL (engine_url / ITOOL_ENGINE_URL)"
+            "URL (serve.url / --engine-url / ITOOL_ENGINE_URL)"
         )
     return None
 

@@ -181,6 +181,7 @@ class OpenAIEngine:
         eos = self.tokenizer.eos_token_id
         self.eos_ids = {int(eos)} if eos is not None else set()
         self.special_ids = {int(i) for i in getattr(self.tokenizer, "all_special_ids", []) or []}
+        self._ascii_token = int(self.tokenizer("a", add_special_tokens=False)["input_ids"][0])
 
     # --------------------------------------------------------------------------------------------- lifecycle
 
@@ -312,14 +313,17 @@ class OpenAIEngine:
         llama.cpp reports the probabilities of the RAW logits (``n_probs``; samplers and biases act on a copy),
         so the bias picks the token without changing its reported log-prob.  A token that ends inside a UTF-8
         character gets no probability entry (llama.cpp records probabilities with text): then the whole
-        next-token distribution is asked for (``n_probs`` = vocabulary; rare: byte-fallback tokens only).
+        next-token distribution is asked for (``n_probs`` = vocabulary; rare: byte-fallback tokens only), with a
+        plain ASCII token forced so that the entry exists.
         """
         token = int(token)
         body = self._llama_body(prefix, n_predict=1, temperature=0.0, logit_bias=[[token, 1e9]])
         probs = self._llama_post(body).get("completion_probabilities") or []
         if probs and int(probs[0].get("id", -1)) == token:
             return float(probs[0]["logprob"])
-        body.update(logit_bias=[], n_probs=len(self.tokenizer))
+        # the whole distribution, read off a forced plain-ASCII token (whose entry llama.cpp always records;
+        # the unforced greedy token may itself end inside a character and come back without one)
+        body.update(logit_bias=[[self._ascii_token, 1e9]], n_probs=len(self.tokenizer))
         probs = self._llama_post(body).get("completion_probabilities") or [{}]
         for e in probs[0].get("top_logprobs") or []:
             if int(e["id"]) == token:

@@ -147,7 +147,12 @@ def start_served_engine(
     logs = Path(log_dir) if log_dir else None
     if kind == "vllm":
         proc: ServerProcess = VLLMServer(
-            folder, adapter=adapter, log_path=logs / "vllm.log" if logs else None, startup_timeout=cfg.startup_timeout
+            folder,
+            adapter=adapter,
+            max_model_len=cfg.ctx_per_slot,
+            extra_args=("--max-num-seqs", str(cfg.slots)),
+            log_path=logs / "vllm.log" if logs else None,
+            startup_timeout=cfg.startup_timeout,
         )
     else:
         if adapter is not None:
