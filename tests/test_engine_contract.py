@@ -1,4 +1,4 @@
-"""The engine contract: every backend passes the same suite (DESIGN.md principle 5).
+"""The engine contract: every backend passes the same suite (docs/design.md#layout-and-principles).
 
 ``hf`` runs here on the tiny random model, and so does the served engine (``openai-llama.cpp``) against a REAL
 llama.cpp server on 127.0.0.1 serving the same tiny model written as GGUF (started by the fixture, stopped at

@@ -1,9 +1,9 @@
 """llama.cpp on CPU: a policy folder as GGUF, the native ``llama-server`` binary, and its process.
 
 The served engine (:mod:`itool_core.engines.openai`) talks to an OpenAI-compatible server; on a CPU machine that
-server is llama.cpp's native ``llama-server`` (DESIGN.md, "Measured 2026-12-03: CPU inference engines": 64–80
-tok/s single-stream decode against the transformers engine's 9.7).  This module provides the three things it
-needs, none of which imports anything heavier than numpy/gguf/safetensors:
+server is llama.cpp's native ``llama-server`` (docs/design.md#served-engine: how it is driven and how fast it is
+here).  This module provides the three things it needs, none of which imports anything heavier than
+numpy/gguf/safetensors:
 
 * :func:`gguf_for` — a merged HF model folder (Llama architecture: SmolLM2) written as a GGUF file with the
   ``gguf`` package, cached under ``$ITOOL_HOME/gguf/<content hash of the folder>-<dtype>.gguf``.  The
@@ -11,7 +11,8 @@ needs, none of which imports anything heavier than numpy/gguf/safetensors:
   :func:`itool_core.models.embedded_gguf`, the hyper-parameters come from the folder's ``config.json``.  Q and K
   projections are permuted into llama.cpp's rotary layout (the inverse of what transformers' GGUF loader
   does on load).  The default ``f32`` keeps the served model's arithmetic that of the transformers engine
-  (the contract test compares greedy token ids); ``f16`` halves the file and speeds decoding up.
+  (the contract test compares greedy token ids); ``f16`` / ``q8_0`` shrink the file (:mod:`.serve` serves ``q8_0`` with
+  ``--no-repack``: the repacked Q8_0 kernels crashed llama-server on a Xeon with AMX here).
 * :func:`llama_server_binary` / :func:`build_llama_server` — ``llama-server`` compiled once from the llama.cpp
   sources that the ``llama-cpp-python`` sdist vendors (PyPI has no binary of it), into a folder keyed by the
   sdist version and this CPU's instruction set: ``$ITOOL_LLAMA_DIR`` (default
@@ -54,7 +55,7 @@ __all__ = [
     "LLAMA_CPP_PYTHON_VERSION",
 ]
 
-#: The sdist whose vendored llama.cpp is built (the version DESIGN.md measured).
+#: The sdist whose vendored llama.cpp is built (the version docs/design.md#served-engine measured).
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 #: One version of the GGUF writer's output; bump when :func:`write_gguf` changes what it writes.
 GGUF_WRITER_VERSION = 1
@@ -500,6 +501,8 @@ class LlamaServer(ServerProcess):
         self.gguf_path, self.slots, self.alias = Path(gguf_path), int(slots), alias
         port = port or free_port(host)
         threads = threads or min(os.cpu_count() or 2, 8)
+        if self.gguf_path.stem.endswith("-q8_0"):  # gguf_for's name: the repacked Q8_0 kernels crashed on AMX
+            extra_args = ("--no-repack", *extra_args)
         argv = [
             str(binary or llama_server_binary()),
             "-m",
