@@ -172,7 +172,7 @@ def test_mine_alpha_is_a_fraction_with_the_configs_default(tmp_path, capsys):
     f = tmp_path / "exp.yaml"
     f.write_text("profile: paper\nbuffer:\n  alpha: 0.1\n")
     cfg = resolved("--config", str(f))  # itool mine honours --config
-    assert (cfg.buffer.alpha, cfg.mcts.simulations, cfg.engine) == (0.1, profile("paper").mcts.simulations, "vllm")
+    assert (cfg.buffer.alpha, cfg.mcts.simulations, cfg.engine) == (0.1, profile("paper").mcts.simulations, "openai")
     assert resolved("--profile", "demo", "--set", "mcts.simulations=3").mcts.simulations == 3
     with pytest.raises(SystemExit):
         p.parse_args(["mine", "--model", "m", "--buffer", "b", "-o", "o", "--alpha", "20"])  # a percent

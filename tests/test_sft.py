@@ -442,7 +442,9 @@ def test_profiles_hold_the_paper_setting():
     quick, paper = profile("quick"), profile("paper")
     assert quick.model == "smollm2-135m-instruct" and quick.device == "cpu" and quick.sft.lora_dropout == 0.0
     assert quick.sft.gradient_checkpointing is False and quick.sft.bf16 == "auto" and paper.sft.bf16 is True
-    assert paper.model == "meta-llama/Llama-3.1-8B-Instruct" and paper.engine == "vllm"
+    assert paper.model == "meta-llama/Llama-3.1-8B-Instruct" and paper.engine == "openai"
+    assert paper.engine_serve() is not None and paper.engine_serve().server == "vllm"
+    assert quick.engine == "hf" and quick.engine_serve() is None
     assert (paper.sft.lora_r, paper.sft.lora_alpha, paper.sft.learning_rate, paper.sft.epochs_per_stage) == (
         16,
         32,
