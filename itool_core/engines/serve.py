@@ -11,7 +11,7 @@ Entry points (what the pipeline calls; no Prefect in here, a task wraps it uncha
   - ``serve.url`` given (``RunConfig.serve.url``, or ``$ITOOL_ENGINE_URL`` when it is None): connect to that
     server (the docker-compose ``vllm`` service, a ``vllm serve`` on a GPU box, a llama-server run by hand);
     nothing is started or stopped.
-  - otherwise, ``server="auto"``: ``vllm serve`` when CUDA and vLLM are present (the merged folder, or
+  - otherwise, ``serve.server="auto"``: ``vllm serve`` when CUDA and vLLM are present (the merged folder, or
     ``base + adapter`` through vLLM's LoRA support), else llama.cpp's ``llama-server`` on CPU: the folder is
     written as GGUF once (:func:`itool_core.engines.llama_cpp.gguf_for`, keyed by the folder's content hash),
     the server starts on a free ``127.0.0.1`` port with ``serve.slots`` parallel slots, the engine is returned once
