@@ -65,6 +65,7 @@ def iterate(
     plan = Plan.build(profile, config, iterations, run_dir, eval_limit, mcts, policy, preference, evaluation, no_warmup)
     cfg, style = plan.cfg, plan.style
     eval_cfg = cfg.evaluation_config()  # tools rendered as the policy was trained
+    serve = cfg.engine_serve()  # the server settings where the engine is a served one, else None
     stage = StageRunner(plan.run_dir, refresh_cache)
     tracker = Tracker(tracking_uri, experiment)
     scores: list[StageScores] = []
@@ -95,7 +96,7 @@ def iterate(
                 policy=pi,
                 label="base",
                 engine=cfg.engine,
-                serve=cfg.engine_serve(),
+                serve=serve,
             )
             scores.append(scores_of(ev))
             log_evaluation(tracker, parent, ev, step=0, prefix="base/")
@@ -110,7 +111,7 @@ def iterate(
                     policy=pi,
                     label=f"SFT ({cfg.sft.mode})",
                     engine=cfg.engine,
-                    serve=cfg.engine_serve(),
+                    serve=serve,
                 )
                 scores.append(scores_of(ev))
                 for h in warm.history:
@@ -138,7 +139,7 @@ def iterate(
                     tools_style=style,
                     policy=pi,
                     engine=cfg.engine,
-                    serve=cfg.engine_serve(),
+                    serve=serve,
                     dask_address=dask_address,
                     torch_threads=mine_threads,
                 )
@@ -157,7 +158,7 @@ def iterate(
                         policy=upd.policy,
                         label=f"iTool iteration {i}",
                         engine=cfg.engine,
-                        serve=cfg.engine_serve(),
+                        serve=serve,
                     )
                 pi = upd.policy
                 scores.append(scores_of(ev, pairs=pairs.n_pairs))

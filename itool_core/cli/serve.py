@@ -43,17 +43,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
-    from ..engines.llama_cpp import LlamaServer, gguf_for
+    from ..engines.serve import llama_server
 
-    cfg = resolve_config(args).serve
-    server = LlamaServer(
-        gguf_for(args.model, cfg.gguf_dtype),
-        slots=cfg.slots,
-        ctx_per_slot=cfg.ctx_per_slot,
-        threads=args.threads,
-        port=args.port,
-        startup_timeout=cfg.startup_timeout,
-    )
+    server = llama_server(args.model, resolve_config(args).serve, threads=args.threads, port=args.port)
     # SIGTERM (kill, timeout, a supervisor) ends the command like Ctrl-C, so the server is stopped on the way out
     signal.signal(signal.SIGTERM, _interrupt)
     with server:

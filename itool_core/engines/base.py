@@ -41,6 +41,7 @@ __all__ = [
     "FINISH_REASONS",
     "encode_prompt",
     "encode_prompts",
+    "score_pairs",
     "candidate_token_ids",
 ]
 
@@ -158,6 +159,22 @@ def encode_prompts(tokenizer, prompts: Sequence[str | Sequence[int]]) -> list[li
     if isinstance(prompts, str):
         raise TypeError("generate() takes a list of prompts")
     return [encode_prompt(tokenizer, p) for p in prompts]
+
+
+def score_pairs(
+    tokenizer, encode, prompts: Sequence[str], continuations: Sequence[str | Sequence[int]]
+) -> list[tuple[list[int], list[int]]]:
+    """``(prompt ids, continuation ids)`` of a ``score`` call: prompts through the engine's ``encode``,
+    continuations tokenised without special tokens (or given as ids; an empty one scores to ``[]``)."""
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+    return [
+        (
+            encode(p),
+            list(tokenizer(c, add_special_tokens=False)["input_ids"]) if isinstance(c, str) else [int(x) for x in c],
+        )
+        for p, c in zip(prompts, continuations)
+    ]
 
 
 def candidate_token_ids(tokenizer, candidate_tokens: Sequence[str]) -> list[int]:

@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from .base import Completion, GenerationParams, apply_stop
+from .base import Completion, GenerationParams, apply_stop, encode_prompt, score_pairs
 from .prefix_cache import PrefixKVStore
 
 log = logging.getLogger(__name__)
@@ -216,10 +216,7 @@ class HFEngine:
         return ids
 
     def encode(self, text: str | Sequence[int]) -> list[int]:
-        # A prompt may be token ids: the tree search continues exactly the ids it generated (no re-tokenisation)
-        ids = list(text) if not isinstance(text, str) else self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise ValueError("empty prompt: the engines need at least one prompt token to condition on")
+        ids = encode_prompt(self.tokenizer, text)
         if self.max_prompt_tokens and len(ids) > self.max_prompt_tokens:
             log.warning("prompt of %d tokens cut to its last %d", len(ids), self.max_prompt_tokens)
             ids = ids[-self.max_prompt_tokens :]
@@ -556,17 +553,10 @@ class HFEngine:
 
     # ------------------------------------------------------------------------------------------------ scoring
 
-    def _continuation_ids(self, c: str | Sequence[int]) -> list[int]:
-        if isinstance(c, str):
-            return list(self.tokenizer(c, add_special_tokens=False)["input_ids"])
-        return [int(x) for x in c]
-
     @torch.inference_mode()
     def score(self, prompts: Sequence[str], continuations: Sequence[str | Sequence[int]]) -> list[list[float]]:
         """Per-token log-probs of each continuation: the prompt and continuation ids are joined at the id level."""
-        if len(prompts) != len(continuations):
-            raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
-        pairs = [(self.encode(p), self._continuation_ids(c)) for p, c in zip(prompts, continuations)]
+        pairs = score_pairs(self.tokenizer, self.encode, prompts, continuations)
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
         out: list[list[float] | None] = [None] * len(pairs)
         for idx in self._batches(order, self.batch_size, "score", [len(a) + len(b) for a, b in pairs]):

@@ -11,8 +11,9 @@ numpy/gguf/safetensors:
   :func:`itool_core.models.embedded_gguf`, the hyper-parameters come from the folder's ``config.json``.  Q and K
   projections are permuted into llama.cpp's rotary layout (the inverse of what transformers' GGUF loader
   does on load).  The default ``f32`` keeps the served model's arithmetic that of the transformers engine
-  (the contract test compares greedy token ids); ``f16`` / ``q8_0`` shrink the file (:mod:`.serve` serves ``q8_0`` with
-  ``--no-repack``: the repacked Q8_0 kernels crashed llama-server on a Xeon with AMX here).
+  (the contract test compares greedy token ids); ``f16`` / ``q8_0`` shrink the file
+  (:func:`.serve.llama_server` serves ``q8_0`` with ``--no-repack``: the repacked Q8_0 kernels crashed
+  llama-server on a Xeon with AMX here).
 * :func:`llama_server_binary` / :func:`build_llama_server` — ``llama-server`` compiled once from the llama.cpp
   sources that the ``llama-cpp-python`` sdist vendors (PyPI has no binary of it), into a folder keyed by the
   sdist version and this CPU's instruction set: ``$ITOOL_LLAMA_DIR`` (default
@@ -501,8 +502,6 @@ class LlamaServer(ServerProcess):
         self.gguf_path, self.slots, self.alias = Path(gguf_path), int(slots), alias
         port = port or free_port(host)
         threads = threads or min(os.cpu_count() or 2, 8)
-        if self.gguf_path.stem.endswith("-q8_0"):  # gguf_for's name: the repacked Q8_0 kernels crashed on AMX
-            extra_args = ("--no-repack", *extra_args)
         argv = [
             str(binary or llama_server_binary()),
             "-m",

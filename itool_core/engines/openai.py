@@ -49,7 +49,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .base import Completion, GenerationParams, apply_stop, candidate_token_ids, encode_prompt, encode_prompts
+from .base import (
+    Completion,
+    GenerationParams,
+    apply_stop,
+    candidate_token_ids,
+    encode_prompt,
+    encode_prompts,
+    score_pairs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -458,8 +466,6 @@ class OpenAIEngine:
         return comps
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str | Sequence[int]]) -> list[list[float]]:
-        if len(prompts) != len(continuations):
-            raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
         if self.server_kind == "openai":
             if self._score_fallback is None:
                 raise NotImplementedError(
@@ -469,14 +475,7 @@ class OpenAIEngine:
             if callable(self._score_fallback) and not hasattr(self._score_fallback, "score"):
                 self._score_fallback = self._score_fallback()
             return self._score_fallback.score(prompts, continuations)
-        pairs = []
-        for p, c in zip(prompts, continuations):
-            cont = (
-                list(self.tokenizer(c, add_special_tokens=False)["input_ids"])
-                if isinstance(c, str)
-                else [int(x) for x in c]
-            )
-            pairs.append((self.encode(p), cont))
+        pairs = score_pairs(self.tokenizer, self.encode, prompts, continuations)
         if self.server_kind == "llama.cpp":
             return self._grouped_map(lambda i, _ids: self._forced_logprobs(*pairs[i]), [p + c for p, c in pairs])
         return self._map(lambda pc: self._prompt_logprobs(*pc), pairs)

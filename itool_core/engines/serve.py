@@ -42,7 +42,7 @@ from .llama_cpp import LlamaServer, ServerProcess, free_port, gguf_for
 
 log = logging.getLogger(__name__)
 
-__all__ = ["served_engine", "start_served_engine", "VLLMServer", "ENGINE_URL_ENV"]
+__all__ = ["served_engine", "start_served_engine", "llama_server", "VLLMServer", "ENGINE_URL_ENV"]
 
 #: Environment variable naming a running server to use instead of starting one.
 ENGINE_URL_ENV = "ITOOL_ENGINE_URL"
@@ -109,6 +109,30 @@ def _has_gpu_vllm() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def llama_server(
+    model_path: str | os.PathLike,
+    serve: Any,
+    *,
+    threads: int | None = None,
+    port: int | None = None,
+    log_path: str | os.PathLike | None = None,
+) -> LlamaServer:
+    """A (not yet started) llama-server for a model folder as ``serve`` (a ServeConfig) says: the folder's GGUF
+    in ``serve.gguf_dtype``, ``serve.slots`` slots of ``serve.ctx_per_slot`` tokens."""
+    # the repacked Q8_0 CPU kernels crashed llama-server at start-up on a Xeon with AMX; unpacked ones run
+    extra = ("--no-repack",) if serve.gguf_dtype == "q8_0" else ()
+    return LlamaServer(
+        gguf_for(model_path, dtype=serve.gguf_dtype),
+        slots=serve.slots,
+        ctx_per_slot=serve.ctx_per_slot,
+        threads=threads,
+        port=port,
+        extra_args=extra,
+        log_path=log_path,
+        startup_timeout=serve.startup_timeout,
+    )
+
+
 def start_served_engine(
     model_path: str | os.PathLike | None = None,
     serve: Any = None,
@@ -159,14 +183,7 @@ def start_served_engine(
             raise ValueError(
                 "the llama.cpp server serves merged folders: merge the adapter first (models.merge_adapter)"
             )
-        proc = LlamaServer(
-            gguf_for(folder, dtype=cfg.gguf_dtype),
-            slots=cfg.slots,
-            ctx_per_slot=cfg.ctx_per_slot,
-            threads=threads,
-            log_path=logs / "llama-server.log" if logs else None,
-            startup_timeout=cfg.startup_timeout,
-        )
+        proc = llama_server(folder, cfg, threads=threads, log_path=logs / "llama-server.log" if logs else None)
     proc.start()
     try:
         engine = OpenAIEngine(

@@ -32,7 +32,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .base import Completion, GenerationParams, candidate_token_ids, encode_prompt, encode_prompts
+from .base import Completion, GenerationParams, candidate_token_ids, encode_prompt, encode_prompts, score_pairs
 
 log = logging.getLogger(__name__)
 
@@ -213,16 +213,7 @@ class VLLMEngine:
     def score(self, prompts: Sequence[str], continuations: Sequence[str | Sequence[int]]) -> list[list[float]]:
         from vllm import SamplingParams
 
-        if len(prompts) != len(continuations):
-            raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
-        pairs = []
-        for p, c in zip(prompts, continuations):
-            cont = (
-                list(self.tokenizer(c, add_special_tokens=False)["input_ids"])
-                if isinstance(c, str)
-                else [int(x) for x in c]
-            )
-            pairs.append((self.encode(p), cont))
+        pairs = score_pairs(self.tokenizer, self.encode, prompts, continuations)
         sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
         outputs = self._run([a + b for a, b in pairs], sp)
         result = []
