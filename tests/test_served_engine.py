@@ -281,6 +281,33 @@ def test_vllm_wire_format(fake, smol_tokenizer):
     assert script.bodies[-1]["prompt_logprobs"] == 1
 
 
+def test_vllm_greedy_with_n_samples_asks_for_one_and_copies_it(fake, smol_tokenizer):
+    # vLLM 0.32 answers HTTP 400 to n > 1 with greedy sampling (as scripted here): the engine must send n=1
+    script, make = fake
+    eng = make(server_kind="vllm", model="policy")
+    script.default = {
+        "choices": [
+            {
+                "index": 0,
+                "text": "x",
+                "finish_reason": "length",
+                "stop_reason": None,
+                "logprobs": {"tokens": ["token_id:9", "token_id:8"], "token_logprobs": [-0.3, -0.4]},
+            }
+        ]
+    }
+    out = eng.generate(["Hi", "Hello"], GenerationParams(max_new_tokens=2, n=3))
+    assert [b["n"] for b in script.bodies] == [1, 1] and all(b["temperature"] == 0.0 for b in script.bodies)
+    assert "seed" not in script.bodies[0]
+    for cs in out:
+        assert len(cs) == 3 and all(c.token_ids == [9, 8] and c.logprobs == [-0.3, -0.4] for c in cs)
+        cs[0].token_ids.append(1)  # copies, not one object three times: a caller may extend one
+        assert cs[1].token_ids == [9, 8]
+    script.bodies.clear()
+    eng.generate(["Hi"], GenerationParams(max_new_tokens=2, n=3, temperature=1.0, seed=4))
+    assert script.bodies[0]["n"] == 3 and script.bodies[0]["seed"] == 4  # sampling keeps vLLM's n
+
+
 def test_rotary_permutation_matches_llama_cpp_convention():
     # convert_hf_to_gguf.py's LlamaModel.permute: rows of each head reordered (halves → interleaved pairs)
     import torch

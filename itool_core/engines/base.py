@@ -43,6 +43,7 @@ __all__ = [
     "encode_prompts",
     "score_pairs",
     "candidate_token_ids",
+    "replicate_greedy",
 ]
 
 #: ``stop``: EOS or a stop string (``stop_reason`` says which string); ``length``: ``max_new_tokens`` reached.
@@ -188,3 +189,15 @@ def candidate_token_ids(tokenizer, candidate_tokens: Sequence[str]) -> list[int]
     if len(set(ids)) != len(ids):
         raise ValueError(f"candidates {list(candidate_tokens)} share a first token: {ids}")
     return ids
+
+
+def replicate_greedy(completion: Completion, n: int) -> list[Completion]:
+    """``n`` greedy samples of a prompt: the one greedy completion, as ``n`` independent copies.
+
+    vLLM (0.32, in-process and served) rejects ``n > 1`` with greedy sampling, and the ``n`` samples would be the
+    same completion anyway, so the vLLM paths ask for one and copy it (a caller may edit a copy's lists).
+    """
+    return [completion] + [
+        replace(completion, token_ids=list(completion.token_ids), logprobs=list(completion.logprobs))
+        for _ in range(n - 1)
+    ]

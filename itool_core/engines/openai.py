@@ -56,6 +56,7 @@ from .base import (
     candidate_token_ids,
     encode_prompt,
     encode_prompts,
+    replicate_greedy,
     score_pairs,
 )
 
@@ -432,6 +433,11 @@ class OpenAIEngine:
         return body
 
     def _generate_openai(self, ids: list[int], params: GenerationParams, index: int) -> list[Completion]:
+        if params.greedy and params.n > 1:
+            # vLLM 0.32 answers HTTP 400 "n must be 1 when using greedy sampling"; n greedy samples are one
+            # completion repeated: ask for one, copy it
+            (one,) = self._generate_openai(ids, params.with_(n=1), index)
+            return replicate_greedy(one, params.n)
         body = self._openai_body(
             ids,
             max_tokens=params.max_new_tokens,

@@ -12,6 +12,9 @@ Choices, and why:
   ``{"prompt_token_ids": ...}``.  ``LLM.generate`` on a string would add BOS again on top of the chat template's
   (Llama 3 and others), and the transformers engine would disagree with this one.
 * **Per-request seeds** ``seed + prompt index``: a prompt's samples do not depend on how requests are batched.
+* **Greedy with ``n > 1``** is asked as ``n=1`` and the completion copied ``n`` times: vLLM 0.32 rejects
+  ``n > 1`` with ``temperature=0`` (``n must be 1 when using greedy sampling``), and ``n`` greedy samples are
+  one completion repeated anyway (the contract: ``n`` greedy samples equal the single greedy completion).
 * **Log-probs**: ``logprobs=1`` returns the sampled token's log-prob (plus the top-1); with vLLM V1's default
   ``logprobs_mode="raw_logprobs"`` they come from the raw distribution, as the protocol asks.
   ``score`` uses ``prompt_logprobs`` on prompt + continuation ids; ``next_token_logprobs`` asks for the top
@@ -32,7 +35,15 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .base import Completion, GenerationParams, candidate_token_ids, encode_prompt, encode_prompts, score_pairs
+from .base import (
+    Completion,
+    GenerationParams,
+    candidate_token_ids,
+    encode_prompt,
+    encode_prompts,
+    replicate_greedy,
+    score_pairs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +192,11 @@ class VLLMEngine:
         encoded = encode_prompts(self.tokenizer, prompts)
         if not encoded:
             return []
-        if params.greedy or params.seed is None:
-            sp = self._sampling_params(params, None)
-            outputs = self._run(encoded, sp)
+        if params.greedy:
+            outputs = self._run(encoded, self._sampling_params(params.with_(n=1), None))
+            return [replicate_greedy(self._completion(req.outputs[0]), params.n) for req in outputs]
+        if params.seed is None:
+            outputs = self._run(encoded, self._sampling_params(params, None))
         else:
             # One SamplingParams per request (a list is accepted by LLM.generate) so each prompt has its own seed.
             sps = [self._sampling_params(params, int(params.seed) + i) for i in range(len(prompts))]
