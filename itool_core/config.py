@@ -501,7 +501,8 @@ class ServeConfig:
 
     #: A running OpenAI-compatible server (``http://127.0.0.1:8000``); None = ``$ITOOL_ENGINE_URL``, else start one.
     url: str | None = None
-    #: What to start: "auto" (vLLM where CUDA and vllm are present, else llama.cpp), "llama.cpp" or "vllm".
+    #: What to start: "auto" (vLLM where installed: `make install` does on CPU too; else llama.cpp), "llama.cpp"
+    #: or "vllm".
     server: str = "auto"
     #: Sequences the server decodes together (llama.cpp ``-np``) = requests the engine keeps in flight.
     slots: int = 8

@@ -1,12 +1,16 @@
 """The engine contract: every backend passes the same suite (docs/design.md#layout-and-principles).
 
-``hf`` runs here on the tiny random model, and so does the served engine (``openai-llama.cpp``) against a REAL
-llama.cpp server on 127.0.0.1 serving the same tiny model written as GGUF (started by the fixture, stopped at
-teardown; seconds).  ``vllm`` (in-process) and ``openai-vllm`` (the served engine on ``vllm serve``) run the same
-tests on a GPU box (``make test-gpu``, i.e. ``-m gpu``), on the same tiny model saved to a folder:
-``openai-vllm`` starts ``vllm serve`` itself, or uses the server at ``$ITOOL_TEST_OPENAI_URL`` (which must serve
-that tiny model: ``python -c "from itool_core.models import *; save_policy(*tiny_model(), 'tiny')"`` then
-``vllm serve tiny --return-tokens-as-token-ids``; served name ``$ITOOL_TEST_OPENAI_MODEL``, default the server's
+In the default run, on the tiny random model: ``hf``; the served engine on a REAL llama.cpp server
+(``openai-llama.cpp``: the tiny model written as GGUF, started by the fixture, stopped at teardown; seconds); and
+the served engine on a REAL vLLM server (``openai-vllm``: vLLM's OpenAI-compatible server from the environment
+``make install`` makes, on the CPU here; one start per test session, ~1 min).  vLLM's CPU attention takes
+head_dim 32, 64, 80, 96, 112, 128, … but not the tiny model's 16, so vLLM serves ``tiny32``: the same
+architecture with head_dim 32 (the transformers engine on the same folder is what its greedy ids are
+checked against).  ``vllm`` (in-process) runs where vLLM imports in the test interpreter (a GPU box with
+``pip install .[vllm]``; ``-m gpu``).  ``$ITOOL_TEST_OPENAI_URL`` points ``openai-vllm`` at a running server
+instead (which must serve ``tiny32``: ``python -c "from itool_core.models import *; save_policy(*tiny_model(
+head_dim=32), 'tiny32')"`` then ``python -m vllm.entrypoints.openai.api_server --model tiny32
+--return-tokens-as-token-ids --dtype float32``; served name ``$ITOOL_TEST_OPENAI_MODEL``, default the server's
 first model).
 """
 
@@ -59,6 +63,38 @@ def llama_engine(tiny, tiny_folder, tmp_path_factory):
     eng.close()
 
 
+@pytest.fixture(scope="session")
+def tiny32():
+    """The tiny model with head_dim 32 (what vLLM's CPU attention accepts), as (model, tokenizer)."""
+    from itool_core.models import tiny_model
+
+    return tiny_model(seed=0, head_dim=32)
+
+
+@pytest.fixture(scope="session")
+def tiny32_folder(tiny32, tmp_path_factory):
+    model, tok = tiny32
+    folder = tmp_path_factory.mktemp("tiny32-model")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny32, tiny32_folder, tmp_path_factory):
+    """The served engine on a real vLLM server (tiny32, float32), for the whole session: one start (~1 min)."""
+    from itool_core.engines.serve import start_served_engine
+
+    tok = tiny32[1]
+    if OPENAI_URL:
+        eng = make_engine("openai", base_url=OPENAI_URL, tokenizer=tok, model=os.environ.get("ITOOL_TEST_OPENAI_MODEL"))
+    else:
+        serve = ServeConfig(server="vllm", slots=4, ctx_per_slot=1024)
+        eng = start_served_engine(tiny32_folder, serve, tokenizer=tok, log_dir=tmp_path_factory.mktemp("vllm-server"))
+    yield eng
+    eng.close()
+
+
 @pytest.fixture(
     scope="module",
     params=[
@@ -66,14 +102,8 @@ def llama_engine(tiny, tiny_folder, tmp_path_factory):
         "hf-shared-prefixes",
         "hf-prefix-cache",
         "openai-llama.cpp",
+        "openai-vllm",
         pytest.param("vllm", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")]),
-        pytest.param(
-            "openai-vllm",
-            marks=[
-                pytest.mark.gpu,
-                pytest.mark.skipif(not (HAS_VLLM or OPENAI_URL), reason="no vllm and no ITOOL_TEST_OPENAI_URL"),
-            ],
-        ),
     ],
 )
 def engine(request, tiny, tmp_path_factory):
@@ -90,20 +120,9 @@ def engine(request, tiny, tmp_path_factory):
         )
     if request.param == "openai-llama.cpp":
         return request.getfixturevalue("llama_engine")
-    folder = request.getfixturevalue("tiny_folder")
     if request.param == "openai-vllm":
-        from itool_core.engines.serve import start_served_engine
-
-        if OPENAI_URL:
-            eng = make_engine(
-                "openai", base_url=OPENAI_URL, tokenizer=tok, model=os.environ.get("ITOOL_TEST_OPENAI_MODEL")
-            )
-        else:
-            eng = start_served_engine(
-                folder, ServeConfig(server="vllm"), tokenizer=tok, log_dir=tmp_path_factory.mktemp("vllm-server")
-            )
-        request.addfinalizer(eng.close)
-        return eng
+        return request.getfixturevalue("vllm_engine")
+    folder = request.getfixturevalue("tiny32_folder")
     return make_engine("vllm", model=str(folder), gpu_memory_utilization=0.3, max_model_len=1024)
 
 
@@ -256,6 +275,24 @@ def test_served_greedy_equals_the_transformers_engine(tiny, llama_engine):
         assert a[0].logprobs == pytest.approx(b[0].logprobs, abs=TOL)
     cands = ["A", "B", " correct"]
     for x, y in zip(hf.next_token_logprobs(PROMPTS, cands), llama_engine.next_token_logprobs(PROMPTS, cands)):
+        assert x == pytest.approx(y, abs=TOL)
+
+
+def test_served_vllm_greedy_equals_the_transformers_engine(tiny32, vllm_engine):
+    # Same float32 weights on the same CPU: vLLM's kernels sum in another order than torch's, so log-probs agree
+    # to float noise and greedy ids are equal (the random tiny model has no near-ties on these prompts).
+    model, tok = tiny32
+    hf = make_engine("hf", model=model, tokenizer=tok, batch_size=4, progress=False)
+    p = GenerationParams(max_new_tokens=16)
+    for a, b in zip(hf.generate(PROMPTS, p), vllm_engine.generate(PROMPTS, p)):
+        assert a[0].token_ids == b[0].token_ids
+        assert a[0].text == b[0].text
+        assert a[0].logprobs == pytest.approx(b[0].logprobs, abs=TOL)
+    cands = ["A", "B", " correct"]
+    for x, y in zip(hf.next_token_logprobs(PROMPTS, cands), vllm_engine.next_token_logprobs(PROMPTS, cands)):
+        assert x == pytest.approx(y, abs=TOL)
+    conts = [c[0].token_ids for c in hf.generate(PROMPTS, GenerationParams(max_new_tokens=8, temperature=1.0))]
+    for x, y in zip(hf.score(PROMPTS, conts), vllm_engine.score(PROMPTS, conts)):
         assert x == pytest.approx(y, abs=TOL)
 
 

