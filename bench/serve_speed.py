@@ -1,4 +1,6 @@
-"""Served engine vs transformers engine: the same MCTS mining and the same evaluation, in one run.
+"""Every engine on the same work, in one run: transformers, llama-server, vLLM served (and vLLM in-process where
+vLLM imports in this interpreter: a GPU box with ``pip install .[vllm]``; on CPU vLLM lives in its own environment,
+engines/vllm_env.py, so only the served vLLM runs here).
 
 Rows (prints a table, writes JSON to bench/results/serve_speed.json):
 
@@ -8,12 +10,16 @@ Rows (prints a table, writes JSON to bench/results/serve_speed.json):
   trees/min and generated tokens/s (rollouts and continuations included);
 * ``eval`` per engine: ``itool_core.eval.evaluate`` on the same BFCL items (greedy): items/min.
 
-The transformers engine is built as mining builds it (``engines.policy_engine("hf", ...)``: shared-prefix
-prefill, cross-call prefix store); the served engine is ``engines.policy_engine("openai", ...)``: a real
-llama-server on 127.0.0.1 serving the same folder as GGUF (``--dtype``), started and stopped here.
+Summary: each engine's ratios to transformers (paired by repeat), each server's start-up seconds and its share of
+the bench's wall time, and the machine's decode roofline: measured read bandwidth (a large tensor summed) and
+matmul FLOP/s (both cores), giving tokens/s ≤ min(batch × bandwidth ÷ model bytes, FLOP/s ÷ 2·params) for the
+raw rows' batch; each engine's raw tokens/s as a share of it.  Goals (issue #32): mining tokens/s ≥ 2.5×
+transformers, ≥ 50 % of the roofline.  The summary keys of issue #23 (``served`` = llama-server) are kept.
 
-Goals (issue #23): served mining ≥ 3× the transformers engine's trees/min on CPU, and the served mining's
-generated tokens/s ≥ 70 % of the served raw decode tokens/s.
+The transformers engine is built as mining builds it (``engines.policy_engine("hf", ...)``: shared-prefix
+prefill, cross-call prefix store); the served engines are ``engines.policy_engine("openai", ...)`` with
+``serve.server`` = ``llama.cpp`` (the folder as GGUF, ``--dtype``) or ``vllm``, started and stopped here.
+Run it on an idle machine (timings under load say little):
 
     .venv/bin/python bench/serve_speed.py --trees 4 --simulations 2 --k 4 --eval-items 8
 """
@@ -21,6 +27,7 @@ generated tokens/s ≥ 70 % of the served raw decode tokens/s.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shlex
 import statistics
@@ -38,7 +45,7 @@ from mcts_speed import fresh_store, run, write_report  # noqa: E402
 from itool_core.calls import PromptStyle  # noqa: E402
 from itool_core.config import EvalConfig, ServeConfig  # noqa: E402
 from itool_core.data.loaders import load  # noqa: E402
-from itool_core.engines import GenerationParams, closing, policy_engine  # noqa: E402
+from itool_core.engines import GenerationParams, policy_engine  # noqa: E402
 from itool_core.eval.bfcl import stable_subset  # noqa: E402
 from itool_core.eval.runner import evaluate  # noqa: E402
 from itool_core.mcts.mine import build_items  # noqa: E402
@@ -80,6 +87,66 @@ def eval_row(engine, name: str, examples, out_dir: Path) -> dict:
     }
 
 
+def roofline(folder: Path, batch: int, threads: int) -> dict:
+    """This machine's decode ceiling for the model at ``batch`` sequences: memory-bound (each step reads every
+    weight once for the whole batch) or compute-bound (2 FLOP per parameter per token), whichever is lower."""
+    from safetensors import safe_open
+
+    params = 0
+    model_bytes = 0
+    for f in folder.glob("*.safetensors"):
+        with safe_open(str(f), "pt") as st:
+            for k in st.keys():
+                t = st.get_slice(k)
+                n = 1
+                for d in t.get_shape():
+                    n *= d
+                params += n
+                model_bytes += n * {"F32": 4, "BF16": 2, "F16": 2}.get(t.get_dtype(), 4)
+    torch.set_num_threads(threads)
+    buf = torch.ones(256 * 2**20 // 4)  # 256 MiB: far beyond the caches
+    buf.sum()
+    reps, t0 = 5, time.perf_counter()
+    for _ in range(reps):
+        buf.sum()
+    bandwidth = reps * buf.numel() * 4 / (time.perf_counter() - t0)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    flops = reps * 2 * 2048**3 / (time.perf_counter() - t0)
+    memory_bound = batch * bandwidth / model_bytes
+    compute_bound = flops / (2 * params)
+    return {
+        "model_bytes": model_bytes,
+        "params": params,
+        "read_bandwidth_GBps": bandwidth / 1e9,
+        "matmul_GFLOPps_f32": flops / 1e9,
+        "batch": batch,
+        "tokens_per_s": min(memory_bound, compute_bound),
+        "bound": "memory" if memory_bound < compute_bound else "compute",
+    }
+
+
+def start_engine(name: str, folder: str, args: argparse.Namespace, log_dir: Path):
+    """(engine, start-up seconds) for one of the bench's engine names."""
+    t0 = time.perf_counter()
+    if name == "transformers":
+        eng = policy_engine("hf", folder, num_threads=args.threads)
+    elif name == "llama.cpp":
+        serve = ServeConfig(server="llama.cpp", slots=args.slots, gguf_dtype=args.dtype)
+        eng = policy_engine("openai", folder, num_threads=args.threads, serve=serve, log_dir=log_dir / "llama")
+    elif name == "vllm":
+        serve = ServeConfig(server="vllm", slots=args.slots, ctx_per_slot=args.ctx, startup_timeout=900.0)
+        eng = policy_engine("openai", folder, serve=serve, log_dir=log_dir / "vllm")
+    elif name == "vllm-inprocess":
+        eng = policy_engine("vllm", folder)
+    else:
+        raise SystemExit(f"--engines: unknown engine {name!r} (transformers, llama.cpp, vllm, vllm-inprocess)")
+    return eng, time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -92,7 +159,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--slots", type=int, default=16, help="llama-server parallel slots (= request concurrency)")
     ap.add_argument("--dtype", default="f32", choices=("f32", "f16", "q8_0"), help="GGUF precision of the served model")
-    ap.add_argument("--skip-hf", action="store_true", help="served engine only (no ratios)")
+    ap.add_argument(
+        "--engines",
+        default="transformers,llama.cpp,vllm",
+        help="comma-separated: transformers, llama.cpp, vllm (served), vllm-inprocess (where vllm imports here)",
+    )
+    ap.add_argument("--ctx", type=int, default=2048, help="vLLM: context tokens per sequence")
     ap.add_argument("--repeats", type=int, default=3, help="rounds of raw / mining / eval per engine (spread)")
     ap.add_argument("--out", default="bench/results/serve_speed.json")
     args = ap.parse_args()
@@ -109,27 +181,34 @@ def main() -> None:
 
     rows: list[dict] = []
     t_start = time.perf_counter()
-    t0 = time.perf_counter()
-    serve = ServeConfig(server="llama.cpp", slots=args.slots, gguf_dtype=args.dtype)
-    with closing(
-        policy_engine("openai", folder, num_threads=args.threads, serve=serve, log_dir=tmp / "server")
-    ) as served:
-        startup = time.perf_counter() - t0
-        engines = {"served": served}
-        if not args.skip_hf:
-            engines["transformers"] = policy_engine("hf", folder, num_threads=args.threads)
-        items = build_items(examples, served.tokenizer, style)
+    names = [n.strip() for n in args.engines.split(",") if n.strip()]
+    if "vllm-inprocess" in names and importlib.util.find_spec("vllm") is None:
+        print("vllm-inprocess: vllm does not import in this interpreter (on CPU it has its own environment): skipped")
+        names.remove("vllm-inprocess")
+    engines: dict = {}
+    startup: dict[str, float] = {}
+    try:
+        for name in names:
+            engines[name], startup[name] = start_engine(name, folder, args, tmp)
+            print(f"{name}: started in {startup[name]:.1f} s", flush=True)
+        items = build_items(examples, engines[names[0]].tokenizer, style)
         for rep in range(args.repeats):
-            # alternate the order so neither engine always runs on a warmer (or more loaded) machine
-            for name in list(engines)[:: 1 if rep % 2 == 0 else -1]:
+            # rotate the order so no engine always runs on a warmer (or more loaded) machine
+            for name in names[rep % len(names) :] + names[: rep % len(names)]:
                 eng = engines[name]
                 rows.append({**raw_row(eng, name, items, args.k, args.step_tokens), "repeat": rep})
                 requests0 = getattr(eng, "requests", 0)
                 r = run("lockstep", eng, examples, cfg, pcfg, style)
-                extra = {"http_requests": eng.requests - requests0} if name == "served" else {}
+                extra = {"http_requests": eng.requests - requests0} if hasattr(eng, "requests") else {}
                 rows.append({"engine": name, **r, **extra, "mode": "mining", "repeat": rep})
                 if eval_examples:
                     rows.append({**eval_row(eng, name, eval_examples, tmp / f"r{rep}"), "repeat": rep})
+    finally:
+        for eng in engines.values():
+            close = getattr(eng, "close", None)
+            if callable(close):
+                close()
+    wall = time.perf_counter() - t_start
 
     def values(engine: str, mode: str, key: str) -> list[float]:
         return [r[key] for r in rows if r["engine"] == engine and r["mode"] == mode]
@@ -137,24 +216,39 @@ def main() -> None:
     def spread(xs: list[float]) -> dict:
         return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n_repeats": len(xs)}
 
-    def ratio(mode: str, key: str, a: str = "served", b: str = "transformers") -> dict:
-        # paired by repeat: the two engines ran back to back on the same trees / items
+    def ratio(mode: str, key: str, a: str, b: str = "transformers") -> dict:
+        # paired by repeat: the engines ran back to back on the same trees / items
         return spread([x / y for x, y in zip(values(a, mode, key), values(b, mode, key))])
 
-    served_raw = values("served", "raw", "generated_tokens_per_s")
-    served_mine = values("served", "mining", "generated_tokens_per_s")
+    roof = roofline(Path(folder), len(examples) * args.k, args.threads)
     summary: dict = {
-        "server_startup_seconds_incl_gguf": startup,
-        "served_mining_vs_served_raw_tokens_per_s": spread([m / r for m, r in zip(served_mine, served_raw)]),
+        "startup_seconds": startup,
+        "startup_share_of_wall": {n: s / wall for n, s in startup.items()},
+        "roofline": roof,
+        "raw_share_of_roofline": {
+            n: spread([v / roof["tokens_per_s"] for v in values(n, "raw", "generated_tokens_per_s")]) for n in names
+        },
+        "ratios_to_transformers": {},
     }
-    if not args.skip_hf:
-        summary["mining_trees_per_min_ratio"] = ratio("mining", "trees_per_min")
-        summary["mining_tokens_per_s_ratio"] = ratio("mining", "generated_tokens_per_s")
-        summary["raw_tokens_per_s_ratio"] = ratio("raw", "generated_tokens_per_s")
-        if eval_examples:
-            summary["eval_items_per_min_ratio"] = ratio("eval", "items_per_min")
+    if "transformers" in names:
+        for n in names:
+            if n == "transformers":
+                continue
+            summary["ratios_to_transformers"][n] = {
+                "mining_trees_per_min": ratio("mining", "trees_per_min", n),
+                "mining_tokens_per_s": ratio("mining", "generated_tokens_per_s", n),
+                "raw_tokens_per_s": ratio("raw", "generated_tokens_per_s", n),
+                **({"eval_items_per_min": ratio("eval", "items_per_min", n)} if eval_examples else {}),
+            }
+    if "llama.cpp" in names:  # issue #23's keys (served = llama-server), read by bench/results_page.py
+        served_raw = values("llama.cpp", "raw", "generated_tokens_per_s")
+        served_mine = values("llama.cpp", "mining", "generated_tokens_per_s")
+        summary["server_startup_seconds_incl_gguf"] = startup["llama.cpp"]
+        summary["served_mining_vs_served_raw_tokens_per_s"] = spread([m / r for m, r in zip(served_mine, served_raw)])
+        for key, val in summary["ratios_to_transformers"].get("llama.cpp", {}).items():
+            summary[f"{key}_ratio"] = val
     print(
-        f"\nServed vs transformers — model {args.model}, {args.trees} trees × {args.simulations} simulations, "
+        f"\nEngines {', '.join(names)} — model {args.model}, {args.trees} trees × {args.simulations} simulations, "
         f"k={args.k}, {args.step_tokens} tokens/step, {args.threads} threads, {args.slots} slots, GGUF {args.dtype}"
     )
     print(f"{'engine':<14}{'mode':<8}{'seconds':>9}{'trees/min':>11}{'items/min':>11}{'gen tok':>9}{'gen tok/s':>11}")
@@ -165,7 +259,11 @@ def main() -> None:
             f"{r.get('items_per_min', nan):>11.2f}{r.get('generated_tokens', 0):>9}"
             f"{r.get('generated_tokens_per_s', nan):>11.1f}"
         )
-    print(f"total {time.perf_counter() - t_start:.0f} s")
+    print(f"total {wall:.0f} s; start-up {', '.join(f'{n} {v:.0f} s' for n, v in startup.items())}")
+    print(
+        f"roofline: {roof['tokens_per_s']:.1f} tokens/s at batch {roof['batch']} ({roof['bound']}-bound; "
+        f"{roof['read_bandwidth_GBps']:.1f} GB/s read, {roof['matmul_GFLOPps_f32']:.0f} GFLOP/s f32)"
+    )
     write_report(
         args,
         rows,
