@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import shared_vllm
 from .llama_cpp import LlamaServer, ServerProcess, free_port, gguf_for
 from .vllm_env import cpu_server_env, folder_dtype, has_nvidia_gpu, vllm_python
 
@@ -47,6 +48,8 @@ __all__ = ["served_engine", "start_served_engine", "llama_server", "VLLMServer",
 
 #: Environment variable naming a running server to use instead of starting one.
 ENGINE_URL_ENV = "ITOOL_ENGINE_URL"
+#: "0": every stage starts (and stops) its own vLLM server instead of sharing one per process (shared_vllm.py).
+SHARED_VLLM_ENV = "ITOOL_VLLM_SHARED"
 
 
 class VLLMServer(ServerProcess):
@@ -171,7 +174,8 @@ def start_served_engine(
     sequences = the engine's request concurrency), ctx_per_slot, gguf_dtype, timeouts, retries.  ``adapter``: a
     LoRA folder on top of ``model_path`` (vLLM only; merge it first for llama.cpp).  ``threads``: llama.cpp's CPU
     threads.  ``engine_kwargs`` go to :class:`~itool_core.engines.openai.OpenAIEngine`.  The returned engine's
-    ``close()`` stops the server it started.
+    ``close()`` stops the server it started — except a vLLM server without an adapter, which stays up for the
+    next stage of the run, which loads its policy into it (:mod:`.shared_vllm`; ``$ITOOL_VLLM_SHARED=0``: off).
     """
     from ..config import ServeConfig
     from ..models import resolve
@@ -198,39 +202,56 @@ def start_served_engine(
                 "installs it once into its own environment (~3.5 GB, cached outside the clone)"
             )
         dtype, platform_args, env = _vllm_platform(folder, cfg)
-        proc: ServerProcess = VLLMServer(
-            folder,
-            adapter=adapter,
-            max_model_len=cfg.ctx_per_slot,
-            extra_args=("--max-num-seqs", str(cfg.slots), *platform_args),
-            log_path=logs / "vllm.log" if logs else None,
-            startup_timeout=cfg.startup_timeout,
-            python=python,
-            dtype=dtype,
-            env=env,
-        )
+        shared = adapter is None and os.environ.get(SHARED_VLLM_ENV, "1") != "0"
+
+        def vllm_server() -> VLLMServer:
+            return VLLMServer(
+                folder,
+                adapter=adapter,
+                max_model_len=cfg.ctx_per_slot,
+                extra_args=("--max-num-seqs", str(cfg.slots), *platform_args),
+                log_path=logs / "vllm.log" if logs else None,
+                startup_timeout=cfg.startup_timeout,
+                python=python,
+                dtype=dtype,
+                env={**(env or {}), **(shared_vllm.DEV_MODE_ENV if shared else {})},
+            )
+
+        if shared:
+            # one server per run: a later stage loads its policy into the server an earlier stage started
+            settings = repr((python, dtype, cfg.slots, cfg.ctx_per_slot, platform_args, sorted((env or {}).items())))
+            proc, stop = shared_vllm.acquire(folder, settings, lambda: vllm_server().start(), cfg.startup_timeout)
+            if logs and Path(proc.log_path).parent != logs:
+                logs.mkdir(parents=True, exist_ok=True)
+                (logs / "vllm-shared.txt").write_text(f"{proc.base_url} serving {folder}; log {proc.log_path}\n")
+        else:
+            proc = vllm_server()
+            proc.start()
+            stop = proc.stop
     else:
         if adapter is not None:
             raise ValueError(
                 "the llama.cpp server serves merged folders: merge the adapter first (models.merge_adapter)"
             )
         proc = llama_server(folder, cfg, threads=threads, log_path=logs / "llama-server.log" if logs else None)
-    proc.start()
+        proc.start()
+        stop = proc.stop
     try:
         engine = OpenAIEngine(
             None,
             tokenizer,
             base_url=proc.base_url,
             server_kind="llama.cpp" if kind == "llama.cpp" else "vllm",
-            on_close=proc.stop,
+            on_close=stop,
             **engine_kwargs,
         )
     except BaseException:
-        proc.stop()
+        stop()
         raise
     engine.server = proc
-    # a forgotten close() must not leave a server running after the process: stop it at collection / exit
-    weakref.finalize(engine, proc.stop)
+    # a forgotten close() must not leave a server running after the process: stop (or release) it at
+    # collection / exit
+    weakref.finalize(engine, stop)
     return engine
 
 
