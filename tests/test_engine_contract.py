@@ -296,6 +296,34 @@ def test_served_vllm_greedy_equals_the_transformers_engine(tiny32, vllm_engine):
         assert x == pytest.approx(y, abs=TOL)
 
 
+def test_a_policy_loaded_into_the_running_vllm_server_is_served_exactly(tiny32, tiny32_folder, vllm_engine, tmp_path):
+    # One vLLM server per run (engines/shared_vllm.py): a new policy's weights are loaded in place.  The pipeline's
+    # LoRA leaves the (tied) embedding alone, so the other policy here shares tiny32's embedding.
+    from itool_core.engines import shared_vllm
+    from itool_core.models import save_policy, tiny_model
+
+    if vllm_engine.server is None:
+        pytest.skip("a server given by URL: nothing to load weights into")
+    model, tok = tiny32
+    other, _ = tiny_model(seed=5, head_dim=32)
+    with torch.no_grad():
+        other.model.embed_tokens.weight.copy_(model.model.embed_tokens.weight)
+    folder = save_policy(other, tok, tmp_path / "other")
+    hf = make_engine("hf", model=other, tokenizer=tok, batch_size=4, progress=False)
+    p = GenerationParams(max_new_tokens=12)
+    before = vllm_engine.generate(PROMPTS, p)
+    try:
+        shared_vllm._reload(vllm_engine.server, str(folder), 300)
+        served = vllm_engine.generate(PROMPTS, p)
+        assert [c[0].token_ids for c in served] != [c[0].token_ids for c in before]  # the weights did change
+        for a, b in zip(hf.generate(PROMPTS, p), served):
+            assert a[0].token_ids == b[0].token_ids
+            assert a[0].logprobs == pytest.approx(b[0].logprobs, abs=TOL)
+    finally:
+        shared_vllm._reload(vllm_engine.server, str(tiny32_folder), 300)
+    assert [c[0].token_ids for c in vllm_engine.generate(PROMPTS, p)] == [c[0].token_ids for c in before]
+
+
 def test_served_scores_tokens_that_end_inside_a_character(tmp_path):
     # llama.cpp records no probability for a token that ends inside a UTF-8 character, and after emoji the real
     # model's own greedy token is such a token too: the served engine must still return exact log-probs.

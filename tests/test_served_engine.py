@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -332,3 +333,69 @@ def test_prompts_sharing_a_long_prefix_run_on_one_slot(fake):
     assert len(siblings) == 3 and "id_slot" not in siblings[0] and [b.get("id_slot") for b in siblings[1:]] == [3, 3]
     assert "id_slot" not in next(b for b in script.bodies if len(b["prompt"]) <= 20)
     assert _prefix_groups([[1] * 40 + [2], [5, 6], [1] * 40 + [3]]) == [[0, 2], [1]]
+
+
+def test_one_vllm_server_per_run_is_reused_only_where_it_can_serve_the_policy(tmp_path, monkeypatch):
+    # engines/shared_vllm.py without vLLM: which folders share a server, when weights are reloaded, when a new
+    # server starts (the real reload is in tests/test_engine_contract.py)
+    import torch
+
+    from itool_core.engines import shared_vllm
+    from itool_core.models import save_policy, tiny_model
+
+    a, tok = tiny_model(seed=0)
+    b, _ = tiny_model(seed=1)
+    with torch.no_grad():
+        b.model.embed_tokens.weight.copy_(a.model.embed_tokens.weight)
+    c, _ = tiny_model(seed=1)
+    wide, _ = tiny_model(seed=0, head_dim=32)
+    fa, fb, fc, fw = (str(save_policy(m, tok, tmp_path / n)) for m, n in ((a, "a"), (b, "b"), (c, "c"), (wide, "w")))
+    sig = shared_vllm.policy_signature
+    assert sig(fa) == sig(fb)  # same architecture, tokenizer and (tied) embedding: one server can serve both
+    assert sig(fa) != sig(fc)  # another embedding: vLLM would keep the old tied head
+    assert sig(fa) != sig(fw)  # another architecture
+
+    class Server:
+        def __init__(self):
+            self.running, self.base_url = True, f"http://127.0.0.1:{len(started)}"
+
+        def stop(self):
+            self.running = False
+
+    started: list[Server] = []
+    reloads: list[tuple[str, str]] = []
+    monkeypatch.setattr(shared_vllm, "_reload", lambda srv, folder, timeout: reloads.append((srv.base_url, folder)))
+
+    def start():
+        started.append(Server())
+        return started[-1]
+
+    try:
+        s1, release1 = shared_vllm.acquire(fa, "k", start)
+        s2, release2 = shared_vllm.acquire(fa, "k", start)  # same policy at once (mining shards): shared
+        assert s1 is s2 and len(started) == 1 and not reloads
+        s3, release3 = shared_vllm.acquire(fb, "k", start)  # another policy while the first is in use: a new one
+        assert s3 is not s1 and len(started) == 2
+        release1(), release2(), release2()  # releasing twice counts once
+        s4, release4 = shared_vllm.acquire(str(tmp_path / "b" / ".." / "a"), "k", start)  # a's server, a again
+        assert s4 is s1 and not reloads
+        release4(), release3()
+        s5, release5 = shared_vllm.acquire(fb, "k", start)  # b is served already by s3
+        assert s5 is s3 and not reloads
+        release5()
+        s6, release6 = shared_vllm.acquire(fa, "k", start)
+        s7, _ = shared_vllm.acquire(fb, "k", start)  # s1 holds a; s3 free: b stays on s3
+        assert (s6, s7) == (s1, s3) and not reloads
+        release6()
+        # a third policy of the same signature: loaded into a free server instead of starting one
+        d, _ = tiny_model(seed=2)
+        with torch.no_grad():
+            d.model.embed_tokens.weight.copy_(a.model.embed_tokens.weight)
+        fd = str(save_policy(d, tok, tmp_path / "d"))
+        s8, _ = shared_vllm.acquire(fd, "k", start)
+        assert s8 is s1 and reloads == [(s1.base_url, str(Path(fd).resolve()))] and len(started) == 2
+        s9, _ = shared_vllm.acquire(fc, "k", start)  # another embedding: never reloaded, a server of its own
+        assert len(started) == 3 and s9 is started[-1]
+    finally:
+        shared_vllm.stop_shared_servers()
+    assert not any(s.running for s in started)
