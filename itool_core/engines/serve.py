@@ -125,12 +125,13 @@ def _vllm_platform(folder: str, cfg: Any) -> tuple[str, tuple[str, ...], dict[st
 
     The folder's own dtype (vLLM's ``auto`` would serve a float32 checkpoint in half precision on CPU, and
     greedy ids would then differ from the transformers engine's).  On CPU (no NVIDIA GPU): the CPU backend's
-    settings (:func:`.vllm_env.cpu_server_env`) and ``--enforce-eager``: torch.compile added 30–70 s to every
-    start here and its compile cache did not load on the next one."""
+    settings (:func:`.vllm_env.cpu_server_env`) and ``--enforce-eager`` (``$ITOOL_VLLM_EAGER=0``: compiled):
+    torch.compile added 30–70 s to every start here and its compile cache did not load on the next one."""
     dtype = folder_dtype(folder)
     if has_nvidia_gpu():
         return dtype, (), None
-    return dtype, ("--enforce-eager",), cpu_server_env(folder, cfg.slots, cfg.ctx_per_slot, dtype)
+    eager = ("--enforce-eager",) if os.environ.get("ITOOL_VLLM_EAGER", "1") != "0" else ()
+    return dtype, eager, cpu_server_env(folder, cfg.slots, cfg.ctx_per_slot, dtype)
 
 
 def llama_server(
