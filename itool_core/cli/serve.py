@@ -43,7 +43,10 @@ def _cmd_which(args: argparse.Namespace) -> int:
     from ..engines.llama_cpp import llama_server_binary
     from ..engines.vllm_env import vllm_python
 
-    print(f"llama.cpp: {llama_server_binary()}")
+    try:
+        print(f"llama.cpp: {llama_server_binary()}")
+    except FileNotFoundError as e:
+        print(f"llama.cpp: not built ({e})")
     print(f"vllm: {vllm_python() or 'not installed (itool serve build --server vllm)'}")
     return 0
 
