@@ -26,7 +26,8 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +77,11 @@ class _Entry:
     server: Any  # a started VLLMServer
     folder: str
     users: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _pool: dict[str, list[_Entry]] = {}
 _pool_lock = threading.Lock()
+_decide_lock = threading.Lock()
 
 
 def _reload(server: Any, folder: str, timeout: float) -> None:
@@ -106,29 +107,30 @@ def acquire(folder: str, settings: str, start: Callable[[], Any], timeout: float
     ``start``: starts a new server (with :data:`DEV_MODE_ENV` in its environment) when none can be reused."""
     folder = str(Path(folder).resolve())
     key = settings + "|" + policy_signature(folder)
-    with _pool_lock:
-        entries = _pool.setdefault(key, [])
-        chosen = next((e for e in entries if e.folder == folder and e.server.running), None)
-        if chosen is None:
-            chosen = next((e for e in entries if e.users == 0 and e.server.running), None)
-        if chosen is not None:
-            chosen.users += 1
-    if chosen is not None:
-        with chosen.lock:
-            if chosen.folder != folder:
-                log.info("loading %s into the running vLLM server %s", folder, chosen.server.base_url)
-                try:
-                    _reload(chosen.server, folder, timeout)
-                except BaseException:
-                    with _pool_lock:
-                        chosen.users -= 1
-                    raise
-                chosen.folder = folder
-    else:
-        server = start()
-        chosen = _Entry(server=server, folder=folder, users=1)
+    # one decision at a time: two mining shards of one policy must not both start a server
+    with _decide_lock:
         with _pool_lock:
-            _pool.setdefault(key, []).append(chosen)
+            entries = _pool.setdefault(key, [])
+            chosen = next((e for e in entries if e.folder == folder and e.server.running), None)
+            if chosen is None:
+                chosen = next((e for e in entries if e.users == 0 and e.server.running), None)
+            if chosen is not None:
+                chosen.users += 1
+        if chosen is not None and chosen.folder != folder:
+            log.info("loading %s into the running vLLM server %s", folder, chosen.server.base_url)
+            try:
+                _reload(chosen.server, folder, timeout)
+            except BaseException:
+                with _pool_lock:
+                    chosen.users -= 1
+                raise
+            chosen.folder = folder
+        if chosen is None:
+            # started from a thread that lives as long as the process: the server's parent-death signal
+            # (ServerProcess) fires when the *thread* that spawned it ends, and stages run on worker threads
+            chosen = _Entry(server=_starter().submit(start).result(), folder=folder, users=1)
+            with _pool_lock:
+                _pool.setdefault(key, []).append(chosen)
     entry = chosen
     released = threading.Event()
 
@@ -140,6 +142,17 @@ def acquire(folder: str, settings: str, start: Callable[[], Any], timeout: float
             entry.users -= 1
 
     return entry.server, release
+
+
+_executor: ThreadPoolExecutor | None = None
+
+
+def _starter() -> ThreadPoolExecutor:
+    global _executor
+    with _pool_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shared-vllm")
+        return _executor
 
 
 def stop_shared_servers() -> None:
