@@ -193,10 +193,12 @@ def write_report(args, rows: list[dict], summary: dict, **extra) -> None:
     from itool_core.artifacts import atomic_write_text
 
     for k, v in summary.items():
-        if isinstance(v, dict):  # a spread over repeats
+        if isinstance(v, dict) and "median" in v:  # a spread over repeats
             print(f"{k}: {v['median']:.2f} (min {v['min']:.2f}, max {v['max']:.2f}, {v['n_repeats']} repeats)")
-        else:
+        elif isinstance(v, (int, float)):
             print(f"{k}: {v:.2f}")
+        else:  # a nested table (per engine): as JSON
+            print(f"{k}: {json.dumps(v, default=str)}")
     print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
     out = {
         "date": date.today().isoformat(),

@@ -111,6 +111,42 @@ def serve_section(run: dict) -> str:
     return "\n".join(lines)
 
 
+def engines_section(run: dict) -> str:
+    """``bench/results/serve_speed.json`` of issue #32's bench: every engine on the same work, the roofline."""
+    a, s = run["args"], run["summary"]
+    roof, ratios = s["roofline"], s.get("ratios_to_transformers", {})
+
+    def cell(d: dict | None) -> str:
+        return _spread(d) if d else "–"
+
+    lines = [
+        "## Every engine on the same work",
+        "",
+        f"Command: `{run['command']}` · date {run['date']} · {run['machine']}, {run['cores']} cores · "
+        f"load average at the end {run['load_average_end'][0]:.1f}.",
+        "",
+        f"{run['n_trees']} BFCL simple_python trees × {a['simulations']} simulations, k = {a['k']}, seed 0, "
+        f"{run['n_eval_items']} evaluation items, {a['threads']} threads, {a['slots']} slots. Decode roofline at "
+        f"batch {roof['batch']}: {roof['tokens_per_s']:.1f} tokens/s ({roof['bound']}-bound: "
+        f"{roof['read_bandwidth_GBps']:.1f} GB/s read, {roof['matmul_GFLOPps_f32']:.0f} GFLOP/s f32 matmul, "
+        f"{roof['model_bytes'] / 1e9:.2f} GB of weights). Goals (issue #32): mining tokens/s ≥ 2.5× transformers, "
+        "≥ 50 % of the roofline.",
+        "",
+        "| engine | start-up s (share of the bench) | raw tok/s ÷ roofline | mining tok/s ÷ transformers "
+        "| mining trees/min ÷ transformers | raw tok/s ÷ transformers | eval items/min ÷ transformers |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, secs in s["startup_seconds"].items():
+        r = ratios.get(name, {})
+        lines.append(
+            f"| {name} | {secs:.0f} ({100 * s['startup_share_of_wall'][name]:.0f} %) "
+            f"| {cell(s['raw_share_of_roofline'].get(name))} | {cell(r.get('mining_tokens_per_s'))} "
+            f"| {cell(r.get('mining_trees_per_min'))} | {cell(r.get('raw_tokens_per_s'))} "
+            f"| {cell(r.get('eval_items_per_min'))} |"
+        )
+    return "\n".join(lines)
+
+
 def render() -> str:
     runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("run_*.json"))]
     order = {"demo": 0, "quick": 1, "paper": 2}
@@ -129,7 +165,11 @@ def render() -> str:
     parts += [run_section(r) + "\n" for r in runs]
     serve = RESULTS / "serve_speed.json"
     if serve.is_file():
-        parts.append(serve_section(json.loads(serve.read_text())) + "\n")
+        served = json.loads(serve.read_text())
+        if "ratios_to_transformers" in served["summary"]:
+            parts.append(engines_section(served) + "\n")
+        if "mining_trees_per_min_ratio" in served["summary"]:  # llama-server against transformers (issue #23)
+            parts.append(serve_section(served) + "\n")
     return "\n".join(parts).rstrip() + "\n"
 
 
