@@ -8,7 +8,7 @@ base_url=..., tokenizer=...)`` the served engine on a running OpenAI-compatible 
 
 Every engine class also has ``build(model, *, tokenizer, adapter, batch_size, num_threads, reuse_prefixes,
 progress, serve)``: the options the pipeline passes to any engine, which each maps onto its own knobs.  For the
-served engine ``build`` starts a server for the model folder (llama.cpp on CPU, ``vllm serve`` on GPU) or
+served engine ``build`` starts a server for the model folder (vLLM where installed, else llama.cpp) or
 connects to ``serve.url`` / ``$ITOOL_ENGINE_URL`` (:mod:`.serve`), and the engine's ``close()`` stops what it
 started: the generating stages use ``with closing(policy_engine(...)) as engine:`` (:func:`closing` works for
 every engine).  Adding an engine = a module with such a class, one ``ENGINES.register`` line, and the contract

@@ -1,15 +1,16 @@
 """The served engine: the engine protocol over an OpenAI-compatible completions server (vLLM on GPU, llama.cpp on CPU).
 
-One client for the two servers a user runs: ``vllm serve`` (GPU, the paper profile; the docker-compose
-``vllm`` service) and llama.cpp's native ``llama-server`` (CPU; started by :mod:`itool_core.engines.serve`).
-The search, the evaluation and the self-evaluation see it through the same three calls as the in-process
-engines (:mod:`itool_core.engines.base`) and it passes the same contract suite
-(``tests/test_engine_contract.py``, against a real llama-server in the default run, against ``vllm serve``
-with ``make test-gpu``).
+One client for the two servers a user runs: vLLM's OpenAI-compatible server (GPU, the paper profile, the
+docker-compose ``vllm`` services; on CPU from vLLM's own environment) and llama.cpp's native ``llama-server``
+(CPU); both are started by :mod:`itool_core.engines.serve`.  The search, the evaluation and the
+self-evaluation see it through the same three calls as the in-process engines (:mod:`itool_core.engines.base`)
+and it passes the same contract suite (``tests/test_engine_contract.py``, against a real llama-server and a
+real vLLM server in the default run).
 
 Wire format, per server (detected from ``GET /v1/models`` → ``owned_by``; or pass ``server_kind``):
 
-* **vLLM** — ``POST /v1/completions`` with token-id prompts, ``n``, ``seed`` (+ prompt index), ``stop``,
+* **vLLM** — ``POST /v1/completions`` with token-id prompts, ``n`` (greedy: 1, copied ``n`` times — vLLM 0.32
+  rejects ``n > 1`` with greedy sampling), ``seed`` (+ prompt index), ``stop``,
   ``include_stop_str_in_output``, ``logprobs=1`` and ``return_tokens_as_token_ids`` (token ids come back as
   ``"token_id:123"``, so no re-tokenisation).  ``score`` uses vLLM's ``prompt_logprobs``; ``next_token_logprobs``
   the top ``top_logprobs`` of one greedy token, and ``prompt_logprobs`` for a candidate outside them.
