@@ -814,9 +814,9 @@ def validate_paths(cfg: RunConfig) -> RunConfig:
     """
 
     def embedded() -> tuple[str, ...]:
-        from .models import _EMBEDDED  # the names live with the loader (imports torch: only when needed)
+        from .registry import EMBEDDED_MODELS
 
-        return tuple(sorted(_EMBEDDED))
+        return tuple(sorted(EMBEDDED_MODELS))
 
     _check_source("model", cfg.model, want_dir=True, also=embedded)
     if cfg.data != "default":

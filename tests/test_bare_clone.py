@@ -66,8 +66,8 @@ def _run(repo: Path, env: dict, *args: str, timeout: int = 900) -> subprocess.Co
 def test_default_data_comes_from_inside_the_clone(bare_clone):
     repo, env = bare_clone
     code = (
-        "import json; from itool_core.data.apibank import default_apibank_dir, load_apibank; "
-        "d = default_apibank_dir(); rows = load_apibank(level='all'); "
+        "import json; from itool_core.data.apibank import default_apibank_dir, load_source; "
+        "d = default_apibank_dir(); rows = load_source(level='all'); "
         "print(json.dumps({'dir': str(d), 'rows': len(rows)}))"
     )
     out = json.loads(_run(repo, env, "-c", code).stdout.strip().splitlines()[-1])
@@ -85,7 +85,7 @@ def test_a_tiny_flow_runs_from_the_bare_clone(bare_clone, tmp_path):
         "profile": "quick",
         "model": str(tiny),
         "data": "default",
-        "sft": {"max_steps_per_stage": 1, "per_device_batch_size": 2, "max_length": 512},
+        "sft": {"max_steps_per_stage": 1, "per_device_batch_size": 2},
         "evaluation": {"categories": ["simple_python", "apibank_level1"], "max_new_tokens": 4, "base": False},
     }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))

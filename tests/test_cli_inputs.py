@@ -11,9 +11,11 @@ import pytest
 
 from itool_core.artifacts import write_table
 from itool_core.cli import main
+from itool_core.data.replay import REPLAY_BUFFER
 from itool_core.schemas import EXAMPLES
 
 HUB_ID = "no-such-org/no-such-model-xyz"
+M = "smollm2-135m-instruct"  # the embedded model: a valid --model
 
 
 @pytest.fixture
@@ -27,9 +29,17 @@ def files(tmp_path, monkeypatch):
     text.write_text("not parquet\n")
     examples = tmp_path / "examples.parquet"
     write_table([], examples, EXAMPLES)
+    buffer = tmp_path / "buffer.parquet"
+    write_table([], buffer, REPLAY_BUFFER)
     empty = tmp_path / "empty_folder"
     empty.mkdir()
-    return {"text": str(text), "examples": str(examples), "folder": str(empty), "missing": str(tmp_path / "nope")}
+    return {
+        "buffer": str(buffer),
+        "text": str(text),
+        "examples": str(examples),
+        "folder": str(empty),
+        "missing": str(tmp_path / "nope"),
+    }
 
 
 def _fails_with_one_line(capsys, argv: list[str], *must: str) -> str:
@@ -52,19 +62,21 @@ CASES = [
     (["eval", "--apibank-dir", "{missing}"], ["--apibank-dir", "{missing}"]),
     (["eval", "--engine", "openai", "--engine-url", "localhost:8000"], ["--engine-url", "localhost:8000"]),
     # itool mine
-    (["mine", "{missing}", "-o", "{folder}/p.parquet"], ["buffer", "{missing}", "no such file"]),
-    (["mine", "{text}", "-o", "{folder}/p.parquet"], ["buffer", "{text}", "not a Parquet file"]),
-    (["mine", "{examples}", "-o", "{folder}/p.parquet"], ["buffer", "{examples}", "schema tag"]),
+    (["mine", "--buffer", "{missing}", "--model", M, "-o", "{folder}/p.parquet"], ["--buffer", "{missing}", "no such"]),
+    (["mine", "--buffer", "{text}", "--model", M, "-o", "{folder}/p.parquet"], ["--buffer", "not a Parquet file"]),
+    (["mine", "--buffer", "{examples}", "--model", M, "-o", "{folder}/p.parquet"], ["--buffer", "schema tag"]),
+    (["mine", "--buffer", "{buffer}", "--model", HUB_ID, "-o", "{folder}/p.parquet"], ["--model", HUB_ID]),
+    (["mine", "--buffer", "{buffer}", "--model", M, "-o", "{text}/p.parquet"], ["{text}", "is a file"]),
     # itool buffer
-    (["buffer", "refresh", "{missing}", "--model", "{missing}", "-o", "b.parquet"], ["pool", "{missing}"]),
-    (["buffer", "refresh", "{examples}", "--model", HUB_ID, "-o", "b.parquet"], ["--model", HUB_ID]),
-    (["buffer", "refresh", "{examples}", "--model", "{folder}", "-o", "{text}/b.parquet"], ["--model"]),
+    (["buffer", "refresh", "--pool", "{missing}", "--model", "{missing}", "-o", "b.parquet"], ["--pool", "{missing}"]),
+    (["buffer", "refresh", "--pool", "{examples}", "--model", HUB_ID, "-o", "b.parquet"], ["--model", HUB_ID]),
+    (["buffer", "refresh", "--pool", "{examples}", "--model", "{folder}", "-o", "{text}/b.parquet"], ["--model"]),
     (["buffer", "select", "{examples}", "-o", "s.parquet"], ["buffer", "{examples}", "schema tag"]),
     # itool warmup
-    (["warmup", "--data", "{missing}", "-o", "{folder}/w"], ["--data", "{missing}"]),
-    (["warmup", "--data", "{text}", "-o", "{folder}/w"], ["--data", "not a Parquet file"]),
-    (["warmup", "--model", HUB_ID, "-o", "{folder}/w"], ["--model", HUB_ID, "HF_HUB_OFFLINE"]),
-    (["warmup", "--model", "{missing}", "-o", "{folder}/w"], ["model", "{missing}"]),
+    (["warmup", "--data", "{missing}", "--out", "{folder}/w"], ["--data", "{missing}"]),
+    (["warmup", "--data", "{text}", "--out", "{folder}/w"], ["--data", "not a Parquet file"]),
+    (["warmup", "--data", "default", "--model", HUB_ID, "--out", "{folder}/w"], ["--model", HUB_ID, "HF_HUB_OFFLINE"]),
+    (["warmup", "--data", "default", "--model", "{missing}", "--out", "{folder}/w"], ["model", "{missing}"]),
     # itool serve
     (["serve", "gguf", "{missing}"], ["model", "{missing}", "no such folder"]),
     (["serve", "gguf", HUB_ID], ["model", HUB_ID]),
@@ -86,7 +98,7 @@ def test_checks_come_before_anything_is_loaded(tmp_path):
         "print(json.dumps({'torch': 'torch' in sys.modules, 'transformers': 'transformers' in sys.modules}), "
         "file=sys.stdout); sys.exit(rc)"
     )
-    for argv in (["eval", "--model", str(tmp_path / "nope")], ["mine", str(tmp_path / "nope"), "-o", "x.parquet"]):
+    for argv in (["eval", "--model", str(tmp_path / "nope")], ["mine", "--buffer", "x", "--model", M, "-o", "y"]):
         r = subprocess.run(
             [sys.executable, "-c", "import json; " + code, *argv],
             capture_output=True,

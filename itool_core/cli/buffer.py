@@ -56,7 +56,7 @@ def _format_summary(s: dict[str, Any]) -> str:
 def _cmd_refresh(args: argparse.Namespace) -> int:
     from ..schemas import EXAMPLES
 
-    checks.table("pool", args.pool, EXAMPLES)
+    checks.table("--pool", args.pool, EXAMPLES)
     checks.model("--model", args.model)
     checks.adapter("--adapter", args.adapter)
     check_output_path(args.out)

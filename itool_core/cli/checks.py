@@ -26,9 +26,9 @@ class InputError(ValueError):
 
 
 def _embedded() -> tuple[str, ...]:
-    from ..models import _EMBEDDED  # the names live with the loader
+    from ..registry import EMBEDDED_MODELS
 
-    return tuple(sorted(_EMBEDDED))
+    return tuple(sorted(EMBEDDED_MODELS))
 
 
 def _hub_problem(repo_id: str) -> str | None:

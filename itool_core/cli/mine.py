@@ -21,7 +21,7 @@ from .common import add_config_options, resolve_config, tools_overrides
 def _cmd_mine(args: argparse.Namespace) -> int:
     from ..data.replay import REPLAY_BUFFER
 
-    checks.table("buffer", args.buffer, REPLAY_BUFFER)
+    checks.table("--buffer", args.buffer, REPLAY_BUFFER)
     checks.model("--model", args.model)
     checks.adapter("--adapter", args.adapter)
     checks.url("--engine-url", args.engine_url)
