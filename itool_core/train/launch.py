@@ -211,13 +211,14 @@ def _failure(rc: int, launch_dir: Path, tail: Sequence[str]) -> LaunchError:
     """The error to raise for a launched run that exited with ``rc``: a rank's own exception (the first one
     raised, so not the connection errors it caused in the others) or the rank torchrun saw die."""
     text = "\n".join(tail)
-    killed = [
-        (int(r), int(c))
-        for r, c in zip(_TORCHRUN_RANK.findall(text), _TORCHRUN_EXIT.findall(text))
-        if int(c) < 0
-    ]
+    # torchrun lists every failed rank, the first observed last ("Root Cause"); the ranks it stopped itself
+    # (SIGTERM) after that are consequences
+    root = text.rsplit("Root Cause", 1)[-1] if "Root Cause" in text else ""
+    listed = [(int(r), int(c)) for r, c in zip(_TORCHRUN_RANK.findall(root), _TORCHRUN_EXIT.findall(root))]
+    listed += [(int(r), int(c)) for r, c in zip(_TORCHRUN_RANK.findall(text), _TORCHRUN_EXIT.findall(text))]
+    killed = sorted((c == -signal.SIGTERM, i) for i, (r, c) in enumerate(listed) if c < 0)
     if killed:  # a rank killed by a signal wrote nothing; the others' errors are its consequences
-        r, code = killed[0]
+        r, code = listed[killed[0][1]]
         try:
             sig = signal.Signals(-code).name
         except ValueError:
