@@ -525,12 +525,16 @@ class ServeConfig:
     #: i mod replicas), so set ``mcts.shards`` to a multiple of it.  A node of 8 GPUs with an 8B model:
     #: ``replicas: 8``; a 70B model: ``tensor_parallel: 4, replicas: 2``.
     replicas: int = 1
+    #: Which replica a started server is (its GPUs: ``replica × tensor_parallel`` onwards): set by the pipeline
+    #: per mining shard, not by hand.
+    replica: int = 0
 
     def __post_init__(self) -> None:
         if self.url is not None and not str(self.url).startswith(("http://", "https://")):
             raise ConfigError(f"serve.url: {self.url!r} must start with http:// or https://")
         _check_range("serve.tensor_parallel", self.tensor_parallel, 1)
         _check_range("serve.replicas", self.replicas, 1)
+        _check_range("serve.replica", self.replica, 0, self.replicas - 1)
         if (self.tensor_parallel > 1 or self.replicas > 1) and self.server == "llama.cpp":
             raise ConfigError(
                 f"serve.tensor_parallel / serve.replicas ({self.tensor_parallel} / {self.replicas}) apply to vLLM "
@@ -607,7 +611,11 @@ class LaunchConfig:
         _check_range("launch.machines", self.machines, 1)
         _check_range("launch.zero_stage", self.zero_stage, 0, 3)
         _check_range("launch.main_process_port", self.main_process_port, 1, 65535)
-        if self.strategy == "none" and self.config_file is None and (self.processes_per_machine, self.machines) != (1, 1):
+        if (
+            self.strategy == "none"
+            and self.config_file is None
+            and (self.processes_per_machine, self.machines) != (1, 1)
+        ):
             raise ConfigError(
                 f"launch.strategy: 'none' trains in one process, but processes_per_machine={self.processes_per_machine}"
                 f" and machines={self.machines}: choose 'ddp', 'fsdp' or 'deepspeed'"

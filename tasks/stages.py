@@ -131,7 +131,12 @@ def _keyed(inputs: dict[str, Any]) -> dict[str, Any]:
     """The inputs as keys see them.  A training stage's ``launch`` settings (processes, machines, strategy)
     do not change what it learns, only where: they are left out, and the training config's per-device batch
     becomes the batch of one micro-step over all processes — 4 per device on 1 process and 2 per device on
-    2 processes give one key (their results agree within the tolerance tests/test_launch.py measures)."""
+    2 processes give one key (their results agree within the tolerance tests/test_launch.py measures).
+    Likewise the vLLM replica a mining shard is served by (``serve.replicas`` / ``replica``)."""
+    serve = inputs.get("serve")
+    if isinstance(serve, ServeConfig) and (serve.replicas, serve.replica) != (1, 0):
+        # which of several identical servers generates a shard does not change its samples
+        inputs = {**inputs, "serve": dataclasses.replace(serve, replicas=1, replica=0)}
     launch = inputs.get("launch")
     if not isinstance(launch, LaunchConfig):
         return inputs

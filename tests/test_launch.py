@@ -147,6 +147,30 @@ def test_serve_settings_for_tensor_parallel_and_replicas_are_validated():
         ServeConfig(server="vllm", replicas=2, url="http://127.0.0.1:8000")
 
 
+def test_vllm_replicas_get_their_own_gpus_and_the_tensor_parallel_flag(tmp_path):
+    from itool_core.engines.serve import VLLMServer, replica_gpus
+
+    tp2 = ServeConfig(server="vllm", tensor_parallel=2, replicas=2)
+    assert [replica_gpus(dataclasses.replace(tp2, replica=r), visible="") for r in (0, 1)] == ["0,1", "2,3"]
+    assert replica_gpus(dataclasses.replace(tp2, replica=1), visible="4,5,6,7") == "6,7"
+    assert replica_gpus(ServeConfig(server="vllm"), visible="3") is None  # one replica: what the process sees
+    with pytest.raises(ValueError, match="CUDA_VISIBLE_DEVICES lists 2"):
+        replica_gpus(tp2, visible="0,1")
+    with pytest.raises(ConfigError, match="serve.replica"):
+        ServeConfig(server="vllm", replicas=2, replica=2)
+    srv = VLLMServer(tmp_path, tensor_parallel=2, gpus="2,3", port=8123, log_path=tmp_path / "v.log")
+    i = srv.argv.index("--tensor-parallel-size")
+    assert srv.argv[i + 1] == "2" and srv.env == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    # the replica serving a shard is not part of the shard's cache key; tensor parallelism is (other numerics)
+    from tasks.stages import stage_key
+
+    def key(serve):
+        return stage_key("mine", {"serve": serve})
+
+    assert key(dataclasses.replace(tp2, replica=1)) == key(dataclasses.replace(tp2, replicas=1))
+    assert key(tp2) != key(dataclasses.replace(tp2, tensor_parallel=1))
+
+
 @pytest.mark.parametrize(
     "kw, kind",
     [
@@ -289,9 +313,7 @@ def test_a_killed_rank_fails_cleanly_and_the_rerun_resumes(data, sft_two, tmp_pa
     assert (out / ".checkpoints" / "stage_2_hard" / "checkpoint-2" / "trainer_state.json").is_file()
 
     events: list = []
-    res = launch.train_sft(
-        data["base"], data["parts"], cfg, out, TWO, callback=lambda e, m: events.append((e, m))
-    )
+    res = launch.train_sft(data["base"], data["parts"], cfg, out, TWO, callback=lambda e, m: events.append((e, m)))
     assert [s.resumed for s in res.stages] == [True, False] and res.stages[1].resumed_at_step == 2
     assert [m["stage_step"] for e, m in events if e == "log"] == [3, 4]  # only the missing steps
     gap = _adapter_gap(Path(full.adapter_dir), Path(res.adapter_dir))

@@ -173,7 +173,9 @@ def _write_yaml(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def launch_command(config_file: str | os.PathLike, stage: str, spec: str | os.PathLike, machine_rank: int = 0) -> list[str]:
+def launch_command(
+    config_file: str | os.PathLike, stage: str, spec: str | os.PathLike, machine_rank: int = 0
+) -> list[str]:
     """``python -m accelerate.commands.launch --config_file F [--machine_rank R] -m itool_core.train.launch
     <stage> <spec>`` (the interpreter running this one, so the ranks see the same environment)."""
     argv = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file)]
@@ -189,7 +191,9 @@ def remote_command(launch: LaunchConfig, host: str, argv: Sequence[str], env: di
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(keep.items()))
     command = f"cd {shlex.quote(os.getcwd())} && env {exports} {shlex.join(argv)}"
     # the command stays one argument: ssh hands it to the remote shell, "bash -c {command}" runs it here
-    return [command if part == "{command}" else part.replace("{host}", host) for part in shlex.split(launch.remote_command)]
+    return [
+        command if part == "{command}" else part.replace("{host}", host) for part in shlex.split(launch.remote_command)
+    ]
 
 
 def _error_files(launch_dir: Path) -> list[dict[str, Any]]:
@@ -280,8 +284,10 @@ def run_launched(
     cmds = [launch_command(config_file, stage, spec_path)]
     for i, host in enumerate(launch.hosts, start=1):
         cmds.append(remote_command(launch, host, launch_command(config_file, stage, spec_path, machine_rank=i), env))
-    say(f"[launch] {stage}: {launch.world_size()} process(es) on {launch.machines} machine(s), strategy "
-        f"{launch.strategy if launch.config_file is None else launch.config_file}")
+    say(
+        f"[launch] {stage}: {launch.world_size()} process(es) on {launch.machines} machine(s), strategy "
+        f"{launch.strategy if launch.config_file is None else launch.config_file}"
+    )
     procs = [
         subprocess.Popen(
             c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env, start_new_session=True
@@ -384,7 +390,9 @@ def train_sft(
         "resume": resume,
         "result": str(Path(out_dir) / "sft_result.json"),
     }
-    res = run_launched("sft", spec, launch, out_dir, mixed_precision=_precision(cfg.bf16, launch), callback=callback, log=log)
+    res = run_launched(
+        "sft", spec, launch, out_dir, mixed_precision=_precision(cfg.bf16, launch), callback=callback, log=log
+    )
     return sft.SFTResult.from_dict(res)
 
 
@@ -440,7 +448,9 @@ def _run_stage(stage: str, spec: dict[str, Any], emit: Callback) -> None:
         from . import sft
 
         parts = [(name, _read_examples(path)) for name, path in spec["parts"]]
-        sft.train_sft(spec["model"], parts, _config(SFTConfig, spec["config"]), spec["out_dir"], emit, resume=spec["resume"])
+        sft.train_sft(
+            spec["model"], parts, _config(SFTConfig, spec["config"]), spec["out_dir"], emit, resume=spec["resume"]
+        )
     elif stage == "preference":
         from . import preference
 

@@ -47,7 +47,7 @@ from ..calls import PromptStyle
 from ..config import SFTConfig
 from ..data.records import Example
 from ..data.tokenise import end_token, sft_pair, tokenize_pair  # re-exported; data.replay uses them too
-from .common import all_sum, barrier, is_main, peak_rss_mb, quiet_progress, world_size
+from .common import barrier, is_main, peak_rss_mb, quiet_progress, world_size
 
 __all__ = [
     "Callback",
@@ -241,8 +241,13 @@ class SFTResult:
     def from_dict(cls, d: dict[str, Any]) -> SFTResult:
         """The result a run wrote (``sft_result.json``; a launched run's rank 0 writes it), without the model."""
         stages = [StageResult(**{k: s[k] for k in StageResult.__dataclass_fields__ if k in s}) for s in d["stages"]]
-        return cls(**{**{k: d[k] for k in ("mode", "adapter_dir", "merged_dir", "wall_s", "peak_rss_mb")},
-                      "stages": stages, "config": d.get("config", {})})
+        return cls(
+            **{
+                **{k: d[k] for k in ("mode", "adapter_dir", "merged_dir", "wall_s", "peak_rss_mb")},
+                "stages": stages,
+                "config": d.get("config", {}),
+            }
+        )
 
 
 def _make_log_callback(emit: Callback, stage: str, step_offset: int):
