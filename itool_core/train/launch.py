@@ -132,6 +132,8 @@ def accelerate_config(launch: LaunchConfig, mixed_precision: str) -> dict[str, A
     if launch.machines > 1:
         cfg["main_process_ip"] = launch.main_process_ip
         cfg["main_process_port"] = launch.main_process_port
+    else:
+        cfg["main_process_port"] = 0  # a free port: two runs on one machine must not meet on 29500
     if launch.strategy == "deepspeed":
         offload = launch.offload
         cfg["distributed_type"] = "DEEPSPEED"
