@@ -57,12 +57,14 @@ def run_overrides(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
+    from itool_core.cli import checks
     from itool_core.config import profile, validate_paths, with_overrides
 
     over = run_overrides(a)
     name = over.get("profile", a.profile)
-    # a bad key or a missing model / data path fails here, before Prefect starts (ConfigError, exit 2)
-    validate_paths(with_overrides(profile(name), over))
+    # a bad key, a missing model / data path or an unreachable hub model fails here, before Prefect starts (exit 2)
+    cfg = validate_paths(with_overrides(profile(name), over))
+    checks.model("model", cfg.model)
     _setdefault_env()
     from flows.iterate import iterate
 

@@ -102,7 +102,7 @@ def iterate(
             log_evaluation(tracker, parent, ev, step=0, prefix="base/")
         if not plan.no_warmup:
             with tracker.run("warm-up", parent_run_id=parent, tags={"iteration": "0"}) as child:
-                warm = stage("warmup", stages.warmup_sft, model=pi, sft=cfg.sft, split=split)
+                warm = stage("warmup", stages.warmup_sft, model=pi, sft=cfg.sft, split=split, launch=cfg.launch)
                 pi = warm.policy
                 ev = stage(
                     "eval_sft",
@@ -144,7 +144,12 @@ def iterate(
                     torch_threads=mine_threads,
                 )
                 upd = stage(
-                    f"{it}/preference", stages.preference_update, preference=cfg.preference, pairs=pairs, policy=pi
+                    f"{it}/preference",
+                    stages.preference_update,
+                    preference=cfg.preference,
+                    pairs=pairs,
+                    policy=pi,
+                    launch=cfg.launch,
                 )
                 if upd.policy == pi and ev is not None:
                     # no pairs → the same weights: their scores are known, an evaluation would only repeat them

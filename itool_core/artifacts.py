@@ -212,15 +212,10 @@ def write_table(data: Any, path: str | os.PathLike, schema: TableSchema) -> Arti
     return ArtifactRef(str(Path(path)), sha256_file(path), schema.tag, table.num_rows)
 
 
-def read_table(src: str | os.PathLike | ArtifactRef, schema: TableSchema | None = None) -> pa.Table:
-    """Read a Parquet artifact and check its schema tag, columns and types (and content hash for a ref)."""
-    if isinstance(src, ArtifactRef):
-        src.verify()
-        path = src.path
-    else:
-        path = str(src)
-    table = pq.read_table(path)
-    tag = (table.schema.metadata or {}).get(SCHEMA_KEY, b"").decode()
+def _checked_schema(path: str, found: pa.Schema, schema: TableSchema | None) -> TableSchema:
+    """The expected schema of a table at ``path`` whose Arrow schema is ``found``; :class:`SchemaMismatch` if
+    its tag, columns or types do not match."""
+    tag = (found.metadata or {}).get(SCHEMA_KEY, b"").decode()
     if schema is None:
         name = tag.split("/")[0]
         if name not in ALL:
@@ -229,11 +224,36 @@ def read_table(src: str | os.PathLike | ArtifactRef, schema: TableSchema | None 
     if tag != schema.tag:
         raise SchemaMismatch(f"{path}: schema tag {tag!r}, expected {schema.tag!r}")
     for f in schema.schema:
-        if f.name not in table.column_names:
+        if f.name not in found.names:
             raise SchemaMismatch(f"{path}: missing column {f.name!r}")
-        actual = table.schema.field(f.name).type
+        actual = found.field(f.name).type
         if actual != f.type:
             raise SchemaMismatch(f"{path}: column {f.name!r} has type {actual}, expected {f.type}")
+    return schema
+
+
+def check_table_file(path: str | os.PathLike, schema: TableSchema | None = None) -> TableSchema:
+    """Check a Parquet artifact's schema from its footer alone (no rows read): :class:`SchemaMismatch` naming
+    the file for a file that is not Parquet or not of ``schema``, ``FileNotFoundError`` for a missing one."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{path}: no such file" if not p.exists() else f"{path}: is a folder, not a file")
+    try:
+        found = pq.read_schema(p)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise SchemaMismatch(f"{path}: not a Parquet file ({str(e).splitlines()[0][:120]})") from None
+    return _checked_schema(str(path), found, schema)
+
+
+def read_table(src: str | os.PathLike | ArtifactRef, schema: TableSchema | None = None) -> pa.Table:
+    """Read a Parquet artifact and check its schema tag, columns and types (and content hash for a ref)."""
+    if isinstance(src, ArtifactRef):
+        src.verify()
+        path = src.path
+    else:
+        path = str(src)
+    table = pq.read_table(path)
+    schema = _checked_schema(path, table.schema, schema)
     return table.select([f.name for f in schema.schema])
 
 

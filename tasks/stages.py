@@ -33,8 +33,10 @@ Core modules are imported inside the task bodies: importing this module stays ch
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +51,7 @@ from itool_core.config import (
     BufferConfig,
     BuildConfig,
     EvalConfig,
+    LaunchConfig,
     MCTSConfig,
     PolicyConfig,
     PreferenceConfig,
@@ -121,7 +124,38 @@ def code_version() -> str:
 
 def stage_key(name: str, inputs: dict[str, Any]) -> str:
     """The fingerprint of a stage run: its name, its inputs (configs and references) and the code version."""
-    return fingerprint(name, inputs, code_version())
+    return fingerprint(name, _keyed(inputs), code_version())
+
+
+def _keyed(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The inputs as keys see them.  A training stage's ``launch`` settings (processes, machines, strategy)
+    do not change what it learns, only where: they are left out, and the training config's per-device batch
+    becomes the batch of one micro-step over all processes — 4 per device on 1 process and 2 per device on
+    2 processes give one key (their results agree within the tolerance tests/test_launch.py measures).
+    Likewise the vLLM replica a mining shard is served by (``serve.replicas`` / ``replica``)."""
+    serve = inputs.get("serve")
+    if isinstance(serve, ServeConfig) and (serve.replicas, serve.replica) != (1, 0):
+        # which of several identical servers generates a shard does not change its samples
+        inputs = {**inputs, "serve": dataclasses.replace(serve, replicas=1, replica=0)}
+    launch = inputs.get("launch")
+    if not isinstance(launch, LaunchConfig):
+        return inputs
+    n = launch.world_size()
+    out = {k: v for k, v in inputs.items() if k != "launch"}
+    for k, v in out.items():
+        if isinstance(v, (SFTConfig, PreferenceConfig)):
+            out[k] = dataclasses.replace(v, per_device_batch_size=v.per_device_batch_size * n)
+    return out
+
+
+def _task_log() -> Callable[[str], None]:
+    """The running task's logger (a launched training's output goes to the task's log), else this module's."""
+    try:
+        from prefect import get_run_logger
+
+        return get_run_logger().info
+    except Exception:  # outside a Prefect run (a direct call in a test)
+        return logging.getLogger(__name__).info
 
 
 def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
@@ -270,9 +304,12 @@ def split_data(split: SplitConfig, train: ArtifactRef, out_dir: str) -> Split:
 
 
 @_stage("warmup-sft", gpu=True)
-def warmup_sft(model: ContentRef, sft: SFTConfig, split: Split, out_dir: str) -> Trained:
-    """Curriculum (or mixed) LoRA SFT on the three parts (Eq. 2–3); the merged model is the first policy."""
-    from itool_core.train.sft import train_sft
+def warmup_sft(
+    model: ContentRef, sft: SFTConfig, split: Split, out_dir: str, launch: LaunchConfig | None = None
+) -> Trained:
+    """Curriculum (or mixed) LoRA SFT on the three parts (Eq. 2–3); the merged model is the first policy.
+    ``launch``: in this process (default) or under ``accelerate launch`` (itool_core/train/launch.py)."""
+    from itool_core.train.launch import train_sft
 
     t0 = time.time()
     history: list[dict[str, float]] = []
@@ -281,10 +318,12 @@ def warmup_sft(model: ContentRef, sft: SFTConfig, split: Split, out_dir: str) ->
         if event == "log" and "loss" in metrics:
             history.append({"step": float(metrics.get("step", len(history))), "loss": float(metrics["loss"])})
 
-    parts = [("easy", _examples(split.easy)), ("medium", _examples(split.medium)), ("hard", _examples(split.hard))]
+    parts = [("easy", _check(split.easy)), ("medium", _check(split.medium)), ("hard", _check(split.hard))]
     # resume=True: a retry, or a re-run after a kill, reuses the finished curriculum stages and continues the
     # unfinished one from its newest checkpoint (out_dir is this input's own folder)
-    res = train_sft(model.path, parts, sft, out_dir, callback=collect, resume=True)
+    res = train_sft(
+        model.path, parts, sft, out_dir, launch or LaunchConfig(), callback=collect, log=_task_log(), resume=True
+    )
     merged = res.merged_dir or res.adapter_dir
     return Trained(
         policy=ContentRef.of(merged),
@@ -382,9 +421,12 @@ def merge_pairs(shards: list[Mined], out_dir: str) -> Mined:
 
 
 @_stage("preference-update", gpu=True)
-def preference_update(preference: PreferenceConfig, pairs: Mined, policy: ContentRef, out_dir: str) -> Trained:
-    """DPO / SimPO / IPO / ORPO on the pairs with the previous policy as reference (Eq. 10–11), merged."""
-    from itool_core.train.preference import train_preference
+def preference_update(
+    preference: PreferenceConfig, pairs: Mined, policy: ContentRef, out_dir: str, launch: LaunchConfig | None = None
+) -> Trained:
+    """DPO / SimPO / IPO / ORPO on the pairs with the previous policy as reference (Eq. 10–11), merged.
+    ``launch``: in this process (default) or under ``accelerate launch`` (itool_core/train/launch.py)."""
+    from itool_core.train.launch import train_preference
 
     t0 = time.time()
     if pairs.n_pairs == 0:
@@ -397,7 +439,14 @@ def preference_update(preference: PreferenceConfig, pairs: Mined, policy: Conten
             history.append({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
 
     res = train_preference(
-        policy.path, _check(pairs.pairs), preference, out_dir, reference=policy.path, callback=collect
+        policy.path,
+        _check(pairs.pairs),
+        preference,
+        out_dir,
+        launch or LaunchConfig(),
+        reference=policy.path,
+        callback=collect,
+        log=_task_log(),
     )
     merged = res.merged_dir or res.adapter_dir
     return Trained(

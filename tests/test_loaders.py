@@ -704,7 +704,10 @@ def test_default_apibank_dir_honours_env(monkeypatch, tmp_path):
     monkeypatch.setenv("ITOOL_APIBANK_DIR", str(tmp_path))
     assert default_apibank_dir() == tmp_path
     monkeypatch.delenv("ITOOL_APIBANK_DIR")
-    assert default_apibank_dir().parts[-3:] == ("shared", "data", "api-bank")
+    # the default is the package's own copy: nothing outside the clone
+    root = Path(__file__).resolve().parents[1]
+    assert default_apibank_dir() == root / "itool_core" / "data" / "api_bank"
+    assert (default_apibank_dir() / "LICENSE").is_file()
 
 
 @needs_apibank

@@ -49,10 +49,11 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     from ..config import ConfigError
     from ..data.records import BadRow
     from ..registry import UnknownName
+    from .checks import InputError
 
     try:
         return int(args.func(args) or 0)
-    except (BadRow, SchemaMismatch, ConfigError, UnknownName, FileNotFoundError, OutputPathError) as e:
+    except (BadRow, SchemaMismatch, ConfigError, UnknownName, FileNotFoundError, OutputPathError, InputError) as e:
         # bad input is the user's to fix: one clear line naming the file/row/field, no traceback
         print(f"itool: error: {e}", file=sys.stderr)
         return 2

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..artifacts import check_output_path
+from . import checks
 from .common import add_config_options, resolve_config
 
 
@@ -52,6 +54,12 @@ def _format_summary(s: dict[str, Any]) -> str:
 
 
 def _cmd_refresh(args: argparse.Namespace) -> int:
+    from ..schemas import EXAMPLES
+
+    checks.table("--pool", args.pool, EXAMPLES)
+    checks.model("--model", args.model)
+    checks.adapter("--adapter", args.adapter)
+    check_output_path(args.out)
     import time
 
     import torch
@@ -60,7 +68,6 @@ def _cmd_refresh(args: argparse.Namespace) -> int:
     from ..data.records import Example
     from ..data.replay import REPLAY_BUFFER, h_summary, refresh_buffer, selection_counts
     from ..models import load_policy
-    from ..schemas import EXAMPLES
 
     cfg = resolve_config(args, {"buffer.batch_size": args.batch_size, "buffer.dtype": args.dtype}).buffer
     torch.set_num_threads(args.threads)
@@ -87,6 +94,9 @@ def _cmd_select(args: argparse.Namespace) -> int:
     from ..artifacts import read_table, write_table
     from ..data.replay import REPLAY_BUFFER, buffer_examples, select_for_search
     from ..schemas import EXAMPLES
+
+    checks.table("buffer", args.buffer, REPLAY_BUFFER)
+    check_output_path(args.out)
 
     cfg = resolve_config(args, selection_overrides(args)).buffer
     rows = select_for_search(read_table(args.buffer, REPLAY_BUFFER), cfg)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..config import TOOLS_STYLES
 from ..registry import LOADERS
+from . import checks
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -37,17 +38,26 @@ def _cmd_import(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     from ..artifacts import read_table
     from ..calls import PromptStyle
-    from ..data.records import Example
+    from ..data.records import Example, FieldError, check_size
     from ..data.stats import format_stats, table_stats
     from ..schemas import EXAMPLES
 
-    examples = [Example.from_row(r) for r in read_table(args.file, EXAMPLES).to_pylist()]
+    checks.table("file", args.file, EXAMPLES)
+    examples, oversized = [], []
+    for i, row in enumerate(read_table(args.file, EXAMPLES).to_pylist()):
+        try:  # the import limits hold here too, so a table written elsewhere costs time linear in its rows
+            check_size(row)
+        except FieldError as e:
+            oversized.append({"row": i, "id": row.get("id"), "field": e.field, "reason": e.reason})
+            continue
+        examples.append(Example.from_row(row))
     tok = None
     if not args.no_tokens:
         from ..models import load_tokenizer
 
         tok = load_tokenizer(args.tokenizer)
     stats = table_stats(examples, tok, PromptStyle(args.tools), args.max_length)
+    stats["oversized_rows"] = oversized
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
     return 0
 

@@ -7,10 +7,15 @@ import time
 
 from ..config import APIBANK_PROMPTS, TOOLS_STYLES, benchmark_categories
 from ..registry import BENCHMARKS, ENGINES
+from . import checks
 from .common import add_config_options, comma_list, resolve_config
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    checks.model("--model", args.model)
+    checks.adapter("--adapter", args.adapter)
+    checks.folder("--apibank-dir", args.apibank_dir)
+    checks.url("--engine-url", args.engine_url)
     import dataclasses
 
     import torch

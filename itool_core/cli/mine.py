@@ -10,18 +10,27 @@ import argparse
 import json
 from pathlib import Path
 
+from ..artifacts import check_output_path
 from ..config import TOOLS_STYLES
 from ..registry import ENGINES
+from . import checks
 from .buffer import add_selection_options, selection_overrides
 from .common import add_config_options, resolve_config, tools_overrides
 
 
 def _cmd_mine(args: argparse.Namespace) -> int:
+    from ..data.replay import REPLAY_BUFFER
+
+    checks.table("--buffer", args.buffer, REPLAY_BUFFER)
+    checks.model("--model", args.model)
+    checks.adapter("--adapter", args.adapter)
+    checks.url("--engine-url", args.engine_url)
+    check_output_path(args.out)
     import torch
 
     from ..artifacts import read_table
     from ..calls import PromptStyle
-    from ..data.replay import REPLAY_BUFFER, buffer_examples, select_for_search
+    from ..data.replay import buffer_examples, select_for_search
     from ..engines import closing
     from ..mcts.mine import mine
     from ..registry import ENGINES

@@ -13,6 +13,7 @@ import argparse
 import signal
 import time
 
+from . import checks
 from .common import add_config_options, resolve_config
 
 
@@ -33,6 +34,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_gguf(args: argparse.Namespace) -> int:
+    checks.local_model("model", args.model)
     from ..engines.llama_cpp import gguf_for
 
     print(gguf_for(args.model, args.dtype))
@@ -56,6 +58,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
+    checks.local_model("model", args.model)
+    checks.port("--port", args.port)
     from ..engines.serve import llama_server
 
     server = llama_server(args.model, resolve_config(args).serve, threads=args.threads, port=args.port)

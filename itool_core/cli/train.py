@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..config import SFTConfig
+from . import checks
 from .common import add_config_options, literal_choices, resolve_config
 
 
@@ -23,14 +24,10 @@ def _summary_line(m: dict) -> str:
 
 
 def _cmd_warmup(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..artifacts import read_table
-    from ..data.records import Example
-    from ..data.split import curriculum_thirds, split_pool, write_parts
     from ..schemas import EXAMPLES
-    from ..train.sft import train_sft
 
+    if args.data != "default":
+        checks.table("--data", args.data, EXAMPLES)
     cfg = resolve_config(
         args,
         {
@@ -42,6 +39,14 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
             "sft.checkpoint_steps": args.checkpoint_every,
         },
     )
+    checks.model("--model" if args.model is not None else "model (from the config)", cfg.model)
+    import torch
+
+    from ..artifacts import read_table
+    from ..data.records import Example
+    from ..data.split import curriculum_thirds, split_pool, write_parts
+    from ..train.sft import train_sft
+
     torch.set_num_threads(args.threads)
     if args.data == "default":
         from ..data.loaders import load_default_training_set

@@ -1,6 +1,6 @@
 """API-Bank (Li et al., 2023) level-1/level-2 test sets and the level-3 training set → canonical examples.
 
-Files (``default_apibank_dir()``: ``$ITOOL_APIBANK_DIR`` or ``../shared/data/api-bank`` beside the repo):
+Files (``default_apibank_dir()``: ``$ITOOL_APIBANK_DIR`` or the package's own copy, ``itool_core/data/api_bank``):
 
 =================== ======== ============================================================================
 ``level-1-api.json`` level 1  call one of the APIs described in ``instruction`` from the dialogue
@@ -65,16 +65,12 @@ _TYPE_MAP = {"str": "string", "int": "integer", "float": "float", "bool": "boole
 
 
 def default_apibank_dir() -> Path:
-    """``$ITOOL_APIBANK_DIR``, else ``../shared/data/api-bank`` from the repo root (or, failing that, the cwd)."""
+    """``$ITOOL_APIBANK_DIR``, else the copy carried inside the package (``itool_core/data/api_bank``, see its
+    README for origin and licence): a clone or an installed wheel needs nothing beside it."""
     env = os.environ.get("ITOOL_APIBANK_DIR")
     if env:
         return Path(env)
-    repo_root = Path(__file__).resolve().parents[2]
-    for base in (repo_root, Path.cwd()):
-        cand = (base / ".." / "shared" / "data" / "api-bank").resolve()
-        if cand.is_dir():
-            return cand
-    return (repo_root / ".." / "shared" / "data" / "api-bank").resolve()
+    return Path(__file__).resolve().parent / "api_bank"
 
 
 def _level_key(level: Any) -> Any:

@@ -12,7 +12,7 @@ import os
 import re
 from typing import Any
 
-from .records import BadRow, FieldError
+from .records import BadRow, FieldError, check_size
 
 __all__ = ["JsonLine", "decode_row", "read_records", "load_file_records"]
 
@@ -36,6 +36,7 @@ def decode_row(raw: Any) -> dict:
             raise FieldError("<line>", f"malformed JSON: {e}") from None
         except RecursionError:
             raise FieldError("<line>", "JSON nested too deeply") from None
+        check_size(raw)
     if not isinstance(raw, dict):
         raise FieldError("<row>", f"expected an object, got {type(raw).__name__}")
     return raw

@@ -54,6 +54,37 @@ class Example:
         )
 
 
+#: Input size limits, in characters: one string field, and all strings of a row together.  A row past either
+#: is skipped (reported with its file, row and field), the others load: real tool-use rows are under 100 k
+#: characters, and one 50 MB field would otherwise cost every later stage (tokenising, stats) minutes.
+MAX_FIELD_CHARS = 1_000_000
+MAX_ROW_CHARS = 4_000_000
+
+
+def check_size(raw: Any) -> None:
+    """:class:`FieldError` naming the string field over :data:`MAX_FIELD_CHARS` (its path, e.g.
+    ``conversations[3].value``), or ``<row>`` when the row's strings together pass :data:`MAX_ROW_CHARS`; an
+    undecoded line (a string) is measured as a whole.  One pass, no recursion."""
+    if isinstance(raw, (str, bytes)):
+        if len(raw) > MAX_ROW_CHARS:
+            raise FieldError("<row>", f"{len(raw):,} characters, over the row limit of {MAX_ROW_CHARS:,}")
+        return
+    total = 0
+    stack: list[tuple[str, Any]] = [("", raw)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, str):
+            if len(v) > MAX_FIELD_CHARS:
+                raise FieldError(path or "<row>", f"{len(v):,} characters, over the field limit of {MAX_FIELD_CHARS:,}")
+            total += len(v)
+            if total > MAX_ROW_CHARS:
+                raise FieldError("<row>", f"over {MAX_ROW_CHARS:,} characters of text, the row limit")
+        elif isinstance(v, dict):
+            stack.extend((f"{path}.{k}" if path else str(k), x) for k, x in reversed(list(v.items())))
+        elif isinstance(v, (list, tuple)):
+            stack.extend((f"{path}[{i}]", x) for i, x in reversed(list(enumerate(v))))
+
+
 class BadRow(ValueError):
     """One input row that cannot be normalised; names the file, the row and the field."""
 
@@ -105,6 +136,7 @@ def convert_rows(
     """Run ``convert`` over numbered raw rows, collecting bad ones (or raising the first if ``strict``)."""
     for rowno, raw in rows:
         try:
+            check_size(raw)
             out = convert(raw, rowno)
         except FieldError as e:
             bad = BadRow(file, rowno, e.field, e.reason)

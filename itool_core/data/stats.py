@@ -82,4 +82,6 @@ def format_stats(stats: dict[str, Any]) -> str:
         if "share_within_max_length" in stats:
             lines.append(f"  within max_length {stats['max_length']}: {100 * stats['share_within_max_length']:.1f} %")
     lines.append(f"distinct functions called: {stats['distinct_functions_called']}  top: {stats['top_functions']}")
+    for o in stats.get("oversized_rows", []):
+        lines.append(f"skipped row {o['row']} (id {o['id']!r}): field {o['field']!r}: {o['reason']}")
     return "\n".join(lines)

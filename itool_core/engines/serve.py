@@ -44,7 +44,7 @@ from .vllm_env import cpu_server_env, folder_dtype, has_nvidia_gpu, vllm_python
 
 log = logging.getLogger(__name__)
 
-__all__ = ["served_engine", "start_served_engine", "llama_server", "VLLMServer", "ENGINE_URL_ENV"]
+__all__ = ["served_engine", "start_served_engine", "llama_server", "VLLMServer", "replica_gpus", "ENGINE_URL_ENV"]
 
 #: Environment variable naming a running server to use instead of starting one.
 ENGINE_URL_ENV = "ITOOL_ENGINE_URL"
@@ -74,6 +74,8 @@ class VLLMServer(ServerProcess):
         max_model_len: int = 4096,
         gpu_memory_utilization: float = 0.85,
         max_logprobs: int = 20,
+        tensor_parallel: int = 1,
+        gpus: str | None = None,
         extra_args: tuple[str, ...] = (),
         log_path: str | os.PathLike | None = None,
         startup_timeout: float = 900.0,
@@ -105,18 +107,44 @@ class VLLMServer(ServerProcess):
         ]
         if dtype != "auto":
             argv += ["--dtype", dtype]
+        if tensor_parallel > 1:
+            argv += ["--tensor-parallel-size", str(tensor_parallel)]
         if adapter is not None:
             argv += ["--enable-lora", "--max-lora-rank", "64", "--lora-modules", f"{alias}={adapter}"]
         else:
             argv += ["--served-model-name", alias]
+        # ``gpus``: the devices this server may use (one replica of several, see replica_gpus)
+        if gpus is not None:
+            env = {**(env or {}), "CUDA_VISIBLE_DEVICES": gpus}
         super().__init__(
             argv + list(extra_args), host, port, log_path=log_path, startup_timeout=startup_timeout, env=env
         )
         self.alias = alias
 
 
+def replica_gpus(serve: Any, visible: str | None = None) -> str | None:
+    """``CUDA_VISIBLE_DEVICES`` of replica ``serve.replica``: its ``serve.tensor_parallel`` consecutive GPUs
+    among the visible ones (``visible``, default ``$CUDA_VISIBLE_DEVICES``, else 0, 1, ...).  None with one
+    replica: the server sees what this process sees."""
+    if serve.replicas <= 1:
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    first = serve.replica * serve.tensor_parallel
+    wanted = range(first, first + serve.tensor_parallel)
+    if visible:
+        ids = [v.strip() for v in visible.split(",") if v.strip()]
+        if len(ids) < serve.replicas * serve.tensor_parallel:
+            raise ValueError(
+                f"serve.replicas × serve.tensor_parallel = {serve.replicas * serve.tensor_parallel} GPUs, but "
+                f"CUDA_VISIBLE_DEVICES lists {len(ids)} ({visible})"
+            )
+        return ",".join(ids[i] for i in wanted)
+    return ",".join(str(i) for i in wanted)
+
+
 def _has_vllm() -> bool:
-    """vLLM can be started here: importable, or its own environment installed (``itool serve build --vllm``)."""
+    """vLLM can be started here: importable, or its own environment installed (``itool serve build --server
+    vllm``)."""
     return vllm_python() is not None
 
 
@@ -204,12 +232,15 @@ def start_served_engine(
             )
         dtype, platform_args, env = _vllm_platform(folder, cfg)
         shared = adapter is None and os.environ.get(SHARED_VLLM_ENV, "1") != "0"
+        gpus = replica_gpus(cfg)
 
         def vllm_server() -> VLLMServer:
             return VLLMServer(
                 folder,
                 adapter=adapter,
                 max_model_len=cfg.ctx_per_slot,
+                tensor_parallel=cfg.tensor_parallel,
+                gpus=gpus,
                 extra_args=("--max-num-seqs", str(cfg.slots), *platform_args),
                 log_path=logs / "vllm.log" if logs else None,
                 startup_timeout=cfg.startup_timeout,
@@ -220,7 +251,7 @@ def start_served_engine(
 
         if shared:
             # one server per run: a later stage loads its policy into the server an earlier stage started
-            settings = repr((python, dtype, cfg.slots, cfg.ctx_per_slot, platform_args, sorted((env or {}).items())))
+            settings = repr((python, dtype, cfg.slots, cfg.ctx_per_slot, cfg.tensor_parallel, gpus, platform_args, env))
             proc, stop = shared_vllm.acquire(folder, settings, lambda: vllm_server().start(), cfg.startup_timeout)
             if logs and Path(proc.log_path).parent != logs:
                 logs.mkdir(parents=True, exist_ok=True)

@@ -8,22 +8,31 @@ What is BFCL's and what is ours:
   (which picks its simple / multiple / parallel-no-order checker), as ``eval_runner._evaluate_single_ast_entry``
   does, including its two decoder error types (``ast_decoder:decoder_failed`` and
   ``ast_decoder:decoder_wrong_output_format``).
-* **Decoder: BFCL's, behind a guard.**  For scoring, model text is decoded by bfcl-eval's own
-  ``default_decode_ast_prompting`` (:func:`bfcl_decode`), so values are exactly what the leaderboard sees: a
-  tuple stays a tuple (the checker rejects it for an ``array`` parameter), a bare name is its string, ``+5``
-  reads as ``-5``, positional arguments are dropped.  bfcl's decoder ``eval``s the source text of every
-  binary operation it meets, so the text is first parsed with :mod:`ast` here, and an output holding a
-  binary operation (or a lambda) never reaches it.  The project's strict parser
+* **Decoder: BFCL's, with arithmetic folded instead of ``eval``ed.**  For scoring, model text is decoded by
+  bfcl-eval's own ``default_decode_ast_prompting`` (:func:`bfcl_decode`), so values are exactly what the
+  leaderboard sees: a tuple stays a tuple (the checker rejects it for an ``array`` parameter), a bare name is
+  its string, ``+5`` reads as ``-5``, positional arguments are dropped, a keyword-less nested call is its text.
+  bfcl's decoder ``eval``s the source text of every binary operation it reads in an argument; here the text is
+  parsed with :mod:`ast` first and each such operation that is constant numeric arithmetic is replaced by its
+  value, computed by :func:`itool_core.calls.fold_arithmetic` (``budget=(1000 - 1) + 1`` → ``1000``, as bfcl
+  scores it), before bfcl's decoder sees the text — model text is never executed.  The project's strict parser
   (:func:`itool_core.calls.parse_calls`) still decodes ``SampleScore.calls`` — what the samples table records
   and the tree search / training use.
 
 **Every intentional difference from bfcl-eval's pipeline** — the one list (``tests/test_bfcl_parity.py``
 checks on a few hundred generated outputs over simple / multiple / parallel / parallel_multiple /
-irrelevance that there are no others):
+irrelevance, constant arithmetic among them, that there are no others):
 
-1. *A binary operation in a value* (``x=1+2``, ``x=2**10**9``): bfcl-eval ``eval``s its text (arbitrary
-   code); here the output does not decode (AST: ``ast_decoder:decoder_failed``; relevance: no call), because
-   model text is never executed.  (A lambda fails bfcl's decoder too, before its ``eval``: same verdict.)
+1. *A binary operation that is not bounded numeric arithmetic* — over strings (``'a' + 'b'``), names, calls,
+   with another operator (``<<``, ``&``), an int past 256 bits, a NaN or complex result, deeper than 32 levels
+   or more than 64 operations (``2**10**9``): bfcl-eval ``eval``s its text (arbitrary code); here it is not
+   evaluated.  On AST categories the output is a decode failure (``ast_decoder:decoder_failed``; bfcl would
+   check the computed value).  On relevance categories it still counts as a **call** wherever the text is a
+   call list (the expression read as a placeholder): bfcl-eval agrees whenever its ``eval`` succeeds, and
+   differs (it sees "no call") only where its ``eval`` raises (``x=y+1``, an unknown name).  Such an
+   operation where bfcl would not evaluate it (a positional argument, inside a keyword-less nested call or a
+   subscript) also makes the output a decode failure here: never handing it on keeps the guard independent of
+   bfcl's decoder internals.
 2. *Text over 200 000 characters*: bfcl-eval decodes it; here it does not decode (bounded cost per output).
 3. *The checker raises* (``repr`` of an int past Python's int-to-str digit limit in its error message,
    ``float()`` of an int past the float range): bfcl-eval's runner aborts the whole evaluation; here that
@@ -32,6 +41,9 @@ irrelevance that there are no others):
    canonical literal call text reaches the executor's ``eval``, so an output bfcl-eval decodes leniently
    (positional arguments dropped, a bare name read as its string, a nested call kept as its text) ends the
    turn as "no call" here instead of being executed.
+
+A lambda where bfcl reads an argument fails its decoder before its ``eval`` (``value.body[0]``): a decode
+failure here too, no difference.
 
 * **Relevance: BFCL's rule** (``_evaluate_single_relevance_entry``): text that does not decode, or decodes to
   no call, is "no call".  irrelevance / live_irrelevance are correct iff there is no call; live_relevance iff
@@ -61,7 +73,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..bfcl_checker import CHECKER_MODEL_NAME, ast_checker, install_model_config_stub
-from ..calls import MAX_TEXT_CHARS, PromptStyle, ToolCall, normalise_answer_text, render_prompt, try_parse_calls
+from ..calls import (
+    MAX_TEXT_CHARS,
+    ArithmeticRefused,
+    PromptStyle,
+    ToolCall,
+    fold_arithmetic,
+    normalise_answer_text,
+    render_prompt,
+    try_parse_calls,
+)
 from ..data.bfcl import AST_CATEGORIES, MULTI_TURN_CATEGORIES, RELEVANCE_CATEGORIES, V3_CATEGORIES
 from ..data.records import Example
 
@@ -125,22 +146,67 @@ def _bfcl_decoder():
     return default_decode_ast_prompting, is_function_calling_format_output, is_empty_output
 
 
-def bfcl_decode(text: str) -> tuple[list | None, str | None]:
-    """``(decoded, None)`` from bfcl-eval's ``default_decode_ast_prompting`` (``[{name: {arg: value}}]``), or
-    ``(None, why)`` where it fails or where it would ``eval`` model text (see the differences table)."""
-    text = text if isinstance(text, str) else ""
-    if len(text) > MAX_TEXT_CHARS:
-        return None, f"text longer than {MAX_TEXT_CHARS} characters"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SyntaxWarning)
-            tree = ast.parse(_bfcl_source(text), mode="eval")
-        unsafe = next((n for n in ast.walk(tree) if isinstance(n, (ast.BinOp, ast.Lambda))), None)
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
-        return None, f"{type(e).__name__}: {getattr(e, 'msg', None) or e}"
-    if unsafe is not None:
-        kind = "binary operation" if isinstance(unsafe, ast.BinOp) else "lambda"
-        return None, f"a {kind} in the output is not evaluated (bfcl-eval would eval it)"
+class _Unevaluated(Exception):
+    """A binary operation that bfcl-eval's decoder would ``eval`` and this module does not."""
+
+
+class _LambdaArgument(Exception):
+    """A lambda where bfcl-eval's decoder reads it: it fails there (``value.body[0]`` of a lambda) before its
+    ``eval``, so this is a decode failure in both."""
+
+
+def _fold_reached(value: ast.expr) -> ast.expr:
+    """``value`` with every binary operation that bfcl-eval's ``resolve_ast_by_type`` would ``eval`` replaced by
+    its folded constant.  The walk follows that function's recursion exactly: list / tuple elements, dict keys
+    and values, the keyword values of a call that has keywords; a unary operation, a keyword-less call and a
+    subscript are not entered (bfcl reads ``operand.value`` / unparses them), so a binary operation there keeps
+    its text, as it does in bfcl-eval."""
+    if isinstance(value, ast.Lambda):
+        raise _LambdaArgument("a lambda argument")
+    if isinstance(value, ast.BinOp):
+        try:
+            return ast.copy_location(ast.Constant(fold_arithmetic(value)), value)
+        except ArithmeticRefused as e:
+            raise _Unevaluated(f"a binary operation that is not bounded numeric arithmetic ({e})") from None
+    if isinstance(value, (ast.List, ast.Tuple)):
+        value.elts = [_fold_reached(v) for v in value.elts]
+    elif isinstance(value, ast.Dict):
+        value.keys = [None if k is None else _fold_reached(k) for k in value.keys]
+        value.values = [_fold_reached(v) for v in value.values]
+    elif isinstance(value, ast.Call) and value.keywords:
+        _fold_call(value)
+    return value
+
+
+def _fold_call(call: ast.Call) -> None:
+    for kw in call.keywords:  # positional arguments: bfcl-eval drops them unread
+        kw.value = _fold_reached(kw.value)
+
+
+def _folded_source(tree: ast.Expression) -> str:
+    """The source with bfcl-eval's evaluated expressions folded (``ast_parse``: a bare call, or the elements of
+    the list that are calls).  :class:`_Unevaluated` where an expression is not bounded numeric arithmetic,
+    also where bfcl would not reach it (positional arguments, nested keyword-less calls: the table's item 1)."""
+    body = tree.body
+    for call in [body] if isinstance(body, ast.Call) else getattr(body, "elts", []):
+        if isinstance(call, ast.Call):
+            _fold_call(call)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp):  # left over where bfcl would not eval it: still never handed on
+            try:
+                fold_arithmetic(node)
+            except ArithmeticRefused as e:
+                raise _Unevaluated(f"a binary operation that is not bounded numeric arithmetic ({e})") from None
+    return ast.unparse(tree)
+
+
+def _parse_bfcl_source(text: str) -> ast.Expression:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        return ast.parse(_bfcl_source(text), mode="eval")
+
+
+def _run_bfcl_decoder(text: str) -> tuple[list | None, str | None]:
     decoder, _, _ = _bfcl_decoder()
     try:
         with warnings.catch_warnings():
@@ -150,10 +216,57 @@ def bfcl_decode(text: str) -> tuple[list | None, str | None]:
         return None, f"{type(e).__name__}: {e}"
 
 
+def bfcl_decode(text: str) -> tuple[list | None, str | None]:
+    """``(decoded, None)`` from bfcl-eval's ``default_decode_ast_prompting`` (``[{name: {arg: value}}]``), or
+    ``(None, why)`` where it fails.  Constant arithmetic in an argument is folded first (:func:`_folded_source`),
+    so bfcl's decoder sees the values its own ``eval`` would have produced and never runs model text; an
+    expression that is not bounded numeric arithmetic is a decode failure (see the differences table)."""
+    decoded, why, _ = _decode_guarded(text)
+    return decoded, why
+
+
+def _decode_guarded(text: str) -> tuple[list | None, str | None, bool]:
+    """:func:`bfcl_decode` plus whether it failed only because an expression was not evaluated."""
+    text = text if isinstance(text, str) else ""
+    if len(text) > MAX_TEXT_CHARS:
+        return None, f"text longer than {MAX_TEXT_CHARS} characters", False
+    try:
+        tree = _parse_bfcl_source(text)
+        has_expr = any(isinstance(n, (ast.BinOp, ast.Lambda)) for n in ast.walk(tree))
+        source = _folded_source(tree) if has_expr else text
+    except _Unevaluated as e:
+        return None, f"{e} (bfcl-eval would eval it)", True
+    except _LambdaArgument as e:
+        return None, f"{e} (bfcl-eval's decoder fails on it too)", False
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+        return None, f"{type(e).__name__}: {getattr(e, 'msg', None) or e}", False
+    decoded, why = _run_bfcl_decoder(source)
+    return decoded, why, False
+
+
+def _structure_decodes_to_calls(text: str) -> bool:
+    """Whether the output decodes to a non-empty call list once every unevaluated binary operation is read as
+    a placeholder value: bfcl-eval ``eval``s those, so such an output is a call there (unless its ``eval``
+    raises) — counted as a call here too, so that an expression never passes for abstention."""
+
+    class _Placeholder(ast.NodeTransformer):
+        def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+            return ast.copy_location(ast.Constant(None), node)
+
+    try:
+        tree = _Placeholder().visit(_parse_bfcl_source(text))
+        decoded, _ = _run_bfcl_decoder(_folded_source(tree))
+    except (SyntaxError, ValueError, RecursionError, MemoryError, _LambdaArgument):
+        return False
+    return decoded is not None and not _bfcl_decoder()[2](decoded)
+
+
 def _decode_for_relevance(text: str) -> tuple[bool, list | None, str | None]:
     """``(has a call, decoded, why not decoded)``: bfcl-eval's relevance test is "decodes, and not to an empty
-    output" (``is_empty_output``)."""
-    decoded, err = bfcl_decode(text)
+    output" (``is_empty_output``); an output that is a call list with an unevaluated expression is a call."""
+    decoded, err, unevaluated = _decode_guarded(text)
+    if unevaluated:
+        return _structure_decodes_to_calls(text), decoded, err
     return decoded is not None and not _bfcl_decoder()[2](decoded), decoded, err
 
 

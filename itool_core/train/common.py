@@ -1,4 +1,7 @@
-"""Helpers shared by the trainers (SFT, preference): quiet progress bars and peak memory."""
+"""Helpers shared by the trainers (SFT, preference): quiet progress bars, peak memory, and the few
+process-group questions a trainer asks when it runs as one rank of ``accelerate launch`` (train/launch.py):
+which rank am I, how many are there, wait for the others, add up a count.  Outside a launched group they
+answer for a single process (rank 0 of 1), so the in-process path is unchanged."""
 
 from __future__ import annotations
 
@@ -27,3 +30,56 @@ def quiet_progress():
 def peak_rss_mb() -> float:
     # ru_maxrss is the process's peak resident set (KiB on Linux): a high-water mark, never decreasing.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _group() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's global rank (0 outside a process group)."""
+    if not _group():
+        return 0
+    import torch.distributed as dist
+
+    return dist.get_rank()
+
+
+def world_size() -> int:
+    """Processes training together (1 outside a process group)."""
+    if not _group():
+        return 1
+    import torch.distributed as dist
+
+    return dist.get_world_size()
+
+
+def is_main() -> bool:
+    """Rank 0: the one process that writes artifacts (adapters, markers, results), so that no two ranks write
+    one file and a reader never sees another rank's copy half-written."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait until every rank gets here (no-op in one process): the other ranks must not read what rank 0 is
+    still writing, nor finish before it has."""
+    if _group():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def all_sum(value: int) -> int:
+    """``value`` summed over the ranks (a per-rank count, e.g. tokens seen)."""
+    if not _group():
+        return int(value)
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([int(value)], dtype=torch.long)
+    if "nccl" in str(dist.get_backend()):  # NCCL reduces GPU tensors only
+        t = t.to(torch.device("cuda", torch.cuda.current_device()))
+    dist.all_reduce(t)
+    return int(t.item())

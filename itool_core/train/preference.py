@@ -72,7 +72,7 @@ from typing import Any
 
 from ..config import PreferenceConfig
 from . import losses
-from .common import peak_rss_mb, quiet_progress
+from .common import all_sum, barrier, is_main, peak_rss_mb, quiet_progress, world_size
 
 __all__ = [
     "PreferenceConfig",
@@ -193,11 +193,12 @@ def prepare_pairs(pairs: Iterable[Mapping[str, Any]], eos_id: int, cfg: Preferen
     return out
 
 
-def planned_steps(n_pairs: int, cfg: PreferenceConfig) -> int:
-    """Optimiser steps: ``ceil(epochs · ceil(ceil(n / batch) / accumulation))``, capped by ``max_steps``."""
+def planned_steps(n_pairs: int, cfg: PreferenceConfig, processes: int = 1) -> int:
+    """Optimiser steps: ``ceil(epochs · ceil(ceil(n / (batch · processes)) / accumulation))``, capped by
+    ``max_steps``; ``processes`` data-parallel ranks each take ``per_device_batch_size`` pairs of a micro-batch."""
     if n_pairs <= 0:
         return 0
-    batches = math.ceil(n_pairs / cfg.per_device_batch_size)
+    batches = math.ceil(n_pairs / (cfg.per_device_batch_size * processes))
     steps = math.ceil(cfg.epochs * math.ceil(batches / cfg.grad_accum_steps) - 1e-9)
     if cfg.max_steps is not None:
         steps = min(steps, cfg.max_steps)
@@ -243,6 +244,9 @@ def _trl_args(cfg: PreferenceConfig, output_dir: str, steps: int):
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
+        # launched data-parallel (train/launch.py): every LoRA weight takes part in every step, so DDP need
+        # not search the graph for unused ones each step
+        ddp_find_unused_parameters=False,
         disable_dropout=True,  # the model's own dropout; LoRA dropout is cfg.lora_dropout
     )
     return losses.get(cfg.loss).trl_config(cfg, common)
@@ -301,7 +305,7 @@ def build_trainer(
         ref_model, _ = load_policy(reference, dtype=cfg.model_dtype)
         info = {"reference": str(reference), "reference_mode": "explicit ref_model"}
 
-    steps = planned_steps(len(prepared.rows), cfg)
+    steps = planned_steps(len(prepared.rows), cfg, world_size())
     trainer_cls = losses.get(cfg.loss).trainer_class()
     kwargs = dict(
         model=model,
@@ -349,6 +353,11 @@ class PreferenceResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreferenceResult:
+        """The result a run wrote (``preference_result.json``; a launched run's rank 0 writes it)."""
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 _SUMMARY_KEYS = (
@@ -433,16 +442,21 @@ def _train_preference(policy, pairs, cfg: PreferenceConfig, out: Path, reference
         train_out = trainer.train()
         wall = time.perf_counter() - t0
         steps = int(train_out.global_step)
-        tokens = int(trainer.tokens_seen)
+        tokens = all_sum(int(trainer.tokens_seen))  # each rank counted its own share of the batches
         peft_model = trainer.accelerator.unwrap_model(trainer.model)
-        adapter_dir = save_policy(peft_model, trainer.processing_class, out / "adapter")
+        # under accelerate launch every rank runs this function, and only rank 0 writes
+        adapter_dir = out / "adapter"
+        if is_main():
+            save_policy(peft_model, trainer.processing_class, adapter_dir)
         del trainer, peft_model
         gc.collect()
 
     merged_dir = None
     if cfg.merge:
         # Reload `policy` and fold the adapter in (independent of the trainer's patched in-memory model).
-        merged_dir = str(merge_adapter(policy, adapter_dir, out / "merged"))
+        merged_dir = str(out / "merged")
+        if is_main():
+            merge_adapter(policy, adapter_dir, merged_dir)
 
     def mean(key: str) -> float | None:
         vals = [h[key] for h in history if key in h]
@@ -473,7 +487,9 @@ def _train_preference(policy, pairs, cfg: PreferenceConfig, out: Path, reference
         trl_version=trl.__version__,
         config=asdict(cfg),
     )
-    atomic_write_json(out / "preference_result.json", result.to_dict())
+    if is_main():
+        atomic_write_json(out / "preference_result.json", result.to_dict())
+    barrier()  # no rank returns before the run's files are in place
     emit("end", result.to_dict())
     return result
 

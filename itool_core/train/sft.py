@@ -47,7 +47,7 @@ from ..calls import PromptStyle
 from ..config import SFTConfig
 from ..data.records import Example
 from ..data.tokenise import end_token, sft_pair, tokenize_pair  # re-exported; data.replay uses them too
-from .common import peak_rss_mb, quiet_progress
+from .common import barrier, is_main, peak_rss_mb, quiet_progress, world_size
 
 __all__ = [
     "Callback",
@@ -83,13 +83,14 @@ def build_sft_records(
     return records, dropped
 
 
-def planned_steps(n_examples: int, cfg: SFTConfig) -> int:
-    """Optimiser steps of one stage: ``ceil(epochs · ceil(ceil(n / batch) / accumulation))``, capped by
-    ``max_steps_per_stage``.  Computed here (and passed as ``max_steps``) so curriculum and mixed runs are
-    step-for-step comparable whatever the trainer's own rounding."""
+def planned_steps(n_examples: int, cfg: SFTConfig, processes: int = 1) -> int:
+    """Optimiser steps of one stage: ``ceil(epochs · ceil(ceil(n / (batch · processes)) / accumulation))``,
+    capped by ``max_steps_per_stage``.  Computed here (and passed as ``max_steps``) so curriculum and mixed runs
+    are step-for-step comparable whatever the trainer's own rounding.  ``processes``: data-parallel ranks, each
+    taking ``per_device_batch_size`` examples of every micro-batch (train/launch.py)."""
     if n_examples <= 0:
         return 0
-    batches = math.ceil(n_examples / cfg.per_device_batch_size)
+    batches = math.ceil(n_examples / (cfg.per_device_batch_size * processes))
     updates_per_epoch = math.ceil(batches / cfg.grad_accum_steps)
     steps = math.ceil(cfg.epochs_per_stage * updates_per_epoch - 1e-9)
     if cfg.max_steps_per_stage is not None:
@@ -188,7 +189,7 @@ def _last_checkpoint(ckpt_root: Path, fingerprint: str) -> Path | None:
             continue
         if (d / "trainer_state.json").is_file():
             complete.append(d)
-        else:
+        elif is_main():  # one rank tidies; the others only skip it
             shutil.rmtree(d, ignore_errors=True)
     return max(complete, key=lambda d: int(d.name.removeprefix("checkpoint-")), default=None)
 
@@ -235,6 +236,18 @@ class SFTResult:
             "peak_rss_mb": self.peak_rss_mb,
             "config": self.config,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SFTResult:
+        """The result a run wrote (``sft_result.json``; a launched run's rank 0 writes it), without the model."""
+        stages = [StageResult(**{k: s[k] for k in StageResult.__dataclass_fields__ if k in s}) for s in d["stages"]]
+        return cls(
+            **{
+                **{k: d[k] for k in ("mode", "adapter_dir", "merged_dir", "wall_s", "peak_rss_mb")},
+                "stages": stages,
+                "config": d.get("config", {}),
+            }
+        )
 
 
 def _make_log_callback(emit: Callback, stage: str, step_offset: int):
@@ -369,6 +382,9 @@ def build_trainer(
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
+        # launched data-parallel (train/launch.py): every LoRA weight takes part in every step, so DDP need
+        # not search the graph for unused ones each step
+        ddp_find_unused_parameters=False,
     )
     trainer_cls = (
         SFTTrainer
@@ -468,13 +484,16 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
     for name, exs in stages:
         records, dropped = build_sft_records(exs, tok, style, cfg.max_length)
         prepared.append((name, records, dropped))
+    # Under accelerate launch every rank runs this function; each trains on its share of every batch, and
+    # only rank 0 writes (is_main), the others waiting for it where they read what it wrote (barrier).
+    processes = world_size()
     if cfg.mode == "mixed":
-        total_steps = sum(planned_steps(len(r), cfg) for _, r, _ in prepared)
+        total_steps = sum(planned_steps(len(r), cfg, processes) for _, r, _ in prepared)
         union = [rec for _, r, _ in prepared for rec in r]
         random.Random(cfg.seed).shuffle(union)
         runs = [("mixed", union, [d for _, _, ds in prepared for d in ds], total_steps)]
     else:
-        runs = [(name, r, d, planned_steps(len(r), cfg)) for name, r, d in prepared]
+        runs = [(name, r, d, planned_steps(len(r), cfg, processes)) for name, r, d in prepared]
 
     results: list[StageResult] = []
     step_offset = 0
@@ -510,11 +529,14 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
             step_offset += done.steps
             continue
         checkpointing = 0 < cfg.checkpoint_steps < steps  # a checkpoint at the last step would never be used
-        if resume_from is None and ckpt_root.exists():
-            shutil.rmtree(ckpt_root)  # another stage's, or resume is off: never continue from it
-        if checkpointing and resume_from is None:
-            ckpt_root.mkdir(parents=True)
-            write_marker(ckpt_root / CHECKPOINT_MARKER, fingerprint)
+        barrier()  # every rank has decided where to resume before rank 0 removes anything
+        if is_main():
+            if resume_from is None and ckpt_root.exists():
+                shutil.rmtree(ckpt_root)  # another stage's, or resume is off: never continue from it
+            if checkpointing and resume_from is None:
+                ckpt_root.mkdir(parents=True)
+                write_marker(ckpt_root / CHECKPOINT_MARKER, fingerprint)
+        barrier()
         trainer_dir = (
             nullcontext(str(ckpt_root))
             if checkpointing or resume_from
@@ -543,7 +565,8 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
             train_loss = _stage_loss(stage_logs, resumed_at, done_steps, float(train_out.training_loss))
             del trainer
             gc.collect()
-        save_policy(peft_model, tok, stage_dir)
+        if is_main():
+            save_policy(peft_model, tok, stage_dir)
         res = StageResult(
             name=name,
             index=index,
@@ -561,11 +584,13 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
             adapter_dir=str(stage_dir),
             resumed_at_step=resumed_at,
         )
-        # written after the adapter folder is in place: a crash in between only means the stage is retrained
-        write_marker(stage_dir / STAGE_MARKER, fingerprint, result=asdict(res))
-        shutil.rmtree(ckpt_root, ignore_errors=True)
-        if ckpt_root.parent.is_dir() and not any(ckpt_root.parent.iterdir()):
-            ckpt_root.parent.rmdir()
+        if is_main():
+            # written after the adapter folder is in place: a crash in between only means the stage is retrained
+            write_marker(stage_dir / STAGE_MARKER, fingerprint, result=asdict(res))
+            shutil.rmtree(ckpt_root, ignore_errors=True)
+            if ckpt_root.parent.is_dir() and not any(ckpt_root.parent.iterdir()):
+                ckpt_root.parent.rmdir()
+        barrier()
         results.append(res)
         emit("stage_end", asdict(res))
         step_offset += done_steps
@@ -577,7 +602,9 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
         # Fold the adapter into the base weights: the next iteration's policy and DPO reference
         # (docs/design.md#reference-model).
         final_model = peft_model.merge_and_unload()
-        merged_dir = str(save_policy(final_model, tok, out / "merged"))
+        merged_dir = str(out / "merged")
+        if is_main():
+            save_policy(final_model, tok, merged_dir)
     result = SFTResult(
         mode=cfg.mode,
         stages=results,
@@ -588,6 +615,8 @@ def _train_sft(model, stages, cfg: SFTConfig, out_dir, emit: Callback, tokenizer
         config=asdict(cfg),
         model=final_model,
     )
-    atomic_write_json(out / "sft_result.json", result.to_dict())
+    if is_main():
+        atomic_write_json(out / "sft_result.json", result.to_dict())
+    barrier()  # no rank returns before the run's files are in place
     emit("end", result.to_dict())
     return result
