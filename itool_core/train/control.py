@@ -102,5 +102,8 @@ def train_control(
     tok = load_tokenizer(policy)
     records, _ = build_sft_records(examples, tok, PromptStyle(sft.tools_style), sft.max_length)
     plan = plan_control(target_steps, target_tokens, [len(r["input_ids"]) for r in records])
-    res = train_sft(policy, [("control", list(examples))], control_config(sft, plan), out_dir, callback=callback)
+    # resume: a retry or a re-run after a kill continues from the stage's last checkpoint (out_dir is per input)
+    res = train_sft(
+        policy, [("control", list(examples))], control_config(sft, plan), out_dir, callback=callback, resume=True
+    )
     return plan, res
