@@ -116,6 +116,7 @@ def throughput(summary: dict, peak: float | None) -> dict[str, dict]:
         secs = w.get("seconds") or compute.get(name) or 0.0
         tokens = w.get("tokens", w.get("generated_tokens"))
         row: dict = {"seconds": round(secs, 1), "tokens": tokens}
+        row.update({k: w[k] for k in ("steps", "pairs", "pairs_trained") if k in w})
         if "generated_tokens" in w:
             row["what"] = "generated tokens (search)"
         row["tokens_per_s"] = round(tokens / secs, 1) if tokens and secs else None

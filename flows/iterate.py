@@ -171,7 +171,14 @@ def iterate(
                 pi = upd.policy
                 spent["steps"] += upd.steps
                 spent["tokens"] += upd.tokens
-                work[f"{it}/preference"] = _trained_work(upd)
+                per_step = cfg.preference.per_device_batch_size * cfg.preference.grad_accum_steps
+                # distinct pairs the update trained on (the demo's goal: ≥ 8 per iteration)
+                trained_on = float(min(pairs.n_pairs, upd.steps * per_step))
+                work[f"{it}/preference"] = {
+                    **_trained_work(upd),
+                    "pairs": float(pairs.n_pairs),
+                    "pairs_trained": trained_on,
+                }
                 work[f"{it}/mine"] = {"generated_tokens": float(pairs.stats.get("generated_tokens", 0.0))}
                 scores.append(scores_of(ev, pairs=pairs.n_pairs, kind="iteration"))
 

@@ -464,6 +464,7 @@ def test_the_compute_matched_control_is_trained_scored_compared_and_tracked(harn
     # the matching rule, checkable from the outputs: the control took exactly the optimiser steps the preference
     # update took, and fed tokens of the same order (whole examples: not exactly equal)
     ctl, pref = res["control"], res["work"]["iter_1/preference"]
+    assert pref["pairs_trained"] == min(pref["pairs"], 2)  # 2 steps of 1 pair
     assert ctl["target"] == {"steps": int(pref["steps"]), "tokens": int(pref["tokens"])}
     assert ctl["spent"]["steps"] == ctl["target"]["steps"] == 2
     assert ctl["target"]["tokens"] > 0 and 0.3 < ctl["spent"]["tokens"] / ctl["target"]["tokens"] < 3
