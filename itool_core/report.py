@@ -126,10 +126,10 @@ def _verdicts(s: StageScores) -> dict[str, dict[str, bool]] | None:
 
 def comparisons(stages: Sequence[StageScores], pairs: Sequence[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
     """Paired comparisons (default: :func:`comparison_pairs`), one row per category both stages were scored
-    on plus a ``pooled`` row over all their shared items: ``a``, ``b`` (labels), ``category``, ``n``,
-    ``a_correct``, ``b_correct``, ``delta_points`` (B − A in accuracy points), the discordant counts
-    ``a_only`` (right in A only: McNemar's *b*) and ``b_only`` (right in B only: *c*), and the exact McNemar
-    ``p_value``.  Stages without per-item verdicts (no ``samples.parquet``) are skipped."""
+    on plus, with two or more categories, a ``pooled`` row over all their shared items: ``a``, ``b`` (labels),
+    ``category``, ``n``, ``a_correct``, ``b_correct``, ``delta_points`` (B − A in accuracy points), the
+    discordant counts ``a_only`` (right in A only: McNemar's *b*) and ``b_only`` (right in B only: *c*), and the
+    exact McNemar ``p_value``.  Stages without per-item verdicts (no ``samples.parquet``) are skipped."""
     verdicts = [_verdicts(s) for s in stages]
     rows: list[dict[str, Any]] = []
     for ia, ib in comparison_pairs(stages) if pairs is None else pairs:
@@ -139,7 +139,9 @@ def comparisons(stages: Sequence[StageScores], pairs: Sequence[tuple[int, int]] 
         cats = [c for c in categories_of([stages[ia], stages[ib]]) if c in va and c in vb]
         pooled_a = {f"{c}/{k}": v for c in cats for k, v in va[c].items()}
         pooled_b = {f"{c}/{k}": v for c in cats for k, v in vb[c].items()}
-        for c, (a, b) in [*((c, (va[c], vb[c])) for c in cats), ("pooled", (pooled_a, pooled_b))]:
+        # one category: its row already is the pooled one
+        pooled = [("pooled", (pooled_a, pooled_b))] if len(cats) > 1 else []
+        for c, (a, b) in [*((c, (va[c], vb[c])) for c in cats), *pooled]:
             p: Paired = paired(a, b)
             if not p.n:
                 continue
