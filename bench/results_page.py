@@ -1,7 +1,9 @@
 """Generate ``docs/RESULTS.md`` from the runs' JSON (``bench/results/run_<profile>.json``, written by
-bench/pipeline_run.py): one table per profile — stages × categories with n and 95 % intervals — the wall time
-per stage, the hardware, the date and the command of each run.  The page is never edited by hand; the lab
-notebook (measurement history, investigations) is ``docs/notebook/RESULTS.md``.
+bench/pipeline_run.py): one section per profile — stages × categories with n and 95 % intervals, the score plot,
+the paired comparisons (per category and pooled, exact McNemar p), the compute-matched control's matching rule
+with its target and spent steps / tokens, the wall time per stage and where it goes (tokens/s, training FLOP/s
+against the measured bf16 matmul peak), the hardware, the date and the command of each run.  The page is never
+edited by hand; the lab notebook (measurement history, investigations) is ``docs/notebook/RESULTS.md``.
 
     python bench/results_page.py            # rewrite docs/RESULTS.md
     python bench/results_page.py --check    # exit 1 if the page is not what the JSON gives (CI / tests)
@@ -33,6 +35,7 @@ def run_section(run: dict) -> str:
         cats += [c for c in s["categories"] if c not in cats]
     ns = {c: sorted({s["categories"][c]["total"] for s in run["scores"] if c in s["categories"]}) for c in cats}
     head = ["stage"] + [f"{c} (n={'/'.join(map(str, ns[c]))})" for c in cats] + ["pairs"]
+    subset = f" ({run['subset']})" if run.get("subset") else ""
     lines = [
         f"## Profile `{run['profile']}`",
         "",
@@ -40,7 +43,7 @@ def run_section(run: dict) -> str:
         f"{m['memory_gib']} GiB, GPU: {'yes' if m.get('gpu') else 'no'} (torch {m['torch']}) · "
         f"{'fresh ITOOL_HOME (first-run model conversion included)' if run.get('fresh_home') else 'warm home'}",
         "",
-        "Accuracy % [95 % Wilson interval]; every stage on the same seeded items.",
+        f"Accuracy % [95 % Wilson interval]; every stage on the same seeded items{subset}.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",
@@ -52,6 +55,9 @@ def run_section(run: dict) -> str:
             + ["-" if s.get("pairs") is None else str(s["pairs"])]
         )
         lines.append("| " + " | ".join(row) + " |")
+    if run.get("plot"):
+        lines += ["", f"![scores per stage, profile {run['profile']}](../bench/results/{run['plot']})"]
+    lines += _comparisons(run) + _control(run)
     goal = ""
     if run.get("goal_s"):
         goal = f" — goal ≤ {run['goal_s'] / 60:.0f} min: **{'met' if run['goal_met'] else 'not met'}**"
@@ -64,9 +70,75 @@ def run_section(run: dict) -> str:
     ]
     lines += [f"| {k} | {v:.0f} |" for k, v in run["stages_s"].items()]
     lines.append(f"| start-up (Prefect server, imports) | {run['startup_s']:.0f} |")
+    lines += _throughput(run)
     if run.get("note"):
         lines += ["", f"_{run['note']}_"]
     return "\n".join(lines)
+
+
+def _p(p: float) -> str:
+    return f"{p:.2f}" if p >= 0.01 else f"{p:.1e}"
+
+
+def _comparisons(run: dict) -> list[str]:
+    rows = run.get("comparisons") or []
+    if not rows:
+        return []
+    out = [
+        "",
+        "Paired comparisons on the same items (B vs A; Δ = B − A in points; discordant items: right only in A / "
+        "only in B; exact McNemar p; **pooled** = all items of the categories both were scored on):",
+        "",
+        "| B vs A | category | n | Δ points | only A / only B | McNemar p |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cat = "**pooled**" if r["category"] == "pooled" else r["category"]
+        out.append(
+            f"| {r['b']} vs {r['a']} | {cat} | {r['n']} | {r['delta_points']:+.0f} | "
+            f"{r['a_only']} / {r['b_only']} | {_p(r['p_value'])} |"
+        )
+    return out
+
+
+def _control(run: dict) -> list[str]:
+    c = run.get("control")
+    if not c:
+        return []
+    t, s = c["target"], c["spent"]
+    ratio = s["tokens"] / t["tokens"] if t.get("tokens") else 0.0
+    return [
+        "",
+        "**Compute-matched control.** The SFT policy trained further with plain SFT (the warm-up's settings) on the "
+        "pool, for exactly the optimiser steps S the iterations' preference updates took, with b = round(T / (S · "
+        "mean tokens of a pool example)) examples per step so that it feeds about the T training tokens those "
+        f"updates fed through the policy. Target: {t['steps']} steps, {t['tokens']} tokens; spent: {s['steps']} "
+        f"steps, {s['tokens']} tokens ({ratio:.2f} × the target; batch {c.get('batch_size', 0):.0f}).",
+    ]
+
+
+def _throughput(run: dict) -> list[str]:
+    tp = run.get("throughput") or {}
+    if not tp:
+        return []
+    peak = run["machine"].get("bfloat16_matmul_flop_per_s")
+    out = [
+        "",
+        "Where the time goes (compute seconds of the stage; training FLOPs estimated as 4N per token for LoRA SFT, "
+        "6N for a preference update"
+        + (f"; bf16 matmul peak measured before the run: {peak / 1e9:.0f} GFLOP/s" if peak else "")
+        + "):",
+        "",
+        "| stage | s | tokens | tokens/s | GFLOP/s | of bf16 peak |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k, v in tp.items():
+        gf = f"{v['flop_per_s'] / 1e9:.1f}" if v.get("flop_per_s") else "-"
+        share = f"{100 * v['peak_share']:.1f} %" if v.get("peak_share") else "-"
+        tok = "-" if v.get("tokens") is None else f"{v['tokens']:.0f}"
+        tps = "-" if v.get("tokens_per_s") is None else f"{v['tokens_per_s']:.0f}"
+        out.append(f"| {k} | {v['seconds']:.0f} | {tok} | {tps} | {gf} | {share} |")
+    return out
 
 
 def _spread(v: dict) -> str:
@@ -149,7 +221,7 @@ def engines_section(run: dict) -> str:
 
 def render() -> str:
     runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("run_*.json"))]
-    order = {"demo": 0, "quick": 1, "paper": 2}
+    order = {"demo": 0, "proof": 1, "quick": 2, "paper": 3}
     runs.sort(key=lambda r: (order.get(r["profile"], 9), r["profile"]))
     parts = [
         "# Results",

@@ -77,13 +77,9 @@ class Plan:
         return {**to_dict(self.cfg), "run_dir": str(self.run_dir), "no_warmup": self.no_warmup}
 
     def subset(self) -> str:
-        spec = self.cfg.evaluation
-        return (
-            "full categories"
-            if spec.limit is None
-            else f"seeded subset: at most {spec.limit} items per category (seed {spec.seed}), "
-            "the same items for every stage"
-        )
+        from itool_core.eval.runner import subset_text
+
+        return f"{subset_text(self.cfg.evaluation)}, the same items for every stage"
 
 
 def base_model_ref(model: str) -> ContentRef:
@@ -101,8 +97,8 @@ def data_source_ref(data: str) -> ContentRef | None:
     return None if data == "default" or not Path(data).exists() else ContentRef.of(Path(data).resolve())
 
 
-def scores_of(ev: Evaluation, pairs: int | None = None) -> StageScores:
-    return StageScores(label=ev.label, summary=ev.summary, dir=ev.dir, pairs=pairs)
+def scores_of(ev: Evaluation, pairs: int | None = None, kind: str = "") -> StageScores:
+    return StageScores(label=ev.label, summary=ev.summary, dir=ev.dir, pairs=pairs, kind=kind)
 
 
 def eval_metrics(summary: dict, prefix: str = "") -> dict[str, float]:

@@ -395,6 +395,8 @@ def benchmark_categories(name: str) -> tuple[str, ...]:
 
 #: The API-Bank prompts (eval/apibank.py uses these names): "ours" (the training prompt) or "native" (the benchmark's).
 APIBANK_PROMPTS = ("ours", "native")
+#: ``evaluation.split`` values (None: no held-out split).
+EVAL_SPLITS = ("dev", "test")
 
 #: BFCL's non-live AST categories + API-Bank: the subset the base model's row in docs/notebook/RESULTS.md was measured
 #: on.  Live categories cost 4x more per item on CPU (prompts up to 2.4k tokens); the paper profile adds them.
@@ -429,6 +431,13 @@ class EvalConfig:
     apibank_prompt: str = "ours"
     #: BFCL multi-turn: executing steps allowed per turn (bfcl-eval's MAXIMUM_STEP_LIMIT).
     max_steps: int = 20
+    #: Held-out item split of each category's seeded order (sha256(seed:id), as ``stable_subset``): None = its
+    #: first ``limit`` items (no split); "test" = the first ``test_items`` items, the block results are reported
+    #: on (at most ``limit`` of them); "dev" = the items after that block (at most ``limit``), for tuning budgets
+    #: and settings — disjoint from the test items whatever ``limit`` is (``--set evaluation.split=dev``).
+    split: str | None = None
+    #: Size of each category's test block when ``split`` is set.
+    test_items: int = 100
 
     @classmethod
     def covering(cls, examples: Any, **kw: Any) -> EvalConfig:
@@ -459,6 +468,14 @@ class EvalConfig:
         if self.tools_style is not None:
             _check_choice("evaluation.tools_style", self.tools_style, TOOLS_STYLES)
         _check_choice("evaluation.apibank_prompt", self.apibank_prompt, APIBANK_PROMPTS)
+        if self.split is not None:
+            _check_choice("evaluation.split", self.split, EVAL_SPLITS)
+        _check_range("evaluation.test_items", self.test_items, 1)
+        if self.split == "test" and self.limit is not None and self.limit > self.test_items:
+            raise ConfigError(
+                f"evaluation.limit: {self.limit} is more than evaluation.test_items ({self.test_items}), the size "
+                "of the test block: raise test_items (it moves the dev/test boundary) or lower limit"
+            )
 
 
 @dataclass(frozen=True)
@@ -689,6 +706,10 @@ class RunConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     #: How the training stages run: one process (default) or ``accelerate launch`` over GPUs / machines.
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    #: After the iterations, also train and score the compute-matched control: the policy the iterations start
+    #: from, trained further with plain SFT for the optimiser steps and tokens their preference updates spent
+    #: (matching rule: itool_core/train/control.py).
+    control: bool = False
 
     def __post_init__(self) -> None:
         _check_name("engine", self.engine, ENGINES)
@@ -759,26 +780,56 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         # ≈ 10 pairs per iteration at this budget: one pass would be 2–3 optimiser steps of 4 pairs.
         "preference": {"epochs": 3.0},
     },
-    # The whole method in minutes on 2 CPU cores (``make demo``): the quick profile's settings with budgets cut
-    # to a few steps / trees / items.  It shows the pipeline working; its scores mean nothing (n = 3 per
-    # category: ±50 points).
+    # The whole method in minutes on 2 CPU cores (``make demo``), sized to learn visibly in ≤ 10 min on the
+    # 2-core AMX Xeon: a real warm-up (bf16 autocast where native) that takes SFT above base on simple_python +
+    # multiple, and iterations that each train on ≥ 8 mined pairs.  Sized from per-step costs (DESIGN.md:
+    # bf16 SFT step ≈ 5.5–6.5 s at 4 × 600 tokens; evaluation ≈ 1–3 s per item), not tuned on its test items.
+    # Only two categories at 10 items: an interval still spans ≈ ±25 points, so the demo can show base → SFT,
+    # not what the iterations add (the proof profile measures that).
     "demo": {
         "iterations": 2,
         # ≈ 20 pool examples: the perplexity refresh costs 2–3 s per example on a 2-core CPU
         "split": {"pool_fraction": 0.015},
-        "sft": {"tools_style": "compact", "max_steps_per_stage": 2, "learning_rate": 5e-4, "per_device_batch_size": 2},
-        # ≈ 3 trees per iteration (≈ 35 s per tree at 2 rounds × k 2 here; the measured demo run,
-        # bench/results/run_demo.json, spent a third of its time mining 5)
-        "buffer": {"tools_style": "compact", "alpha": 0.15, "skip_hardest": 0.5},
-        "mcts": {"simulations": 2, "k": 2, "min_chosen_q": -1.0, "min_q_gap": 0.0},
+        # 3 × 10 steps of 4 examples at lr 1e-3: the 48-step run at 5e-4 reached ≈ 20 % on simple / multiple
+        # (docs/notebook/RESULTS.md); twice the rate buys back the steps the demo cannot afford
+        "sft": {"tools_style": "compact", "max_steps_per_stage": 10, "learning_rate": 1e-3, "per_device_batch_size": 4},
+        # ≈ 8 trees per iteration (40 % of the pool, below its hardest half): ≈ 2 pairs per branching tree
+        "buffer": {"tools_style": "compact", "alpha": 0.4, "skip_hardest": 0.5},
+        "mcts": {"simulations": 2, "k": 3, "min_chosen_q": -1.0, "min_q_gap": 0.0},
         "policy": {"max_step_tokens": 64, "max_rollout_tokens": 96, "continue_incomplete": 1},
-        "preference": {"max_steps": 2, "per_device_batch_size": 1, "grad_accum_steps": 1},
-        # generation is the cost of an evaluation (≈ 3 s per item here): 4 categories × 3 items, 48 tokens
-        # (a single call in the compact rendering is 15–40 tokens)
+        # 4 steps of 2 pairs: each iteration trains on up to 8 of its pairs
+        "preference": {"max_steps": 4, "per_device_batch_size": 2, "grad_accum_steps": 1},
+        # generation is the cost of an evaluation: 2 categories × 10 items, 48 tokens (a single call in the
+        # compact rendering is 15–40 tokens)
         "evaluation": {
-            "limit": 3,
+            "limit": 10,
             "max_new_tokens": 48,
-            "categories": ["simple_python", "multiple", "irrelevance", "apibank_level1"],
+            "categories": ["simple_python", "multiple"],
+        },
+    },
+    # The method shown working at 135 M on 2 CPU cores (``python bench/pipeline_run.py --profile proof``): base →
+    # curriculum SFT → 2 iTool iterations, plus the compute-matched control — the SFT policy trained further with
+    # plain SFT for exactly the optimiser steps S the iterations' preference updates took, with
+    # b = round(T / (S · mean tokens of a pool example)) pool examples per step so that it feeds ≈ the T training
+    # tokens those updates fed through the policy (itool_core/train/control.py; the run records both).
+    # Every stage is scored on the same held-out TEST items: the first 100 of each category's seeded order
+    # (500 pooled).  Tune on the DEV items after them (``--set evaluation.split=dev``), never on test.
+    # Budgets sized from per-step costs measured on the 2-core AMX Xeon (DESIGN.md: bf16 SFT step ≈ 5.5 s at
+    # 4 × 512 tokens; evaluation ≈ 1–3 s per item): evaluation (6 × 500 items) is most of the wall time.
+    "proof": {
+        "iterations": 2,
+        "control": True,
+        "build": {"profile": "quick"},
+        "sft": {"tools_style": "compact", "max_steps_per_stage": 32, "learning_rate": 1e-3},
+        "buffer": {"tools_style": "compact", "alpha": 0.2, "skip_hardest": 0.5},
+        "mcts": {"simulations": 4, "k": 3, "min_chosen_q": -1.0},
+        "preference": {"epochs": 3.0},
+        "evaluation": {
+            "categories": ["simple_python", "multiple", "parallel", "irrelevance", "apibank_level1"],
+            "limit": 100,
+            "split": "test",
+            "test_items": 100,
+            "max_new_tokens": 96,
         },
     },
     "paper": {

@@ -80,6 +80,7 @@ __all__ = [
     "mine_shard",
     "merge_pairs",
     "preference_update",
+    "control_sft",
     "evaluate_policy",
 ]
 
@@ -228,6 +229,9 @@ class Trained:
     metrics: dict[str, float] = field(default_factory=dict)
     #: Why nothing was trained (e.g. "no pairs"): the policy is then the input policy, unchanged.
     skipped: str | None = None
+    #: Non-padding tokens fed forward through the policy in training (SFT: prompt + answer; preference: prompt +
+    #: chosen and prompt + rejected): the compute the control is matched on (itool_core/train/control.py).
+    tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -330,6 +334,7 @@ def warmup_sft(
         adapter=res.adapter_dir,
         seconds=time.time() - t0,
         steps=sum(s.steps for s in res.stages),
+        tokens=sum(s.tokens for s in res.stages),
         stages=[
             {
                 "name": s.name,
@@ -455,8 +460,51 @@ def preference_update(
         seconds=time.time() - t0,
         train_loss=res.train_loss,
         steps=res.steps,
+        tokens=res.tokens,
         metrics=_floats(res.metrics),
         history=history,
+    )
+
+
+@_stage("control-sft", gpu=True)
+def control_sft(
+    sft: SFTConfig, pool: ArtifactRef, policy: ContentRef, steps: int, tokens: int, out_dir: str
+) -> Trained:
+    """The compute-matched control: ``policy`` (the SFT policy) trained further with plain SFT on the pool for
+    ``steps`` optimiser steps and ≈ ``tokens`` training tokens — what the iterations' preference updates spent
+    (matching rule: itool_core/train/control.py).  ``metrics`` records the targets beside what was spent."""
+    from itool_core.train.control import train_control
+
+    t0 = time.time()
+    if steps < 1:
+        return Trained(policy=policy, skipped="the iterations trained nothing", seconds=time.time() - t0)
+    history: list[dict[str, float]] = []
+
+    def collect(event: str, metrics: dict) -> None:
+        if event == "log" and "loss" in metrics:
+            history.append({"step": float(metrics.get("step", len(history))), "loss": float(metrics["loss"])})
+
+    plan, res = train_control(policy.path, _examples(pool), sft, steps, tokens, out_dir, callback=collect)
+    st = res.stages[-1]
+    return Trained(
+        policy=ContentRef.of(res.merged_dir or res.adapter_dir),
+        adapter=res.adapter_dir,
+        seconds=time.time() - t0,
+        train_loss=st.train_loss,
+        steps=st.steps,
+        tokens=st.tokens,
+        history=history,
+        metrics={
+            "target_steps": float(plan.target_steps),
+            "target_tokens": float(plan.target_tokens),
+            "batch_size": float(plan.batch_size),
+            "mean_example_tokens": float(plan.mean_example_tokens),
+            "steps": float(st.steps),
+            "tokens": float(st.tokens),
+            "tokens_ratio": st.tokens / plan.target_tokens if plan.target_tokens else 0.0,
+            "s_per_step": float(st.s_per_step),
+            "tokens_per_s": float(st.tokens_per_s),
+        },
     )
 
 

@@ -447,3 +447,43 @@ def test_the_flow_generates_on_a_served_engine_it_starts_and_stops(harness, tiny
         text = log.read_text()
         assert "listening" in text and "print_timing" in text  # it served requests
     assert _llama_servers() <= before  # every server the stages started is stopped
+
+
+def test_the_compute_matched_control_is_trained_scored_compared_and_tracked(harness, tiny_dir, data_path, tmp_path):
+    from mlflow import MlflowClient
+
+    from flows.iterate import iterate
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    params = _params(tiny_dir, data_path, tmp_path / "run", uri)
+    params["config"] = {**params["config"], "control": True}
+    params["preference"] = {**params["preference"], "max_steps": 2}
+    res = iterate(**params)
+    assert [r["kind"] for r in res["rows"]] == ["sft", "iteration", "control"]
+    assert {"control", "eval_control"} <= set(res["ran"])
+    # the matching rule, checkable from the outputs: the control took exactly the optimiser steps the preference
+    # update took, and fed tokens of the same order (whole examples: not exactly equal)
+    ctl, pref = res["control"], res["work"]["iter_1/preference"]
+    assert pref["pairs_trained"] == min(pref["pairs"], 2)  # 2 steps of 1 pair
+    assert ctl["target"] == {"steps": int(pref["steps"]), "tokens": int(pref["tokens"])}
+    assert ctl["spent"]["steps"] == ctl["target"]["steps"] == 2
+    assert ctl["target"]["tokens"] > 0 and 0.3 < ctl["spent"]["tokens"] / ctl["target"]["tokens"] < 3
+    assert res["rows"][-1]["label"] == "control (SFT +2 steps)"
+    # the comparisons: the control against SFT and the final iteration against the control, per category + pooled
+    pairs = {(c["b"], c["a"], c["category"]) for c in res["comparisons"]}
+    assert ("control (SFT +2 steps)", "SFT (curriculum)", "pooled") in pairs
+    assert ("iTool iteration 1", "control (SFT +2 steps)", "simple_python") in pairs
+    pooled = next(c for c in res["comparisons"] if c["category"] == "pooled")
+    assert pooled["n"] == 2 and {"delta_points", "a_only", "b_only", "p_value"} <= set(pooled)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "| control (SFT +2 steps) |" in report and "iTool iteration 1 vs control (SFT +2 steps)" in report
+    # its own MLflow run, with the targets beside what was spent
+    c = MlflowClient(tracking_uri=uri)
+    parent = c.get_run(res["mlflow_run_id"])
+    children = c.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    control = {r.info.run_name: r for r in children}["control"]
+    for key in ("control/target_steps", "control/steps", "control/tokens", "bfcl/simple_python"):
+        assert key in control.data.metrics, key
+    assert "control/bfcl/simple_python" in parent.data.metrics

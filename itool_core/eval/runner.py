@@ -95,6 +95,42 @@ def as_engine(
     )
 
 
+def select_items(examples: Sequence[Example], cfg: EvalConfig) -> list[Example]:
+    """The items ``cfg`` scores: per category, ``cfg.split``'s block of the seeded order (none: the whole order),
+    at most ``cfg.limit`` of it.  The test block is the first ``cfg.test_items`` items, dev the rest, so the two
+    never share an item; a category with no item in the requested block is an error naming it."""
+    if cfg.split is None:
+        return bf.stable_subset(examples, cfg.limit, cfg.seed)
+    by_cat: dict[str, list[Example]] = defaultdict(list)
+    for ex in bf.stable_subset(examples, None, cfg.seed):  # every item, in seeded order per category
+        by_cat[ex.category].append(ex)
+    out: list[Example] = []
+    for cat, exs in by_cat.items():
+        block = exs[: cfg.test_items] if cfg.split == "test" else exs[cfg.test_items :]
+        if not block:
+            raise ValueError(
+                f"evaluation.split={cfg.split}: category {cat!r} has {len(exs)} items, none after the test block "
+                f"(evaluation.test_items={cfg.test_items}): lower test_items or leave the category out"
+            )
+        out.extend(block if cfg.limit is None else block[: cfg.limit])
+    return out
+
+
+def subset_text(cfg: EvalConfig) -> str:
+    """How the items were chosen, for the summary and every table."""
+    if cfg.split is None:
+        if cfg.limit is None:
+            return "full categories"
+        return f"seeded subset: at most {cfg.limit} per category (seed {cfg.seed})"
+    block = (
+        f"test split: the first {cfg.test_items} items per category"
+        if cfg.split == "test"
+        else f"dev split: the items after the first {cfg.test_items} per category (disjoint from the test split)"
+    )
+    most = "" if cfg.limit is None else f", at most {cfg.limit} of them"
+    return f"{block} in seeded order (seed {cfg.seed}){most}"
+
+
 def evaluate(
     policy: Any,
     cfg: EvalConfig = EvalConfig(),
@@ -157,7 +193,7 @@ def _evaluate(
             examples.extend(BENCHMARKS.load(b).load(owned, (data_dirs or {}).get(b)))
     # every category of cfg is a registered benchmark's (EvalConfig checks), so a kept item has an owner
     examples = [ex for ex in examples if ex.category in wanted]
-    examples = bf.stable_subset(examples, cfg.limit, cfg.seed)
+    examples = select_items(examples, cfg)
 
     style = PromptStyle(cfg.tools_style) if cfg.tools_style else PromptStyle()
     params = GenerationParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0, n=1, seed=cfg.seed)
@@ -165,11 +201,11 @@ def _evaluate(
     summary: dict[str, Any] = {
         "model": str(name),
         "benchmarks": list(benchmarks),
-        "subset": "full categories"
-        if cfg.limit is None
-        else f"seeded subset: at most {cfg.limit} per category (seed {cfg.seed})",
+        "subset": subset_text(cfg),
         "limit": cfg.limit,
         "seed": cfg.seed,
+        "split": cfg.split,
+        "test_items": cfg.test_items if cfg.split else None,
         "settings": {
             "max_new_tokens": cfg.max_new_tokens,
             "max_steps": cfg.max_steps,
