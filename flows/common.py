@@ -237,10 +237,15 @@ def log_base_run(tracker: Tracker, parent: str, plan: Plan, runner: StageRunner,
 
 
 def tracking_hint(uri: str) -> str:
-    """Where the MLflow runs are and the one command that browses them."""
+    """Where the MLflow runs are, the one command that browses them, and the view to pick (MLflow 3 opens in its
+    GenAI view, which lists no runs)."""
+    view = "pick 'Model training' at the top left, experiment itool; expand a run (+) for its nested runs"
     if uri.startswith("sqlite:///") or uri.startswith("file:"):
-        return f"MLflow runs: {uri}\n  browse: mlflow ui --backend-store-uri {uri} --port 5000   (then http://127.0.0.1:5000)"
-    return f"MLflow runs: {uri} (open it in a browser)"
+        return (
+            f"MLflow runs: {uri}\n  browse: mlflow ui --backend-store-uri {uri} --port 5000   "
+            f"(then http://127.0.0.1:5000: {view})"
+        )
+    return f"MLflow runs: {uri} (open it in a browser: {view})"
 
 
 def as_json(x: Any) -> Any:

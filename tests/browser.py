@@ -146,6 +146,30 @@ class Browser:
         ).replace("WANT", json.dumps(text))
         return bool(self.eval(js))
 
+    def click_all(self, selector: str) -> int:
+        """Click every visible element matching the CSS ``selector`` (expanders, a panel's close button); how many."""
+        js = (
+            "(() => { const els = [...document.querySelectorAll(SEL)].filter(e => e.offsetParent !== null);"
+            " els.forEach(e => e.click()); return els.length; })()"
+        ).replace("SEL", json.dumps(selector))
+        return int(self.eval(js) or 0)
+
+    def resize(self, width: int, height: int) -> None:
+        """The page's viewport (a taller one shows a long page in one screenshot)."""
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
+
+    def scroll_to_text(self, text: str) -> bool:
+        """Scroll the first element whose own text is ``text`` to the top of the view; whether one was found."""
+        js = (
+            "(() => { const want = WANT; const el = [...document.querySelectorAll('*')]"
+            ".find(e => e.children.length === 0 && e.textContent.trim() === want);"
+            " if (!el) return false; el.scrollIntoView({block: 'start'}); return true; })()"
+        ).replace("WANT", json.dumps(text))
+        return bool(self.eval(js))
+
     def screenshot(self, path: str | Path) -> Path:
         data = self.send("Page.captureScreenshot", {"format": "png"})["data"]
         out = Path(path)
