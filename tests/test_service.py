@@ -504,11 +504,14 @@ def test_the_uis_read_like_the_pipeline_in_a_real_browser(service):
         assert "evaluate-" not in text  # Prefect's default names (evaluate-bad, …) are gone
         b.screenshot(shots / "prefect-task-runs.png")
 
+        b.resize(1280, 1450)  # the whole artifact: scores, comparisons, stages, the MLflow run
         b.open(f"{ui}/artifacts/artifact/{art.id}")
         text = b.wait_for_text("Scores per stage", "Stages", "MLflow run:", timeout=60)
         assert "Cached" in text or "ran" in text
         assert f"{mlflow_uri}/#/experiments/{exp}/runs/" in text
+        time.sleep(1)
         b.screenshot(shots / "prefect-scores-artifact.png")
+        b.resize(1280, 860)
 
         # the link SERVICE.md gives: the experiment in MLflow's model-training view
         b.open(f"{mlflow_uri}/#/experiments/{exp}/runs?workflowType=machine_learning")
