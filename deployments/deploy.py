@@ -7,10 +7,14 @@
 
 All run on a ``process`` work pool (created if missing) from this checkout (``from_source`` of the repository
 folder), so a worker on the same machine — ``prefect worker start --pool itool-process`` — needs no image.
-Parameters keep their flow defaults plus the ones given here, and stay editable in the UI (the parameter
-schema is enforced, so a typo is rejected when the run is created, not hours later).
+Every deployment says what it runs: its parameters always name the ``profile`` (default ``quick``: hours on 2
+CPU cores; ``demo``: minutes) and the ``run_dir`` (default null: each flow run writes into a folder of its own,
+``$ITOOL_HOME/runs/flow-runs/<flow run name>``; give a folder to resume a run there).  They stay editable in
+the UI and per run (the parameter schema is enforced, so a typo is rejected when the run is created, not hours
+later).  Tags follow the profile's device: ``gpu`` only for a CUDA profile.
 
-    python deployments/deploy.py                       # server at $PREFECT_API_URL
+    python deployments/deploy.py                       # server at $PREFECT_API_URL; profile quick
+    python deployments/deploy.py --profile demo        # the demo budgets: a triggered run takes minutes
     python deployments/deploy.py --cron "30 1 * * *" --timezone Europe/Berlin --iterations 3 --eval-limit 50
     prefect deployment run itool/iterate --watch       # trigger now
 
@@ -30,6 +34,15 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 DEFAULT_POOL = "itool-process"
 DEFAULT_CRON = "0 2 * * *"  # nightly, 02:00
+DEFAULT_PROFILE = "quick"
+
+
+def profile_tags(profile: str) -> list[str]:
+    """Deployment tags true to the profile's device: ``gpu`` only where the profile trains on CUDA."""
+    from itool_core.config import profile as preset
+
+    device = str(preset(profile).device)
+    return ["itool", f"profile:{profile}", "gpu" if device.startswith("cuda") else "cpu"]
 
 
 def ensure_process_pool(name: str) -> None:
@@ -55,12 +68,17 @@ def build_deployments(
     paused: bool = False,
     source: str | Path = ROOT,
 ) -> list:
-    """The two RunnerDeployments (not yet sent to the server)."""
+    """The two RunnerDeployments (not yet sent to the server).  ``profile`` and ``run_dir`` are always among
+    their parameters (null ``run_dir``: a folder per flow run)."""
     from prefect import Flow
     from prefect.schedules import Cron
 
-    params = {k: v for k, v in (parameters or {}).items() if v is not None}
+    given = dict(parameters or {})
+    params = {k: v for k, v in given.items() if v is not None}
+    params["profile"] = params.get("profile") or DEFAULT_PROFILE
+    params["run_dir"] = given.get("run_dir")  # explicit, also when null
     shared = {k: params[k] for k in ("profile", "run_dir", "tracking_uri", "eval_limit", "experiment") if k in params}
+    tags = profile_tags(params["profile"])
     iterate = Flow.from_source(str(source), "flows/iterate.py:iterate")
     evaluate = Flow.from_source(str(source), "flows/evaluate.py:evaluate")
     return [
@@ -71,26 +89,28 @@ def build_deployments(
             parameters=params,
             # a nightly run that is still going when the next one is due must not start a second training
             concurrency_limit=1,
-            tags=["itool", "gpu"],
-            description="iTool: warm-up SFT, then N iterations of buffer refresh → MCTS pairs → preference "
-            "update → evaluation (cached per stage; MLflow tracked).",
+            tags=tags,
+            description=f"iTool, profile {params['profile']}: warm-up SFT, then N iterations of buffer refresh → "
+            "MCTS pairs → preference update → evaluation (cached per stage; MLflow tracked). run_dir null: each "
+            "flow run in its own folder under $ITOOL_HOME/runs/flow-runs/.",
         ),
         evaluate.to_deployment(
             name="evaluate",
             parameters=shared,
-            tags=["itool"],
+            tags=[t for t in tags if t not in ("gpu", "cpu")],
             description="Evaluate one model on BFCL + API-Bank L1/L2.",
         ),
     ]
 
 
-def deploy_all(pool: str = DEFAULT_POOL, **kwargs) -> list:
-    """Create / update the deployments on the server at ``PREFECT_API_URL``; returns their ids."""
+def deploy_all(pool: str = DEFAULT_POOL, deployments: list | None = None, **kwargs) -> list:
+    """Create / update the deployments (``deployments``, else :func:`build_deployments` of ``kwargs``) on the
+    server at ``PREFECT_API_URL``; returns their ids."""
     from prefect import deploy
 
     ensure_process_pool(pool)
     return deploy(
-        *build_deployments(**kwargs),
+        *(deployments or build_deployments(**kwargs)),
         work_pool_name=pool,
         build=False,
         push=False,
@@ -105,10 +125,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cron", default=DEFAULT_CRON, help="schedule of itool/iterate (default: nightly 02:00)")
     p.add_argument("--timezone", default="UTC")
     p.add_argument("--paused", action="store_true", help="create the schedule paused")
-    p.add_argument("--profile", help="default parameter: quick | demo | paper")
-    p.add_argument("--iterations", type=int)
-    p.add_argument("--eval-limit", type=int)
-    p.add_argument("--run-dir", help="absolute run folder on the worker (default $ITOOL_HOME/runs/<profile>)")
+    p.add_argument(
+        "--profile",
+        default=DEFAULT_PROFILE,
+        help="parameter profile: quick (hours on 2 CPU cores) | demo (minutes) | paper (GPU); default quick",
+    )
+    p.add_argument("--iterations", type=int, help="parameter iterations (default: the profile's)")
+    p.add_argument("--eval-limit", type=int, help="parameter eval_limit: seeded items per category")
+    p.add_argument(
+        "--run-dir",
+        help="absolute run folder on the worker, shared by every flow run (resumes there); default: a folder per "
+        "flow run, $ITOOL_HOME/runs/flow-runs/<flow run name>",
+    )
     p.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI on the worker, else SQLite)")
     p.add_argument(
         "--parameters",
@@ -125,13 +153,16 @@ def main(argv: list[str] | None = None) -> int:
         "tracking_uri": a.tracking_uri,
         **json.loads(a.parameters),
     }
-    ids = deploy_all(a.pool, cron=a.cron, timezone=a.timezone, parameters=params, paused=a.paused)
+    deps = build_deployments(cron=a.cron, timezone=a.timezone, parameters=params, paused=a.paused)
+    ids = deploy_all(a.pool, deployments=deps)
     print(f"deployed {len(ids)} deployments to work pool {a.pool!r}:")
-    for name in ("itool/iterate", "itool-evaluate/evaluate"):
-        print(f"  {name}")
+    for name, d in zip(("itool/iterate", "itool-evaluate/evaluate"), deps):
+        when = f"cron {a.cron!r} ({a.timezone}){', paused' if a.paused else ''}" if d.schedules else "on demand"
+        print(f"  {name:<25} {when}; parameters {json.dumps(d.parameters)}")
     print(
         f"\nstart a worker:  prefect worker start --pool {a.pool}\n"
-        "trigger a run:   prefect deployment run itool/iterate --watch"
+        "trigger a run:   prefect deployment run itool/iterate --watch "
+        "(add -p iterations=1 -p eval_limit=5 to override per run)"
     )
     return 0
 

@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from itool_core.artifacts import ContentRef, jsonable
 from itool_core.config import RunConfig
 from itool_core.report import StageScores, report_markdown
-from tasks.stages import Evaluation
+from tasks.stages import Evaluation, StageRunner
 from tasks.tracking import Tracker
 
 
@@ -64,7 +64,8 @@ class Plan:
         # a model or data path that does not exist fails here, naming the key, not minutes into the run
         cfg = with_concrete_precision(validate_paths(with_overrides(base, config, *sections, knobs)))
         # absolute by default: a deployment's worker runs flows in a scratch directory
-        return cls(cfg=cfg, run_dir=Path(run_dir or itool_home() / "runs" / cfg.profile).resolve(), no_warmup=no_warmup)
+        folder = Path(run_dir) if run_dir else default_run_dir(itool_home() / "runs", cfg.profile)
+        return cls(cfg=cfg, run_dir=folder.resolve(), no_warmup=no_warmup)
 
     @property
     def style(self) -> str:
@@ -76,10 +77,39 @@ class Plan:
 
         return {**to_dict(self.cfg), "run_dir": str(self.run_dir), "no_warmup": self.no_warmup}
 
+    def section_params(self, group: str) -> dict:
+        """The config sections a nested MLflow run's stages read (:data:`GROUP_SECTIONS`), as its params, so the
+        compare view lines nested runs up by their settings."""
+        full = self.params()
+        keys = ("profile", "model", "engine", "device", "seed", *GROUP_SECTIONS[group])
+        return {k: full[k] for k in keys if k in full}
+
     def subset(self) -> str:
         from itool_core.eval.runner import subset_text
 
         return f"{subset_text(self.cfg.evaluation)}, the same items for every stage"
+
+
+#: Which config sections the stages of each nested MLflow run read.
+GROUP_SECTIONS: dict[str, tuple[str, ...]] = {
+    "base": ("evaluation",),
+    "warm-up": ("data", "data_format", "build", "split", "sft", "launch", "evaluation"),
+    "iteration": ("iterations", "buffer", "mcts", "policy", "preference", "launch", "serve", "evaluation"),
+    "control": ("control", "split", "sft", "evaluation"),
+}
+
+
+def default_run_dir(runs: Path, profile: str) -> Path:
+    """The run folder when none is given: ``<runs>/<profile>`` for a run started in this process (``itool run``,
+    ``make demo``: re-running the command resumes there); for a deployment's flow run its own folder,
+    ``<runs>/flow-runs/<flow run name>``, so a scheduled or UI-triggered run never writes into ``make demo``'s
+    folder or into another flow run's (resume one by passing its folder as ``run_dir``)."""
+    from prefect.runtime import deployment, flow_run
+
+    if not deployment.id or not flow_run.name:
+        return runs / profile
+    folder = runs / "flow-runs" / flow_run.name
+    return folder if not folder.exists() else folder.with_name(f"{flow_run.name}-{str(flow_run.id)[:8]}")
 
 
 def base_model_ref(model: str) -> ContentRef:
@@ -158,18 +188,61 @@ def log_evaluation(
                 tracker.log_artifact(run_id, d / f, f"eval/{name}")
 
 
-def publish_scores(stages: Sequence[StageScores], subset: str, title: str) -> str:
-    """The score table so far as a Prefect markdown artifact (a new version of key ``itool-scores``)."""
+def stage_table(runner: StageRunner) -> str:
+    """Markdown: every stage run so far with its state (Completed / Cached), wall time and compute time."""
+    rows = ["| stage | state | wall (s) | compute (s) |", "|---|---|---:|---:|"]
+    for name, state in runner.states.items():
+        compute = runner.compute.get(name)
+        rows.append(
+            f"| {name} | {'Cached' if state == 'Cached' else 'ran'} | {runner.wall.get(name, 0.0):.1f} | "
+            f"{'-' if compute is None else f'{compute:.1f}'} |"
+        )
+    return "\n".join(rows)
+
+
+def publish_scores(
+    stages: Sequence[StageScores],
+    subset: str,
+    title: str,
+    runner: StageRunner | None = None,
+    mlflow_run: str | None = None,
+) -> str:
+    """The score table so far as a Prefect markdown artifact (a new version of key ``itool-scores``), followed by
+    the stages' wall time and cache state (``runner``) and where the MLflow run is (``mlflow_run``)."""
     md = f"# iTool scores — {title}\n\n" + report_markdown(stages, subset)
+    if runner is not None and runner.states:
+        md += "\n\n## Stages\n\n" + stage_table(runner)
+    if mlflow_run:
+        md += f"\n\nMLflow run: {mlflow_run}\n"
     create_markdown_artifact(markdown=md, key="itool-scores", description=f"iTool scores: {title}")
     return md
 
 
+def log_stage_group(tracker: Tracker, run_id: str, runner: StageRunner, names: list[str], step: int = 0) -> None:
+    """A nested run's ``wall_s/<stage>``, ``compute_s/<stage>`` (only stages that really ran: a cached stage did
+    no work in this run) and its ``cached`` / ``cached_stages`` tags."""
+    tracker.log_metrics(run_id, runner.metrics(names), step=step)
+    tracker.set_tags(run_id, runner.tags(names))
+
+
+def log_base_run(tracker: Tracker, parent: str, plan: Plan, runner: StageRunner, ev: Evaluation) -> None:
+    """The base model's evaluation as a nested run of its own (``<parent> / base``, iteration 0), so the compare
+    view charts it next to the warm-up and the iterations."""
+    with tracker.run("base", parent_run_id=parent, tags={"iteration": "base"}, params=plan.section_params("base")) as r:
+        log_evaluation(tracker, r, ev, step=0, plot=False)
+        log_stage_group(tracker, r, runner, ["eval_base"])
+
+
 def tracking_hint(uri: str) -> str:
-    """Where the MLflow runs are and the one command that browses them."""
+    """Where the MLflow runs are, the one command that browses them, and the view to pick (MLflow 3 opens in its
+    GenAI view, which lists no runs)."""
+    view = "pick 'Model training' at the top left, experiment itool; expand a run (+) for its nested runs"
     if uri.startswith("sqlite:///") or uri.startswith("file:"):
-        return f"MLflow runs: {uri}\n  browse: mlflow ui --backend-store-uri {uri} --port 5000   (then http://127.0.0.1:5000)"
-    return f"MLflow runs: {uri} (open it in a browser)"
+        return (
+            f"MLflow runs: {uri}\n  browse: mlflow ui --backend-store-uri {uri} --port 5000   "
+            f"(then http://127.0.0.1:5000: {view})"
+        )
+    return f"MLflow runs: {uri} (open it in a browser: {view})"
 
 
 def as_json(x: Any) -> Any:

@@ -31,7 +31,17 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows import mine as mining
-from flows.common import Plan, as_json, base_model_ref, data_source_ref, log_evaluation, publish_scores, scores_of
+from flows.common import (
+    Plan,
+    as_json,
+    base_model_ref,
+    data_source_ref,
+    log_base_run,
+    log_evaluation,
+    log_stage_group,
+    publish_scores,
+    scores_of,
+)
 from itool_core.artifacts import atomic_write_json, atomic_write_text
 from itool_core.config import dump_config
 from itool_core.report import StageScores, comparisons, plot_scores, report_markdown
@@ -74,7 +84,8 @@ def iterate(
     tracker = Tracker(tracking_uri, experiment)
     scores: list[StageScores] = []
     work: dict[str, dict[str, float]] = {}  # per stage: tokens processed and compute seconds (run_*.json)
-    with tracker.run(f"itool {flow_run.name}", tags={"prefect.flow_run_id": str(flow_run.id)}) as parent:
+    run_tags = {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_url": str(flow_run.ui_url or "-")}
+    with tracker.run(f"itool {flow_run.name}", tags=run_tags) as parent:
         tracker.log_params(parent, plan.params())
         # the exact configuration of this run, loadable with `itool run --config`
         tracker.log_artifact(parent, dump_config(cfg, plan.run_dir / "config.yaml"), "report")
@@ -105,8 +116,10 @@ def iterate(
             )
             scores.append(scores_of(ev, kind="base"))
             log_evaluation(tracker, parent, ev, step=0, prefix="base/")
+            log_base_run(tracker, parent, plan, stage, ev)
         if not plan.no_warmup:
-            with tracker.run("warm-up", parent_run_id=parent, tags={"iteration": "0"}) as child:
+            warm_params = plan.section_params("warm-up")
+            with tracker.run("warm-up", parent_run_id=parent, tags={"iteration": "0"}, params=warm_params) as child:
                 warm = stage("warmup", stages.warmup_sft, model=pi, sft=cfg.sft, split=split, launch=cfg.launch)
                 pi = warm.policy
                 work["warmup"] = _trained_work(warm)
@@ -123,17 +136,19 @@ def iterate(
                 for h in warm.history:
                     tracker.log_metrics(child, {"sft/loss": h["loss"]}, step=int(h["step"]))
                 tracker.log_metrics(child, {f"sft/{s['name']}/train_loss": s["train_loss"] for s in warm.stages})
-                tracker.log_metrics(child, stage.metrics(["data", "split", "eval_base", "warmup", "eval_sft"]))
+                log_stage_group(tracker, child, stage, ["data", "split", "warmup", "eval_sft"])
                 log_evaluation(tracker, child, ev, step=0)
                 log_evaluation(tracker, parent, ev, step=0, plot=False)
-        publish_scores(scores, plan.subset(), "warm-up")
+        mlflow_url = tracker.run_url(parent)
+        publish_scores(scores, plan.subset(), "warm-up", runner=stage, mlflow_run=mlflow_url)
         start, ev_start = pi, ev  # where the iterations (and the control) start from
         spent = {"steps": 0, "tokens": 0}  # the iterations' training compute: the control's budget
 
         # ---- 2. iterations
         for i in range(1, cfg.iterations + 1):
             it = f"iter_{i}"
-            with tracker.run(f"iteration {i}", parent_run_id=parent, tags={"iteration": str(i)}) as child:
+            group = {**plan.section_params("iteration"), "iteration": i}
+            with tracker.run(f"iteration {i}", parent_run_id=parent, tags={"iteration": str(i)}, params=group) as child:
                 buf = stage(
                     f"{it}/buffer", stages.refresh_buffer, buffer=cfg.buffer, pool=split.pool, policy=pi, iteration=i
                 )
@@ -199,10 +214,11 @@ def iterate(
                         "buffer/h_mean": buf.h.get("mean"),
                         "preference/train_loss": upd.train_loss,
                         **{f"preference/{k}": v for k, v in upd.metrics.items()},
-                        **stage.metrics([f"{it}/{s}" for s in ("buffer", "mine", "preference", "eval")]),
                     },
                     step=i,
                 )
+                names = [f"{it}/{s}" for s in ("buffer", "mine", "preference", "eval")]
+                log_stage_group(tracker, child, stage, names, step=i)
                 for h in upd.history:
                     tracker.log_metrics(
                         child,
@@ -210,12 +226,15 @@ def iterate(
                         step=int(h.get("step", 0)),
                     )
                 tracker.log_artifact(child, pairs.pairs.path, "pairs")
-            publish_scores(scores, plan.subset(), f"after iteration {i}")
+            publish_scores(scores, plan.subset(), f"after iteration {i}", runner=stage, mlflow_run=mlflow_url)
 
         # ---- 3. the compute-matched control
         control = None
         if cfg.control and cfg.iterations > 0:
-            with tracker.run("control", parent_run_id=parent, tags={"iteration": "control"}) as child:
+            control_params = plan.section_params("control")
+            with tracker.run(
+                "control", parent_run_id=parent, tags={"iteration": "control"}, params=control_params
+            ) as child:
                 control = stage(
                     "control",
                     stages.control_sft,
@@ -267,6 +286,7 @@ def iterate(
         if ev is not None:
             log_evaluation(tracker, parent, ev, step=cfg.iterations, prefix="final/", plot=False)
         tracker.log_metrics(parent, {f"wall_s_total/{k.replace('/', '.')}": v for k, v in stage.wall.items()})
+        tracker.set_tags(parent, stage.tags(list(stage.states)))
 
     result = {
         "rows": [as_json(s) for s in scores],

@@ -39,7 +39,7 @@ def task_runner(dask_address: str | None = None, threads: int | None = None):
     return ThreadPoolTaskRunner(max_workers=threads)
 
 
-@flow(name="itool-mine", log_prints=False)
+@flow(name="itool-mine", flow_run_name="{name}", log_prints=False)
 def mine_shards(
     run_dir: str,
     name: str,

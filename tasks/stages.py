@@ -25,8 +25,10 @@ Contract of a stage
   redoes the interrupted one (the warm-up continues from its last checkpoint, see ``sft.checkpoint_steps``).
 * **Retries**: ``retries=2`` with back-off for transient failures (engine or server errors, IO hiccups, OOM on a
   shared GPU); :func:`is_transient` stops retries for bad input, which would fail the same way again.
-* **Tags**: ``gpu`` on SFT / mining / preference, so a tag concurrency limit (``prefect concurrency-limit create
-  gpu 1``) keeps two trainings off one device.
+* **Names and tags**: a task run is named by its stage label (``eval_base``, ``warmup``, ``iter_1/mine/shard_0``
+  …: the folder under the run directory).  SFT / mining / preference runs carry the tag of the device they
+  train on, ``gpu`` where CUDA is there (a tag concurrency limit, ``prefect concurrency-limit create gpu 1``,
+  keeps two trainings off one device), else ``cpu``.
 
 Core modules are imported inside the task bodies: importing this module stays cheap (no torch).
 """
@@ -186,10 +188,24 @@ def _floats(d: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+#: Stages that train or generate on the accelerator: their task runs carry the device's tag (:func:`device_tag`).
+DEVICE_STAGES: set[str] = set()
+
+
+@lru_cache(maxsize=1)
+def device_tag() -> str:
+    """``gpu`` where the trainers will use CUDA (they train on it whenever it is there), else ``cpu``."""
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
 def _stage(name: str, gpu: bool = False):
+    if gpu:
+        DEVICE_STAGES.add(name)
     return task(
         name=name,
-        tags=["itool", "gpu"] if gpu else ["itool"],
+        tags=["itool"],
         cache_key_fn=_cache_key,
         persist_result=True,
         result_serializer="json",
@@ -565,13 +581,24 @@ class StageRunner:
         return str(self.run_dir / name / stage_key(name, inputs))
 
     def bind(self, t: Any) -> Any:
-        """``t`` with this run's result storage (and ``refresh_cache`` / retry delays when set)."""
-        opts: dict[str, Any] = {"result_storage": self.run_dir / ".prefect-results"}
+        """``t`` with this run's result storage, named by its stage label, tagged with the device where it trains
+        (and ``refresh_cache`` / retry delays when set)."""
+        opts: dict[str, Any] = {"result_storage": self.run_dir / ".prefect-results", "task_run_name": self._label}
+        if t.name in DEVICE_STAGES:
+            opts["tags"] = {"itool", device_tag()}
         if self.refresh_cache:
             opts["refresh_cache"] = True
         if self.retry_delay_seconds is not None:
             opts["retry_delay_seconds"] = self.retry_delay_seconds
         return t.with_options(**opts)
+
+    def _label(self, parameters: dict[str, Any]) -> str:
+        """The task run's name: its stage label, read off its output folder ``<run_dir>/<label>/<key>``."""
+        out = Path(str(parameters.get("out_dir", "")))
+        try:
+            return out.parent.relative_to(self.run_dir).as_posix()
+        except ValueError:  # not a folder of this run
+            return out.parent.name or "stage"
 
     def __call__(self, name: str, t: Callable[..., R], **inputs: Any) -> R:
         """Run stage ``name`` = task ``t`` on ``inputs`` (``out_dir`` is added); return its record."""
@@ -585,7 +612,8 @@ class StageRunner:
     def record(self, name: str, state: str, wall: float, compute: float | None = None) -> None:
         self.wall[name] = wall
         self.states[name] = state
-        if compute is not None:
+        # compute time is the stage's own work: a record taken from the cache did none in this run
+        if compute is not None and state != "Cached":
             self.compute[name] = float(compute)
         what = "cached" if state == "Cached" else f"done in {wall:.0f} s"
         self.progress(f"[itool] {name}: {what}")
@@ -598,8 +626,16 @@ class StageRunner:
     def cached(self) -> list[str]:
         return [k for k, v in self.states.items() if v == "Cached"]
 
+    def tags(self, names: list[str]) -> dict[str, str]:
+        """MLflow tags of a group of stages: ``cached`` (``true``: all taken from the cache, ``false``: all ran,
+        ``partial``) and ``cached_stages`` (which ones)."""
+        hit = [k for k in names if self.states.get(k) == "Cached"]
+        seen = [k for k in names if k in self.states]
+        state = "true" if seen and len(hit) == len(seen) else ("partial" if hit else "false")
+        return {"cached": state, "cached_stages": ", ".join(hit) or "-"}
+
     def metrics(self, names: list[str]) -> dict[str, float]:
-        """``wall_s/<stage>`` and ``compute_s/<stage>`` of the named stages, for MLflow."""
+        """``wall_s/<stage>`` and ``compute_s/<stage>`` (only stages that really ran) of the named stages."""
         return {
             **{f"wall_s/{k.split('/')[-1]}": self.wall[k] for k in names if k in self.wall},
             **{f"compute_s/{k.split('/')[-1]}": self.compute[k] for k in names if k in self.compute},

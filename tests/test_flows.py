@@ -85,27 +85,27 @@ def _params(tiny_dir, data_path, run_dir, uri, **over):
     return p
 
 
-def _task_run_states(flow_run_id, expected: int, timeout: float = 30.0) -> list[str]:
-    """Final state names of a flow run's task runs as the server recorded them (task states reach the server
-    as events, a moment after the flow returns: poll)."""
+def _task_runs(flow_run_id, expected: int, timeout: float = 30.0) -> list:
+    """A flow run's finished stage task runs as the server recorded them (task states reach the server as
+    events, a moment after the flow returns: poll)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     deadline = time.time() + timeout
-    names: list[str] = []
+    done: list = []
     while time.time() < deadline:
         with get_client(sync_client=True) as c:
             runs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
         # the itool-mine sub-flow appears in its parent as a task run of its own: not a stage
-        names = [
-            r.state.name
-            for r in runs
-            if r.state is not None and r.state.is_final() and not r.name.startswith("itool-mine")
-        ]
-        if len(names) >= expected:
-            return names
+        done = [r for r in runs if r.state is not None and r.state.is_final() and not r.name.startswith("itool-mine")]
+        if len(done) >= expected:
+            return done
         time.sleep(0.5)
-    return names
+    return done
+
+
+def _task_run_states(flow_run_id, expected: int, timeout: float = 30.0) -> list[str]:
+    return [r.state.name for r in _task_runs(flow_run_id, expected, timeout)]
 
 
 @pytest.fixture(scope="module")
@@ -178,11 +178,22 @@ def test_iterate_flow_runs_end_to_end_and_tracks_in_mlflow(two_runs):
     children = c.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    by_name = {r.info.run_name: r for r in children}
-    assert set(by_name) == {"warm-up", "iteration 1"}
+    # nested runs carry their flow run's name: two flow runs' "iteration 1" stay apart in the compare view
+    by_name = {r.info.run_name.removeprefix(f"{parent.info.run_name} / "): r for r in children}
+    assert set(by_name) == {"warm-up", "iteration 1"}, [r.info.run_name for r in children]
+    assert parent.info.run_name.startswith("itool ")
     it1 = by_name["iteration 1"]
     for key in ("bfcl/overall", "apibank/level1", "pairs_mined", "wall_s/mine", "compute_s/preference"):
         assert key in it1.data.metrics, key
+    # their config sections as params (the compare view's parameter table), the cache state as a tag
+    assert it1.data.params["mcts.simulations"] == "1" and it1.data.params["iteration"] == "1"
+    assert "sft.max_steps_per_stage" in by_name["warm-up"].data.params
+    assert "mcts.simulations" not in by_name["warm-up"].data.params
+    assert it1.data.tags["cached"] == "false" and parent.data.tags["cached"] == "false"
+    # the experiment opens in MLflow's model-training view, with a note saying what the runs are
+    exp_tags = c.get_experiment(parent.info.experiment_id).tags
+    assert exp_tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "nested" in exp_tags["mlflow.note.content"]
     assert c.get_metric_history(it1.info.run_id, "pairs_mined")[0].step == 1
     assert "sft/loss" in by_name["warm-up"].data.metrics
     arts = {a.path for a in c.list_artifacts(it1.info.run_id)}
@@ -197,9 +208,30 @@ def test_second_run_with_same_inputs_is_served_from_the_cache(two_runs):
     assert second["result"]["rows"] == first["result"]["rows"]
     assert second["result"]["final_policy"] == first["result"]["final_policy"]
     # the server saw the same: every task run of the first flow run completed, of the second was cached
-    assert sorted(_task_run_states(first["flow_run_id"], FLOW_TASKS)) == ["Completed"] * FLOW_TASKS
+    first_runs = _task_runs(first["flow_run_id"], FLOW_TASKS)
+    assert sorted(r.state.name for r in first_runs) == ["Completed"] * FLOW_TASKS
     assert sorted(_task_run_states(second["flow_run_id"], FLOW_TASKS)) == ["Cached"] * FLOW_TASKS
     assert second["seconds"] < first["seconds"] / 2
+    # task runs are named by their stage labels, and training stages carry the device's tag, not a fixed "gpu"
+    assert sorted(r.name for r in first_runs) == sorted(s for s in STAGES if s != "iter_1/mine")
+    device = stages.device_tag()
+    assert {r.name for r in first_runs if device in r.tags} == {"warmup", "iter_1/preference"}
+    other = "cpu" if device == "gpu" else "gpu"
+    assert not [r.name for r in first_runs if other in r.tags]
+
+    # MLflow: the cached re-run says so, and logs no compute time for stages that did no work
+    from mlflow import MlflowClient
+
+    c = MlflowClient(tracking_uri=two_runs["uri"])
+    parent = c.get_run(second["result"]["mlflow_run_id"])
+    assert parent.data.tags["cached"] == "true"
+    kids = c.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(kids) == 2
+    for kid in kids:
+        assert kid.data.tags["cached"] == "true", kid.info.run_name
+        assert not [k for k in kid.data.metrics if k.startswith("compute_s/")], kid.info.run_name
+        assert "wall_s/eval" in kid.data.metrics or "wall_s/eval_sft" in kid.data.metrics
+    assert second["result"]["compute_s"] == {}
 
 
 def test_changing_only_the_evaluation_reruns_only_the_evaluations(two_runs):

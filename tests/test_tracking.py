@@ -44,8 +44,9 @@ def test_parent_and_nested_runs_with_params_metrics_and_artifacts(tracker, tmp_p
     assert run.data.params == {"run.sft.lora_r": "16", "run.sft.target_modules": '["q", "v"]', "iterations": "2"}
     assert [(m.step, round(m.value, 3)) for m in c.get_metric_history(parent, "bfcl/overall")] == [(1, 0.1), (2, 0.2)]
     kids = c.search_runs([tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
-    assert sorted(r.info.run_name for r in kids) == ["iteration 1", "iteration 2"]
-    k2 = next(r for r in kids if r.info.run_name == "iteration 2")
+    # nested runs are named after their parent: two flow runs' iterations stay apart in legends
+    assert sorted(r.info.run_name for r in kids) == ["itool test / iteration 1", "itool test / iteration 2"]
+    k2 = next(r for r in kids if r.info.run_name == "itool test / iteration 2")
     # nested dicts are flattened; strings, NaN and booleans are not metrics
     assert k2.data.metrics == {"bfcl.overall": pytest.approx(0.2), "pairs_mined": 6.0}
     assert {a.path for a in c.list_artifacts(k2.info.run_id)} == {"plots", "pairs"}
@@ -53,11 +54,46 @@ def test_parent_and_nested_runs_with_params_metrics_and_artifacts(tracker, tmp_p
     assert not (tmp_path.parent / "mlruns").exists()
 
 
-def test_failed_block_marks_run_failed(tracker):
+def test_failed_block_marks_its_runs_failed_with_the_error(tracker):
     with pytest.raises(RuntimeError):
         with tracker.run("boom") as rid:
-            raise RuntimeError("stage died")
-    assert tracker.client.get_run(rid).info.status == "FAILED"
+            with tracker.run("iteration 1", parent_run_id=rid, params={"mcts": {"k": 2}}) as kid:
+                raise RuntimeError("stage died")
+    for run_id in (rid, kid):
+        run = tracker.client.get_run(run_id)
+        assert run.info.status == "FAILED"
+        assert run.data.tags["error"] == "RuntimeError: stage died"
+    assert tracker.client.get_run(kid).data.params == {"mcts.k": "2"}
+
+
+def test_experiment_opens_in_the_model_training_view(tracker):
+    tags = tracker.client.get_experiment(tracker.experiment_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "Compare" in tags["mlflow.note.content"]
+    # a user's own choice is kept when the experiment is opened again
+    tracker.client.set_experiment_tag(tracker.experiment_id, "mlflow.experimentKind", "genai_development")
+    again = Tracker(tracker.uri, experiment="test")
+    assert again.client.get_experiment(again.experiment_id).tags["mlflow.experimentKind"] == "genai_development"
+    assert again.run_url("abc").startswith(f"{tracker.uri} (run abc")
+    assert (
+        Tracker.run_url(type("T", (), {"uri": "http://127.0.0.1:5000/", "experiment_id": "1"})(), "abc")
+        == "http://127.0.0.1:5000/#/experiments/1/runs/abc"
+    )
+
+
+def test_stage_tags_and_compute_only_for_stages_that_ran(tmp_path):
+    from tasks.stages import StageRunner
+
+    r = StageRunner(tmp_path, progress=lambda _: None)
+    r.record("data", "Cached", 0.01, compute=12.0)
+    r.record("warmup", "Completed", 30.0, compute=29.0)
+    assert r.compute == {"warmup": 29.0}  # a cached record's seconds are an earlier run's work
+    assert r.metrics(["data", "warmup"]) == {"wall_s/data": 0.01, "wall_s/warmup": 30.0, "compute_s/warmup": 29.0}
+    assert r.tags(["data", "warmup"]) == {"cached": "partial", "cached_stages": "data"}
+    assert r.tags(["data"]) == {"cached": "true", "cached_stages": "data"}
+    assert r.tags(["warmup"]) == {"cached": "false", "cached_stages": "-"}
+    # task runs are named by their stage label, read off the output folder
+    assert r._label({"out_dir": r.out_dir("iter_1/mine/shard_0", x=1)}) == "iter_1/mine/shard_0"
 
 
 def test_existing_experiment_is_reused(tracker):
