@@ -222,15 +222,19 @@ def _failure(rc: int, launch_dir: Path, tail: Sequence[str]) -> LaunchError:
     root = text.rsplit("Root Cause", 1)[-1] if "Root Cause" in text else ""
     listed = [(int(r), int(c)) for r, c in zip(_TORCHRUN_RANK.findall(root), _TORCHRUN_EXIT.findall(root))]
     listed += [(int(r), int(c)) for r, c in zip(_TORCHRUN_RANK.findall(text), _TORCHRUN_EXIT.findall(text))]
-    killed = sorted((c == -signal.SIGTERM, i) for i, (r, c) in enumerate(listed) if c < 0)
-    if killed:  # a rank killed by a signal wrote nothing; the others' errors are its consequences
-        r, code = listed[killed[0][1]]
+    # a rank killed by a signal other than torchrun's own SIGTERM wrote nothing: the others' errors are its
+    # consequences; a rank torchrun SIGTERMed is itself a consequence, unless no rank left an error file
+    killed = [(r, c) for r, c in listed if c < 0 and c != -signal.SIGTERM]
+    errors = _error_files(launch_dir)
+    if not killed and not errors:
+        killed = [(r, c) for r, c in listed if c < 0]
+    if killed:
+        r, code = killed[0]
         try:
             sig = signal.Signals(-code).name
         except ValueError:
             sig = f"signal {-code}"
         return LaunchError(f"training rank {r} was killed by {sig}", rank=r, exc_type=sig, details=text)
-    errors = _error_files(launch_dir)
     if errors:
         e = errors[0]
         cls = LaunchInputError if e.get("bad_input") else LaunchError
