@@ -515,7 +515,8 @@ def test_the_compute_matched_control_is_trained_scored_compared_and_tracked(harn
     children = c.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    control = {r.info.run_name: r for r in children}["control"]
+    # nested runs are named after their flow run: "itool <flow run> / control"
+    (control,) = [r for r in children if r.info.run_name.endswith(" / control")]
     for key in ("control/target_steps", "control/steps", "control/tokens", "bfcl/simple_python"):
         assert key in control.data.metrics, key
     assert "control/bfcl/simple_python" in parent.data.metrics
