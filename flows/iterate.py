@@ -264,16 +264,11 @@ def iterate(
                 scores.append(scores_of(ev_c, kind="control"))
                 for h in control.history:
                     tracker.log_metrics(child, {"control/loss": h["loss"]}, step=int(h["step"]))
-                tracker.log_metrics(
-                    child,
-                    {
-                        **{f"control/{k}": v for k, v in control.metrics.items()},
-                        **stage.metrics(["control", "eval_control"]),
-                    },
-                )
+                tracker.log_metrics(child, {f"control/{k}": v for k, v in control.metrics.items()})
+                log_stage_group(tracker, child, stage, ["control", "eval_control"], step=cfg.iterations)
                 log_evaluation(tracker, child, ev_c, step=cfg.iterations)
                 log_evaluation(tracker, parent, ev_c, step=cfg.iterations, prefix="control/", plot=False)
-            publish_scores(scores, plan.subset(), "control")
+            publish_scores(scores, plan.subset(), "control", runner=stage, mlflow_run=mlflow_url)
 
         # ---- 4. the report
         title = f"iTool — profile {cfg.profile}, {cfg.iterations} iteration(s)"
