@@ -112,9 +112,7 @@ def table(flag: str, value: str, schema: TableSchema) -> str:
     """A Parquet file of ``schema`` (its footer read, no rows)."""
     try:
         check_table_file(value, schema)
-    except FileNotFoundError as e:
-        raise InputError(f"{flag} {value!r}: {str(e).removeprefix(f'{value}: ')}") from None
-    except SchemaMismatch as e:
+    except (FileNotFoundError, SchemaMismatch) as e:
         raise InputError(f"{flag} {value!r}: {str(e).removeprefix(f'{value}: ')}") from None
     return value
 
