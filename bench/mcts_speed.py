@@ -68,14 +68,26 @@ def store_stats(engine) -> dict:
     )
 
 
-def fresh_store(engine) -> None:
-    """Every row starts with an empty cross-call prefix store: no row may reuse what an earlier row computed."""
-    if getattr(engine, "prefix_store", None) is not None:  # the served engine has none (the server caches)
+def fresh_store(engine) -> bool:
+    """Every row starts with empty prefix caches: no row may reuse what an earlier row computed (the in-process
+    cross-call store; a vLLM server's prefix cache, ``/reset_prefix_cache`` in its dev mode; llama-server's slot
+    caches, ``/slots/<id>?action=erase``).  False where a server's cache could not be emptied."""
+    if getattr(engine, "prefix_store", None) is not None:
         engine.prefix_store.clear()
+    client, base = getattr(engine, "client", None), getattr(engine, "base_url", None)
+    if client is None or base is None:
+        return True
+    try:
+        if getattr(engine, "server_kind", None) == "llama.cpp":
+            slots = client.get(base + "/slots").json()
+            return all(client.post(f"{base}/slots/{s['id']}?action=erase").status_code == 200 for s in slots)
+        return client.post(base + "/reset_prefix_cache").status_code == 200
+    except Exception:  # noqa: BLE001 — a server without these endpoints: the row says so
+        return False
 
 
 def run(mode: str, engine, examples, cfg: MCTSConfig, pcfg: PolicyConfig, style: PromptStyle) -> dict:
-    fresh_store(engine)
+    cold = fresh_store(engine)
     counting = CountingEngine(engine)
     policy = EnginePolicy(counting, {e.id: e for e in examples}, pcfg)
     items = build_items(examples, engine.tokenizer, style)
@@ -91,6 +103,7 @@ def run(mode: str, engine, examples, cfg: MCTSConfig, pcfg: PolicyConfig, style:
         "engine_calls": counting.calls,
         "nodes": sum(1 for it in items for _ in it.tree.nodes()) - len(items),
         "seconds_by_call": stats.seconds,
+        "caches_emptied": cold,
         **store_stats(engine),
     }
 

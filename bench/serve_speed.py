@@ -11,9 +11,13 @@ Rows (prints a table, writes JSON to bench/results/serve_speed.json):
 * ``eval`` per engine: ``itool_core.eval.evaluate`` on the same BFCL items (greedy): items/min.
 
 Summary: each engine's ratios to transformers (paired by repeat), each server's start-up seconds and its share of
-the bench's wall time, and the machine's decode roofline: measured read bandwidth (a large tensor summed) and
-matmul FLOP/s (both cores), giving tokens/s ≤ min(batch × bandwidth ÷ model bytes, FLOP/s ÷ 2·params) for the
-raw rows' batch; each engine's raw tokens/s as a share of it.  Goals (issue #32): mining tokens/s ≥ 2.5×
+the bench's wall time, and the machine's roofline: read bandwidth (a large tensor summed) and matmul FLOP/s in
+f32 and bf16 (both cores, best of 3, measured before any engine starts).  Each raw row's share of it is the
+least time its work needs here — the prompts' prefill (2 FLOP per body parameter per prompt token) plus the
+decode (2 FLOP per parameter per generated token) at the peak of the precision the engine runs in, or one read
+of the weights per decode step, whichever is longer — over the time it took.  (A decode-only ceiling,
+tokens/s ≤ min(batch × bandwidth ÷ model bytes, FLOP/s ÷ 2·params), is kept as ``raw_share_of_decode_roofline``:
+it ignores the prefill, most of a raw row's arithmetic.)  Goals (issue #32): mining tokens/s ≥ 2.5×
 transformers, ≥ 50 % of the roofline.  The summary keys of issue #23 (``served`` = llama-server) are kept.
 
 The transformers engine is built as mining builds it (``engines.policy_engine("hf", ...)``: shared-prefix
@@ -21,12 +25,14 @@ prefill, cross-call prefix store); the served engines are ``engines.policy_engin
 ``serve.server`` = ``llama.cpp`` (the folder as GGUF, ``--dtype``) or ``vllm``, started and stopped here.
 Run it on an idle machine (timings under load say little):
 
-    .venv/bin/python bench/serve_speed.py --trees 4 --simulations 2 --k 4 --eval-items 8
+    .venv/bin/python bench/serve_speed.py --trees 4 --simulations 2 --k 4 --eval-items 8 \
+        --engines transformers,llama.cpp,vllm,vllm-bf16
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import os
 import shlex
@@ -56,7 +62,7 @@ from itool_core.models import resolve  # noqa: E402
 
 def raw_row(engine, name: str, items, k: int, step_tokens: int) -> dict:
     engine.generate([items[0].tree.prompt_ids], GenerationParams(max_new_tokens=4))  # warm-up, not timed
-    fresh_store(engine)
+    cold = fresh_store(engine)
     t0 = time.perf_counter()
     outs = engine.generate(
         [it.tree.prompt_ids for it in items], GenerationParams(max_new_tokens=step_tokens, temperature=1.0, n=k, seed=0)
@@ -69,10 +75,15 @@ def raw_row(engine, name: str, items, k: int, step_tokens: int) -> dict:
         "seconds": secs,
         "generated_tokens": toks,
         "generated_tokens_per_s": toks / secs,
+        # each prompt prefilled once (its k samples share it), then one decode step per token of the longest
+        "prompt_tokens": sum(len(it.tree.prompt_ids) for it in items),
+        "decode_steps": max(len(c.token_ids) for cs in outs for c in cs),
+        "caches_emptied": cold,
     }
 
 
 def eval_row(engine, name: str, examples, out_dir: Path) -> dict:
+    cold = fresh_store(engine)  # the same items every repeat: a server's prefix cache would remember them
     t0 = time.perf_counter()
     cfg = EvalConfig.covering(examples)
     summary = evaluate(engine, cfg, examples=examples, out_dir=out_dir / name, progress=False, print_tables=False)
@@ -84,49 +95,83 @@ def eval_row(engine, name: str, examples, out_dir: Path) -> dict:
         "items": len(examples),
         "items_per_min": 60 * len(examples) / secs,
         "summary": summary.get("bfcl", summary),
+        "outputs": _outputs(out_dir / name),
+        "caches_emptied": cold,
     }
 
 
-def roofline(folder: Path, batch: int, threads: int) -> dict:
-    """This machine's decode ceiling for the model at ``batch`` sequences: memory-bound (each step reads every
-    weight once for the whole batch) or compute-bound (2 FLOP per parameter per token), whichever is lower."""
+def _outputs(folder: Path) -> dict[str, str]:
+    """id → generated text of an evaluation (what ``outputs_equal_transformers`` compares)."""
+    import pandas as pd
+
+    frames = [pd.read_parquet(p, columns=["id", "output"]) for p in sorted(folder.rglob("samples.parquet"))]
+    return {str(i): str(o) for f in frames for i, o in zip(f["id"], f["output"])}
+
+
+def machine_peaks(threads: int, trials: int = 3) -> dict:
+    """This machine's read bandwidth (a 256 MiB tensor summed) and matmul FLOP/s in float32 and bfloat16
+    (2048² products), each the best of ``trials`` — measured before any engine starts, so nothing else runs."""
+    torch.set_num_threads(threads)
+
+    def best(fn, work: float) -> float:
+        fn()
+        rates = []
+        for _ in range(trials):
+            t0 = time.perf_counter()
+            for _ in range(5):
+                fn()
+            rates.append(5 * work / (time.perf_counter() - t0))
+        return max(rates)
+
+    buf = torch.ones(256 * 2**20 // 4)  # far beyond the caches
+    out = {"read_bandwidth_GBps": best(buf.sum, buf.numel() * 4) / 1e9}
+    for dtype, key in ((torch.float32, "matmul_GFLOPps_f32"), (torch.bfloat16, "matmul_GFLOPps_bf16")):
+        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        out[key] = best(functools.partial(torch.matmul, a, b), 2 * 2048**3) / 1e9
+    return out
+
+
+def model_size(folder: Path) -> tuple[int, int]:
+    """(parameters, parameters outside the token embedding) of a safetensors folder."""
     from safetensors import safe_open
 
-    params = 0
-    model_bytes = 0
+    params = embedding = 0
     for f in folder.glob("*.safetensors"):
         with safe_open(str(f), "pt") as st:
             for k in st.keys():
-                t = st.get_slice(k)
                 n = 1
-                for d in t.get_shape():
+                for d in st.get_slice(k).get_shape():
                     n *= d
                 params += n
-                model_bytes += n * {"F32": 4, "BF16": 2, "F16": 2}.get(t.get_dtype(), 4)
-    torch.set_num_threads(threads)
-    buf = torch.ones(256 * 2**20 // 4)  # 256 MiB: far beyond the caches
-    buf.sum()
-    reps, t0 = 5, time.perf_counter()
-    for _ in range(reps):
-        buf.sum()
-    bandwidth = reps * buf.numel() * 4 / (time.perf_counter() - t0)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    flops = reps * 2 * 2048**3 / (time.perf_counter() - t0)
-    memory_bound = batch * bandwidth / model_bytes
+                embedding += n if "embed_tokens" in k else 0
+    return params, params - embedding
+
+
+def roofline(peaks: dict, params: int, body_params: int, batch: int, bf16: bool) -> dict:
+    """The decode ceiling at ``batch`` sequences for weights in f32 or bf16: memory-bound (each step reads every
+    weight once for the whole batch) or compute-bound (2 FLOP per parameter per token), whichever is lower."""
+    width = 2 if bf16 else 4
+    flops = peaks["matmul_GFLOPps_bf16" if bf16 else "matmul_GFLOPps_f32"] * 1e9
+    memory_bound = batch * peaks["read_bandwidth_GBps"] * 1e9 / (params * width)
     compute_bound = flops / (2 * params)
     return {
-        "model_bytes": model_bytes,
+        "weights": "bf16" if bf16 else "f32",
+        "model_bytes": params * width,
         "params": params,
-        "read_bandwidth_GBps": bandwidth / 1e9,
-        "matmul_GFLOPps_f32": flops / 1e9,
         "batch": batch,
         "tokens_per_s": min(memory_bound, compute_bound),
         "bound": "memory" if memory_bound < compute_bound else "compute",
     }
+
+
+def raw_floor_seconds(row: dict, peaks: dict, params: int, body_params: int, bf16: bool) -> float:
+    """The least time this machine needs for a raw row's work: its prompts' prefill (2 FLOP per body parameter
+    per prompt token: the head runs on the last one only) plus its decode steps (2 FLOP per parameter per
+    generated token), at the matmul peak, or the weights read once per decode step, whichever is longer."""
+    flops = peaks["matmul_GFLOPps_bf16" if bf16 else "matmul_GFLOPps_f32"] * 1e9
+    compute = (2 * body_params * row["prompt_tokens"] + 2 * params * row["generated_tokens"]) / flops
+    memory = row["decode_steps"] * params * (2 if bf16 else 4) / (peaks["read_bandwidth_GBps"] * 1e9)
+    return max(compute, memory)
 
 
 def start_engine(name: str, folder: str, args: argparse.Namespace, log_dir: Path):
@@ -137,13 +182,18 @@ def start_engine(name: str, folder: str, args: argparse.Namespace, log_dir: Path
     elif name == "llama.cpp":
         serve = ServeConfig(server="llama.cpp", slots=args.slots, gguf_dtype=args.dtype)
         eng = policy_engine("openai", folder, num_threads=args.threads, serve=serve, log_dir=log_dir / "llama")
-    elif name == "vllm":
-        serve = ServeConfig(server="vllm", slots=args.slots, ctx_per_slot=args.ctx, startup_timeout=900.0)
+    elif name in ("vllm", "vllm-bf16"):
+        dtype = "bfloat16" if name == "vllm-bf16" else args.vllm_dtype
+        serve = ServeConfig(
+            server="vllm", slots=args.slots, ctx_per_slot=args.ctx, startup_timeout=900.0, vllm_dtype=dtype
+        )
         eng = policy_engine("openai", folder, serve=serve, log_dir=log_dir / "vllm")
     elif name == "vllm-inprocess":
         eng = policy_engine("vllm", folder)
     else:
-        raise SystemExit(f"--engines: unknown engine {name!r} (transformers, llama.cpp, vllm, vllm-inprocess)")
+        raise SystemExit(
+            f"--engines: unknown engine {name!r} (transformers, llama.cpp, vllm, vllm-bf16, vllm-inprocess)"
+        )
     return eng, time.perf_counter() - t0
 
 
@@ -162,9 +212,11 @@ def main() -> None:
     ap.add_argument(
         "--engines",
         default="transformers,llama.cpp,vllm",
-        help="comma-separated: transformers, llama.cpp, vllm (served), vllm-inprocess (where vllm imports here)",
+        help="comma-separated: transformers, llama.cpp, vllm (served, --vllm-dtype), vllm-bf16 (served, bf16 "
+        "weights), vllm-inprocess (where vllm imports here)",
     )
     ap.add_argument("--ctx", type=int, default=2048, help="vLLM: context tokens per sequence")
+    ap.add_argument("--vllm-dtype", default="auto", choices=("auto", "float32", "bfloat16"), help="serve.vllm_dtype")
     ap.add_argument("--repeats", type=int, default=3, help="rounds of raw / mining / eval per engine (spread)")
     ap.add_argument("--out", default="bench/results/serve_speed.json")
     args = ap.parse_args()
@@ -179,6 +231,20 @@ def main() -> None:
     pcfg = PolicyConfig(max_step_tokens=args.step_tokens, max_rollout_tokens=args.rollout_tokens)
     tmp = Path(tempfile.mkdtemp(prefix="serve-speed."))
 
+    peaks = machine_peaks(args.threads)
+    print(
+        f"machine: {peaks['read_bandwidth_GBps']:.1f} GB/s read, {peaks['matmul_GFLOPps_f32']:.0f} GFLOP/s f32, "
+        f"{peaks['matmul_GFLOPps_bf16']:.0f} GFLOP/s bf16 (best of 3, both before any engine)",
+        flush=True,
+    )
+    params, body_params = model_size(Path(folder))
+    bf16_weights = {  # the precision each engine decodes in
+        "transformers": False,
+        "llama.cpp": False,  # f16 GGUF is not bf16 and its CPU kernels convert; f32 peak is the honest bound
+        "vllm": args.vllm_dtype == "bfloat16",
+        "vllm-bf16": True,
+        "vllm-inprocess": False,
+    }
     rows: list[dict] = []
     t_start = time.perf_counter()
     names = [n.strip() for n in args.engines.split(",") if n.strip()]
@@ -220,16 +286,45 @@ def main() -> None:
         # paired by repeat: the engines ran back to back on the same trees / items
         return spread([x / y for x, y in zip(values(a, mode, key), values(b, mode, key))])
 
-    roof = roofline(Path(folder), len(examples) * args.k, args.threads)
+    batch = len(examples) * args.k
+    roofs = {n: roofline(peaks, params, body_params, batch, bf16_weights.get(n, False)) for n in names}
     summary: dict = {
         "startup_seconds": startup,
         "startup_share_of_wall": {n: s / wall for n, s in startup.items()},
-        "roofline": roof,
+        "machine_peaks": peaks,
+        "roofline": roofs.get("transformers", next(iter(roofs.values()))),
+        "roofline_per_engine": roofs,
+        # decode-only ceiling: ignores the prompts' prefill, which is most of a raw row's arithmetic
+        "raw_share_of_decode_roofline": {
+            n: spread([v / roofs[n]["tokens_per_s"] for v in values(n, "raw", "generated_tokens_per_s")]) for n in names
+        },
+        # the honest one: the least time the row's prefill + decode needs here ÷ the time it took
         "raw_share_of_roofline": {
-            n: spread([v / roof["tokens_per_s"] for v in values(n, "raw", "generated_tokens_per_s")]) for n in names
+            n: spread(
+                [
+                    raw_floor_seconds(r, peaks, params, body_params, bf16_weights.get(n, False)) / r["seconds"]
+                    for r in rows
+                    if r["engine"] == n and r["mode"] == "raw"
+                ]
+            )
+            for n in names
         },
         "ratios_to_transformers": {},
     }
+    if "transformers" in names and eval_examples:
+        # greedy evaluation outputs identical to the transformers engine's (f32) on the same items, per repeat:
+        # what exactness costs in a cheaper precision or another kernel library
+        ref = [r["outputs"] for r in rows if r["engine"] == "transformers" and r["mode"] == "eval"]
+        summary["eval_outputs_equal_transformers"] = {
+            n: spread(
+                [
+                    sum(o.get(i) == t for i, t in ref_out.items()) / max(1, len(ref_out))
+                    for o, ref_out in zip(values(n, "eval", "outputs"), ref)
+                ]
+            )
+            for n in names
+            if n != "transformers"
+        }
     if "transformers" in names:
         for n in names:
             if n == "transformers":
@@ -260,10 +355,13 @@ def main() -> None:
             f"{r.get('generated_tokens_per_s', nan):>11.1f}"
         )
     print(f"total {wall:.0f} s; start-up {', '.join(f'{n} {v:.0f} s' for n, v in startup.items())}")
-    print(
-        f"roofline: {roof['tokens_per_s']:.1f} tokens/s at batch {roof['batch']} ({roof['bound']}-bound; "
-        f"{roof['read_bandwidth_GBps']:.1f} GB/s read, {roof['matmul_GFLOPps_f32']:.0f} GFLOP/s f32)"
-    )
+    for n in names:
+        share = summary["raw_share_of_roofline"][n]["median"]
+        print(
+            f"{n}: raw row at {share:.0%} of this machine's floor for its prefill + decode "
+            f"({roofs[n]['weights']} weights; decode-only ceiling {roofs[n]['tokens_per_s']:.0f} tokens/s at batch "
+            f"{batch}, {roofs[n]['bound']}-bound)"
+        )
     write_report(
         args,
         rows,

@@ -73,6 +73,7 @@ AUGMENTATIONS = ("no_call", "parallel", "renamed", "distractors")
 #: Servers the served engine can start, and the GGUF precisions llama.cpp serves (engines/serve.py).
 SERVERS = ("auto", "llama.cpp", "vllm")
 GGUF_DTYPES = ("f32", "f16", "q8_0")
+VLLM_DTYPES = ("auto", "fast", "float32", "bfloat16", "float16")
 
 #: Values of the ``bf16`` switches (SFT, preference): on, off, or on where the device does bf16 natively.
 BF16_CHOICES = (True, False, "auto")
@@ -530,6 +531,12 @@ class ServeConfig:
     #: Precision of the GGUF llama.cpp serves: "f32" (the transformers engine's arithmetic; the contract suite
     #: compares greedy ids), "f16" or "q8_0" (smaller and faster to decode, outputs drift slightly).
     gguf_dtype: str = "f32"
+    #: Precision vLLM serves the policy in: "auto" = the folder's own dtype (float32 here: the transformers
+    #: engine's arithmetic, greedy ids equal), "fast" = bfloat16 where the hardware does it natively (a CUDA GPU;
+    #: a CPU with AMX or AVX512-BF16) else the folder's, or "float32" / "bfloat16" / "float16".  bf16 halves the
+    #: bytes read per decode step and runs at the bf16 matmul rate (bench/serve_speed.py: 1.5× f32 vLLM's
+    #: mining on the 2-core AMX Xeon), but greedy outputs are no longer the f32 model's token for token.
+    vllm_dtype: str = "auto"
     #: Seconds per request, and for a started server to answer ``/health``.
     request_timeout: float = 300.0
     startup_timeout: float = 300.0
@@ -565,6 +572,7 @@ class ServeConfig:
             )
         _check_choice("serve.server", self.server, SERVERS)
         _check_choice("serve.gguf_dtype", self.gguf_dtype, GGUF_DTYPES)
+        _check_choice("serve.vllm_dtype", self.vllm_dtype, VLLM_DTYPES)
         _check_range("serve.slots", self.slots, 1)
         _check_range("serve.ctx_per_slot", self.ctx_per_slot, 64)
         _check_range("serve.request_timeout", self.request_timeout, 0.0, lo_open=True)
@@ -761,7 +769,13 @@ class RunConfig:
         return dataclasses.replace(self.evaluation, tools_style=self.sft.tools_style)
 
 
-#: Overrides of the dataclass defaults per profile, in the YAML shape.  ``quick`` is the defaults themselves.
+#: The generation engine of the CPU profiles: the fastest measured on the 2-core AMX Xeon (bench/serve_speed.py,
+#: docs/RESULTS.md): one vLLM server per run (``serve.server: auto`` — vLLM where ``make install`` put it, else
+#: llama-server), bf16 weights where native.  Against the transformers engine: mining 3.1× the generated
+#: tokens/s (6.5× the trees/min), evaluation 4.4× the items/min; f32 vLLM 2.1× / 2.5× with greedy ids equal.
+FASTEST_ENGINE: dict[str, Any] = {"engine": "openai", "serve": {"server": "auto", "vllm_dtype": "fast"}}
+
+#: Overrides of the dataclass defaults per profile, in the YAML shape.
 PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     # The quick training set is measured and length-fitted with the compact tool rendering (data/build.py):
     # training, the buffer and evaluation must all use it.
@@ -771,6 +785,7 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     # warmed-up SmolLM2-135M (docs/notebook/RESULTS.md): its hardest 10 % gave 0 pairs in 15 trees (every sibling
     # wrong); the band below the median gave the only pairs.
     "quick": {
+        **FASTEST_ENGINE,
         "sft": {"tools_style": "compact", "max_steps_per_stage": 16, "learning_rate": 5e-4},
         "buffer": {"tools_style": "compact", "alpha": 0.2, "skip_hardest": 0.5},
         # 30 trees × 4 rounds × k 3 ≈ 10 min per iteration on 2 cores (MCTS-DPO's range: 5–64 rounds).
@@ -787,6 +802,7 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     # Only two categories at 10 items: an interval still spans ≈ ±25 points, so the demo can show base → SFT,
     # not what the iterations add (the proof profile measures that).
     "demo": {
+        **FASTEST_ENGINE,
         "iterations": 2,
         # ≈ 20 pool examples: the perplexity refresh costs 2–3 s per example on a 2-core CPU
         "split": {"pool_fraction": 0.015},
@@ -817,6 +833,7 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     # Budgets sized from per-step costs measured on the 2-core AMX Xeon (DESIGN.md: bf16 SFT step ≈ 5.5 s at
     # 4 × 512 tokens; evaluation ≈ 1–3 s per item): evaluation (6 × 500 items) is most of the wall time.
     "proof": {
+        **FASTEST_ENGINE,
         "iterations": 2,
         "control": True,
         "build": {"profile": "quick"},

@@ -84,6 +84,7 @@ def test_a_tiny_flow_runs_from_the_bare_clone(bare_clone, tmp_path):
     cfg = {
         "profile": "quick",
         "model": str(tiny),
+        "engine": "hf",  # the profiles generate on vLLM where installed: not the tiny model (head_dim 16)
         "data": "default",
         "sft": {"max_steps_per_stage": 1, "per_device_batch_size": 2},
         "evaluation": {"categories": ["simple_python", "apibank_level1"], "max_new_tokens": 4, "base": False},

@@ -272,6 +272,8 @@ def test_buffer_refresh_then_mine_on_a_tiny_model(tmp_path, capsys):
             "policy.max_rollout_tokens=8",
             "--threads",
             "1",
+            "--engine",
+            "hf",  # the profile's vLLM does not take the tiny model (head_dim 16)
         ]
     )
     assert rc == 0
@@ -305,6 +307,8 @@ def test_eval_on_a_tiny_model_uses_the_resolved_evaluation_settings(tmp_path, ca
                 str(out),
                 "--threads",
                 "1",
+                "--engine",
+                "hf",  # the profile's vLLM does not take the tiny model (head_dim 16)
             ]
         )
         == 0
