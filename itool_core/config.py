@@ -535,7 +535,7 @@ class ServeConfig:
     #: engine's arithmetic, greedy ids equal), "fast" = bfloat16 where the hardware does it natively (a CUDA GPU;
     #: a CPU with AMX or AVX512-BF16) else the folder's, or "float32" / "bfloat16" / "float16".  bf16 halves the
     #: bytes read per decode step and runs at the bf16 matmul rate (bench/serve_speed.py: 1.5× f32 vLLM's
-    #: mining on the 2-core AMX Xeon), but greedy outputs are no longer the f32 model's token for token.
+    #: mining on a 2-core EPYC with AVX512-BF16), but greedy outputs are no longer the f32 model's token for token.
     vllm_dtype: str = "auto"
     #: Seconds per request, and for a started server to answer ``/health``.
     request_timeout: float = 300.0
@@ -769,10 +769,11 @@ class RunConfig:
         return dataclasses.replace(self.evaluation, tools_style=self.sft.tools_style)
 
 
-#: The generation engine of the CPU profiles: the fastest measured on the 2-core AMX Xeon (bench/serve_speed.py,
-#: docs/RESULTS.md): one vLLM server per run (``serve.server: auto`` — vLLM where ``make install`` put it, else
-#: llama-server), bf16 weights where native.  Against the transformers engine: mining 3.1× the generated
-#: tokens/s (6.5× the trees/min), evaluation 4.4× the items/min; f32 vLLM 2.1× / 2.5× with greedy ids equal.
+#: The generation engine of the CPU profiles: the fastest measured on a 2-core AMD EPYC with AVX512-BF16
+#: (bench/serve_speed.py, docs/RESULTS.md): one vLLM server per run (``serve.server: auto`` — vLLM where
+#: ``make install`` put it, else llama-server), bf16 weights where native.  Against the transformers engine, caches
+#: emptied before each row: mining 3.9× the trees/min (1.8× the generated tokens/s), evaluation 2.5× the
+#: items/min; f32 vLLM 2.4× / 1.6× with greedy outputs equal to transformers'.
 FASTEST_ENGINE: dict[str, Any] = {"engine": "openai", "serve": {"server": "auto", "vllm_dtype": "fast"}}
 
 #: Overrides of the dataclass defaults per profile, in the YAML shape.

@@ -399,3 +399,25 @@ def test_one_vllm_server_per_run_is_reused_only_where_it_can_serve_the_policy(tm
     finally:
         shared_vllm.stop_shared_servers()
     assert not any(s.running for s in started)
+
+
+@pytest.mark.parametrize(
+    ("setting", "native", "expected"),
+    [("auto", True, "float32"), ("fast", True, "bfloat16"), ("fast", False, "float32"), ("float16", True, "float16")],
+)
+def test_vllm_serves_the_folder_dtype_unless_told_and_bf16_only_where_native(
+    tmp_path, monkeypatch, setting, native, expected
+):
+    import itool_core.models
+    from itool_core.config import ServeConfig
+    from itool_core.engines import serve
+
+    arch = {"hidden_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2}
+    (tmp_path / "config.json").write_text(json.dumps({"torch_dtype": "float32", **arch}))
+    monkeypatch.setattr(serve, "has_nvidia_gpu", lambda: False)
+    monkeypatch.setattr(itool_core.models, "bf16_is_fast", lambda device="cpu": native)
+    dtype, args, env = serve._vllm_platform(str(tmp_path), ServeConfig(server="vllm", vllm_dtype=setting))
+    assert dtype == expected and "--enforce-eager" in args
+    assert env is not None and env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    with pytest.raises(Exception, match="serve.vllm_dtype"):
+        ServeConfig(vllm_dtype="int8")

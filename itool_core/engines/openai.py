@@ -29,11 +29,12 @@ Wire format, per server (detected from ``GET /v1/models`` → ``owned_by``; or p
 * **other OpenAI-compatible servers** are treated like vLLM; ``score_fallback`` (an engine on the same
   weights, e.g. the transformers engine on the model folder) then answers ``score``.
 
-Seeds: prompt i of a call is sent with seed ``seed + i·n`` (llama.cpp: its samples get ``seed + i·n + j``) or
-``seed + i`` (vLLM, which seeds one generator per request), so a prompt's samples do not depend on how
-requests are scheduled — up to the server's numerics: llama.cpp's CPU kernels sum in an order that depends on the
-batch its slots form at that moment, so a sampled token at a near-tie can differ between two identical calls
-(bit-exact replay is not a llama.cpp guarantee; the contract suite allows it there).  Log-probs are the raw distribution's (temperature 1), as the protocol asks.
+Seeds: prompt i of a call is sent with seed ``seed + i·n`` (llama.cpp: its samples get ``seed + i·n + j``) or ``seed
++ i`` (vLLM, which seeds one generator per request), so a prompt's samples do not depend on how requests are
+scheduled — up to the server's numerics: llama.cpp's CPU kernels sum in an order that depends on the batch its slots
+form at that moment, so a sampled token at a near-tie can differ between two identical calls (bit-exact replay is
+not a llama.cpp guarantee; the contract suite allows it there).  Log-probs are the raw distribution's (temperature
+1), as the protocol asks.
 
 Transport (``httpx``): one request per prompt, at most ``concurrency`` in flight (the server's parallel
 slots: more would only queue there), ``timeout`` seconds per request.  Transient failures — connection

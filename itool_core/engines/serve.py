@@ -151,11 +151,11 @@ def _has_vllm() -> bool:
 def _vllm_platform(folder: str, cfg: Any) -> tuple[str, tuple[str, ...], dict[str, str] | None]:
     """``(dtype, extra arguments, environment)`` for a vLLM server on this machine.
 
-    ``serve.vllm_dtype`` ("fast": bf16 where native), by default the folder's own dtype (vLLM's ``auto`` would serve a float32 checkpoint in
-    half precision on CPU, and greedy ids would then differ from the transformers engine's).  On CPU (no NVIDIA
-    GPU): the CPU backend's settings (:func:`.vllm_env.cpu_server_env`) and ``--enforce-eager``
-    (``$ITOOL_VLLM_EAGER=0``: compiled): torch.compile added 30–70 s to every start here (95 s against 25 s
-    idle) and its compile cache did not load on the next one; compiled decode was no faster (bench)."""
+    ``serve.vllm_dtype`` ("fast": bf16 where native), by default the folder's own dtype (vLLM's ``auto`` would serve
+    a float32 checkpoint in half precision on CPU, and greedy ids would then differ from the transformers engine's).
+    On CPU (no NVIDIA GPU): the CPU backend's settings (:func:`.vllm_env.cpu_server_env`) and ``--enforce-eager``
+    (``$ITOOL_VLLM_EAGER=0``: compiled): torch.compile added 30–70 s to every start here (95 s against 25 s idle)
+    and its compile cache did not load on the next one; compiled decode was no faster (bench)."""
     from ..models import bf16_is_fast
 
     dtype = getattr(cfg, "vllm_dtype", "auto")
