@@ -16,7 +16,8 @@ CPU cores**; the JSON says whether this run met it.
     python bench/pipeline_run.py                       # fresh home: what a new user's first `make demo` costs
     python bench/pipeline_run.py --home ~/.cache/itool # reuse a converted model (a second run, cached stages not reused
                                                # unless --run-dir is reused too)
-    python bench/pipeline_run.py --profile proof       # the proof run → bench/results/run_proof.json
+    python bench/pipeline_run.py --profile proof --workdir ~/itool-proof   # the proof run → run_proof.json;
+                                               # the same command again resumes it after an interruption
     python bench/pipeline_run.py --profile proof --set evaluation.split=dev   # tuning, on the dev items
                                                # → bench/results/dev/ (not on the results page)
 
@@ -169,10 +170,20 @@ def main(argv: list[str] | None = None) -> int:
         "bench/results/dev/ unless --out says otherwise (tuning runs are not results)",
     )
     ap.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement (a few seconds)")
+    ap.add_argument(
+        "--workdir",
+        help="folder for the run, its MLflow and Prefect stores (default: a fresh temporary one); run again with "
+        "the same folder to resume an interrupted run from its last finished stage (the JSON then says resumed)",
+    )
     a = ap.parse_args(argv)
     mach = machine(peak=not a.no_peak)  # before the run: the peak of an otherwise idle machine
 
-    tmp = Path(tempfile.mkdtemp(prefix="itool-demo-bench-"))
+    if a.workdir:  # a long run (the proof) resumes there: its finished stages are cached in run/
+        tmp = Path(a.workdir).expanduser().resolve()
+        tmp.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="itool-demo-bench-"))
+    resumed = (tmp / "run" / "config.yaml").is_file()
     home = Path(a.home).expanduser() if a.home else tmp / "home"
     run_dir, uri = tmp / "run", f"sqlite:///{tmp / 'mlflow.db'}"
     cmd = [
@@ -199,14 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     env.pop("PREFECT_API_URL", None)  # a newcomer has no server: the flow starts its temporary one
     print(f"[bench] {' '.join(cmd)}  (ITOOL_HOME={home})", flush=True)
+    log = tmp / f"{a.profile}.log"  # written as the run goes (`tail -f` it), appended to on a resume
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, text=True, capture_output=True)
+    with log.open("a") as out:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, text=True, stdout=out, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    log = tmp / "demo.log"
-    log.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     if proc.returncode != 0:
-        print(proc.stdout[-3000:], proc.stderr[-5000:], sep="\n")
+        print(log.read_text()[-8000:])
         print(f"[bench] demo failed (exit {proc.returncode}); log: {log}")
         return 1
     summary = json.loads((run_dir / "flow_summary.json").read_text())
@@ -232,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": mach,
         "overrides": a.set,
         "fresh_home": a.home is None,
+        # resumed: this invocation's wall time covers only the stages the earlier one(s) had not finished
+        "resumed": resumed,
         "wall_s": round(wall, 1),
         "flow_wall_s": round(summary.get("flow_wall_s", 0.0), 1),
         "startup_s": round(wall - summary.get("flow_wall_s", 0.0), 1),
