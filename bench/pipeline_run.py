@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "OMP_NUM_THREADS": str(a.threads),
+        "PYTHONUNBUFFERED": "1",  # the log shows the stage lines as they happen
     }
     env.pop("PREFECT_API_URL", None)  # a newcomer has no server: the flow starts its temporary one
     print(f"[bench] {' '.join(cmd)}  (ITOOL_HOME={home})", flush=True)
