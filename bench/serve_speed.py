@@ -147,7 +147,7 @@ def model_size(folder: Path) -> tuple[int, int]:
     return params, params - embedding
 
 
-def roofline(peaks: dict, params: int, body_params: int, batch: int, bf16: bool) -> dict:
+def roofline(peaks: dict, params: int, batch: int, bf16: bool) -> dict:
     """The decode ceiling at ``batch`` sequences for weights in f32 or bf16: memory-bound (each step reads every
     weight once for the whole batch) or compute-bound (2 FLOP per parameter per token), whichever is lower."""
     width = 2 if bf16 else 4
@@ -187,7 +187,7 @@ def start_engine(name: str, folder: str, args: argparse.Namespace, log_dir: Path
         serve = ServeConfig(
             server="vllm", slots=args.slots, ctx_per_slot=args.ctx, startup_timeout=900.0, vllm_dtype=dtype
         )
-        eng = policy_engine("openai", folder, serve=serve, log_dir=log_dir / "vllm")
+        eng = policy_engine("openai", folder, serve=serve, log_dir=log_dir / name)
     elif name == "vllm-inprocess":
         eng = policy_engine("vllm", folder)
     else:
@@ -287,7 +287,7 @@ def main() -> None:
         return spread([x / y for x, y in zip(values(a, mode, key), values(b, mode, key))])
 
     batch = len(examples) * args.k
-    roofs = {n: roofline(peaks, params, body_params, batch, bf16_weights.get(n, False)) for n in names}
+    roofs = {n: roofline(peaks, params, batch, bf16_weights.get(n, False)) for n in names}
     summary: dict = {
         "startup_seconds": startup,
         "startup_share_of_wall": {n: s / wall for n, s in startup.items()},
