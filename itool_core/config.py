@@ -796,10 +796,12 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         # ≈ 10 pairs per iteration at this budget: one pass would be 2–3 optimiser steps of 4 pairs.
         "preference": {"epochs": 3.0},
     },
-    # The whole method in minutes on 2 CPU cores (``make demo``), sized to learn visibly in ≤ 10 min on the
-    # 2-core AMX Xeon: a real warm-up (bf16 autocast where native) that takes SFT above base on simple_python +
-    # multiple, and iterations that each train on ≥ 8 mined pairs.  Sized from per-step costs (DESIGN.md:
-    # bf16 SFT step ≈ 5.5–6.5 s at 4 × 600 tokens; evaluation ≈ 1–3 s per item), not tuned on its test items.
+    # The whole method in minutes on 2 CPU cores (``make demo``), meant to learn visibly in ≤ 10 min: a real
+    # warm-up (bf16 autocast where native) that takes SFT above base on simple_python + multiple, and iterations
+    # that each train on ≥ 8 mined pairs.  Sized from DESIGN.md's per-step costs (bf16 SFT step ≈ 5.5–6.5 s),
+    # not tuned on its test items.  Measured on a 2-core EPYC with AVX512-BF16 (docs/notebook/RESULTS.md,
+    # session 16, dev items): 17 min, 20 s per SFT step (the warm-up alone is 10 min), SFT +5 points pooled, 5–6
+    # pairs per iteration — none of the three goals met at these budgets.
     # Only two categories at 10 items: an interval still spans ≈ ±25 points, so the demo can show base → SFT,
     # not what the iterations add (the proof profile measures that).
     "demo": {
@@ -831,8 +833,9 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     # tokens those updates fed through the policy (itool_core/train/control.py; the run records both).
     # Every stage is scored on the same held-out TEST items: the first 100 of each category's seeded order
     # (500 pooled).  Tune on the DEV items after them (``--set evaluation.split=dev``), never on test.
-    # Budgets sized from per-step costs measured on the 2-core AMX Xeon (DESIGN.md: bf16 SFT step ≈ 5.5 s at
-    # 4 × 512 tokens; evaluation ≈ 1–3 s per item): evaluation (6 × 500 items) is most of the wall time.
+    # Budgets sized before any run from DESIGN.md's per-step costs (bf16 SFT step ≈ 5.5 s at 4 × 512 tokens);
+    # measured on a 2-core EPYC with AVX512-BF16: 20 s per SFT step (the 96-step warm-up ≈ 32 min) and ≈ 0.8 s
+    # per evaluated item on vLLM bf16 (the base model's 500 items: 396 s).
     "proof": {
         **FASTEST_ENGINE,
         "iterations": 2,
