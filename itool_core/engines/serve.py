@@ -158,7 +158,7 @@ def _vllm_platform(folder: str, cfg: Any) -> tuple[str, tuple[str, ...], dict[st
     and its compile cache did not load on the next one; compiled decode was no faster (bench)."""
     from ..models import bf16_is_fast
 
-    dtype = getattr(cfg, "vllm_dtype", "auto")
+    dtype = cfg.vllm_dtype
     if dtype == "fast":
         dtype = "bfloat16" if has_nvidia_gpu() or bf16_is_fast("cpu") else "auto"
     if dtype == "auto":
