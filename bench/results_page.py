@@ -57,7 +57,7 @@ def run_section(run: dict) -> str:
         lines.append("| " + " | ".join(row) + " |")
     if run.get("plot"):
         lines += ["", f"![scores per stage, profile {run['profile']}](../bench/results/{run['plot']})"]
-    lines += _comparisons(run) + _control(run)
+    lines += _verdict(run) + _comparisons(run) + _control(run) + _diagnosis(run)
     goal = ""
     if run.get("goal_s"):
         goal = f" — goal ≤ {run['goal_s'] / 60:.0f} min: **{'met' if run['goal_met'] else 'not met'}**"
@@ -98,6 +98,102 @@ def _comparisons(run: dict) -> list[str]:
             f"| {r['b']} vs {r['a']} | {cat} | {r['n']} | {r['delta_points']:+.0f} | "
             f"{r['a_only']} / {r['b_only']} | {_p(r['p_value'])} |"
         )
+    return out
+
+
+def _pooled(run: dict, a: str, b: str) -> dict | None:
+    return next(
+        (r for r in run.get("comparisons") or [] if r["a"] == a and r["b"] == b and r["category"] == "pooled"), None
+    )
+
+
+def _verdict(run: dict) -> list[str]:
+    """The issue's targets, read off the comparisons: SFT above base (p < 0.05) in ≥ 3 categories; the final
+    iTool stage above SFT and above the control, pooled, p < 0.05 — said plainly either way."""
+    kinds = {s.get("kind"): s["stage"] for s in run["scores"]}
+    final = next((s["stage"] for s in reversed(run["scores"]) if s.get("kind") == "iteration"), None)
+    if "sft" not in kinds or final is None:
+        return []
+    out = ["", "**Verdict** (targets of the method; exact McNemar p on the paired items):", ""]
+    if "base" in kinds:
+        won = [
+            r["category"]
+            for r in run.get("comparisons") or []
+            if r["a"] == kinds["base"]
+            and r["b"] == kinds["sft"]
+            and r["category"] != "pooled"
+            and r["delta_points"] > 0
+            and r["p_value"] < 0.05
+        ]
+        out.append(
+            f"- SFT above base with p < 0.05 in {len(won)} categor{'y' if len(won) == 1 else 'ies'}"
+            f"{' (' + ', '.join(won) + ')' if won else ''} — target ≥ 3: **{'met' if len(won) >= 3 else 'not met'}**."
+        )
+    for other in [kinds["sft"]] + ([kinds["control"]] if "control" in kinds else []):
+        r = _pooled(run, other, final)
+        if r is None:
+            continue
+        met = r["delta_points"] > 0 and r["p_value"] < 0.05
+        out.append(
+            f"- {final} vs {other}, pooled over {r['n']} items: {r['b_correct']} vs {r['a_correct']} right "
+            f"({r['delta_points']:+.1f} points, p = {_p(r['p_value'])}) — target: above with p < 0.05: "
+            f"**{'met' if met else 'not met'}**."
+        )
+    return out
+
+
+def _diagnosis(run: dict) -> list[str]:
+    """bench/proof_diagnosis.py's tables for this profile's run: pairs and their Q gaps, the DPO updates, held-out
+    pair accuracy, answer kinds per stage."""
+    path = RESULTS / f"{run['profile']}_diagnosis.json"
+    if not path.is_file():
+        return []
+    d = json.loads(path.read_text())
+    out = [
+        "",
+        f"**Diagnosis** (`{d['command']}`, {d['date']}; log-probs in {d['logprob_precision']}). Pairs mined per "
+        "iteration (Q = r + γV of the search), and the DPO update as logged on its own pairs:",
+        "",
+        "| iteration | pairs | Q chosen / rejected (mean) | Q gap mean / median / min | chosen is no-call | "
+        "rejected is no-call | update | steps | reward margin (mean / last) | pair accuracy |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for it in d["iterations"]:
+        p, u = it["pairs"], it["update"]
+        out.append(
+            f"| {it['iteration']} | {p['n']} | {p['q_chosen_mean']:.2f} / {p['q_rejected_mean']:.2f} | "
+            f"{p['q_gap_mean']:.2f} / {p['q_gap_median']:.2f} / {p['q_gap_min']:.2f} | {p['chosen_no_call']} | "
+            f"{p['rejected_no_call']} | {u['loss']} β {u['beta']} | {u['steps']} | "
+            f"{u['margin_mean']:.3f} / {u['margin_last']:.3f} | {u['accuracy_mean']:.2f} |"
+        )
+    if d.get("heldout"):
+        out += [
+            "",
+            "Implicit reward β·[log π(y) − log π_ref(y)] of each update against the policy it started from, on every "
+            "iteration's pairs (held out = pairs that update did not train on); accuracy = share of pairs with "
+            "r(chosen) > r(rejected):",
+            "",
+            "| update | pairs of | held out | n | accuracy | mean margin |",
+            "|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {h['update']} | {h['pairs_of']} | {'yes' if h['held_out'] else 'no (trained on)'} | {h['n']} | "
+            f"{h['accuracy']:.2f} | {h['margin_mean']:+.3f} |"
+            for h in d["heldout"]
+        ]
+    kinds = d.get("answer_kinds") or {}
+    cats = sorted({c for k in kinds.values() for c in k})
+    if cats:
+        out += [
+            "",
+            "Answers by kind per stage — call / no call / broken call list (BFCL categories):",
+            "",
+            "| stage | " + " | ".join(cats) + " |",
+            "|---|" + "---|" * len(cats),
+        ]
+        for label, k in kinds.items():
+            cells = [f"{k[c]['call']} / {k[c]['no_call']} / {k[c]['broken_call']}" if c in k else "-" for c in cats]
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
     return out
 
 

@@ -275,3 +275,66 @@ def test_bench_throughput_gives_training_flops_from_tokens_and_parameters(tmp_pa
     assert tp["iter_1/preference"]["flops"] == 6 * n * 500
     assert tp["iter_1/preference"]["peak_share"] == round(6 * n * 500 / 5 / 1e9, 4)
     assert "flops" not in tp["iter_1/mine"] and tp["iter_1/mine"]["tokens"] == 300
+
+
+def _cmp(a: str, b: str, cat: str, n: int, a_ok: int, b_ok: int, p: float) -> dict:
+    return {
+        "a": a, "b": b, "category": cat, "n": n, "a_correct": a_ok, "b_correct": b_ok,
+        "delta_points": 100 * (b_ok - a_ok) / n, "a_only": 0, "b_only": 0, "p_value": p,
+    }  # fmt: skip
+
+
+def test_the_results_page_says_plainly_whether_the_method_beat_sft_and_the_control():
+    page = _bench("results_page")
+    stages = [("base", "base"), ("SFT", "sft"), ("iTool iteration 1", "iteration"), ("iTool iteration 2", "iteration")]
+    run = {
+        "scores": [{"stage": s, "kind": k, "categories": {}} for s, k in stages + [("control", "control")]],
+        "comparisons": [
+            _cmp("base", "SFT", "simple_python", 100, 0, 8, 0.0078),
+            _cmp("base", "SFT", "parallel", 100, 0, 13, 0.0002),
+            _cmp("base", "SFT", "irrelevance", 100, 100, 91, 0.004),  # significant, but a loss
+            _cmp("SFT", "iTool iteration 2", "pooled", 500, 121, 115, 0.48),
+            _cmp("control", "iTool iteration 2", "pooled", 500, 100, 130, 0.001),
+        ],
+    }
+    text = "\n".join(page._verdict(run))
+    assert "SFT above base with p < 0.05 in 2 categories (simple_python, parallel) — target ≥ 3: **not met**" in text
+    assert "iTool iteration 2 vs SFT, pooled over 500 items: 115 vs 121 right (-1.2 points, p = 0.48)" in text
+    assert "iTool iteration 2 vs control, pooled over 500 items: 130 vs 100 right (+6.0 points, p = 1.0e-03)" in text
+    assert text.count("**not met**") == 2 and text.count("**met**") == 1
+    assert page._verdict({"scores": run["scores"][:2], "comparisons": []}) == []  # no iteration: nothing to judge
+
+
+def test_the_diagnosis_scores_pairs_with_one_shared_prompt_forward_as_a_full_forward_does(tmp_path):
+    """proof_diagnosis's held-out accuracy rests on summed completion log-probs computed from one prompt forward
+    and its KV cache: they must equal an independent full forward per sequence (train.preference), and the pair
+    table's Q gaps and no-call counts must be read off the right columns."""
+    import pyarrow as pa
+
+    from itool_core.mcts.pairs import PAIRS
+    from itool_core.models import save_policy, tiny_model
+    from itool_core.train.preference import completion_logps
+
+    model, tok = tiny_model(seed=0)
+    folder = str(save_policy(model, tok, tmp_path / "m"))
+    diag = _bench("proof_diagnosis")
+    lp = diag.LogProbs(folder, bf16=False)
+    prompt, chosen, rejected = [5, 9, 13, 2, 7, 1], [4, 4, 8], [11, 3]
+    got = lp.pair(prompt, chosen, rejected)
+    ref = completion_logps(lp.model, prompt, chosen), completion_logps(lp.model, prompt, rejected)
+    assert got == pytest.approx((sum(ref[0]), sum(ref[1])), abs=1e-4)
+
+    row = {
+        "example_id": "e", "tree_id": "e", "prompt": "p", "prompt_ids": prompt, "chosen_ids": chosen,
+        "rejected_ids": rejected, "depth": 0, "chosen_terminal": True, "rejected_terminal": False,
+        "is_final_step": True,
+    }  # fmt: skip
+    rows = [
+        {**row, "chosen": "[f(x=1)]", "rejected": "None of the functions", "q_chosen": 0.9, "q_rejected": -0.5},
+        {**row, "chosen": "None", "rejected": "[g()]", "q_chosen": 0.4, "q_rejected": 0.2},
+    ]
+    path = tmp_path / "pairs.parquet"
+    write_table(pa.Table.from_pylist(rows, schema=PAIRS.schema), path, PAIRS)
+    st = diag.pair_stats(path)
+    assert st["n"] == 2 and st["chosen_no_call"] == 1 and st["rejected_no_call"] == 1
+    assert st["q_gap_mean"] == pytest.approx(0.8) and st["q_gap_min"] == pytest.approx(0.2)
