@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -151,8 +152,18 @@ NOTES = {
     "demo": "demo budgets: the run shows the pipeline working and the warm-up learning the call format; with 10 "
     "items per category an interval spans about ±25 points, so only large differences (base → SFT) can show, "
     "not what the iterations add",
-    "proof": "every stage on the same held-out test items (the dev items after them were used for tuning)",
+    "proof": "every stage on the same held-out test items; the dev items after them are for tuning (runs with "
+    "--set evaluation.split=dev go to bench/results/dev/)",
 }
+#: The flow's stage lines in the run log (tasks/stages.py): ``[itool] iter_1/mine: done in 70 s``.
+_DONE = re.compile(r"^\[itool\] (\S+): done in (\d+) s$", re.MULTILINE)
+
+
+def logged_walls(log_text: str) -> dict[str, float]:
+    """Each stage's wall time as the run log recorded it when the stage really ran (the last such line per
+    stage): for a resumed run, the stages an earlier invocation finished are cached in this one and their
+    cost is only in the log."""
+    return {m.group(1): float(m.group(2)) for m in _DONE.finditer(log_text)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, text=True, stdout=out, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_file = tmp / "peak_rss_mb"  # a resumed run's peak is the largest of its invocations'
+    if resumed and peak_file.is_file():
+        peak_mb = max(peak_mb, float(peak_file.read_text()))
+    peak_file.write_text(f"{peak_mb:.0f}\n")
     if proc.returncode != 0:
         print(log.read_text()[-8000:])
         print(f"[bench] demo failed (exit {proc.returncode}); log: {log}")
@@ -235,7 +250,12 @@ def main(argv: list[str] | None = None) -> int:
                 "categories": {c: {k: v[k] for k in ("correct", "total", "accuracy", "ci95")} for c, v in cats.items()},
             }
         )
+    if resumed:  # a cached stage cost nothing now: its wall is that of the invocation that ran it
+        earlier = logged_walls(log.read_text(errors="replace"))
+        stages = {k: earlier.get(k, v) if summary["states"].get(k) == "Cached" else v for k, v in stages.items()}
     top = {k: v for k, v in stages.items() if k.count("/") <= 1}  # mining's sub-steps are inside "iter_i/mine"
+    # the goal is about one run: a resumed one is judged on its stages' walls summed over its invocations
+    total = round(sum(top.values()) + wall - summary.get("flow_wall_s", 0.0), 1) if resumed else round(wall, 1)
     result = {
         "bench": "run",
         "profile": a.profile,
@@ -244,13 +264,15 @@ def main(argv: list[str] | None = None) -> int:
         "machine": mach,
         "overrides": a.set,
         "fresh_home": a.home is None,
-        # resumed: this invocation's wall time covers only the stages the earlier one(s) had not finished
+        # resumed: this invocation's wall time covers only the stages the earlier one(s) had not finished;
+        # wall_s is then the sum of every stage's wall where it ran (from the run log) + this start-up
         "resumed": resumed,
-        "wall_s": round(wall, 1),
+        "wall_s": total,
+        "invocation_wall_s": round(wall, 1),
         "flow_wall_s": round(summary.get("flow_wall_s", 0.0), 1),
         "startup_s": round(wall - summary.get("flow_wall_s", 0.0), 1),
         "goal_s": GOALS_S.get(a.profile),
-        "goal_met": wall <= GOALS_S[a.profile] if a.profile in GOALS_S else None,
+        "goal_met": total <= GOALS_S[a.profile] if a.profile in GOALS_S else None,
         "peak_rss_mb": round(peak_mb),
         "stages_s": top,
         "states": summary["states"],
@@ -283,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         if result["goal_s"] is None
         else f"   goal ≤ {result['goal_s']} s: {'met' if result['goal_met'] else 'NOT met'}"
     )
-    print(f"{'total':<22} {wall:>8.1f}{goal}")
+    resumed_note = f"  (resumed: stage walls of every invocation; this one took {wall:.0f} s)" if resumed else ""
+    print(f"{'total':<22} {total:>8.1f}{goal}{resumed_note}")
     if result["throughput"]:
         print(f"\n{'stage':<22} {'tokens':>9} {'tokens/s':>9} {'GFLOP/s':>9} {'of peak':>8}")
         for k, v in result["throughput"].items():

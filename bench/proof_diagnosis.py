@@ -52,24 +52,33 @@ def _is_call(text: str) -> bool:
 
 
 def stages(run_dir: Path) -> list[dict]:
-    """One entry per evaluated stage: label, the model folder it evaluated, its summary (from flow_summary)."""
+    """One entry per evaluated stage: its label and evaluation summary (from flow_summary.json)."""
     flow = json.loads((run_dir / "flow_summary.json").read_text())
-    return [{"label": r["label"], "model": r["summary"]["model"], "summary": r["summary"]} for r in flow["rows"]]
+    return [{"label": r["label"], "summary": r["summary"]} for r in flow["rows"]]
 
 
 def iterations(run_dir: Path, rows: list[dict]) -> list[dict]:
     """Per iTool iteration: its merged policy, the reference its update was anchored to, its pairs table and the
-    update's own result (``preference_result.json`` beside the merged policy)."""
+    update's own result (``iter_i/preference/<key>/preference_result.json``; the newest where a changed input
+    left several)."""
     out = []
     for r in rows:
         if not r["label"].startswith("iTool iteration"):
             continue
         i = int(r["label"].rsplit(" ", 1)[1])
-        pref_dir = Path(r["model"]).parent
-        result = json.loads((pref_dir / "preference_result.json").read_text())
+        result_file = _newest(list((run_dir / f"iter_{i}" / "preference").glob("*/preference_result.json")))
         pairs = _newest(list((run_dir / f"iter_{i}" / "mine" / "pairs").glob("*/pairs.parquet")))
+        if result_file is None or pairs is None:
+            raise SystemExit(f"{run_dir}: iteration {i} has no preference_result.json or pairs.parquet")
+        result = json.loads(result_file.read_text())
         out.append(
-            {"iteration": i, "policy": r["model"], "reference": result["reference"], "pairs": pairs, "result": result}
+            {
+                "iteration": i,
+                "policy": str(result_file.parent / "merged"),
+                "reference": result["reference"],
+                "pairs": pairs,
+                "result": result,
+            }
         )
     return out
 
@@ -123,7 +132,7 @@ class LogProbs:
         return res[0], res[1]
 
 
-def heldout(its: list[dict], control: dict | None, sft_model: str, pref_cfg, bf16: bool) -> list[dict]:
+def heldout(its: list[dict], control: Path | None, sft_model: str, pref_cfg, bf16: bool) -> list[dict]:
     """Implicit-reward accuracy and margin of every update (and the control) on every iteration's pairs."""
     from itool_core.models import load_tokenizer
     from itool_core.train.preference import load_pairs, prepare_pairs
@@ -134,8 +143,8 @@ def heldout(its: list[dict], control: dict | None, sft_model: str, pref_cfg, bf1
         (f"iteration {it['iteration']}", it["policy"], it["reference"], it["iteration"], it["result"]["beta"])
         for it in its
     ]
-    if control:
-        updates.append(("control", control["model"], sft_model, None, its[0]["result"]["beta"] if its else 0.1))
+    if control is not None:  # the control has no β of its own: the iterations' puts its margins on their scale
+        updates.append(("control", str(control), sft_model, None, its[0]["result"]["beta"]))
     cache: dict[tuple[str, int], list[tuple[float, float]]] = {}
 
     def logps(model: str, j: int) -> list[tuple[float, float]]:
@@ -192,13 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(run_dir / "config.yaml")
     rows = stages(run_dir)
     its = iterations(run_dir, rows)
-    by_label = {r["label"]: r for r in rows}
-    sft = next(r for r in rows if r["label"].startswith("SFT"))
-    control = next((r for r in rows if r["label"].startswith("control")), None)
+    sft_model = its[0]["result"]["policy"] if its else None  # iteration 1 starts from the warm-up's policy
+    control = _newest(list((run_dir / "control").glob("*/merged")))
 
     t0 = time.perf_counter()
     bf16 = bf16_is_fast("cpu")
-    held = [] if a.no_heldout else heldout(its, control, sft["model"], cfg.preference, bf16)
+    held = [] if a.no_heldout or not its else heldout(its, control, sft_model, cfg.preference, bf16)
     report = {
         "bench": "proof_diagnosis",
         "command": "python bench/proof_diagnosis.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -224,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             for it in its
         ],
         "heldout": held,
-        "answer_kinds": answer_kinds(list(by_label.values())),
+        "answer_kinds": answer_kinds(rows),
     }
     out = a.out or RESULTS / f"{cfg.profile}_diagnosis.json"
     atomic_write_json(out, report)

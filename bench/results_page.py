@@ -63,7 +63,13 @@ def run_section(run: dict) -> str:
         goal = f" — goal ≤ {run['goal_s'] / 60:.0f} min: **{'met' if run['goal_met'] else 'not met'}**"
     lines += [
         "",
-        f"Wall time: **{run['wall_s'] / 60:.1f} min** in all{goal}; peak RSS {run['peak_rss_mb']} MB.",
+        f"Wall time: **{run['wall_s'] / 60:.1f} min** in all{goal}; peak RSS {run['peak_rss_mb']} MB."
+        + (
+            f" Resumed after an interruption: the total is each stage's wall where it ran (run log) plus start-up; "
+            f"the last invocation took {run['invocation_wall_s'] / 60:.1f} min."
+            if run.get("resumed") and "invocation_wall_s" in run
+            else ""
+        ),
         "",
         "| stage | wall s |",
         "|---|---|",
