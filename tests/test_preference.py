@@ -5,6 +5,7 @@ carry EOS only after terminal steps and are exactly the search's ids; the DPO re
 iteration's policy (the ``policy`` folder), not the original base; PAIRS Parquet artifacts load.
 """
 
+import contextlib
 import dataclasses
 import json
 import warnings
@@ -311,6 +312,40 @@ def test_trl_computes_the_loss_the_loss_module_states(loss, pairs, folders, load
     assert len(expected) == 3  # one micro-batch holds all pairs: trl's loss is their mean
     assert abs(got - sum(expected) / 3) < 1e-4, (got, expected)
     assert abs(got - fn(0.0, 0.0, cfg.resolved_beta())) > 1e-3  # the check is not the trivial policy = reference
+
+
+def test_label_positions_only_scores_fewer_positions_for_the_same_loss(pairs, folders, tmp_path, monkeypatch):
+    """Off-GPU, trl's fused LM head projects every position; under ``label_positions_only`` (what
+    train_preference runs in) it projects only the completions' positions — and the loss is the same."""
+    import trl.trainer.utils as trl_utils
+
+    from itool_core.train.common import label_positions_only
+
+    assert hasattr(trl_utils, "_use_triton"), "trl moved its hook: label_positions_only is a no-op now"
+    rows_scored = []
+    real = trl_utils._ChunkedLogProbFunction
+
+    class Spy:
+        @staticmethod
+        def apply(hidden, *args):
+            rows_scored.append(hidden.shape[0])
+            return real.apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Spy)
+    cfg = _tiny_cfg("dpo")
+    losses = []
+    for compact in (False, True):
+        trainer, _, _ = build_trainer(folders["policy"], pairs, cfg, tmp_path, reference=folders["base"])
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        with torch.no_grad(), label_positions_only() if compact else contextlib.nullcontext():
+            losses.append(float(trainer.compute_loss(trainer.model, batch)))
+    labelled = int((batch["completion_mask"][:, 1:] != 0).sum()) if "completion_mask" in batch else None
+    half = len(rows_scored) // 2
+    assert sum(rows_scored[half:]) < sum(rows_scored[:half]) / 2, rows_scored  # policy + reference forwards
+    if labelled is not None:
+        assert rows_scored[half] <= labelled
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+    assert trl_utils._use_triton(torch.device("cpu")) is False  # restored after the block
 
 
 # ------------------------------------------------------------------------------ the reference model

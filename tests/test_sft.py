@@ -275,6 +275,42 @@ def test_example_normalisation_is_the_mean_of_per_example_answer_nll(tmp_path):
         SFTConfig(loss_normalisation="sequence")
 
 
+def test_the_trainer_projects_only_answer_positions_and_matches_trls_own_loss_and_gradients(tmp_path):
+    """The SFT trainer runs the LM head on the answer positions only (``answer_positions``); trl's fused head
+    projects every position off-GPU.  On one batch of answers of different lengths both give the same token-mean
+    loss — also with gradient accumulation's ``num_items_in_batch`` — and the same LoRA gradients."""
+    from peft import LoraConfig, get_peft_model
+    from trl import SFTTrainer
+
+    from itool_core.train.sft import answer_positions
+
+    exs = examples(3)
+    grads, losses = [], []
+    for ours in (True, False):
+        model, tok = tiny_model(seed=4)
+        torch.manual_seed(0)
+        peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+        records, _ = build_sft_records(exs, tok)
+        cfg = dataclasses.replace(FAST, loss_normalisation="token", per_device_batch_size=3)
+        with quiet_progress():
+            trainer = build_trainer(peft_model, tok, records, cfg, 1, tmp_path)
+            if not ours:  # trl's SFTTrainer, same arguments and data
+                trainer = SFTTrainer(
+                    model=peft_model, args=trainer.args, train_dataset=trainer.train_dataset, processing_class=tok
+                )
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+        keep = answer_positions(batch["labels"])
+        assert 0 < len(keep) < batch["labels"].shape[1] // 2  # the prompt positions are skipped
+        loss = trainer.compute_loss(peft_model, dict(batch), num_items_in_batch=torch.tensor(50))
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in peft_model.named_parameters() if p.grad is not None})
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-6)
+
+
 def test_curriculum_runs_easy_medium_hard_in_order_and_saves_each_stage(tmp_path):
     model, tok = tiny_model(seed=2)
     exs = examples(6)

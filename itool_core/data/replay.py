@@ -172,12 +172,20 @@ def target_perplexity(
                 ids = spans[i][0]
                 input_ids[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
                 attention[r, : len(ids)] = 1
+            # token t is predicted by the logits at t−1; only the answer positions count (Eq. 4), so only they
+            # go through the LM head (the prompt is ~95 % of a row)
+            keep = sorted({t for i in idx for t in range(spans[i][1] - 1, len(spans[i][0]) - 1)})
+            column = {t: j for j, t in enumerate(keep)}
             with torch.inference_mode(), _autocast(dtype, device):
-                logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+                logits = model(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention.to(device),
+                    logits_to_keep=torch.tensor(keep, dtype=torch.long, device=device),
+                ).logits
             for r, i in enumerate(idx):
                 ids, start = spans[i]
-                # token t is predicted by the logits at t−1; only the answer positions count (Eq. 4)
-                lp = torch.log_softmax(logits[r, start - 1 : len(ids) - 1].float(), dim=-1)
+                cols = [column[t] for t in range(start - 1, len(ids) - 1)]
+                lp = torch.log_softmax(logits[r, cols].float(), dim=-1)
                 target = torch.tensor(ids[start:], dtype=torch.long, device=lp.device)
                 h[i] = perplexity(lp.gather(1, target[:, None]).squeeze(1))
             del logits

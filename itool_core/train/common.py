@@ -27,6 +27,32 @@ def quiet_progress():
             hf_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def label_positions_only():
+    """Make trl's fused LM head score only the positions that carry a label on CPU too, for the block.
+
+    trl (≥ 1.x, ``trainer/utils.add_fused_lm_head``) projects every position of the batch through the LM head
+    unless ``_use_triton(device)`` says it runs on CUDA/XPU — elsewhere it avoids data-dependent tile shapes, which
+    matter to XLA-style compilers, not to eager CPU kernels.  A preference pair's prompt (~700 tokens) has no
+    label and its completions ~20–40: scoring them all is most of a DPO step on this 49k-word vocabulary.  The
+    log-probs are the same (tests/test_preference.py compares the losses); docs/notebook/RESULTS.md has the
+    timing.  A trl without that hook leaves this a no-op, and the test fails to say so."""
+    try:
+        import trl.trainer.utils as trl_utils
+    except ImportError:  # pragma: no cover - trl is a dependency
+        yield
+        return
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:
+        yield
+        return
+    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
 def peak_rss_mb() -> float:
     # ru_maxrss is the process's peak resident set (KiB on Linux): a high-water mark, never decreasing.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

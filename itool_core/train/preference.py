@@ -72,7 +72,7 @@ from typing import Any
 
 from ..config import PreferenceConfig
 from . import losses
-from .common import all_sum, barrier, is_main, peak_rss_mb, quiet_progress, world_size
+from .common import all_sum, barrier, is_main, label_positions_only, peak_rss_mb, quiet_progress, world_size
 
 __all__ = [
     "PreferenceConfig",
@@ -419,7 +419,7 @@ def train_preference(
     logps/chosen|rejected, learning_rate, grad_norm, ...} and ``"end"`` (``PreferenceResult.to_dict()``).
     """
     emit = callback or (lambda event, metrics: None)
-    with quiet_progress():
+    with quiet_progress(), label_positions_only():
         return _train_preference(policy, pairs, cfg, Path(out_dir), reference, emit)
 
 

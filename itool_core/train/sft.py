@@ -61,6 +61,8 @@ __all__ = [
     "stage_dir_name",
     "build_trainer",
     "answer_loss",
+    "answer_positions",
+    "shifted_answer_loss",
     "train_sft",
 ]
 
@@ -293,15 +295,35 @@ def answer_loss(outputs, labels, *, normalisation: str = "example", decision_wei
     decision at their frequencies in the data; it only makes the decision a larger share of the gradient.
 
     ``outputs.logits`` are not shifted yet; ``labels`` are -100 outside the answer (one answer per row: the
-    records are not packed).  The result is a per-batch mean: the trainer is told so (``loss_is_scaled_for_ga
-    = False``) and divides it under gradient accumulation — for ``"token"`` that is a mean of micro-batch
-    means, not trl's exact token mean over the accumulated batch.  It needs the full logits (batch × length ×
-    vocabulary), which trl's token-level path avoids with a fused head: mind the memory on a large vocabulary.
+    records are not packed).  The result is a per-batch mean.  The trainer does not build these full logits
+    (batch × length × vocabulary): it projects only the positions that predict an answer token
+    (:func:`answer_positions`) and calls :func:`shifted_answer_loss` on them.
     """
+    return shifted_answer_loss(
+        outputs.logits[:, :-1, :], labels[:, 1:], normalisation=normalisation, decision_weight=decision_weight
+    )
+
+
+def answer_positions(labels):
+    """The positions t whose next token t + 1 is an answer token in at least one row, ascending: the only
+    positions whose logits the loss reads.  A prompt of ~600 tokens has an answer of ~30: projecting the rest
+    through the 49k-word LM head (as trl's fused head does off-GPU, every position plus entropy) is most of an
+    SFT step's LM-head work and memory for nothing."""
+    return (labels[:, 1:] != -100).any(dim=0).nonzero().squeeze(1)
+
+
+def shifted_answer_loss(
+    logits, target, *, normalisation: str = "example", decision_weight: float = 1.0, num_items: int | None = None
+):
+    """:func:`answer_loss` on logits already aligned with their targets (``logits[:, j]`` predicts
+    ``target[:, j]``, -100 = no loss), e.g. only the :func:`answer_positions`.  ``num_items``: the answer tokens
+    of the whole accumulated batch (the trainer's ``num_items_in_batch``) — for the plain token mean (weight 1) the
+    loss is then the sum over this micro-batch divided by it, trl's exact token mean under gradient
+    accumulation."""
     import torch
 
-    logits = outputs.logits[:, :-1, :].float()
-    target = labels[:, 1:].to(logits.device)
+    logits = logits.float()
+    target = target.to(logits.device)
     mask = target != -100
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target.clamp(min=0), reduction="none")
     weight = mask.float()
@@ -311,22 +333,43 @@ def answer_loss(outputs, labels, *, normalisation: str = "example", decision_wei
     if not bool(has_answer.any()):
         return nll.sum() * 0.0  # a finite zero that still depends on the graph
     if normalisation == "token":
+        if num_items is not None and decision_weight == 1.0:
+            return (nll * weight).sum() / num_items
         return (nll * weight).sum() / weight.sum()
     per_example = (nll * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1e-12)
     return per_example[has_answer].mean()
 
 
 def _answer_loss_trainer(base, normalisation: str, decision_weight: float):
-    """``base`` (trl's SFTTrainer) with :func:`answer_loss` — trl 1.x deprecates ``compute_loss_func``
-    (an extra forward pass per step) in favour of overriding ``compute_loss``, as done here."""
+    """``base`` (trl's SFTTrainer) computing the loss from the logits of the :func:`answer_positions` only
+    (transformers' ``logits_to_keep``) — trl 1.x deprecates ``compute_loss_func`` (an extra forward pass per
+    step) in favour of overriding ``compute_loss``, as done here.
+
+    The plain token mean is trl's loss, exactly, with trl's gradient-accumulation handling (sum over the
+    micro-batch / answer tokens of the accumulated batch).  The other normalisations are per-batch means: the
+    trainer is told so (``loss_is_scaled_for_ga = False``) and divides them under accumulation."""
+    exact_token_mean = normalisation == "token" and decision_weight == 1.0
 
     class AnswerLossSFTTrainer(base):
-        loss_is_scaled_for_ga = False
+        loss_is_scaled_for_ga = None if exact_token_mean else False
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs["labels"]
+            keep = answer_positions(labels)
             fwd = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
-            outputs = model(**fwd, use_cache=False)
-            loss = answer_loss(outputs, inputs["labels"], normalisation=normalisation, decision_weight=decision_weight)
+            outputs = model(**fwd, use_cache=False, logits_to_keep=keep)
+            target = labels[:, keep + 1]
+            num_items = int(num_items_in_batch) if exact_token_mean and num_items_in_batch is not None else None
+            loss = shifted_answer_loss(
+                outputs.logits,
+                target,
+                normalisation=normalisation,
+                decision_weight=decision_weight,
+                num_items=num_items,
+            )
+            if num_items is not None and self.args.average_tokens_across_devices:
+                # as trl: num_items_in_batch counts every rank's tokens and DDP averages the gradients
+                loss = loss * self.accelerator.num_processes
             return (loss, outputs) if return_outputs else loss
 
     return AnswerLossSFTTrainer
@@ -386,12 +429,7 @@ def build_trainer(
         # not search the graph for unused ones each step
         ddp_find_unused_parameters=False,
     )
-    trainer_cls = (
-        SFTTrainer
-        if cfg.loss_normalisation == "token" and cfg.decision_weight == 1.0
-        else _answer_loss_trainer(SFTTrainer, cfg.loss_normalisation, cfg.decision_weight)
-    )
-    trainer = trainer_cls(
+    trainer = _answer_loss_trainer(SFTTrainer, cfg.loss_normalisation, cfg.decision_weight)(
         model=peft_model,
         args=args,
         train_dataset=Dataset.from_list(list(records)),
