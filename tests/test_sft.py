@@ -311,6 +311,39 @@ def test_the_trainer_projects_only_answer_positions_and_matches_trls_own_loss_an
         torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-6)
 
 
+def test_length_grouped_windows_batch_similar_lengths_from_a_random_prefix(tmp_path):
+    """Every example once per epoch; micro-batches of similar length (little padding); the examples of the first
+    windows are the seeded permutation's prefix whatever the lengths (a short run is not biased to long ones);
+    seeded, and a new order per epoch.  The trainer uses it."""
+    import random
+
+    from itool_core.train.sft import LengthGroupedWindows
+
+    rng = random.Random(0)
+    lengths = [rng.randint(300, 1000) for _ in range(203)]
+    s = LengthGroupedWindows(lengths, group=4, seed=7)
+    order = list(s)
+    assert sorted(order) == list(range(203)) and len(s) == 203
+    batches = [order[i : i + 4] for i in range(0, 200, 4)]
+
+    def efficiency(bs):
+        return sum(sum(lengths[i] for i in b) / (len(b) * max(lengths[i] for i in b)) for b in bs) / len(bs)
+
+    shuffled = random.Random(1).sample(range(203), 203)
+    assert efficiency(batches) > 0.93 > 0.85 > efficiency([shuffled[i : i + 4] for i in range(0, 200, 4)])
+    flat = list(LengthGroupedWindows([1] * 203, group=4, seed=7))  # equal lengths: the permutation itself
+    assert set(order[:32]) == set(flat[:32]) and set(order[:64]) == set(flat[:64])
+    assert list(LengthGroupedWindows(lengths, group=4, seed=7)) == order
+    s.set_epoch(1)
+    assert list(s) != order
+
+    model, tok = tiny_model(seed=0)
+    records, _ = build_sft_records(examples(6), tok)
+    with quiet_progress():
+        trainer = build_trainer(model, tok, records, FAST, 1, tmp_path)
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedWindows)
+
+
 def test_curriculum_runs_easy_medium_hard_in_order_and_saves_each_stage(tmp_path):
     model, tok = tiny_model(seed=2)
     exs = examples(6)
