@@ -256,17 +256,28 @@ def tiny_model(seed: int = 0, base: str | os.PathLike = DEFAULT_MODEL, **overrid
 
 
 def save_policy(model, tokenizer, out_dir: str | os.PathLike) -> Path:
-    """Save a model (or peft adapter) + tokenizer atomically: a temp folder renamed into place."""
+    """Save a model (or peft adapter) + tokenizer atomically: a temp folder renamed into place.
+
+    A model saved after training carries the trainer's ``use_cache: false`` (no KV cache while training); the
+    saved folder is a policy to generate from, so it is written with ``use_cache: true`` — otherwise
+    transformers' ``generate`` on the folder runs without a cache, and the run's vLLM server (which compares
+    config.json, engines/shared_vllm.py) would not be reused for it."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    config = getattr(model, "config", None)
+    trained_flag = getattr(config, "use_cache", None)
     try:
+        if trained_flag is False:
+            config.use_cache = True
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     finally:
+        if trained_flag is False:
+            config.use_cache = False
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out

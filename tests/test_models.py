@@ -71,3 +71,15 @@ def test_save_and_merge_adapter_round_trip(tmp_path, tiny):
         assert torch.allclose(m_merged(**x).logits, m_adapted(**x).logits, atol=1e-4)
         assert not torch.allclose(m_merged(**x).logits, load_policy(base)[0](**x).logits, atol=1e-4)
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_a_policy_saved_after_training_generates_with_its_cache(tmp_path, tiny):
+    """Trainers leave ``use_cache = False`` on the model; the saved policy says true (generate keeps its KV cache,
+    the run's vLLM server is reused for it), and the in-memory model keeps what the trainer set."""
+    import json
+
+    model, tok = tiny_model(seed=1)
+    model.config.use_cache = False
+    out = save_policy(model, tok, tmp_path / "trained")
+    assert json.loads((out / "config.json").read_text())["use_cache"] is True
+    assert model.config.use_cache is False

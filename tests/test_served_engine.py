@@ -354,6 +354,10 @@ def test_one_vllm_server_per_run_is_reused_only_where_it_can_serve_the_policy(tm
     assert sig(fa) == sig(fb)  # same architecture, tokenizer and (tied) embedding: one server can serve both
     assert sig(fa) != sig(fc)  # another embedding: vLLM would keep the old tied head
     assert sig(fa) != sig(fw)  # another architecture
+    b.config.use_cache = False  # a folder an older run saved after training
+    b.save_pretrained(tmp_path / "b_nocache")
+    tok.save_pretrained(tmp_path / "b_nocache")
+    assert sig(str(tmp_path / "b_nocache")) == sig(fa)  # a generation default: the same server serves it
 
     class Server:
         def __init__(self):

@@ -38,7 +38,8 @@ __all__ = ["acquire", "stop_shared_servers", "policy_signature", "DEV_MODE_ENV"]
 #: vLLM serves /collective_rpc and /reset_prefix_cache only in its development mode.
 DEV_MODE_ENV = {"VLLM_SERVER_DEV_MODE": "1"}
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
-_IGNORED_CONFIG_KEYS = {"_name_or_path", "transformers_version", "architectures_version"}
+#: ``use_cache`` is a generation default (a folder saved by an older run after training says false).
+_IGNORED_CONFIG_KEYS = {"_name_or_path", "transformers_version", "architectures_version", "use_cache"}
 
 
 def policy_signature(folder: str | Path) -> str:
