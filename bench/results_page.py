@@ -114,8 +114,41 @@ def _pooled(run: dict, a: str, b: str) -> dict | None:
 
 
 def _verdict(run: dict) -> list[str]:
-    """The issue's targets, read off the comparisons: SFT above base (p < 0.05) in ≥ 3 categories; the final
-    iTool stage above SFT and above the control, pooled, p < 0.05 — said plainly either way."""
+    """The goals of the run's profile, said plainly either way: :func:`_proof_verdict` or :func:`_demo_verdict`."""
+    if run.get("profile") == "demo":
+        return _demo_verdict(run)
+    if run.get("profile") == "proof":
+        return _proof_verdict(run)
+    return []
+
+
+def _demo_verdict(run: dict) -> list[str]:
+    """``make demo``'s goals: SFT ≥ base + 20 points pooled, every iteration trains on ≥ 8 pairs, ≤ 10 min."""
+    kinds = {s.get("kind"): s["stage"] for s in run["scores"]}
+    out = ["", "**Goals of the demo:**", ""]
+    r = _pooled(run, kinds.get("base", ""), kinds.get("sft", ""))
+    if r is not None:
+        out.append(
+            f"- SFT − base, pooled over {r['n']} items: {r['delta_points']:+.0f} points (p = {_p(r['p_value'])}) — "
+            f"goal ≥ +20: **{'met' if r['delta_points'] >= 20 else 'not met'}**."
+        )
+    trained = [v["pairs_trained"] for k, v in (run.get("throughput") or {}).items() if k.endswith("/preference")]
+    if trained:
+        out.append(
+            f"- pairs trained per iteration: {', '.join(f'{t:.0f}' for t in trained)} — goal ≥ 8: "
+            f"**{'met' if min(trained) >= 8 else 'not met'}**."
+        )
+    if run.get("goal_s"):
+        out.append(
+            f"- wall time {run['wall_s'] / 60:.1f} min — goal ≤ {run['goal_s'] / 60:.0f} min: "
+            f"**{'met' if run['goal_met'] else 'not met'}**."
+        )
+    return out if len(out) > 3 else []
+
+
+def _proof_verdict(run: dict) -> list[str]:
+    """The proof run's targets, read off the comparisons: SFT above base (p < 0.05) in ≥ 3 categories; the final
+    iTool stage above SFT and above the control, pooled, p < 0.05."""
     kinds = {s.get("kind"): s["stage"] for s in run["scores"]}
     final = next((s["stage"] for s in reversed(run["scores"]) if s.get("kind") == "iteration"), None)
     if "sft" not in kinds or final is None:

@@ -288,6 +288,7 @@ def test_the_results_page_says_plainly_whether_the_method_beat_sft_and_the_contr
     page = _bench("results_page")
     stages = [("base", "base"), ("SFT", "sft"), ("iTool iteration 1", "iteration"), ("iTool iteration 2", "iteration")]
     run = {
+        "profile": "proof",
         "scores": [{"stage": s, "kind": k, "categories": {}} for s, k in stages + [("control", "control")]],
         "comparisons": [
             _cmp("base", "SFT", "simple_python", 100, 0, 8, 0.0078),
@@ -302,7 +303,20 @@ def test_the_results_page_says_plainly_whether_the_method_beat_sft_and_the_contr
     assert "iTool iteration 2 vs SFT, pooled over 500 items: 115 vs 121 right (-1.2 points, p = 0.48)" in text
     assert "iTool iteration 2 vs control, pooled over 500 items: 130 vs 100 right (+6.0 points, p = 1.0e-03)" in text
     assert text.count("**not met**") == 2 and text.count("**met**") == 1
-    assert page._verdict({"scores": run["scores"][:2], "comparisons": []}) == []  # no iteration: nothing to judge
+    assert page._verdict({**run, "scores": run["scores"][:2], "comparisons": []}) == []  # no iteration: no verdict
+    demo = {
+        "profile": "demo",
+        "scores": run["scores"][:3],
+        "comparisons": [_cmp("base", "SFT", "pooled", 20, 0, 5, 0.0625)],
+        "throughput": {"iter_1/preference": {"pairs_trained": 8.0}, "iter_2/preference": {"pairs_trained": 6.0}},
+        "wall_s": 661,
+        "goal_s": 600,
+        "goal_met": False,
+    }
+    text = "\n".join(page._verdict(demo))
+    assert "SFT − base, pooled over 20 items: +25 points (p = 0.06) — goal ≥ +20: **met**" in text
+    assert "pairs trained per iteration: 8, 6 — goal ≥ 8: **not met**" in text
+    assert "wall time 11.0 min — goal ≤ 10 min: **not met**" in text
 
 
 def test_the_diagnosis_scores_pairs_with_one_shared_prompt_forward_as_a_full_forward_does(tmp_path):
