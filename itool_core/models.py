@@ -265,7 +265,7 @@ def save_policy(model, tokenizer, out_dir: str | os.PathLike) -> Path:
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    config = getattr(model, "config", None)
+    config: Any = getattr(model, "config", None)
     trained_flag = getattr(config, "use_cache", None)
     try:
         if trained_flag is False:
