@@ -799,9 +799,9 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     # The whole method in minutes on 2 CPU cores (``make demo``), meant to learn visibly in ≤ 10 min: a real
     # warm-up (bf16 autocast where native) that takes SFT above base on simple_python + multiple, and iterations
     # that each train on ≥ 8 mined pairs.  Sized from DESIGN.md's per-step costs (bf16 SFT step ≈ 5.5–6.5 s),
-    # not tuned on its test items.  Measured on a 2-core EPYC with AVX512-BF16 (docs/notebook/RESULTS.md,
-    # session 16, dev items): 17 min, 20 s per SFT step (the warm-up alone is 10 min), SFT +5 points pooled, 5–6
-    # pairs per iteration — none of the three goals met at these budgets.
+    # not tuned on its test items.  Measured on a 2-core EPYC with AVX512-BF16, fresh home (docs/RESULTS.md,
+    # session 17): 11 min (goal 10 missed), 6–11 s per SFT step (warm-up 279 s), SFT +25 points pooled on its
+    # items (0 on the dev items: n = 20), 8 pairs trained per iteration.
     # Only two categories at 10 items: an interval still spans ≈ ±25 points, so the demo can show base → SFT,
     # not what the iterations add (the proof profile measures that).
     "demo": {
@@ -834,8 +834,9 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     # Every stage is scored on the same held-out TEST items: the first 100 of each category's seeded order
     # (500 pooled).  Tune on the DEV items after them (``--set evaluation.split=dev``), never on test.
     # Budgets sized before any run from DESIGN.md's per-step costs (bf16 SFT step ≈ 5.5 s at 4 × 512 tokens);
-    # measured on a 2-core EPYC with AVX512-BF16: 20 s per SFT step (the 96-step warm-up ≈ 32 min) and ≈ 0.8 s
-    # per evaluated item on vLLM bf16 (the base model's 500 items: 396 s).
+    # measured on a 2-core EPYC with AVX512-BF16 (session 16, before the LM-head and batching fixes that made SFT
+    # and DPO steps ≈ 1.6–2× faster): 119 min summed (warm-up 30 min, DPO 17 + 14 min, control 23 min) and
+    # ≈ 0.6 s per evaluated item on vLLM bf16.  Result: docs/RESULTS.md (the claim not reproduced at 135 M).
     "proof": {
         **FASTEST_ENGINE,
         "iterations": 2,
