@@ -34,7 +34,7 @@ def label_positions_only():
     trl (≥ 1.x, ``trainer/utils.add_fused_lm_head``) projects every position of the batch through the LM head
     unless ``_use_triton(device)`` says it runs on CUDA/XPU — elsewhere it avoids data-dependent tile shapes, which
     matter to XLA-style compilers, not to eager CPU kernels.  A preference pair's prompt (~700 tokens) has no
-    label and its completions ~20–40: scoring them all is most of a DPO step on this 49k-word vocabulary.  The
+    label and its completions ~20–40: scoring them all cost ≈ 40 % of a DPO step on this 49k-word vocabulary.  The
     log-probs are the same (tests/test_preference.py compares the losses); docs/notebook/RESULTS.md has the
     timing.  A trl without that hook leaves this a no-op, and the test fails to say so."""
     try:
