@@ -15,6 +15,7 @@ docs/design.md#training-on-cpu: 11–16 s/step for 4 × 420 tokens with bf16 aut
 
     .venv/bin/python bench/sft_speed.py --steps 8
     .venv/bin/python bench/sft_speed.py --steps 4 --gradient-checkpointing   # the memory/speed trade-off
+    .venv/bin/python bench/sft_speed.py --steps 3 --profile-step 2           # + torch.profiler's top ops of step 2
 """
 
 from __future__ import annotations
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tools", choices=["json", "compact"], default=None, help="tool rendering (default: profile's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-calibrate", action="store_true", help="skip the 4 × 512 forward yardstick")
+    ap.add_argument(
+        "--profile-step", type=int, default=0, help="print torch.profiler's top CPU ops of this step (1-based; 0: off)"
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sft_speed.json"))
     args = ap.parse_args(argv)
 
@@ -155,10 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     answer = [sum(r["completion_mask"]) for r in records]
 
     stamps: list[float] = []
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
 
     def on_event(event: str, m: dict) -> None:
+        # with logging_steps=1 a "log" event ends each step: profile from the end of step k-1 to the end of step k
         if event in ("stage_start", "log"):
             stamps.append(time.perf_counter())
+            if args.profile_step and len(stamps) == args.profile_step:
+                prof.__enter__()
+            elif args.profile_step and len(stamps) == args.profile_step + 1:
+                prof.__exit__(None, None, None)
 
     with tempfile.TemporaryDirectory(prefix="sft_speed.") as tmp:
         result = train_sft(model, [("bench", sample)], cfg, tmp, on_event, tokenizer=tok)
@@ -222,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
             f"note: load average {row['loadavg_1min_before_after']} on a {torch.get_num_threads()}-thread run — "
             "other processes shared the CPU; times are inflated"
         )
+    if args.profile_step:
+        print(f"\ntorch.profiler, step {args.profile_step} (self CPU time):")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     print(f"→ {out}")
     return 0
 
