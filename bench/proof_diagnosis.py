@@ -106,7 +106,7 @@ def pair_stats(path: Path) -> dict:
 
 
 class LogProbs:
-    """Summed completion log-probs under one model, cached per (pair set, pair index, side)."""
+    """Summed completion log-probs of a pair's two completions under one model (:func:`heldout` caches them)."""
 
     def __init__(self, folder: str, bf16: bool):
         from itool_core.models import load_policy
@@ -148,6 +148,8 @@ def heldout(its: list[dict], control: Path | None, sft_model: str, pref_cfg, bf1
     cache: dict[tuple[str, int], list[tuple[float, float]]] = {}
 
     def logps(model: str, j: int) -> list[tuple[float, float]]:
+        # one folder may be named two ways (an update's policy, the next update's reference): load it once
+        model = str(Path(model).resolve())
         if (model, j) not in cache:
             lp = LogProbs(model, bf16)
             for k in list(sets):  # one load per model: score every set now
