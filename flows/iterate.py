@@ -43,7 +43,7 @@ from flows.common import (
     scores_of,
 )
 from itool_core.artifacts import atomic_write_json, atomic_write_text
-from itool_core.config import dump_config
+from itool_core.config import RunConfig, dump_config
 from itool_core.report import StageScores, comparisons, plot_scores, report_markdown
 from tasks import stages
 from tasks.stages import StageRunner
@@ -272,7 +272,7 @@ def iterate(
 
         # ---- 4. the report
         title = f"iTool — profile {cfg.profile}, {cfg.iterations} iteration(s)"
-        md = f"# {title}\n\n" + report_markdown(scores, plan.subset(), note=_budget_note(cfg.profile))
+        md = f"# {title}\n\n" + report_markdown(scores, plan.subset(), note=_budget_note(cfg))
         report, png = plan.run_dir / "report.md", plan.run_dir / "scores.png"
         atomic_write_text(report, md)
         plot_scores(scores, png, title=title)
@@ -312,17 +312,20 @@ def _trained_work(t: stages.Trained) -> dict[str, float]:
     return {"steps": float(t.steps), "tokens": float(t.tokens), "seconds": float(t.seconds)}
 
 
-def _budget_note(profile: str) -> str:
-    if profile == "demo":
+def _budget_note(cfg: RunConfig) -> str:
+    if cfg.profile == "demo":
+        stages = 3 if cfg.sft.mode == "curriculum" else 1
+        steps = f"{stages} × {cfg.sft.max_steps_per_stage}" if stages > 1 else f"{cfg.sft.max_steps_per_stage}"
         return (
-            "**Demo budgets** (30 warm-up steps, a few trees, 10 items per category): this run shows the method "
-            "working end to end and the warm-up teaching the call format; with 10 items per category an interval "
-            "spans about ±25 points, so it can show base → SFT, not what the iterations add."
+            f"**Demo budgets** ({steps} warm-up steps, a few trees, {cfg.evaluation.limit} items per category): this "
+            "run shows the method working end to end and the warm-up teaching the call format; with this few items "
+            "per category an interval spans about ±25 points, so it can show base → SFT, not what the iterations add."
         )
-    if profile == "proof":
+    if cfg.profile == "proof":
         return (
-            "**Proof run**: every stage on the same held-out test items (budgets were tuned on the dev items after "
-            "them). The control is the SFT policy trained further with plain SFT for the optimiser steps and "
-            "tokens the iterations' preference updates spent (itool_core/train/control.py)."
+            "**Proof run**: every stage on the same held-out test items, reported once (the budgets were sized from "
+            "measured per-step costs, not tuned on any items). The control is the SFT policy trained further with "
+            "plain SFT for the optimiser steps and tokens the iterations' preference updates spent "
+            "(itool_core/train/control.py)."
         )
     return ""

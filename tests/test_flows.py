@@ -523,3 +523,16 @@ def test_the_compute_matched_control_is_trained_scored_compared_and_tracked(harn
     for key in ("control/target_steps", "control/steps", "control/tokens", "bfcl/simple_python"):
         assert key in control.data.metrics, key
     assert "control/bfcl/simple_python" in parent.data.metrics
+
+
+def test_report_captions_state_the_profiles_budgets_and_no_tuning_claim():
+    from flows.iterate import _budget_note
+    from itool_core.config import profile
+
+    demo = profile("demo")
+    note = _budget_note(demo)
+    assert f"3 × {demo.sft.max_steps_per_stage} warm-up steps" in note
+    assert f"{demo.evaluation.limit} items per category" in note
+    proof = _budget_note(profile("proof"))
+    assert "held-out test items" in proof and "not tuned" in proof
+    assert _budget_note(profile("quick")) == ""
