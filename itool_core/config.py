@@ -799,9 +799,9 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     # The whole method in minutes on 2 CPU cores (``make demo``), meant to learn visibly in ≤ 10 min: a real
     # warm-up (bf16 autocast where native) that takes SFT above base on simple_python + multiple, and iterations
     # that each train on ≥ 8 mined pairs.  Sized from DESIGN.md's per-step costs (bf16 SFT step ≈ 5.5–6.5 s),
-    # not tuned on its test items.  Measured on a 2-core EPYC with AVX512-BF16, fresh home (docs/RESULTS.md,
-    # session 17): 11 min (goal 10 missed), 6–11 s per SFT step (warm-up 279 s), SFT +25 points pooled on its
-    # items (0 on the dev items: n = 20), 8 pairs trained per iteration.
+    # tuned on the dev items only.  Measured on a 2-core EPYC with AVX512-BF16, fresh clone and home
+    # (docs/RESULTS.md, session 18): 632 s (goal 600 missed), warm-up 209 s, SFT +15 points pooled on its items
+    # (+5 on the dev items; n = 20), 8 pairs trained per iteration.
     # Only two categories at 10 items: an interval still spans ≈ ±25 points, so the demo can show base → SFT,
     # not what the iterations add (the proof profile measures that).
     "demo": {
@@ -844,9 +844,9 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     # Every stage is scored on the same held-out TEST items: the first 100 of each category's seeded order
     # (500 pooled).  Tune on the DEV items after them (``--set evaluation.split=dev``), never on test.
     # Budgets sized before any run from DESIGN.md's per-step costs (bf16 SFT step ≈ 5.5 s at 4 × 512 tokens);
-    # measured on a 2-core EPYC with AVX512-BF16 (session 16, before the LM-head and batching fixes that made SFT
-    # and DPO steps ≈ 1.6–2× faster): 119 min summed (warm-up 30 min, DPO 17 + 14 min, control 23 min) and
-    # ≈ 0.6 s per evaluated item on vLLM bf16.  Result: docs/RESULTS.md (the claim not reproduced at 135 M).
+    # measured on a 2-core EPYC with AVX512-BF16 (session 18, one uninterrupted run): 61 min (warm-up 16 min,
+    # DPO 4.5 min per iteration, control 6.5 min, evaluations 3–7 min on vLLM bf16).  Result: docs/RESULTS.md
+    # (the claim not reproduced at 135 M; the SFT's call / no-call bias decides the pooled score).
     "proof": {
         **FASTEST_ENGINE,
         "iterations": 2,
