@@ -23,7 +23,9 @@ CPU cores**; the JSON says whether this run met it.
 
 Training FLOPs are estimated from the parameter count N and the training tokens: LoRA SFT 4N per token
 (forward 2N, backward through the frozen weights 2N; the adapters' own gradients are negligible), a preference
-update 6N per token (the same plus the reference model's forward); attention's own FLOPs are not counted.
+update 6N per token (the same plus the reference model's forward) over the tokens its forwards ran
+(``computed_tokens``: with ``preference.shared_prefix`` a pair's shared state counts once, while ``tokens`` and
+tokens/s count both rows); attention's own FLOPs are not counted.
 """
 
 from __future__ import annotations
@@ -118,13 +120,13 @@ def throughput(summary: dict, peak: float | None) -> dict[str, dict]:
         secs = w.get("seconds") or compute.get(name) or 0.0
         tokens = w.get("tokens", w.get("generated_tokens"))
         row: dict = {"seconds": round(secs, 1), "tokens": tokens}
-        row.update({k: w[k] for k in ("steps", "pairs", "pairs_trained") if k in w})
+        row.update({k: w[k] for k in ("steps", "pairs", "pairs_trained", "computed_tokens") if k in w})
         if "generated_tokens" in w:
             row["what"] = "generated tokens (search)"
         row["tokens_per_s"] = round(tokens / secs, 1) if tokens and secs else None
         kind = "preference" if name.endswith("/preference") else "sft" if "tokens" in w else None
         if kind and n and tokens and secs:
-            flops = FLOPS_PER_TOKEN[kind] * n * tokens
+            flops = FLOPS_PER_TOKEN[kind] * n * w.get("computed_tokens", tokens)
             row.update(
                 flops=flops, flop_per_s=round(flops / secs), peak_share=round(flops / secs / peak, 4) if peak else None
             )

@@ -308,8 +308,12 @@ def iterate(
 
 
 def _trained_work(t: stages.Trained) -> dict[str, float]:
-    """A training stage's optimiser steps, training tokens and compute seconds (throughput in run_*.json)."""
-    return {"steps": float(t.steps), "tokens": float(t.tokens), "seconds": float(t.seconds)}
+    """A training stage's optimiser steps, training tokens (and the tokens its forwards ran, where fewer) and
+    compute seconds (throughput in run_*.json)."""
+    work = {"steps": float(t.steps), "tokens": float(t.tokens), "seconds": float(t.seconds)}
+    if t.computed_tokens:
+        work["computed_tokens"] = float(t.computed_tokens)
+    return work
 
 
 def _budget_note(cfg: RunConfig) -> str:

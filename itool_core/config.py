@@ -351,6 +351,9 @@ class PreferenceConfig:
     seed: int = 0
     #: Move the leading tokens both steps share from the completions into the prompt (pitfall 3).
     trim_common_prefix: bool = True
+    #: DPO / IPO: run each pair's two steps in one row with the shared state encoded once (same log-probs and
+    #: gradients, ≈ half the tokens: train/losses/shared_prefix.py).  SimPO / ORPO run unshared.
+    shared_prefix: bool = True
     logging_steps: int = 1
     #: Save ``out_dir/merged`` (policy + adapter folded): the next iteration's policy and reference.
     merge: bool = True

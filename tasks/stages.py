@@ -248,6 +248,9 @@ class Trained:
     #: Non-padding tokens fed forward through the policy in training (SFT: prompt + answer; preference: prompt +
     #: chosen and prompt + rejected): the compute the control is matched on (itool_core/train/control.py).
     tokens: int = 0
+    #: Tokens the training forwards actually ran, where fewer than ``tokens`` (a preference update with
+    #: ``shared_prefix`` encodes each pair's shared state once); 0 = as many as ``tokens``.
+    computed_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -477,6 +480,7 @@ def preference_update(
         train_loss=res.train_loss,
         steps=res.steps,
         tokens=res.tokens,
+        computed_tokens=res.computed_tokens,
         metrics=_floats(res.metrics),
         history=history,
     )

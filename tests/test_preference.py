@@ -8,6 +8,7 @@ iteration's policy (the ``policy`` folder), not the original base; PAIRS Parquet
 import contextlib
 import dataclasses
 import json
+import math
 import warnings
 
 import pytest
@@ -417,3 +418,64 @@ def test_orpo_sft_term_covers_the_chosen_step_only(pairs, folders, loaded, tmp_p
     assert nll == pytest.approx(-sum(step_lps) / len(step_lps), abs=1e-4)
     assert trl_nll == pytest.approx(-sum(all_lps) / len(all_lps), abs=1e-4)  # what trl alone would have used
     assert abs(nll - trl_nll) > 1e-2
+
+
+# ------------------------------------------------------------------------------ prefix sharing
+
+
+@pytest.mark.parametrize("reference", ["policy", "explicit"])
+def test_shared_prefix_gives_the_same_loss_and_gradients_on_fewer_tokens(reference, pairs, folders, tmp_path):
+    """A pair's two steps in one row with the shared state encoded once (``shared_prefix``, the default) give
+    trl's loss and every LoRA gradient as the two unshared rows do — pairs of different prompt lengths in one
+    micro-batch (so the packed rows are padded), reference = the policy with its adapter disabled or an
+    explicit model — and the forwards run fewer tokens than the rows hold."""
+    ref = folders["policy"] if reference == "policy" else folders["base"]
+    results = []
+    for shared in (False, True):
+        torch.manual_seed(0)  # the fresh LoRA's random A matrices
+        trainer, _, _ = build_trainer(
+            folders["policy"], pairs, _tiny_cfg("dpo", shared_prefix=shared), tmp_path, reference=ref
+        )
+        assert trainer.shared_prefix is shared
+        trainer.model.train()
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        # a nonzero adapter (B starts at 0), so that the reference and the policy differ under both references
+        with torch.no_grad():
+            for n, p in trainer.model.named_parameters():
+                if "lora_B" in n:
+                    p.copy_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(n))))
+        trainer.tokens_computed = 0
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+        results.append((float(loss), grads, trainer.tokens_computed, int(batch["attention_mask"].sum())))
+    (loss0, g0, _, rows_tokens), (loss1, g1, computed, _) = results
+    assert loss1 == pytest.approx(loss0, abs=1e-5)
+    assert abs(loss0 - math.log(2)) > 1e-3  # policy ≠ reference: the log-ratios are not all zero
+    assert g0.keys() == g1.keys() and g0
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], rtol=1e-4, atol=1e-6, msg=n)
+    assert 0 < computed < rows_tokens
+
+
+def test_pack_pairs_layout_and_fallbacks():
+    """Pair i = rows i and i + B; the packed row is x[:-1] | x[-1] a_w | x[-1] a_l, the second branch's
+    positions restart where the first began, neither branch sees the other; a batch whose paired rows do not
+    share their prompt is not packed."""
+    from itool_core.train.losses.shared_prefix import pack_pairs
+
+    ids = torch.tensor([[1, 2, 3, 4, 5], [1, 2, 3, 6, 0]])
+    att = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    comp = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 0, 1, 0]])
+    p = pack_pairs(ids, att, comp)
+    assert p.input_ids.tolist() == [[1, 2, 3, 4, 5, 3, 6]]
+    assert p.position_ids.tolist() == [[0, 1, 2, 3, 4, 2, 3]]
+    assert p.shift_labels.tolist() == [[-100, -100, 4, 5, -100, 6, -100]]
+    m = p.attention_mask[0, 0]
+    assert m[5].tolist() == [True, True, False, False, False, True, False]  # repeated x[-1]: shared part + self
+    assert m[4].tolist() == [True, True, True, True, True, False, False]
+    assert p.tokens == 7
+    other = ids.clone()
+    other[1, 0] = 9
+    assert pack_pairs(other, att, comp) is None
+    assert pack_pairs(ids[:1], att[:1], comp[:1]) is None

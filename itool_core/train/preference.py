@@ -318,6 +318,8 @@ def build_trainer(
     if cfg.uses_reference:
         kwargs["ref_model"] = ref_model
     trainer = trainer_cls(**kwargs)
+    if hasattr(trainer, "shared_prefix"):
+        trainer.shared_prefix = cfg.shared_prefix
     trainer.remove_callback(PrinterCallback)  # with tqdm off, transformers prints every log dict
     info["steps_planned"] = steps
     return trainer, prepared, info
@@ -341,6 +343,7 @@ class PreferenceResult:
     #: The last logged step's values (same keys).
     last: dict[str, float]
     history: list[dict[str, float]]
+    #: Non-padding tokens of the rows trained on (prompt + chosen, prompt + rejected): the control's unit.
     tokens: int
     tokens_per_s: float
     s_per_step: float
@@ -350,6 +353,9 @@ class PreferenceResult:
     merged_dir: str | None
     trl_version: str = ""
     config: dict[str, Any] = field(default_factory=dict)
+    #: Tokens the policy's forwards ran (the reference's are as many): ``tokens`` less the shared states
+    #: encoded once (``shared_prefix``); 0 in results written before it was counted.
+    computed_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -443,6 +449,7 @@ def _train_preference(policy, pairs, cfg: PreferenceConfig, out: Path, reference
         wall = time.perf_counter() - t0
         steps = int(train_out.global_step)
         tokens = all_sum(int(trainer.tokens_seen))  # each rank counted its own share of the batches
+        computed = all_sum(int(trainer.tokens_computed))
         peft_model = trainer.accelerator.unwrap_model(trainer.model)
         # under accelerate launch every rank runs this function, and only rank 0 writes
         adapter_dir = out / "adapter"
@@ -486,6 +493,7 @@ def _train_preference(policy, pairs, cfg: PreferenceConfig, out: Path, reference
         merged_dir=merged_dir,
         trl_version=trl.__version__,
         config=asdict(cfg),
+        computed_tokens=computed,
     )
     if is_main():
         atomic_write_json(out / "preference_result.json", result.to_dict())

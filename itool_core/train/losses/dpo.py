@@ -34,9 +34,29 @@ def _trainer() -> type:
     from trl import DPOTrainer
 
     from .common import TokenCounter
+    from .shared_prefix import shared_prefix_forward
 
     class StepDPOTrainer(TokenCounter, DPOTrainer):
-        """DPOTrainer (losses "sigmoid" = DPO, "ipo") on pre-tokenised step-level rows."""
+        """DPOTrainer (losses "sigmoid" = DPO, "ipo") on pre-tokenised step-level rows; with ``shared_prefix``
+        (``PreferenceConfig.shared_prefix``, set by ``train.preference``) each pair's policy and reference
+        forwards run prefix-shared (:mod:`.shared_prefix`)."""
+
+        shared_prefix = False
+
+        def _compute_loss(self, model, inputs, return_outputs):
+            if not self.shared_prefix:
+                return super()._compute_loss(model, inputs, return_outputs)
+            # the policy, and an explicit reference model when there is one (else the reference is the policy
+            # with its adapter disabled: the same module)
+            models = []
+            for m in (self.model, self.ref_model):
+                if m is not None:
+                    m = self.accelerator.unwrap_model(m)
+                    models.append(m.get_base_model() if hasattr(m, "get_base_model") else m)
+            with shared_prefix_forward(models, inputs) as packed:
+                if packed is not None:
+                    self.count_computed(packed.tokens)
+                return super()._compute_loss(model, inputs, return_outputs)
 
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             # trl's version extracts the prompt, appends EOS to every chosen/rejected *text* and re-tokenises.
