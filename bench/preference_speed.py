@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", required=True, help="PAIRS Parquet a search wrote")
     ap.add_argument("--profile", default="demo", help="whose preference settings (default: demo)")
     ap.add_argument("--steps", type=int, default=4, help="optimiser steps per run (default 4)")
+    ap.add_argument(
+        "--fp32", action="store_true", help="no bf16 autocast: the two runs' losses then agree to float rounding"
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "preference_speed.json"))
     args = ap.parse_args(argv)
 
@@ -54,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
     pairs = load_pairs(args.pairs)
     base = replace(profile(args.profile).preference, max_steps=args.steps, merge=False)
+    if args.fp32:
+        base = replace(base, bf16=False)
     n = _n_params(args.policy)
     mach = machine()
     peak = mach["bfloat16_matmul_flop_per_s"]
@@ -97,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": date.today().isoformat(),
         "machine": mach,
         "profile": args.profile,
+        "bf16": base.bf16,
         "n_params": n,
         "rows": rows,
         "speedup": round(off["train_s"] / on["train_s"], 3),
