@@ -260,7 +260,7 @@ def _throughput(run: dict) -> list[str]:
     out = [
         "",
         "Where the time goes (compute seconds of the stage; training FLOPs estimated as 4N per token for LoRA SFT, "
-        "6N for a preference update"
+        "6N per token a preference update's forwards ran — a pair's shared state once, `preference.shared_prefix`"
         + (f"; bf16 matmul peak measured before the run: {peak / 1e9:.0f} GFLOP/s" if peak else "")
         + "):",
         "",
@@ -274,6 +274,34 @@ def _throughput(run: dict) -> list[str]:
         tps = "-" if v.get("tokens_per_s") is None else f"{v['tokens_per_s']:.0f}"
         out.append(f"| {k} | {v['seconds']:.0f} | {tok} | {tps} | {gf} | {share} |")
     return out
+
+
+def preference_section(runs: list[dict]) -> str:
+    """``bench/preference_speed.py``: the preference update with and without prefix sharing."""
+    out = [
+        "## Preference update: prefix sharing",
+        "",
+        "`bench/preference_speed.py` trains the same policy on the same mined pairs twice, trl's two rows per pair "
+        "(`shared_prefix: false`) and one row per pair with the shared state encoded once (`true`, the default; "
+        "docs/design.md, \"Training on CPU\"); FLOPs = 6N per token the forwards ran.",
+        "",
+        "| run | machine, date | precision | steps | shared | s/step | tokens | computed | tokens/s | GFLOP/s | "
+        "of bf16 peak | losses per step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        where = f"{r['machine'].get('cpu')}, {r['machine'].get('cores')} cores, {r['date']}"
+        prec = "bf16 autocast" if r.get("bf16") not in (False, "false") else "fp32"
+        for row in r["rows"]:
+            out.append(
+                f"| `{r['command']}` | {where} | {prec} | {row['steps']} | {row['shared_prefix']} | "
+                f"{row['s_per_step']:.2f} | {row['tokens']} | {row['computed_tokens']} | {row['tokens_per_s']:.0f} | "
+                f"{row['flop_per_s'] / 1e9:.1f} | {100 * row['peak_share']:.1f} % | "
+                + " ".join(f"{x:.5f}" for x in row["losses"])
+                + " |"
+            )
+        out.append(f"| | | | | speed-up | **{r['speedup']:.2f}×** | | | | | | |")
+    return "\n".join(out)
 
 
 def _spread(v: dict) -> str:
@@ -375,6 +403,9 @@ def render() -> str:
     if not runs:
         parts.append("_No run recorded yet._")
     parts += [run_section(r) + "\n" for r in runs]
+    pref = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("preference_speed*.json"))]
+    if pref:
+        parts.append(preference_section(pref) + "\n")
     serve = RESULTS / "serve_speed.json"
     if serve.is_file():
         served = json.loads(serve.read_text())
