@@ -843,13 +843,12 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     # curriculum SFT → 2 iTool iterations, plus the compute-matched control — the SFT policy trained further with
     # plain SFT for exactly the optimiser steps S the iterations' preference updates took, with
     # b = round(T / (S · mean tokens of a pool example)) pool examples per step so that it feeds ≈ the T training
-    # tokens those updates fed through the policy (itool_core/train/control.py; the run records both).
-    # Every stage is scored on the same held-out TEST items: the first 100 of each category's seeded order
-    # (500 pooled).  Tune on the DEV items after them (``--set evaluation.split=dev``), never on test.
-    # Budgets sized before any run from DESIGN.md's per-step costs (bf16 SFT step ≈ 5.5 s at 4 × 512 tokens);
-    # measured on a 2-core EPYC with AVX512-BF16 (session 18, one uninterrupted run): 61 min (warm-up 16 min,
-    # DPO 4.5 min per iteration, control 6.5 min, evaluations 3–7 min on vLLM bf16).  Result: docs/RESULTS.md
-    # (the claim not reproduced at 135 M; the SFT's call / no-call bias decides the pooled score).
+    # tokens of the rows those updates trained on (prompt + chosen, prompt + rejected; itool_core/train/control.py;
+    # the run records both).  Every stage is scored on the same held-out TEST items: the first 100 of each
+    # category's seeded order (500 pooled).  Tune on the DEV items after them (``--set evaluation.split=dev``),
+    # never on test.  Budgets sized before any run from DESIGN.md's per-step costs (bf16 SFT step ≈ 5.5 s at
+    # 4 × 512 tokens) for the ≤ 2 h goal on 2 cores; wall time per stage and the result: docs/RESULTS.md (the
+    # claim not reproduced at 135 M; the SFT's call / no-call bias decides the pooled score).
     "proof": {
         **FASTEST_ENGINE,
         "iterations": 2,

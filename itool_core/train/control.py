@@ -6,9 +6,11 @@ with the warm-up's own loss — plain SFT on reference answers — for the compu
 updates spent.  **Matching rule** (:func:`plan_control`):
 
 * **optimiser steps** S = Σᵢ steps of preference update i, exactly (an iteration that trained nothing adds 0);
-* **training tokens** T = Σᵢ tokens preference update i fed forward through the policy — prompt + chosen and
+* **training tokens** T = Σᵢ tokens of the rows preference update i trained on — prompt + chosen and
   prompt + rejected of every trained pair (``PreferenceResult.tokens``; the reference model's no-grad forward
-  is not counted);
+  is not counted).  With ``preference.shared_prefix`` the forwards encode a pair's prompt once and run ≈ half
+  of T (``computed_tokens``); T still counts it twice, so the control's training FLOPs (≈ 4N·T) exceed the
+  iterations' (6N per computed token): where the match is off, it is off in the control's favour;
 * **data**: the pool, the examples the iterations search (the replay buffer is the pool), rendered and
   tokenised as in the warm-up, in seeded order, cycled as often as S steps need;
 * **batch** b = max(1, round(T / (S · t̄))) examples per step with no gradient accumulation, t̄ = mean tokens of
