@@ -283,7 +283,7 @@ def preference_section(runs: list[dict]) -> str:
         "",
         "`bench/preference_speed.py` trains the same policy on the same mined pairs twice, trl's two rows per pair "
         "(`shared_prefix: false`) and one row per pair with the shared state encoded once (`true`, the default; "
-        "docs/design.md, \"Training on CPU\"); FLOPs = 6N per token the forwards ran.",
+        'docs/design.md, "Training on CPU"); FLOPs = 6N per token the forwards ran.',
         "",
         "| run | machine, date | precision | steps | shared | s/step | tokens | computed | tokens/s | GFLOP/s | "
         "of bf16 peak | losses per step |",

@@ -22,6 +22,7 @@ class TokenCounter:
     """Mixin before a trl trainer: counts the non-padding tokens each training step sees (tokens/s), and the
     tokens its forwards actually run (fewer where a pair's shared state is encoded once: ``shared_prefix``)."""
 
+    model: Any  # the trainer's
     tokens_seen = 0
     tokens_computed = 0
 
@@ -34,7 +35,7 @@ class TokenCounter:
         return out
 
     def count_computed(self, tokens: int) -> None:
-        if self.model.training:
+        if self.model.training:  # evaluation forwards are not training
             self.tokens_computed += int(tokens)
 
 
