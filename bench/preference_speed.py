@@ -12,14 +12,13 @@ equal up to bf16 rounding).
 The policy and pairs come from a run's folder, e.g. a demo run's first iteration:
 
     python bench/pipeline_run.py --set evaluation.split=dev --workdir /tmp/demo-dev
-    python bench/preference_speed.py --policy <run>/sft/merged --pairs <run>/iter_1/pairs.parquet
+    python bench/preference_speed.py --policy /tmp/demo-dev/run/warmup/<key>/merged \
+        --pairs /tmp/demo-dev/run/iter_1/mine/pairs/<key>/pairs.parquet
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
@@ -31,14 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from itool_core.config import profile  # noqa: E402
 from itool_core.train.preference import load_pairs, train_preference  # noqa: E402
-
-
-def _n_params(folder: str) -> int:
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    with __import__("torch").device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
-    return sum(p.numel() for p in model.parameters())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,13 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "preference_speed.json"))
     args = ap.parse_args(argv)
 
-    from pipeline_run import machine
+    from pipeline_run import FLOPS_PER_TOKEN, machine, n_params
+
+    from itool_core.artifacts import atomic_write_json
 
     pairs = load_pairs(args.pairs)
     base = replace(profile(args.profile).preference, max_steps=args.steps, merge=False)
     if args.fp32:
         base = replace(base, bf16=False)
-    n = _n_params(args.policy)
+    n = n_params(args.policy)
+    if not n:
+        ap.error(f"--policy {args.policy}: no model config to count parameters from")
     mach = machine()
     peak = mach["bfloat16_matmul_flop_per_s"]
     rows = []
@@ -70,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             res = train_preference(args.policy, pairs, cfg, tmp)
             stage = time.perf_counter() - t0
         computed = res.computed_tokens or res.tokens
-        flops = 6 * n * computed
+        flops = FLOPS_PER_TOKEN["preference"] * n * computed
         rows.append(
             {
                 "shared_prefix": shared,
@@ -107,12 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "speedup": round(off["train_s"] / on["train_s"], 3),
     }
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    os.replace(tmp, path)
-    print(f"wrote {path}")
+    atomic_write_json(args.out, out)
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -65,7 +65,7 @@ def pack_pairs(input_ids, attention_mask, completion_mask) -> PackedPairs | None
     if rows % 2:
         return None
     half = rows // 2
-    packed: list[tuple[list[int], list[int], list[int], list[int], int, int]] = []
+    packed: list[tuple[list[int], list[int], list[int], list[int]]] = []
     for i in range(half):
         a = _split_row(input_ids[i], attention_mask[i], completion_mask[i])
         b = _split_row(input_ids[i + half], attention_mask[i + half], completion_mask[i + half])
@@ -78,7 +78,7 @@ def pack_pairs(input_ids, attention_mask, completion_mask) -> PackedPairs | None
         # segment of each position: 0 = shared x[:-1], 1 = x[-1] a_w, 2 = the repeated x[-1] a_l
         seg = [0] * (p - 1) + [1] * (c + 1) + [2] * (r + 1)
         labels = [-100] * (p - 1) + chosen + [-100] + rejected + [-100]
-        packed.append((ids, pos, seg, labels, c, r))
+        packed.append((ids, pos, seg, labels))
 
     width = max(len(t[0]) for t in packed)
     device = input_ids.device
@@ -86,7 +86,7 @@ def pack_pairs(input_ids, attention_mask, completion_mask) -> PackedPairs | None
     out_pos = torch.zeros(half, width, dtype=torch.long)
     out_seg = torch.full((half, width), -1, dtype=torch.long)
     out_lab = torch.full((half, width), -100, dtype=torch.long)
-    for i, (ids, pos, seg, labels, _, _) in enumerate(packed):
+    for i, (ids, pos, seg, labels) in enumerate(packed):
         n = len(ids)
         out_ids[i, :n] = torch.tensor(ids)
         out_pos[i, :n] = torch.tensor(pos)
