@@ -802,9 +802,7 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     # The whole method in minutes on 2 CPU cores (``make demo``), meant to learn visibly in ≤ 10 min: a real
     # warm-up (bf16 autocast where native) that takes SFT above base on simple_python + multiple, and iterations
     # that each train on ≥ 8 mined pairs.  Sized from DESIGN.md's per-step costs (bf16 SFT step ≈ 5.5–6.5 s),
-    # tuned on the dev items only.  Measured on a 2-core EPYC with AVX512-BF16, fresh clone and home
-    # (docs/RESULTS.md, session 18): 632 s (goal 600 missed), warm-up 209 s, SFT +15 points pooled on its items
-    # (+5 on the dev items; n = 20), 8 pairs trained per iteration.
+    # tuned on the dev items only; wall time per stage and scores of a fresh-clone run: docs/RESULTS.md.
     # Only two categories at 10 items: an interval still spans ≈ ±25 points, so the demo can show base → SFT,
     # not what the iterations add (the proof profile measures that).
     "demo": {
